@@ -1,0 +1,1 @@
+//! The CRD types of `couchshare.io/v1alpha1`.

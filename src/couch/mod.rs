@@ -1,0 +1,1 @@
+//! A CouchDB HTTP client: typed calls, typed errors, retries. Knows nothing of Kubernetes.

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver, kubectl (from k8s.io/kubernetes), etcd (from go.etcd.io/etcd/server/v3)
+# and helm into a version-keyed cache outside the checkout, and prints that folder.
+# Why from Go modules: no release downloads are reachable here, only the Go module proxy.
+# Needs Go >= the release's go directive. Reuses the cache when every binary is present.
+set -euo pipefail
+K8S_VERSION=${K8S_VERSION:-v1.36.3}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+HELM_VERSION=${HELM_VERSION:-v4.3.1}
+OUT=${COUCHSHARE_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/couchshare-testbin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION}
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+have() { [ -x "$OUT/$1" ]; }
+if have kube-apiserver && have kubectl && have etcd && have helm; then echo "$OUT"; exit 0; fi
+mkdir -p "$OUT"
+log() { echo "build-k8s: $*" >&2; }
+MINOR=$(cut -d. -f2 <<<"$K8S_VERSION"); PATCH=$(cut -d. -f3 <<<"$K8S_VERSION")
+STAGING="v0.${MINOR}.${PATCH}"          # k8s v1.Y.Z <-> staging modules v0.Y.Z
+WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
+
+if ! have kube-apiserver || ! have kubectl; then
+  log "building kube-apiserver and kubectl $K8S_VERSION (cold: 10-20 minutes)"
+  mkdir "$WORK/k8s"; cd "$WORK/k8s"
+  go mod init local.invalid/k8s-testbin >/dev/null 2>&1
+  # k/k requires its staging modules at v0.0.0 with ./staging replaces, which a dependency's
+  # go.mod cannot carry: replace each with its published v0.Y.Z tag (kubernetes#79384).
+  KK_GOMOD=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" \
+             | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  MODS=$( { sed -n 's|^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\)[[:space:]]*=>[[:space:]]*\./staging/.*|\1|p' "$KK_GOMOD"
+            sed -n 's|^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\)[[:space:]]\{1,\}v0\.0\.0\([[:space:]].*\)\{0,1\}$|\1|p' "$KK_GOMOD"; } | sort -u )
+  for m in $MODS; do go mod edit -replace="$m=$m@$STAGING"; done
+  go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" >&2
+  # helm reads .Capabilities.KubeVersion from the server's gitVersion: stamp it.
+  LDF="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    LDF+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$MINOR -X $p.gitTreeState=clean"
+    LDF+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  go build -mod=mod -trimpath -ldflags "$LDF" -o "$WORK/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  go build -mod=mod -trimpath -ldflags "$LDF" -o "$WORK/kubectl" k8s.io/kubernetes/cmd/kubectl
+  mv "$WORK/kube-apiserver" "$WORK/kubectl" "$OUT/"
+fi
+
+if ! have etcd; then
+  log "building etcd $ETCD_VERSION"
+  # A module of its own, so etcd's dependency versions stay apart from Kubernetes'.
+  mkdir "$WORK/etcd"; cd "$WORK/etcd"
+  go mod init local.invalid/etcd-testbin >/dev/null 2>&1
+  go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2
+  go build -mod=mod -trimpath -ldflags "-s -w" -o "$WORK/etcd" go.etcd.io/etcd/server/v3
+  mv "$WORK/etcd" "$OUT/"
+fi
+
+if ! have helm; then
+  log "building helm $HELM_VERSION"
+  HELM_MAJOR=$(cut -d. -f1 <<<"$HELM_VERSION")
+  GOBIN="$WORK/bin" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/$HELM_MAJOR/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/$HELM_MAJOR/cmd/helm@$HELM_VERSION" >&2
+  mv "$WORK/bin/helm" "$OUT/"
+fi
+
+"$OUT/kube-apiserver" --version >&2 && "$OUT/kubectl" version --client >&2 \
+  && "$OUT/etcd" --version >&2 && "$OUT/helm" version >&2
+echo "$OUT"
