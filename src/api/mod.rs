@@ -1,1 +1,86 @@
-//! The CRD types of `couchshare.io/v1alpha1`.
+//! The CRD types of `couchshare.io/v1alpha1`: the five kinds, their specs, statuses and
+//! admission-time validation (OpenAPI schema plus CEL rules). Knows nothing of HTTP.
+
+mod common;
+mod database;
+mod grant;
+mod schema;
+mod server;
+mod share;
+mod user;
+pub mod validation;
+
+pub use common::*;
+pub use database::*;
+pub use grant::*;
+pub use server::*;
+pub use share::*;
+pub use user::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// The API group of every couchshare kind.
+pub const GROUP: &str = "couchshare.io";
+/// The API version served and stored.
+pub const VERSION: &str = "v1alpha1";
+
+/// Every CRD of the project, in a stable order (the order `couchshare crd` prints them in).
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    let mut database = CouchDatabase::crd();
+    // Rules on metadata can only sit at the root of the schema, which the derive does not
+    // reach: a database named after the resource needs a name CouchDB accepts (no dots).
+    add_root_rule(
+        &mut database,
+        "has(self.spec.name) || self.metadata.name.matches('^[a-z][a-z0-9_$()+/-]*$')",
+        "metadata.name is not a valid CouchDB database name (no dots, no uppercase); set spec.name",
+    );
+    vec![
+        CouchServer::crd(),
+        database,
+        CouchUser::crd(),
+        CouchGrant::crd(),
+        CouchShare::crd(),
+    ]
+}
+
+fn add_root_rule(crd: &mut CustomResourceDefinition, rule: &str, message: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            schema
+                .x_kubernetes_validations
+                .get_or_insert_with(Vec::new)
+                .push(ValidationRule {
+                    rule: rule.into(),
+                    message: Some(message.into()),
+                    ..Default::default()
+                });
+        }
+    }
+}
+
+/// The CRDs as one multi-document YAML stream (what `couchshare crd` prints).
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for (_, yaml) in crd_files()? {
+        out.push_str("---\n");
+        out.push_str(&yaml);
+    }
+    Ok(out)
+}
+
+/// One `(file name, YAML)` per CRD, exactly as committed under `crds/`.
+pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
+    crds()
+        .into_iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            Ok((format!("{name}.yaml"), serde_yaml::to_string(&crd)?))
+        })
+        .collect()
+}
