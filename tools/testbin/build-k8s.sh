@@ -16,6 +16,7 @@ log() { echo "build-k8s: $*" >&2; }
 MINOR=$(cut -d. -f2 <<<"$K8S_VERSION"); PATCH=$(cut -d. -f3 <<<"$K8S_VERSION")
 STAGING="v0.${MINOR}.${PATCH}"          # k8s v1.Y.Z <-> staging modules v0.Y.Z
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
+mkdir "$WORK/out"   # binaries land here, apart from the module folders
 
 if ! have kube-apiserver || ! have kubectl; then
   log "building kube-apiserver and kubectl $K8S_VERSION (cold: 10-20 minutes)"
@@ -35,9 +36,9 @@ if ! have kube-apiserver || ! have kubectl; then
     LDF+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$MINOR -X $p.gitTreeState=clean"
     LDF+=" -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  go build -mod=mod -trimpath -ldflags "$LDF" -o "$WORK/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-  go build -mod=mod -trimpath -ldflags "$LDF" -o "$WORK/kubectl" k8s.io/kubernetes/cmd/kubectl
-  mv "$WORK/kube-apiserver" "$WORK/kubectl" "$OUT/"
+  go build -mod=mod -trimpath -ldflags "$LDF" -o "$WORK/out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  go build -mod=mod -trimpath -ldflags "$LDF" -o "$WORK/out/kubectl" k8s.io/kubernetes/cmd/kubectl
+  mv "$WORK/out/kube-apiserver" "$WORK/out/kubectl" "$OUT/"
 fi
 
 if ! have etcd; then
@@ -46,17 +47,17 @@ if ! have etcd; then
   mkdir "$WORK/etcd"; cd "$WORK/etcd"
   go mod init local.invalid/etcd-testbin >/dev/null 2>&1
   go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2
-  go build -mod=mod -trimpath -ldflags "-s -w" -o "$WORK/etcd" go.etcd.io/etcd/server/v3
-  mv "$WORK/etcd" "$OUT/"
+  go build -mod=mod -trimpath -ldflags "-s -w" -o "$WORK/out/etcd" go.etcd.io/etcd/server/v3
+  mv "$WORK/out/etcd" "$OUT/"
 fi
 
 if ! have helm; then
   log "building helm $HELM_VERSION"
   HELM_MAJOR=$(cut -d. -f1 <<<"$HELM_VERSION")
-  GOBIN="$WORK/bin" go install -trimpath \
+  GOBIN="$WORK/out" go install -trimpath \
     -ldflags "-s -w -X helm.sh/helm/$HELM_MAJOR/internal/version.version=$HELM_VERSION" \
     "helm.sh/helm/$HELM_MAJOR/cmd/helm@$HELM_VERSION" >&2
-  mv "$WORK/bin/helm" "$OUT/"
+  mv "$WORK/out/helm" "$OUT/"
 fi
 
 "$OUT/kube-apiserver" --version >&2 && "$OUT/kubectl" version --client >&2 \
