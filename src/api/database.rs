@@ -70,11 +70,11 @@ pub struct Shards {
     /// Number of shards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 256))]
-    pub q: Option<u32>,
+    pub q: Option<i32>,
     /// Number of copies of each shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 16))]
-    pub n: Option<u32>,
+    pub n: Option<i32>,
 }
 
 /// Observed state of a CouchDatabase.
@@ -95,10 +95,10 @@ pub struct CouchDatabaseStatus {
     pub server: Option<String>,
     /// Number of documents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub doc_count: Option<u64>,
+    pub doc_count: Option<i64>,
     /// Active size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active_size: Option<u64>,
+    pub active_size: Option<i64>,
     /// Whether the database is partitioned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitioned: Option<bool>,

@@ -170,7 +170,7 @@ pub struct PerUserDatabasesConfig {
     /// Shard count of per-user databases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 256))]
-    pub q: Option<u32>,
+    pub q: Option<i32>,
     /// Name prefix of per-user databases (CouchDB's default: `userdb-`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z][a-z0-9_$()+/-]*$"), length(max = 100))]
@@ -262,12 +262,12 @@ pub struct NodeConfigFailure {
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationBudget {
     /// `replicator/max_jobs` per node.
-    pub max_jobs_per_node: u32,
+    pub max_jobs_per_node: i32,
     /// Number of nodes.
-    pub nodes: u32,
+    pub nodes: i32,
     /// `max_jobs_per_node × nodes`.
-    pub total: u32,
+    pub total: i32,
     /// Replication documents written by couchshare shares on this server.
     #[serde(default)]
-    pub used: u32,
+    pub used: i32,
 }

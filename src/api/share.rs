@@ -240,7 +240,7 @@ pub struct CouchShareStatus {
     pub state: Option<String>,
     /// Changes pending, summed over directions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub changes_pending: Option<u64>,
+    pub changes_pending: Option<i64>,
     /// One entry per replication document.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replications: Vec<ReplicationStatus>,
@@ -270,16 +270,16 @@ pub struct ReplicationStatus {
     pub state: Option<String>,
     /// Documents read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub docs_read: Option<u64>,
+    pub docs_read: Option<i64>,
     /// Documents written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub docs_written: Option<u64>,
+    pub docs_written: Option<i64>,
     /// Document write failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub doc_write_failures: Option<u64>,
+    pub doc_write_failures: Option<i64>,
     /// Changes not yet replicated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub changes_pending: Option<u64>,
+    pub changes_pending: Option<i64>,
     /// When CouchDB last updated the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated: Option<String>,
