@@ -1,1 +1,36 @@
 //! A CouchDB HTTP client: typed calls, typed errors, retries. Knows nothing of Kubernetes.
+//!
+//! One [`CouchClient`] per server; [`CouchClient::with_credentials`] and
+//! [`CouchClient::anonymous`] act as someone else over the same connections. What the server
+//! can do is read once from `GET /` ([`Capabilities`]); calls that need a missing capability
+//! fall back (`/_config`, `_replication_state`) or answer [`CouchError::NotSupported`].
+
+mod client;
+mod config;
+mod database;
+mod documents;
+mod error;
+mod feeds;
+mod path;
+mod replication;
+mod server;
+mod users;
+
+pub use client::CouchClient;
+pub use config::{CouchConfig, Credentials, RetryPolicy, install_crypto_provider};
+pub use database::{
+    CreateDatabase, DatabaseInfo, DatabaseProps, DatabaseSizes, Principals, Security,
+};
+pub use documents::{
+    AllDocs, AllDocsQuery, AllDocsRow, AllDocsValue, BulkDocResult, DocWrite, PurgeResult,
+};
+pub use error::{CouchError, TransportKind, redact_url, redact_url_str};
+pub use feeds::{
+    Change, ChangeRev, Changes, ChangesQuery, DbUpdate, DbUpdates, DbUpdatesQuery, FeedMode,
+};
+pub use path::{encode_db, encode_doc_id};
+pub use replication::{
+    REPLICATOR_DB, ReplicationInfo, ReplicationState, ReplicationStatus, status_from_replicator_doc,
+};
+pub use server::{Capabilities, Membership, SINGLE_NODE_NAME, ServerInfo};
+pub use users::{USERS_DB, UserContext, UserDoc, user_doc_id};

@@ -1,0 +1,276 @@
+//! The connection to one CouchDB server and the request plumbing every call goes through:
+//! URL building, error mapping, retries, debug logging.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::Retryable;
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+use url::Url;
+
+use super::config::{
+    CouchConfig, Credentials, RetryPolicy, install_crypto_provider, parse_base_url, tls_config,
+};
+use super::error::{CouchError, redact_url};
+use super::server::ServerInfo;
+
+/// A CouchDB client. Cheap to clone; clones share the connection pool and the cached
+/// [`ServerInfo`].
+#[derive(Clone)]
+pub struct CouchClient {
+    http: reqwest::Client,
+    base: Url,
+    credentials: Option<Credentials>,
+    request_timeout: Duration,
+    retry: RetryPolicy,
+    server_info: Arc<OnceCell<ServerInfo>>,
+}
+
+impl std::fmt::Debug for CouchClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CouchClient")
+            .field("base", &redact_url(&self.base))
+            .field("credentials", &self.credentials)
+            .field("request_timeout", &self.request_timeout)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// One request, described before it is sent so that it can be sent again.
+pub(crate) struct Request {
+    pub method: Method,
+    /// Already percent-encoded, starting with `/`.
+    pub path: String,
+    pub query: Vec<(&'static str, String)>,
+    pub body: Option<Vec<u8>>,
+    /// Replaces the client's request timeout (longpoll feeds).
+    pub timeout: Option<Duration>,
+    pub retry: bool,
+    /// Send without the client's credentials (`POST /_session` checks others).
+    pub anonymous: bool,
+}
+
+impl Request {
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Request {
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+            timeout: None,
+            retry: true,
+            anonymous: false,
+        }
+    }
+
+    pub fn query(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.query.push((key, value.to_string()));
+        self
+    }
+
+    pub fn json<B: Serialize + ?Sized>(mut self, body: &B) -> Result<Self, CouchError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| CouchError::encode(self.method.as_str(), &self.path, e))?;
+        self.body = Some(bytes);
+        Ok(self)
+    }
+}
+
+impl CouchClient {
+    /// A client for `config.url`. Refuses URLs that are not http(s) or carry credentials,
+    /// and CA PEM without certificates. Installs ring as rustls's provider if none is.
+    pub fn new(config: CouchConfig) -> Result<Self, CouchError> {
+        install_crypto_provider();
+        let base = parse_base_url(&config.url)?;
+        let tls = tls_config(config.ca_pem.as_deref())?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| CouchError::InvalidConfig(format!("HTTP client: {e}")))?;
+        Ok(CouchClient {
+            http,
+            base,
+            credentials: config.credentials,
+            request_timeout: config.request_timeout,
+            retry: config.retry,
+            server_info: Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// The same server and connection pool, acting as another user.
+    pub fn with_credentials(&self, credentials: Credentials) -> Self {
+        CouchClient {
+            credentials: Some(credentials),
+            ..self.clone()
+        }
+    }
+
+    /// The same server and connection pool, without credentials.
+    pub fn anonymous(&self) -> Self {
+        CouchClient {
+            credentials: None,
+            ..self.clone()
+        }
+    }
+
+    /// The same client with another bound on each request.
+    pub fn with_request_timeout(&self, request_timeout: Duration) -> Self {
+        CouchClient {
+            request_timeout,
+            ..self.clone()
+        }
+    }
+
+    /// The same client with another retry policy (`RetryPolicy::none()` in tests).
+    pub fn with_retry(&self, retry: RetryPolicy) -> Self {
+        CouchClient {
+            retry,
+            ..self.clone()
+        }
+    }
+
+    /// The server's URL (never carries credentials).
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// The user requests are made as, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.credentials.as_ref().map(|c| c.username.as_str())
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The server's `GET /` answer, fetched once and shared by clones.
+    pub async fn cached_server_info(&self) -> Result<&ServerInfo, CouchError> {
+        self.server_info
+            .get_or_try_init(|| self.server_info())
+            .await
+    }
+
+    fn url_for(&self, req: &Request) -> Url {
+        let mut url = self.base.clone();
+        let prefix = self.base.path().trim_end_matches('/');
+        url.set_path(&format!("{prefix}{}", req.path));
+        if !req.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(req.query.iter());
+        }
+        url
+    }
+
+    /// Sends once; any status comes back as it is (the caller maps it).
+    pub(crate) async fn send_raw(
+        &self,
+        req: &Request,
+    ) -> Result<(StatusCode, Vec<u8>), CouchError> {
+        let url = self.url_for(req);
+        let method = req.method.as_str();
+        let mut builder = self
+            .http
+            .request(req.method.clone(), url.clone())
+            .timeout(req.timeout.unwrap_or(self.request_timeout))
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let (Some(c), false) = (&self.credentials, req.anonymous) {
+            builder = builder.basic_auth(&c.username, Some(&c.password));
+        }
+        if let Some(body) = &req.body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let started = Instant::now();
+        let result = async {
+            let response = builder.send().await?;
+            let status = response.status();
+            let body = response.bytes().await?.to_vec();
+            Ok::<_, reqwest::Error>((status, body))
+        }
+        .await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok((status, body)) => {
+                // Method, path and status only: bodies of _users and _replicator carry passwords.
+                tracing::debug!(method, path = %req.path, status = status.as_u16(), elapsed_ms, "couchdb request");
+                Ok((status, body))
+            }
+            Err(e) => {
+                let err = CouchError::transport(method, &url, e);
+                tracing::debug!(method, path = %req.path, error = %err, elapsed_ms, "couchdb request failed");
+                Err(err)
+            }
+        }
+    }
+
+    async fn send_once(&self, req: &Request) -> Result<Vec<u8>, CouchError> {
+        let (status, body) = self.send_raw(req).await?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(CouchError::from_response(
+                req.method.as_str(),
+                &req.path,
+                status,
+                &body,
+            ))
+        }
+    }
+
+    /// Sends, retrying transient failures per the policy; non-2xx answers become errors.
+    /// A write retried after a lost answer may come back as a `Conflict`: callers re-read.
+    pub(crate) async fn send(&self, req: &Request) -> Result<Vec<u8>, CouchError> {
+        if !req.retry {
+            return self.send_once(req).await;
+        }
+        (|| self.send_once(req))
+            .retry(self.retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(CouchError::is_transient)
+            .notify(|e, wait| {
+                tracing::debug!(method = req.method.as_str(), path = %req.path, error = %e, wait_ms = wait.as_millis() as u64, "retrying couchdb request");
+            })
+            .await
+    }
+
+    /// Sends and decodes the JSON answer.
+    pub(crate) async fn call<T: DeserializeOwned>(&self, req: Request) -> Result<T, CouchError> {
+        let body = self.send(&req).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| CouchError::decode(req.method.as_str(), &req.path, e))
+    }
+
+    /// Like [`call`](Self::call), with 404 as `None`.
+    pub(crate) async fn call_opt<T: DeserializeOwned>(
+        &self,
+        req: Request,
+    ) -> Result<Option<T>, CouchError> {
+        match self.call(req).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_join_the_base_path_prefix() {
+        let mut config = CouchConfig::new("http://h:1/couch/", None);
+        config.retry = RetryPolicy::none();
+        let client = CouchClient::new(config).expect("client");
+        let req = Request::new(Method::GET, "/a%2Fb/doc").query("include_docs", true);
+        assert_eq!(
+            client.url_for(&req).as_str(),
+            "http://h:1/couch/a%2Fb/doc?include_docs=true"
+        );
+    }
+}
