@@ -12,10 +12,7 @@ fn committed_crds_match_the_rust_types() {
     for (name, yaml) in files {
         let committed = std::fs::read_to_string(dir.join(&name))
             .unwrap_or_else(|e| panic!("crds/{name} is missing ({e}); run `couchshare crd --out-dir crds`"));
-        assert!(
-            committed == yaml,
-            "crds/{name} is stale; regenerate with `cargo run -- crd --out-dir crds`"
-        );
+        assert!(committed == yaml, "crds/{name} is stale; regenerate with `cargo run -- crd --out-dir crds`");
     }
     let committed: Vec<_> = std::fs::read_dir(&dir)
         .expect("crds/ exists")
@@ -96,12 +93,7 @@ fn every_kind_has_short_name_category_status_and_ready_column() {
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
         assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{kind} has /status");
-        let cols: Vec<_> = v
-            .additional_printer_columns
-            .iter()
-            .flatten()
-            .map(|c| c.name.as_str())
-            .collect();
+        let cols: Vec<_> = v.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
         assert!(cols.contains(&"Ready") && cols.contains(&"Age"), "{kind} columns {cols:?}");
         assert!(cols.len() >= 4, "{kind} has its own columns too: {cols:?}");
     }

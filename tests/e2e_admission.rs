@@ -63,32 +63,44 @@ fn invalid_resources() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "deletion policy other than Retain or Delete",
-            format!("{DATABASE}metadata: {{name: bad}}\nspec: {{serverRef: {{name: main}}, deletionPolicy: Destroy}}\n"),
+            format!(
+                "{DATABASE}metadata: {{name: bad}}\nspec: {{serverRef: {{name: main}}, deletionPolicy: Destroy}}\n"
+            ),
             "supported values: \"Retain\", \"Delete\"",
         ),
         (
             "server URL without a scheme",
-            format!("{SERVER}metadata: {{name: bad}}\nspec: {{url: couchdb.svc:5984, adminCredentials: {{secretRef: {{name: a}}}}}}\n"),
+            format!(
+                "{SERVER}metadata: {{name: bad}}\nspec: {{url: couchdb.svc:5984, adminCredentials: {{secretRef: {{name: a}}}}}}\n"
+            ),
             "url must start with http:// or https://",
         ),
         (
             "replication URL with another scheme",
-            format!("{SERVER}metadata: {{name: bad}}\nspec: {{url: 'http://c:5984', replicationUrl: 'ftp://c', adminCredentials: {{secretRef: {{name: a}}}}}}\n"),
+            format!(
+                "{SERVER}metadata: {{name: bad}}\nspec: {{url: 'http://c:5984', replicationUrl: 'ftp://c', adminCredentials: {{secretRef: {{name: a}}}}}}\n"
+            ),
             "replicationUrl must start with http:// or https://",
         ),
         (
             "config setting without a section",
-            format!("{SERVER}metadata: {{name: bad}}\nspec: {{url: 'http://c:5984', adminCredentials: {{secretRef: {{name: a}}}}, config: {{settings: {{max_jobs: '5'}}}}}}\n"),
+            format!(
+                "{SERVER}metadata: {{name: bad}}\nspec: {{url: 'http://c:5984', adminCredentials: {{secretRef: {{name: a}}}}, config: {{settings: {{max_jobs: '5'}}}}}}\n"
+            ),
             "settings keys must have the form section/key",
         ),
         (
             "CORS for any origin with credentials",
-            format!("{SERVER}metadata: {{name: bad}}\nspec: {{url: 'http://c:5984', adminCredentials: {{secretRef: {{name: a}}}}, config: {{cors: {{enabled: true, origins: ['*'], credentials: true}}}}}}\n"),
+            format!(
+                "{SERVER}metadata: {{name: bad}}\nspec: {{url: 'http://c:5984', adminCredentials: {{secretRef: {{name: a}}}}, config: {{cors: {{enabled: true, origins: ['*'], credentials: true}}}}}}\n"
+            ),
             "origin * cannot be combined with credentials",
         ),
         (
             "namespace selector mode without a selector",
-            format!("{SERVER}metadata: {{name: bad}}\nspec: {{url: 'http://c:5984', adminCredentials: {{secretRef: {{name: a}}}}, allowedNamespaces: {{from: Selector}}}}\n"),
+            format!(
+                "{SERVER}metadata: {{name: bad}}\nspec: {{url: 'http://c:5984', adminCredentials: {{secretRef: {{name: a}}}}, allowedNamespaces: {{from: Selector}}}}\n"
+            ),
             "allowedNamespaces.selector is required when from is Selector",
         ),
         (
@@ -118,7 +130,9 @@ fn invalid_resources() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "grant on a managed and an unmanaged database at once",
-            format!("{GRANT}metadata: {{name: bad}}\nspec: {{database: {{name: db, couchName: db, serverRef: {{name: main}}}}, roles: [r]}}\n"),
+            format!(
+                "{GRANT}metadata: {{name: bad}}\nspec: {{database: {{name: db, couchName: db, serverRef: {{name: main}}}}, roles: [r]}}\n"
+            ),
             "database needs exactly one of name",
         ),
         (
@@ -143,22 +157,30 @@ fn invalid_resources() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "share with credentials in a remote URL",
-            share("  source: {database: {name: a}}\n  target: {remote: {url: 'https://admin:pw@partner.example', database: inv, credentialsSecretRef: {name: p}}}\n"),
+            share(
+                "  source: {database: {name: a}}\n  target: {remote: {url: 'https://admin:pw@partner.example', database: inv, credentialsSecretRef: {name: p}}}\n",
+            ),
             "remote.url must not contain credentials",
         ),
         (
             "share with a remote URL without a scheme",
-            share("  source: {database: {name: a}}\n  target: {remote: {url: 'partner.example:5984', database: inv, credentialsSecretRef: {name: p}}}\n"),
+            share(
+                "  source: {database: {name: a}}\n  target: {remote: {url: 'partner.example:5984', database: inv, credentialsSecretRef: {name: p}}}\n",
+            ),
             "remote.url must start with http:// or https://",
         ),
         (
             "two-way fan-in",
-            share("  source: {userDatabases: {selector: {matchLabels: {app: notes}}}}\n  target: {database: {name: b}}\n  mode: TwoWay\n  allowUnfiltered: true\n"),
+            share(
+                "  source: {userDatabases: {selector: {matchLabels: {app: notes}}}}\n  target: {database: {name: b}}\n  mode: TwoWay\n  allowUnfiltered: true\n",
+            ),
             "source.userDatabases (fan-in) only works with mode OneWay",
         ),
         (
             "share into a replicator database that is not one",
-            share("  source: {database: {name: a}}\n  target: {database: {name: b}}\n  replicatorDatabase: tenant-a/jobs\n"),
+            share(
+                "  source: {database: {name: a}}\n  target: {database: {name: b}}\n  replicatorDatabase: tenant-a/jobs\n",
+            ),
             "replicatorDatabase must be _replicator or end in /_replicator",
         ),
         (
@@ -197,12 +219,19 @@ fn immutable_edits() -> Vec<(&'static str, String, String, &'static str)> {
     let db = |extra: &str| format!("{DATABASE}metadata: {{name: imm}}\nspec:\n  serverRef: {{name: main}}\n{extra}");
     let user = |extra: &str| format!("{USER}metadata: {{name: imm}}\nspec:\n  serverRef: {{name: main}}\n{extra}");
     let share = |extra: &str| {
-        format!("{SHARE}metadata: {{name: imm}}\nspec:\n  source: {{database: {{name: a}}}}\n  target: {{database: {{name: b}}}}\n{extra}")
+        format!(
+            "{SHARE}metadata: {{name: imm}}\nspec:\n  source: {{database: {{name: a}}}}\n  target: {{database: {{name: b}}}}\n{extra}"
+        )
     };
     vec![
         ("database name", db("  name: projects\n"), db("  name: projects2\n"), "name is immutable"),
         ("database name added later", db(""), db("  name: other\n"), "name is immutable"),
-        ("partitioned", db("  name: p\n  partitioned: false\n"), db("  name: p\n  partitioned: true\n"), "partitioned is immutable"),
+        (
+            "partitioned",
+            db("  name: p\n  partitioned: false\n"),
+            db("  name: p\n  partitioned: true\n"),
+            "partitioned is immutable",
+        ),
         ("shards", db("  name: s\n  shards: {q: 2}\n"), db("  name: s\n  shards: {q: 4}\n"), "shards is immutable"),
         ("username", user("  username: alice\n"), user("  username: alicia\n"), "username is immutable"),
         (
@@ -225,9 +254,7 @@ async fn immutable_fields_cannot_be_changed() {
         // One namespace per case: every case reuses the name `imm`.
         let ns = k8s::namespace(&client, "immutable").await;
         let original = k8s::parse_yaml(&original).pop().expect("one object");
-        k8s::apply(&client, &ns, &original)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: the original is valid, got {e}"));
+        k8s::apply(&client, &ns, &original).await.unwrap_or_else(|e| panic!("{what}: the original is valid, got {e}"));
         let edited = k8s::parse_yaml(&edited).pop().expect("one object");
         match k8s::apply(&client, &ns, &edited).await {
             Ok(_) => failures.push(format!("{what}: edit accepted")),

@@ -107,10 +107,6 @@ pub struct CouchDatabaseStatus {
 impl CouchDatabase {
     /// The CouchDB name: `spec.name`, or `metadata.name`.
     pub fn couch_name(&self) -> &str {
-        self.spec
-            .name
-            .as_deref()
-            .or(self.metadata.name.as_deref())
-            .unwrap_or_default()
+        self.spec.name.as_deref().or(self.metadata.name.as_deref()).unwrap_or_default()
     }
 }

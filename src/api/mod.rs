@@ -35,31 +35,18 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         "has(self.spec.name) || self.metadata.name.matches('^[a-z][a-z0-9_$()+/-]*$')",
         "metadata.name is not a valid CouchDB database name (no dots, no uppercase); set spec.name",
     );
-    vec![
-        CouchServer::crd(),
-        database,
-        CouchUser::crd(),
-        CouchGrant::crd(),
-        CouchShare::crd(),
-    ]
+    vec![CouchServer::crd(), database, CouchUser::crd(), CouchGrant::crd(), CouchShare::crd()]
 }
 
 fn add_root_rule(crd: &mut CustomResourceDefinition, rule: &str, message: &str) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
     for version in &mut crd.spec.versions {
-        if let Some(schema) = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-        {
-            schema
-                .x_kubernetes_validations
-                .get_or_insert_with(Vec::new)
-                .push(ValidationRule {
-                    rule: rule.into(),
-                    message: Some(message.into()),
-                    ..Default::default()
-                });
+        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            schema.x_kubernetes_validations.get_or_insert_with(Vec::new).push(ValidationRule {
+                rule: rule.into(),
+                message: Some(message.into()),
+                ..Default::default()
+            });
         }
     }
 }

@@ -157,10 +157,6 @@ pub struct CouchUserStatus {
 impl CouchUser {
     /// The CouchDB username: `spec.username`, or `metadata.name`.
     pub fn couch_username(&self) -> &str {
-        self.spec
-            .username
-            .as_deref()
-            .or(self.metadata.name.as_deref())
-            .unwrap_or_default()
+        self.spec.username.as_deref().or(self.metadata.name.as_deref()).unwrap_or_default()
     }
 }

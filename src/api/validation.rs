@@ -12,9 +12,7 @@ pub fn is_valid_database_name(name: &str) -> bool {
     };
     name.len() <= MAX_DATABASE_NAME
         && first.is_ascii_lowercase()
-        && chars.all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || "_$()+-/".contains(c)
-        })
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_$()+-/".contains(c))
 }
 
 /// Whether `name` is acceptable as a CouchDB username: non-empty, no leading `_`, no `:`.

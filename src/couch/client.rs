@@ -11,9 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 use url::Url;
 
-use super::config::{
-    CouchConfig, Credentials, RetryPolicy, install_crypto_provider, parse_base_url, tls_config,
-};
+use super::config::{CouchConfig, Credentials, RetryPolicy, install_crypto_provider, parse_base_url, tls_config};
 use super::error::{CouchError, redact_url};
 use super::server::ServerInfo;
 
@@ -73,8 +71,7 @@ impl Request {
     }
 
     pub fn json<B: Serialize + ?Sized>(mut self, body: &B) -> Result<Self, CouchError> {
-        let bytes = serde_json::to_vec(body)
-            .map_err(|e| CouchError::encode(self.method.as_str(), &self.path, e))?;
+        let bytes = serde_json::to_vec(body).map_err(|e| CouchError::encode(self.method.as_str(), &self.path, e))?;
         self.body = Some(bytes);
         Ok(self)
     }
@@ -104,34 +101,22 @@ impl CouchClient {
 
     /// The same server and connection pool, acting as another user.
     pub fn with_credentials(&self, credentials: Credentials) -> Self {
-        CouchClient {
-            credentials: Some(credentials),
-            ..self.clone()
-        }
+        CouchClient { credentials: Some(credentials), ..self.clone() }
     }
 
     /// The same server and connection pool, without credentials.
     pub fn anonymous(&self) -> Self {
-        CouchClient {
-            credentials: None,
-            ..self.clone()
-        }
+        CouchClient { credentials: None, ..self.clone() }
     }
 
     /// The same client with another bound on each request.
     pub fn with_request_timeout(&self, request_timeout: Duration) -> Self {
-        CouchClient {
-            request_timeout,
-            ..self.clone()
-        }
+        CouchClient { request_timeout, ..self.clone() }
     }
 
     /// The same client with another retry policy (`RetryPolicy::none()` in tests).
     pub fn with_retry(&self, retry: RetryPolicy) -> Self {
-        CouchClient {
-            retry,
-            ..self.clone()
-        }
+        CouchClient { retry, ..self.clone() }
     }
 
     /// The server's URL (never carries credentials).
@@ -150,9 +135,7 @@ impl CouchClient {
 
     /// The server's `GET /` answer, fetched once and shared by clones.
     pub async fn cached_server_info(&self) -> Result<&ServerInfo, CouchError> {
-        self.server_info
-            .get_or_try_init(|| self.server_info())
-            .await
+        self.server_info.get_or_try_init(|| self.server_info()).await
     }
 
     fn url_for(&self, req: &Request) -> Url {
@@ -166,10 +149,7 @@ impl CouchClient {
     }
 
     /// Sends once; any status comes back as it is (the caller maps it).
-    pub(crate) async fn send_raw(
-        &self,
-        req: &Request,
-    ) -> Result<(StatusCode, Vec<u8>), CouchError> {
+    pub(crate) async fn send_raw(&self, req: &Request) -> Result<(StatusCode, Vec<u8>), CouchError> {
         let url = self.url_for(req);
         let method = req.method.as_str();
         let mut builder = self
@@ -181,9 +161,7 @@ impl CouchClient {
             builder = builder.basic_auth(&c.username, Some(&c.password));
         }
         if let Some(body) = &req.body {
-            builder = builder
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
+            builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
         }
         let started = Instant::now();
         let result = async {
@@ -213,12 +191,7 @@ impl CouchClient {
         if status.is_success() {
             Ok(body)
         } else {
-            Err(CouchError::from_response(
-                req.method.as_str(),
-                &req.path,
-                status,
-                &body,
-            ))
+            Err(CouchError::from_response(req.method.as_str(), &req.path, status, &body))
         }
     }
 
@@ -241,15 +214,11 @@ impl CouchClient {
     /// Sends and decodes the JSON answer.
     pub(crate) async fn call<T: DeserializeOwned>(&self, req: Request) -> Result<T, CouchError> {
         let body = self.send(&req).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| CouchError::decode(req.method.as_str(), &req.path, e))
+        serde_json::from_slice(&body).map_err(|e| CouchError::decode(req.method.as_str(), &req.path, e))
     }
 
     /// Like [`call`](Self::call), with 404 as `None`.
-    pub(crate) async fn call_opt<T: DeserializeOwned>(
-        &self,
-        req: Request,
-    ) -> Result<Option<T>, CouchError> {
+    pub(crate) async fn call_opt<T: DeserializeOwned>(&self, req: Request) -> Result<Option<T>, CouchError> {
         match self.call(req).await {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -268,9 +237,6 @@ mod tests {
         config.retry = RetryPolicy::none();
         let client = CouchClient::new(config).expect("client");
         let req = Request::new(Method::GET, "/a%2Fb/doc").query("include_docs", true);
-        assert_eq!(
-            client.url_for(&req).as_str(),
-            "http://h:1/couch/a%2Fb/doc?include_docs=true"
-        );
+        assert_eq!(client.url_for(&req).as_str(), "http://h:1/couch/a%2Fb/doc?include_docs=true");
     }
 }

@@ -18,19 +18,13 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Credentials {
-            username: username.into(),
-            password: password.into(),
-        }
+        Credentials { username: username.into(), password: password.into() }
     }
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
     }
 }
 
@@ -47,10 +41,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// One attempt only.
     pub fn none() -> Self {
-        RetryPolicy {
-            max_retries: 0,
-            ..RetryPolicy::default()
-        }
+        RetryPolicy { max_retries: 0, ..RetryPolicy::default() }
     }
 
     pub(crate) fn backoff(&self) -> ExponentialBuilder {
@@ -105,10 +96,7 @@ impl std::fmt::Debug for CouchConfig {
         f.debug_struct("CouchConfig")
             .field("url", &super::error::redact_url_str(&self.url))
             .field("credentials", &self.credentials)
-            .field(
-                "ca_pem",
-                &self.ca_pem.as_ref().map(|p| format!("{} bytes", p.len())),
-            )
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| format!("{} bytes", p.len())))
             .field("request_timeout", &self.request_timeout)
             .field("retry", &self.retry)
             .finish()
@@ -126,17 +114,12 @@ pub(crate) fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, 
     if let Some(pem) = ca_pem {
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut &pem[..]) {
-            let cert =
-                cert.map_err(|e| CouchError::InvalidConfig(format!("CA certificate PEM: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| CouchError::InvalidConfig(format!("CA certificate: {e}")))?;
+            let cert = cert.map_err(|e| CouchError::InvalidConfig(format!("CA certificate PEM: {e}")))?;
+            roots.add(cert).map_err(|e| CouchError::InvalidConfig(format!("CA certificate: {e}")))?;
             added += 1;
         }
         if added == 0 {
-            return Err(CouchError::InvalidConfig(
-                "the CA PEM holds no certificate".into(),
-            ));
+            return Err(CouchError::InvalidConfig("the CA PEM holds no certificate".into()));
         }
     }
     // An explicit provider, so the client never depends on which one the process installed.
@@ -148,12 +131,9 @@ pub(crate) fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, 
 
 pub(crate) fn parse_base_url(text: &str) -> Result<Url, CouchError> {
     let shown = super::error::redact_url_str(text);
-    let mut url = Url::parse(text)
-        .map_err(|e| CouchError::InvalidConfig(format!("CouchDB URL {shown:?}: {e}")))?;
+    let mut url = Url::parse(text).map_err(|e| CouchError::InvalidConfig(format!("CouchDB URL {shown:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(CouchError::InvalidConfig(format!(
-            "CouchDB URL {shown:?} must start with http:// or https://"
-        )));
+        return Err(CouchError::InvalidConfig(format!("CouchDB URL {shown:?} must start with http:// or https://")));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(CouchError::InvalidConfig(format!(
@@ -175,8 +155,7 @@ mod tests {
         assert!(parse_base_url("http://127.0.0.1:5984").is_ok());
         assert!(parse_base_url("https://couch.example/prefix/").is_ok());
         assert!(parse_base_url("ftp://couch.example").is_err());
-        let err = parse_base_url("http://admin:s3cret@couch.example")
-            .expect_err("credentials in the URL are refused");
+        let err = parse_base_url("http://admin:s3cret@couch.example").expect_err("credentials in the URL are refused");
         assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
@@ -217,9 +196,6 @@ PWlCkiYllzfM+H/G83Vqpni71AJw
     fn a_ca_pem_without_certificates_is_refused() {
         let mut config = CouchConfig::new("https://h:1", None);
         config.ca_pem = Some(b"not a pem".to_vec());
-        assert!(matches!(
-            CouchClient::new(config),
-            Err(CouchError::InvalidConfig(_))
-        ));
+        assert!(matches!(CouchClient::new(config), Err(CouchError::InvalidConfig(_))));
     }
 }

@@ -96,11 +96,7 @@ pub struct Security {
 impl CouchClient {
     /// `PUT /{db}`. An existing database is `PreconditionFailed`; asking for a partitioned
     /// database on a server without them is `NotSupported`.
-    pub async fn create_database(
-        &self,
-        name: &str,
-        options: &CreateDatabase,
-    ) -> Result<(), CouchError> {
+    pub async fn create_database(&self, name: &str, options: &CreateDatabase) -> Result<(), CouchError> {
         let mut req = Request::new(Method::PUT, format!("/{}", encode_db(name)));
         if let Some(q) = options.q {
             req = req.query("q", q);
@@ -120,8 +116,7 @@ impl CouchClient {
 
     /// `GET /{db}`.
     pub async fn database_info(&self, name: &str) -> Result<DatabaseInfo, CouchError> {
-        self.call(Request::new(Method::GET, format!("/{}", encode_db(name))))
-            .await
+        self.call(Request::new(Method::GET, format!("/{}", encode_db(name)))).await
     }
 
     /// `HEAD /{db}`.
@@ -136,12 +131,7 @@ impl CouchClient {
 
     /// `DELETE /{db}`. A missing database is `NotFound` on CouchDB (pouchdb-server says 200).
     pub async fn delete_database(&self, name: &str) -> Result<(), CouchError> {
-        let _: Value = self
-            .call(Request::new(
-                Method::DELETE,
-                format!("/{}", encode_db(name)),
-            ))
-            .await?;
+        let _: Value = self.call(Request::new(Method::DELETE, format!("/{}", encode_db(name)))).await?;
         Ok(())
     }
 
@@ -152,17 +142,12 @@ impl CouchClient {
 
     /// `GET /{db}/_security`.
     pub async fn security(&self, db: &str) -> Result<Security, CouchError> {
-        self.call(Request::new(
-            Method::GET,
-            format!("/{}/_security", encode_db(db)),
-        ))
-        .await
+        self.call(Request::new(Method::GET, format!("/{}/_security", encode_db(db)))).await
     }
 
     /// `PUT /{db}/_security`, the whole object.
     pub async fn put_security(&self, db: &str, security: &Security) -> Result<(), CouchError> {
-        let req =
-            Request::new(Method::PUT, format!("/{}/_security", encode_db(db))).json(security)?;
+        let req = Request::new(Method::PUT, format!("/{}/_security", encode_db(db))).json(security)?;
         let _: Value = self.call(req).await?;
         Ok(())
     }

@@ -90,29 +90,18 @@ struct Docs<'a> {
 impl CouchClient {
     /// `GET /{db}/{id}`; `None` when the document (or the database) does not exist.
     pub async fn get_document(&self, db: &str, id: &str) -> Result<Option<Value>, CouchError> {
-        self.call_opt(Request::new(Method::GET, doc_path(db, id)))
-            .await
+        self.call_opt(Request::new(Method::GET, doc_path(db, id))).await
     }
 
     /// `PUT /{db}/{id}`; the body carries `_rev` to update. Returns the new revision.
-    pub async fn put_document(
-        &self,
-        db: &str,
-        id: &str,
-        doc: &Value,
-    ) -> Result<String, CouchError> {
+    pub async fn put_document(&self, db: &str, id: &str, doc: &Value) -> Result<String, CouchError> {
         let req = Request::new(Method::PUT, doc_path(db, id)).json(doc)?;
         let written: DocWrite = self.call(req).await?;
         Ok(written.rev)
     }
 
     /// `DELETE /{db}/{id}?rev=`. Returns the tombstone's revision.
-    pub async fn delete_document(
-        &self,
-        db: &str,
-        id: &str,
-        rev: &str,
-    ) -> Result<String, CouchError> {
+    pub async fn delete_document(&self, db: &str, id: &str, rev: &str) -> Result<String, CouchError> {
         let req = Request::new(Method::DELETE, doc_path(db, id)).query("rev", rev);
         let written: DocWrite = self.call(req).await?;
         Ok(written.rev)
@@ -142,29 +131,19 @@ impl CouchClient {
     }
 
     /// `POST /{db}/_bulk_docs`; per-document failures are in the results, not an error.
-    pub async fn bulk_docs(
-        &self,
-        db: &str,
-        docs: &[Value],
-    ) -> Result<Vec<BulkDocResult>, CouchError> {
-        let req = Request::new(Method::POST, format!("/{}/_bulk_docs", encode_db(db)))
-            .json(&Docs { docs })?;
+    pub async fn bulk_docs(&self, db: &str, docs: &[Value]) -> Result<Vec<BulkDocResult>, CouchError> {
+        let req = Request::new(Method::POST, format!("/{}/_bulk_docs", encode_db(db))).json(&Docs { docs })?;
         self.call(req).await
     }
 
     /// `POST /{db}/_purge` with `{docid: [revs]}`: the revisions vanish from this database
     /// only, and are not replicated. `NotSupported` on servers without purge.
-    pub async fn purge(
-        &self,
-        db: &str,
-        revs: &BTreeMap<String, Vec<String>>,
-    ) -> Result<PurgeResult, CouchError> {
+    pub async fn purge(&self, db: &str, revs: &BTreeMap<String, Vec<String>>) -> Result<PurgeResult, CouchError> {
         if !self.capabilities().await?.purge {
             return Err(CouchError::not_supported("_purge"));
         }
         // Not retried: a purge whose answer was lost has happened.
-        let mut req =
-            Request::new(Method::POST, format!("/{}/_purge", encode_db(db))).json(revs)?;
+        let mut req = Request::new(Method::POST, format!("/{}/_purge", encode_db(db))).json(revs)?;
         req.retry = false;
         self.call(req).await
     }

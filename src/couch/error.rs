@@ -10,69 +10,31 @@ use serde::Deserialize;
 pub enum CouchError {
     /// 404: the database, document or config key does not exist.
     #[error("{method} {path}: not found ({reason})")]
-    NotFound {
-        method: String,
-        path: String,
-        reason: String,
-    },
+    NotFound { method: String, path: String, reason: String },
     /// 409: a document update conflict (stale or missing `_rev`).
     #[error("{method} {path}: conflict ({reason})")]
-    Conflict {
-        method: String,
-        path: String,
-        reason: String,
-    },
+    Conflict { method: String, path: String, reason: String },
     /// 401: no or wrong credentials (pouchdb-server also answers 401 where CouchDB says 403).
     #[error("{method} {path}: unauthorized ({reason})")]
-    Unauthorized {
-        method: String,
-        path: String,
-        reason: String,
-    },
+    Unauthorized { method: String, path: String, reason: String },
     /// 403: authenticated but not allowed, or refused by a validation function.
     #[error("{method} {path}: forbidden ({reason})")]
-    Forbidden {
-        method: String,
-        path: String,
-        reason: String,
-    },
+    Forbidden { method: String, path: String, reason: String },
     /// 412: a precondition failed, e.g. `file_exists` when creating a database.
     #[error("{method} {path}: precondition failed: {error} ({reason})")]
-    PreconditionFailed {
-        method: String,
-        path: String,
-        error: String,
-        reason: String,
-    },
+    PreconditionFailed { method: String, path: String, error: String, reason: String },
     /// 400: CouchDB refused the request as malformed.
     #[error("{method} {path}: bad request: {error} ({reason})")]
-    BadRequest {
-        method: String,
-        path: String,
-        error: String,
-        reason: String,
-    },
+    BadRequest { method: String, path: String, error: String, reason: String },
     /// This server does not offer the endpoint or feature (e.g. `_purge` on pouchdb-server).
     #[error("not supported by this CouchDB server: {what}")]
     NotSupported { what: String },
     /// 5xx: the server failed.
     #[error("{method} {path}: server error {status}: {error} ({reason})")]
-    Server {
-        method: String,
-        path: String,
-        status: u16,
-        error: String,
-        reason: String,
-    },
+    Server { method: String, path: String, status: u16, error: String, reason: String },
     /// Any other unexpected status (e.g. 413, 415, 429).
     #[error("{method} {path}: unexpected status {status}: {error} ({reason})")]
-    Status {
-        method: String,
-        path: String,
-        status: u16,
-        error: String,
-        reason: String,
-    },
+    Status { method: String, path: String, status: u16, error: String, reason: String },
     /// The request never got an answer: connection refused, TLS failure, timeout.
     #[error("{method} {url}: {kind}")]
     Transport {
@@ -147,21 +109,12 @@ impl CouchError {
     /// 401 or 403: the difference is often the server's (pouchdb-server says 401 where
     /// CouchDB says 403), so callers that only care about "refused" use this.
     pub fn is_access_denied(&self) -> bool {
-        matches!(
-            self,
-            CouchError::Unauthorized { .. } | CouchError::Forbidden { .. }
-        )
+        matches!(self, CouchError::Unauthorized { .. } | CouchError::Forbidden { .. })
     }
 
     /// A request that timed out without an answer.
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            CouchError::Transport {
-                kind: TransportKind::Timeout,
-                ..
-            }
-        )
+        matches!(self, CouchError::Transport { kind: TransportKind::Timeout, .. })
     }
 
     /// The HTTP status CouchDB answered with, if it answered.
@@ -200,19 +153,11 @@ impl CouchError {
     }
 
     pub(crate) fn encode(method: &str, path: &str, source: serde_json::Error) -> Self {
-        CouchError::Encode {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            source,
-        }
+        CouchError::Encode { method: method.to_owned(), path: path.to_owned(), source }
     }
 
     pub(crate) fn decode(method: &str, path: &str, source: serde_json::Error) -> Self {
-        CouchError::Decode {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            source,
-        }
+        CouchError::Decode { method: method.to_owned(), path: path.to_owned(), source }
     }
 
     /// Maps a non-success answer to an error, from its status and CouchDB's
@@ -232,52 +177,14 @@ impl CouchError {
         let method = method.to_owned();
         let path = path.to_owned();
         match status.as_u16() {
-            404 => CouchError::NotFound {
-                method,
-                path,
-                reason,
-            },
-            409 => CouchError::Conflict {
-                method,
-                path,
-                reason,
-            },
-            401 => CouchError::Unauthorized {
-                method,
-                path,
-                reason,
-            },
-            403 => CouchError::Forbidden {
-                method,
-                path,
-                reason,
-            },
-            412 => CouchError::PreconditionFailed {
-                method,
-                path,
-                error,
-                reason,
-            },
-            400 => CouchError::BadRequest {
-                method,
-                path,
-                error,
-                reason,
-            },
-            s @ 500..=599 => CouchError::Server {
-                method,
-                path,
-                status: s,
-                error,
-                reason,
-            },
-            s => CouchError::Status {
-                method,
-                path,
-                status: s,
-                error,
-                reason,
-            },
+            404 => CouchError::NotFound { method, path, reason },
+            409 => CouchError::Conflict { method, path, reason },
+            401 => CouchError::Unauthorized { method, path, reason },
+            403 => CouchError::Forbidden { method, path, reason },
+            412 => CouchError::PreconditionFailed { method, path, error, reason },
+            400 => CouchError::BadRequest { method, path, error, reason },
+            s @ 500..=599 => CouchError::Server { method, path, status: s, error, reason },
+            s => CouchError::Status { method, path, status: s, error, reason },
         }
     }
 }
@@ -315,20 +222,12 @@ mod tests {
     use super::*;
 
     fn map(status: u16, body: &str) -> CouchError {
-        CouchError::from_response(
-            "PUT",
-            "/db",
-            StatusCode::from_u16(status).expect("valid status"),
-            body.as_bytes(),
-        )
+        CouchError::from_response("PUT", "/db", StatusCode::from_u16(status).expect("valid status"), body.as_bytes())
     }
 
     #[test]
     fn statuses_map_to_variants_with_couchdb_error_and_reason() {
-        let e = map(
-            412,
-            r#"{"error":"file_exists","reason":"The database could not be created."}"#,
-        );
+        let e = map(412, r#"{"error":"file_exists","reason":"The database could not be created."}"#);
         match &e {
             CouchError::PreconditionFailed { error, reason, .. } => {
                 assert_eq!(error, "file_exists");
@@ -341,14 +240,8 @@ mod tests {
         assert!(matches!(map(401, "{}"), CouchError::Unauthorized { .. }));
         assert!(matches!(map(403, "{}"), CouchError::Forbidden { .. }));
         assert!(matches!(map(400, "{}"), CouchError::BadRequest { .. }));
-        assert!(matches!(
-            map(503, "{}"),
-            CouchError::Server { status: 503, .. }
-        ));
-        assert!(matches!(
-            map(429, "{}"),
-            CouchError::Status { status: 429, .. }
-        ));
+        assert!(matches!(map(503, "{}"), CouchError::Server { status: 503, .. }));
+        assert!(matches!(map(429, "{}"), CouchError::Status { status: 429, .. }));
     }
 
     #[test]
@@ -380,21 +273,14 @@ mod tests {
 
     #[test]
     fn display_names_method_path_and_reason() {
-        let e = map(
-            409,
-            r#"{"error":"conflict","reason":"Document update conflict"}"#,
-        );
-        assert_eq!(
-            e.to_string(),
-            "PUT /db: conflict (Document update conflict)"
-        );
+        let e = map(409, r#"{"error":"conflict","reason":"Document update conflict"}"#);
+        assert_eq!(e.to_string(), "PUT /db: conflict (Document update conflict)");
         assert_eq!(e.status(), Some(409));
     }
 
     #[test]
     fn urls_lose_their_userinfo() {
-        let url =
-            url::Url::parse("https://admin:s3cret@couch.example:5984/db?x=1").expect("valid url");
+        let url = url::Url::parse("https://admin:s3cret@couch.example:5984/db?x=1").expect("valid url");
         assert_eq!(redact_url(&url), "https://couch.example:5984/db?x=1");
         assert_eq!(redact_url_str("http://u:p%40ss@h:1/a"), "http://h:1/a");
         assert_eq!(redact_url_str("http://u:p@ss@h/a"), "http://h/a");

@@ -137,9 +137,7 @@ impl CouchClient {
                 if !self.capabilities().await?.changes_selector {
                     return Err(CouchError::not_supported("_changes filter=_selector"));
                 }
-                Request::new(Method::POST, path)
-                    .json(&json!({ "selector": selector }))?
-                    .query("filter", "_selector")
+                Request::new(Method::POST, path).json(&json!({ "selector": selector }))?.query("filter", "_selector")
             }
             None => Request::new(Method::GET, path),
         };
@@ -172,10 +170,9 @@ impl CouchClient {
             query.timeout,
         );
         match self.call(req).await {
-            Err(e) if query.feed == FeedMode::Longpoll && e.is_timeout() => Ok(DbUpdates {
-                results: Vec::new(),
-                last_seq: query.since.clone().unwrap_or_else(|| json!("now")),
-            }),
+            Err(e) if query.feed == FeedMode::Longpoll && e.is_timeout() => {
+                Ok(DbUpdates { results: Vec::new(), last_seq: query.since.clone().unwrap_or_else(|| json!("now")) })
+            }
             other => other,
         }
     }

@@ -18,16 +18,10 @@ mod users;
 
 pub use client::CouchClient;
 pub use config::{CouchConfig, Credentials, RetryPolicy, install_crypto_provider};
-pub use database::{
-    CreateDatabase, DatabaseInfo, DatabaseProps, DatabaseSizes, Principals, Security,
-};
-pub use documents::{
-    AllDocs, AllDocsQuery, AllDocsRow, AllDocsValue, BulkDocResult, DocWrite, PurgeResult,
-};
+pub use database::{CreateDatabase, DatabaseInfo, DatabaseProps, DatabaseSizes, Principals, Security};
+pub use documents::{AllDocs, AllDocsQuery, AllDocsRow, AllDocsValue, BulkDocResult, DocWrite, PurgeResult};
 pub use error::{CouchError, TransportKind, redact_url, redact_url_str};
-pub use feeds::{
-    Change, ChangeRev, Changes, ChangesQuery, DbUpdate, DbUpdates, DbUpdatesQuery, FeedMode,
-};
+pub use feeds::{Change, ChangeRev, Changes, ChangesQuery, DbUpdate, DbUpdates, DbUpdatesQuery, FeedMode};
 pub use path::{encode_db, encode_doc_id};
 pub use replication::{
     REPLICATOR_DB, ReplicationInfo, ReplicationState, ReplicationStatus, status_from_replicator_doc,

@@ -4,11 +4,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Everything but RFC 3986's unreserved characters: a database name `team/_replicator` must
 /// reach CouchDB as one segment, `team%2F_replicator`, and `+` or `$` must not be reinterpreted.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// A database name as one path segment (`a/b` → `a%2Fb`).
 pub fn encode_db(name: &str) -> String {
@@ -46,10 +42,7 @@ mod tests {
 
     #[test]
     fn document_ids_keep_design_and_local_prefixes() {
-        assert_eq!(
-            encode_doc_id("org.couchdb.user:alice"),
-            "org.couchdb.user%3Aalice"
-        );
+        assert_eq!(encode_doc_id("org.couchdb.user:alice"), "org.couchdb.user%3Aalice");
         assert_eq!(encode_doc_id("_design/app"), "_design/app");
         assert_eq!(encode_doc_id("_local/a/b"), "_local/a%2Fb");
         assert_eq!(encode_doc_id("a b?c#d"), "a%20b%3Fc%23d");

@@ -126,21 +126,10 @@ fn parse_info(info: Value) -> ReplicationInfo {
 /// (`_replication_state`, `_replication_state_reason`, `_replication_stats`).
 pub fn status_from_replicator_doc(doc: &Value) -> Option<ReplicationStatus> {
     let doc_id = doc.get("_id")?.as_str()?.to_owned();
-    let state = doc
-        .get("_replication_state")
-        .and_then(Value::as_str)
-        .map(ReplicationState::parse);
+    let state = doc.get("_replication_state").and_then(Value::as_str).map(ReplicationState::parse);
     let stats = doc.get("_replication_stats");
-    let count = |k: &str| {
-        stats
-            .and_then(|s| s.get(k))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    let failed = matches!(
-        state,
-        Some(ReplicationState::Error | ReplicationState::Failed | ReplicationState::Crashing)
-    );
+    let count = |k: &str| stats.and_then(|s| s.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    let failed = matches!(state, Some(ReplicationState::Error | ReplicationState::Failed | ReplicationState::Crashing));
     Some(ReplicationStatus {
         doc_id,
         info: ReplicationInfo {
@@ -164,46 +153,24 @@ const SCHEDULER_PAGE: u64 = 500;
 
 impl CouchClient {
     /// A replicator document; `None` when missing.
-    pub async fn get_replication_doc(
-        &self,
-        db: &str,
-        id: &str,
-    ) -> Result<Option<Value>, CouchError> {
+    pub async fn get_replication_doc(&self, db: &str, id: &str) -> Result<Option<Value>, CouchError> {
         self.get_document(db, id).await
     }
 
     /// Writes a replicator document; returns the new revision. CouchDB refuses an invalid one
     /// (e.g. a bad `selector`) with `Forbidden`.
-    pub async fn put_replication_doc(
-        &self,
-        db: &str,
-        id: &str,
-        doc: &Value,
-    ) -> Result<String, CouchError> {
+    pub async fn put_replication_doc(&self, db: &str, id: &str, doc: &Value) -> Result<String, CouchError> {
         self.put_document(db, id, doc).await
     }
 
     /// Deletes a replicator document, which stops its replication.
-    pub async fn delete_replication_doc(
-        &self,
-        db: &str,
-        id: &str,
-        rev: &str,
-    ) -> Result<String, CouchError> {
+    pub async fn delete_replication_doc(&self, db: &str, id: &str, rev: &str) -> Result<String, CouchError> {
         self.delete_document(db, id, rev).await
     }
 
     /// Every replicator document of `db`, design documents left out.
     pub async fn list_replication_docs(&self, db: &str) -> Result<Vec<Value>, CouchError> {
-        let all = self
-            .all_docs(
-                db,
-                &AllDocsQuery {
-                    include_docs: true,
-                    ..AllDocsQuery::default()
-                },
-            )
-            .await?;
+        let all = self.all_docs(db, &AllDocsQuery { include_docs: true, ..AllDocsQuery::default() }).await?;
         Ok(all
             .rows
             .into_iter()
@@ -215,24 +182,14 @@ impl CouchClient {
 
     /// The state of every replication of replicator database `db`: `_scheduler/docs/{db}`
     /// page by page, or the documents' own `_replication_*` fields without the scheduler.
-    pub async fn replication_statuses(
-        &self,
-        db: &str,
-    ) -> Result<Vec<ReplicationStatus>, CouchError> {
+    pub async fn replication_statuses(&self, db: &str) -> Result<Vec<ReplicationStatus>, CouchError> {
         if !self.capabilities().await?.scheduler {
-            return Ok(self
-                .list_replication_docs(db)
-                .await?
-                .iter()
-                .filter_map(status_from_replicator_doc)
-                .collect());
+            return Ok(self.list_replication_docs(db).await?.iter().filter_map(status_from_replicator_doc).collect());
         }
         let path = format!("/_scheduler/docs/{}", encode_db(db));
         let mut out = Vec::new();
         loop {
-            let req = Request::new(Method::GET, path.clone())
-                .query("limit", SCHEDULER_PAGE)
-                .query("skip", out.len());
+            let req = Request::new(Method::GET, path.clone()).query("limit", SCHEDULER_PAGE).query("skip", out.len());
             let page: SchedulerDocs = self.call(req).await?;
             let got = page.docs.len() as u64;
             out.extend(page.docs.into_iter().map(SchedulerDoc::into_status));
@@ -244,23 +201,11 @@ impl CouchClient {
     }
 
     /// The state of one replication; `None` when the document is unknown.
-    pub async fn replication_status(
-        &self,
-        db: &str,
-        id: &str,
-    ) -> Result<Option<ReplicationStatus>, CouchError> {
+    pub async fn replication_status(&self, db: &str, id: &str) -> Result<Option<ReplicationStatus>, CouchError> {
         if !self.capabilities().await?.scheduler {
-            return Ok(self
-                .get_document(db, id)
-                .await?
-                .as_ref()
-                .and_then(status_from_replicator_doc));
+            return Ok(self.get_document(db, id).await?.as_ref().and_then(status_from_replicator_doc));
         }
-        let path = format!(
-            "/_scheduler/docs/{}/{}",
-            encode_db(db),
-            super::path::encode_doc_id(id)
-        );
+        let path = format!("/_scheduler/docs/{}/{}", encode_db(db), super::path::encode_doc_id(id));
         let doc: Option<SchedulerDoc> = self.call_opt(Request::new(Method::GET, path)).await?;
         Ok(doc.map(SchedulerDoc::into_status))
     }
@@ -293,15 +238,11 @@ mod tests {
         .expect("parses");
         let s = crashing.into_status();
         assert_eq!(s.state, Some(ReplicationState::Crashing));
-        assert_eq!(
-            s.info.error.as_deref(),
-            Some("db_not_found: could not open")
-        );
+        assert_eq!(s.info.error.as_deref(), Some("db_not_found: could not open"));
         assert_eq!(s.error_count, 3);
 
         let fresh: SchedulerDoc =
-            serde_json::from_value(json!({"doc_id": "r3", "state": null, "info": null}))
-                .expect("parses");
+            serde_json::from_value(json!({"doc_id": "r3", "state": null, "info": null})).expect("parses");
         assert_eq!(fresh.into_status().state, None);
     }
 
@@ -328,9 +269,6 @@ mod tests {
         let triggered = json!({"_id": "rep3", "_replication_state": "triggered"});
         let s = status_from_replicator_doc(&triggered).expect("has an id");
         assert_eq!(s.state, Some(ReplicationState::Running));
-        assert_eq!(
-            status_from_replicator_doc(&json!({"_id": "x"})).and_then(|s| s.state),
-            None
-        );
+        assert_eq!(status_from_replicator_doc(&json!({"_id": "x"})).and_then(|s| s.state), None);
     }
 }

@@ -59,20 +59,11 @@ impl ServerInfo {
         };
         ServerInfo {
             vendor,
-            version: body
-                .get("version")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            version: body.get("version").and_then(Value::as_str).unwrap_or_default().to_owned(),
             features: body
                 .get("features")
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
                 .unwrap_or_default(),
             is_couchdb: body.get("couchdb").is_some(),
         }
@@ -80,10 +71,7 @@ impl ServerInfo {
 
     /// `(major, minor)` of the version; `(0, 0)` when it does not parse.
     pub fn version_tuple(&self) -> (u32, u32) {
-        let mut parts = self
-            .version
-            .split(|c: char| !c.is_ascii_digit())
-            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let mut parts = self.version.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().unwrap_or(0));
         (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
     }
 
@@ -146,14 +134,8 @@ impl CouchClient {
         let req = Request::new(Method::GET, "/_up");
         let (status, body) = self.send_raw(&req).await?;
         if status.is_success() || status.as_u16() == 503 {
-            let v: Value =
-                serde_json::from_slice(&body).map_err(|e| CouchError::decode("GET", "/_up", e))?;
-            return Ok(Some(
-                v.get("status")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown")
-                    .to_owned(),
-            ));
+            let v: Value = serde_json::from_slice(&body).map_err(|e| CouchError::decode("GET", "/_up", e))?;
+            return Ok(Some(v.get("status").and_then(Value::as_str).unwrap_or("unknown").to_owned()));
         }
         Err(CouchError::from_response("GET", "/_up", status, &body))
     }
@@ -180,62 +162,26 @@ impl CouchClient {
     }
 
     /// One config value of `node` (`_local` for the node answering); `None` when unset.
-    pub async fn config_get(
-        &self,
-        node: &str,
-        section: &str,
-        key: &str,
-    ) -> Result<Option<String>, CouchError> {
-        let path = format!(
-            "{}/{}",
-            self.config_path(node, section).await?,
-            encode_db(key)
-        );
+    pub async fn config_get(&self, node: &str, section: &str, key: &str) -> Result<Option<String>, CouchError> {
+        let path = format!("{}/{}", self.config_path(node, section).await?, encode_db(key));
         self.call_opt(Request::new(Method::GET, path)).await
     }
 
     /// A whole config section of `node` (empty when the section does not exist).
-    pub async fn config_section(
-        &self,
-        node: &str,
-        section: &str,
-    ) -> Result<BTreeMap<String, String>, CouchError> {
+    pub async fn config_section(&self, node: &str, section: &str) -> Result<BTreeMap<String, String>, CouchError> {
         let path = self.config_path(node, section).await?;
-        Ok(self
-            .call_opt(Request::new(Method::GET, path))
-            .await?
-            .unwrap_or_default())
+        Ok(self.call_opt(Request::new(Method::GET, path)).await?.unwrap_or_default())
     }
 
     /// Sets one config value of `node`; returns the previous value (`""` when it was unset).
-    pub async fn config_set(
-        &self,
-        node: &str,
-        section: &str,
-        key: &str,
-        value: &str,
-    ) -> Result<String, CouchError> {
-        let path = format!(
-            "{}/{}",
-            self.config_path(node, section).await?,
-            encode_db(key)
-        );
-        self.call(Request::new(Method::PUT, path).json(value)?)
-            .await
+    pub async fn config_set(&self, node: &str, section: &str, key: &str, value: &str) -> Result<String, CouchError> {
+        let path = format!("{}/{}", self.config_path(node, section).await?, encode_db(key));
+        self.call(Request::new(Method::PUT, path).json(value)?).await
     }
 
     /// Removes one config value of `node`; returns the previous value, `None` when it was unset.
-    pub async fn config_delete(
-        &self,
-        node: &str,
-        section: &str,
-        key: &str,
-    ) -> Result<Option<String>, CouchError> {
-        let path = format!(
-            "{}/{}",
-            self.config_path(node, section).await?,
-            encode_db(key)
-        );
+    pub async fn config_delete(&self, node: &str, section: &str, key: &str) -> Result<Option<String>, CouchError> {
+        let path = format!("{}/{}", self.config_path(node, section).await?, encode_db(key));
         self.call_opt(Request::new(Method::DELETE, path)).await
     }
 }
@@ -253,10 +199,7 @@ mod tests {
             "vendor": {"name": "The Apache Software Foundation"}
         }));
         assert!(info.is_couchdb);
-        assert_eq!(
-            info.vendor.as_deref(),
-            Some("The Apache Software Foundation")
-        );
+        assert_eq!(info.vendor.as_deref(), Some("The Apache Software Foundation"));
         assert_eq!(info.version_tuple(), (3, 5));
         let caps = info.capabilities();
         assert!(caps.scheduler && caps.node_config && caps.purge && caps.selector_replication);
@@ -284,12 +227,10 @@ mod tests {
         assert!(v31.scheduler && v31.purge && v31.partitioned);
         assert!(!v31.auth_object_in_endpoints);
 
-        let v22 = ServerInfo::from_welcome(&json!({"couchdb": "Welcome", "version": "2.2.0"}))
-            .capabilities();
+        let v22 = ServerInfo::from_welcome(&json!({"couchdb": "Welcome", "version": "2.2.0"})).capabilities();
         assert!(v22.scheduler && v22.node_config && !v22.purge && !v22.partitioned);
 
-        let v16 = ServerInfo::from_welcome(&json!({"couchdb": "Welcome", "version": "1.6.1"}))
-            .capabilities();
+        let v16 = ServerInfo::from_welcome(&json!({"couchdb": "Welcome", "version": "1.6.1"})).capabilities();
         assert!(!v16.scheduler && !v16.node_config && !v16.up && v16.db_updates);
     }
 
@@ -299,8 +240,7 @@ mod tests {
             let info = ServerInfo::from_welcome(&json!({"couchdb": "Welcome", "version": v}));
             let _ = info.capabilities();
         }
-        let info =
-            ServerInfo::from_welcome(&json!({"couchdb": "Welcome", "version": "3.5.0-rc.1"}));
+        let info = ServerInfo::from_welcome(&json!({"couchdb": "Welcome", "version": "3.5.0-rc.1"}));
         assert_eq!(info.version_tuple(), (3, 5));
         assert_eq!(ServerInfo::from_welcome(&json!({})).version_tuple(), (0, 0));
     }

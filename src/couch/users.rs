@@ -43,14 +43,7 @@ fn user_type() -> String {
 
 impl UserDoc {
     pub fn new(name: impl Into<String>, roles: Vec<String>, password: Option<String>) -> Self {
-        UserDoc {
-            name: name.into(),
-            roles,
-            password,
-            kind: user_type(),
-            rev: None,
-            extra: Map::new(),
-        }
+        UserDoc { name: name.into(), roles, password, kind: user_type(), rev: None, extra: Map::new() }
     }
 }
 
@@ -86,19 +79,14 @@ struct SessionInfo {
 impl CouchClient {
     /// The user's document; `None` when there is no such user.
     pub async fn get_user(&self, name: &str) -> Result<Option<UserDoc>, CouchError> {
-        self.call_opt(Request::new(
-            Method::GET,
-            doc_path(USERS_DB, &user_doc_id(name)),
-        ))
-        .await
+        self.call_opt(Request::new(Method::GET, doc_path(USERS_DB, &user_doc_id(name)))).await
     }
 
     /// Creates (no `rev`) or updates (`rev` set) a user; returns the new revision.
     /// A stale `rev` is `Conflict`.
     pub async fn put_user(&self, user: &UserDoc) -> Result<String, CouchError> {
         let id = user_doc_id(&user.name);
-        let mut body =
-            serde_json::to_value(user).map_err(|e| CouchError::encode("PUT", "/_users", e))?;
+        let mut body = serde_json::to_value(user).map_err(|e| CouchError::encode("PUT", "/_users", e))?;
         if let Value::Object(map) = &mut body {
             map.insert("_id".into(), Value::String(id.clone()));
         }
@@ -109,19 +97,14 @@ impl CouchClient {
 
     /// Deletes a user at revision `rev`.
     pub async fn delete_user(&self, name: &str, rev: &str) -> Result<String, CouchError> {
-        self.delete_document(USERS_DB, &user_doc_id(name), rev)
-            .await
+        self.delete_document(USERS_DB, &user_doc_id(name), rev).await
     }
 
     /// `POST /_session` with these credentials (not the client's): the user's context when
     /// they are right, `None` when CouchDB refuses them.
-    pub async fn session_login(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<Option<UserContext>, CouchError> {
-        let mut req = Request::new(Method::POST, "/_session")
-            .json(&json!({ "name": username, "password": password }))?;
+    pub async fn session_login(&self, username: &str, password: &str) -> Result<Option<UserContext>, CouchError> {
+        let mut req =
+            Request::new(Method::POST, "/_session").json(&json!({ "name": username, "password": password }))?;
         req.anonymous = true;
         match self.call::<UserContext>(req).await {
             Ok(ctx) => Ok(Some(ctx)),
@@ -156,10 +139,7 @@ mod tests {
 
         let new = UserDoc::new("alice", vec![], Some("pw-secret-1".into()));
         let shown = format!("{new:?} {doc:?}");
-        assert!(
-            !shown.contains("pw-secret-1") && !shown.contains("\"dk\""),
-            "{shown}"
-        );
+        assert!(!shown.contains("pw-secret-1") && !shown.contains("\"dk\""), "{shown}");
         let body = serde_json::to_value(&new).expect("serializes");
         assert_eq!(body["type"], json!("user"));
         assert!(body.get("_rev").is_none());

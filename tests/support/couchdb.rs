@@ -5,9 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use couchshare::couch::{
-    Capabilities, CouchClient, CouchConfig, CouchError, CreateDatabase, Credentials, RetryPolicy,
-};
+use couchshare::couch::{Capabilities, CouchClient, CouchConfig, CouchError, CreateDatabase, Credentials, RetryPolicy};
 
 /// An admin client for the test server, or `None` (after saying so) when no server is
 /// configured. With `COUCHSHARE_REQUIRE_COUCHDB=1` a missing server fails the test instead.
@@ -26,8 +24,7 @@ pub fn client(test: &str) -> Option<CouchClient> {
         return None;
     };
     let user = std::env::var("COUCHDB_USER").expect("COUCHDB_URL is set: COUCHDB_USER must be too");
-    let password = std::env::var("COUCHDB_PASSWORD")
-        .expect("COUCHDB_URL is set: COUCHDB_PASSWORD must be too");
+    let password = std::env::var("COUCHDB_PASSWORD").expect("COUCHDB_URL is set: COUCHDB_PASSWORD must be too");
     let mut config = CouchConfig::new(url, Some(Credentials::new(user, password)));
     config.request_timeout = Duration::from_secs(30);
     config.retry = RetryPolicy {

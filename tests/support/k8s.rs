@@ -30,9 +30,7 @@ pub async fn install_crds(client: &Client) {
     let params = PatchParams::apply("couchshare-tests").force();
     for crd in couchshare::api::crds() {
         let name = crd.name_any();
-        api.patch(&name, &params, &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("installing CRD {name}: {e}"));
+        api.patch(&name, &params, &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("installing CRD {name}: {e}"));
         tokio::time::timeout(
             Duration::from_secs(60),
             await_condition(api.clone(), &name, conditions::is_crd_established()),
@@ -52,10 +50,7 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
     }))
     .expect("namespace object");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
     name
 }
 
