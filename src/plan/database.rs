@@ -1,0 +1,348 @@
+//! What to do with one CouchDatabase: create, adopt, refuse, repair, or delete — decided from
+//! the spec, who owns the database on CouchDB, and what CouchDB holds now.
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::DeletionPolicy;
+use crate::couch;
+use crate::plan::security::{security_matches, security_to_write};
+
+/// Id of the `_local` document that records which resource owns a database. `_local`
+/// documents never replicate and never show in `_all_docs`.
+pub const OWNER_DOC_ID: &str = "_local/couchshare.io-owner";
+
+/// The resource that owns a CouchDB object, as recorded on CouchDB.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Kind of the owning resource.
+    pub kind: String,
+    /// Namespace of the owning resource.
+    pub namespace: String,
+    /// Name of the owning resource.
+    pub name: String,
+    /// UID of the owning resource: what makes ownership unambiguous.
+    pub uid: String,
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// What the controller knows before deciding.
+#[derive(Debug, Clone)]
+pub struct DatabaseIntent {
+    /// This resource.
+    pub me: Owner,
+    /// The CouchDB name.
+    pub name: String,
+    /// Creation options.
+    pub create: couch::CreateDatabase,
+    /// `spec.adopt`.
+    pub adopt: bool,
+    /// `status.couchName` already names this database: it was ours before (so a missing
+    /// database is drift, and an unmarked one is ours after a crash between create and marker).
+    pub previously_owned: bool,
+    /// Another live resource that claims the same database on the same server and came first.
+    pub earlier_claimant: Option<Owner>,
+    /// The `_security` it must have.
+    pub security: couch::Security,
+}
+
+/// What the controller read from CouchDB.
+#[derive(Debug, Clone, Default)]
+pub struct ObservedDatabase {
+    /// The database exists.
+    pub exists: bool,
+    /// The owner recorded in the database, if any.
+    pub owner: Option<Owner>,
+    /// Whether the recorded owner (if not this resource) still exists in the cluster.
+    pub owner_alive: bool,
+    /// Its `_security`.
+    pub security: Option<couch::Security>,
+}
+
+/// One change to make on CouchDB, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatabaseStep {
+    /// `PUT /{db}` with options.
+    Create(couch::CreateDatabase),
+    /// Write the owner record.
+    RecordOwner(Owner),
+    /// `PUT /{db}/_security`.
+    PutSecurity(couch::Security),
+}
+
+/// What a person should hear about (an Event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseOutcome {
+    /// Nothing had to change.
+    Unchanged,
+    /// The database was created.
+    Created,
+    /// An existing database was taken over (`adopt: true`).
+    Adopted,
+    /// The database had been deleted out of band and is recreated.
+    Recreated,
+    /// `_security` differed from the declared state and is rewritten.
+    SecurityRestored,
+}
+
+/// Why the controller must not touch the database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// It exists, and nothing says it is ours.
+    #[error(
+        "database {name} already exists on the server and was not created for this resource; set adopt: true to take it over"
+    )]
+    AlreadyExists {
+        /// The CouchDB name.
+        name: String,
+    },
+    /// Another resource owns or claims it.
+    #[error("database {name} is already managed by {owner}")]
+    Conflict {
+        /// The CouchDB name.
+        name: String,
+        /// The other resource.
+        owner: Owner,
+    },
+}
+
+/// The plan for one reconcile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabasePlan {
+    /// Steps in order; empty when CouchDB already matches.
+    pub steps: Vec<DatabaseStep>,
+    /// The headline for status and Events.
+    pub outcome: DatabaseOutcome,
+}
+
+/// Decides what to do with one CouchDatabase.
+pub fn plan_database(intent: &DatabaseIntent, observed: &ObservedDatabase) -> Result<DatabasePlan, Refusal> {
+    if let Some(owner) = &intent.earlier_claimant {
+        return Err(Refusal::Conflict { name: intent.name.clone(), owner: owner.clone() });
+    }
+    if !observed.exists {
+        return Ok(DatabasePlan {
+            steps: vec![
+                DatabaseStep::Create(intent.create.clone()),
+                DatabaseStep::RecordOwner(intent.me.clone()),
+                DatabaseStep::PutSecurity(security_to_write(None, &intent.security)),
+            ],
+            outcome: if intent.previously_owned { DatabaseOutcome::Recreated } else { DatabaseOutcome::Created },
+        });
+    }
+    let mut steps = Vec::new();
+    let mut outcome = DatabaseOutcome::Unchanged;
+    match &observed.owner {
+        Some(owner) if owner.uid == intent.me.uid => {}
+        Some(owner) if observed.owner_alive => {
+            return Err(Refusal::Conflict { name: intent.name.clone(), owner: owner.clone() });
+        }
+        // Unmarked (or marked by a resource that is gone): ours only if we said so before,
+        // or if the user asks to adopt it.
+        _ if intent.previously_owned => steps.push(DatabaseStep::RecordOwner(intent.me.clone())),
+        _ if intent.adopt => {
+            steps.push(DatabaseStep::RecordOwner(intent.me.clone()));
+            outcome = DatabaseOutcome::Adopted;
+        }
+        _ => return Err(Refusal::AlreadyExists { name: intent.name.clone() }),
+    }
+    let matches = observed.security.as_ref().is_some_and(|s| security_matches(s, &intent.security));
+    if !matches {
+        steps.push(DatabaseStep::PutSecurity(security_to_write(observed.security.as_ref(), &intent.security)));
+        if outcome == DatabaseOutcome::Unchanged {
+            outcome = DatabaseOutcome::SecurityRestored;
+        }
+    }
+    Ok(DatabasePlan { steps, outcome })
+}
+
+/// What deleting a CouchDatabase does on CouchDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionStep {
+    /// `deletionPolicy: Retain`: leave it.
+    Retain,
+    /// Delete it.
+    Delete,
+    /// Not ours (never created, or owned by someone else): leave it.
+    NotOurs,
+    /// Already gone.
+    AlreadyGone,
+}
+
+/// Decides what deleting the resource does to the database.
+pub fn plan_database_deletion(
+    policy: DeletionPolicy,
+    me: &Owner,
+    exists: bool,
+    recorded_owner: Option<&Owner>,
+    previously_owned: bool,
+) -> DeletionStep {
+    if policy == DeletionPolicy::Retain {
+        return DeletionStep::Retain;
+    }
+    if !exists {
+        return DeletionStep::AlreadyGone;
+    }
+    match recorded_owner {
+        Some(owner) if owner.uid == me.uid => DeletionStep::Delete,
+        None if previously_owned => DeletionStep::Delete,
+        _ => DeletionStep::NotOurs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SecuritySpec;
+    use crate::plan::security::desired_security;
+
+    fn owner(uid: &str) -> Owner {
+        Owner { kind: "CouchDatabase".into(), namespace: "ns".into(), name: format!("r-{uid}"), uid: uid.into() }
+    }
+
+    fn intent() -> DatabaseIntent {
+        DatabaseIntent {
+            me: owner("me"),
+            name: "projects".into(),
+            create: couch::CreateDatabase { q: Some(2), n: None, partitioned: false },
+            adopt: false,
+            previously_owned: false,
+            earlier_claimant: None,
+            security: desired_security(&SecuritySpec::default(), &[], false),
+        }
+    }
+
+    fn observed(
+        exists: bool,
+        owner_uid: Option<&str>,
+        alive: bool,
+        security: Option<couch::Security>,
+    ) -> ObservedDatabase {
+        ObservedDatabase { exists, owner: owner_uid.map(owner), owner_alive: alive, security }
+    }
+
+    #[test]
+    fn plan_database_table() {
+        let good = Some(intent().security.clone());
+        let public = Some(couch::Security::default());
+        type Expect = Result<(Vec<&'static str>, DatabaseOutcome), &'static str>;
+        let cases: Vec<(&str, DatabaseIntent, ObservedDatabase, Expect)> = vec![
+            (
+                "missing: create, record owner, set security",
+                intent(),
+                observed(false, None, false, None),
+                Ok((vec!["create", "owner", "security"], DatabaseOutcome::Created)),
+            ),
+            (
+                "missing but ours before: recreate (drift)",
+                DatabaseIntent { previously_owned: true, ..intent() },
+                observed(false, None, false, None),
+                Ok((vec!["create", "owner", "security"], DatabaseOutcome::Recreated)),
+            ),
+            (
+                "ours and matching: nothing",
+                intent(),
+                observed(true, Some("me"), false, good.clone()),
+                Ok((vec![], DatabaseOutcome::Unchanged)),
+            ),
+            (
+                "ours, security edited by hand: restore",
+                intent(),
+                observed(true, Some("me"), false, public.clone()),
+                Ok((vec!["security"], DatabaseOutcome::SecurityRestored)),
+            ),
+            (
+                "exists unmarked, no adopt: refuse",
+                intent(),
+                observed(true, None, false, public.clone()),
+                Err("AlreadyExists"),
+            ),
+            (
+                "exists unmarked, adopt: take over",
+                DatabaseIntent { adopt: true, ..intent() },
+                observed(true, None, false, public.clone()),
+                Ok((vec!["owner", "security"], DatabaseOutcome::Adopted)),
+            ),
+            (
+                "owned by a live resource: conflict, even with adopt",
+                DatabaseIntent { adopt: true, ..intent() },
+                observed(true, Some("other"), true, good.clone()),
+                Err("Conflict"),
+            ),
+            (
+                "owned by a deleted resource, no adopt: refuse",
+                intent(),
+                observed(true, Some("gone"), false, good.clone()),
+                Err("AlreadyExists"),
+            ),
+            (
+                "owned by a deleted resource, adopt: take over",
+                DatabaseIntent { adopt: true, ..intent() },
+                observed(true, Some("gone"), false, good.clone()),
+                Ok((vec!["owner"], DatabaseOutcome::Adopted)),
+            ),
+            (
+                "unmarked but ours before (crash after create): mark it",
+                DatabaseIntent { previously_owned: true, ..intent() },
+                observed(true, None, false, good.clone()),
+                Ok((vec!["owner"], DatabaseOutcome::Unchanged)),
+            ),
+            (
+                "an earlier resource claims the name: conflict before touching CouchDB",
+                DatabaseIntent { earlier_claimant: Some(owner("first")), ..intent() },
+                observed(false, None, false, None),
+                Err("Conflict"),
+            ),
+        ];
+        for (what, intent, observed, expect) in cases {
+            let got = plan_database(&intent, &observed);
+            match (got, expect) {
+                (Ok(plan), Ok((steps, outcome))) => {
+                    let names: Vec<_> = plan
+                        .steps
+                        .iter()
+                        .map(|s| match s {
+                            DatabaseStep::Create(_) => "create",
+                            DatabaseStep::RecordOwner(_) => "owner",
+                            DatabaseStep::PutSecurity(_) => "security",
+                        })
+                        .collect();
+                    assert_eq!(names, steps, "{what}");
+                    assert_eq!(plan.outcome, outcome, "{what}");
+                }
+                (Err(refusal), Err(kind)) => {
+                    let got = match refusal {
+                        Refusal::AlreadyExists { .. } => "AlreadyExists",
+                        Refusal::Conflict { .. } => "Conflict",
+                    };
+                    assert_eq!(got, kind, "{what}");
+                }
+                (got, expect) => panic!("{what}: got {got:?}, expected {expect:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn created_database_gets_admin_only_security_not_public() {
+        let plan = plan_database(&intent(), &observed(false, None, false, None)).expect("plan");
+        let Some(DatabaseStep::PutSecurity(sec)) = plan.steps.last() else { panic!("security last") };
+        assert_eq!(sec.members.roles, vec!["_admin".to_string()]);
+    }
+
+    #[test]
+    fn deletion_table() {
+        use DeletionPolicy::*;
+        let me = owner("me");
+        let other = owner("other");
+        assert_eq!(plan_database_deletion(Retain, &me, true, Some(&me), true), DeletionStep::Retain);
+        assert_eq!(plan_database_deletion(Delete, &me, true, Some(&me), true), DeletionStep::Delete);
+        assert_eq!(plan_database_deletion(Delete, &me, false, None, true), DeletionStep::AlreadyGone);
+        assert_eq!(plan_database_deletion(Delete, &me, true, Some(&other), true), DeletionStep::NotOurs);
+        assert_eq!(plan_database_deletion(Delete, &me, true, None, false), DeletionStep::NotOurs);
+        assert_eq!(plan_database_deletion(Delete, &me, true, None, true), DeletionStep::Delete);
+    }
+}
