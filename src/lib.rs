@@ -5,5 +5,6 @@
 //! knows nothing of Kubernetes, [`plan`] is pure (spec + observed state → steps).
 
 pub mod api;
+pub mod controller;
 pub mod couch;
 pub mod plan;

@@ -1,19 +1,37 @@
-//! The `couchshare` binary: `crd` prints the CustomResourceDefinitions, `version` the build.
+//! The `couchshare` binary: `run` (the operator), `crd` (print the CRDs), `version`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use couchshare::controller::{Options, RunConfig};
 
 #[derive(Parser)]
-#[command(name = "couchshare", version, about = "CouchDB databases, users, permissions and replication shares as Kubernetes resources")]
+#[command(
+    name = "couchshare",
+    version,
+    about = "CouchDB databases, users, permissions and replication shares as Kubernetes resources"
+)]
 struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "COUCHSHARE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator against the cluster of the in-cluster config, KUBECONFIG or --kubeconfig.
+    Run(RunArgs),
     /// Print the five CustomResourceDefinitions as YAML (or write one file per CRD).
     Crd {
         /// Write `<plural>.<group>.yaml` files into this directory instead of printing.
@@ -24,8 +42,81 @@ enum Command {
     Version,
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Kubeconfig file (default: in-cluster config, then KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "COUCHSHARE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Reconciles running at once, per kind.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u16,
+    /// Periodic resync of every resource (jittered ±10%), e.g. `5m`, `30s`.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    resync_interval: Duration,
+    /// Longest delay between retries of a failing resource, e.g. `5m`.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    max_backoff: Duration,
+    /// How long deleting a resource keeps retrying an unreachable CouchDB before letting go.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    deletion_grace: Duration,
+    /// Address of the `/healthz` and `/readyz` endpoints.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    health_addr: SocketAddr,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration =
+        text.parse().map_err(|e| format!("{text:?} is not a duration like 30s or 5m: {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("{text:?} must not be negative"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    couchshare::couch::install_crypto_provider();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            init_logging(cli.log_format);
+            let client = kube_client(args.kubeconfig).await?;
+            let options = Options {
+                resync: args.resync_interval,
+                backoff_max: args.max_backoff,
+                deletion_grace: args.deletion_grace,
+                ..Options::default()
+            };
+            let config = RunConfig {
+                namespace: args.namespace,
+                concurrency: args.concurrency.max(1),
+                health_addr: args.health_addr,
+                options,
+            };
+            couchshare::controller::run(client, config).await?;
+        }
         Command::Crd { out_dir: None } => print!("{}", couchshare::api::crds_yaml()?),
         Command::Crd { out_dir: Some(dir) } => {
             for (file, yaml) in couchshare::api::crd_files()? {

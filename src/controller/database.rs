@@ -1,0 +1,294 @@
+//! The CouchDatabase reconciler: resolve the server → observe the database → plan → apply the
+//! steps in order → status. Cleanup runs in the finalizer and never hangs on a server or a
+//! Secret that is gone.
+
+use std::sync::Arc;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::context::{Context, now, object_key};
+use super::error::Error;
+use super::servers::{Connected, resolve, server_key};
+use super::status::{NewCondition, apply_status, condition_state, set_condition};
+use crate::api::{CouchDatabase, CouchDatabaseStatus, condition};
+use crate::couch::{CouchClient, CreateDatabase};
+use crate::plan::database::{
+    DatabaseIntent, DatabaseOutcome, DatabaseStep, DeletionStep, OWNER_DOC_ID, ObservedDatabase, Owner, plan_database,
+    plan_database_deletion,
+};
+use crate::plan::security::desired_security;
+
+/// The finalizer that undoes what the operator created.
+pub const FINALIZER: &str = "couchshare.io/cleanup";
+
+/// Reconciles one CouchDatabase.
+pub async fn reconcile(db: Arc<CouchDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = db.namespace().unwrap_or_default();
+    let span = tracing::info_span!("reconcile", kind = "CouchDatabase", namespace = %ns, name = %db.name_any());
+    let api: Api<CouchDatabase> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, db, |event| async {
+        match event {
+            Finalizer::Apply(db) => apply(db, &ctx).await,
+            Finalizer::Cleanup(db) => cleanup(db, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+fn owner(db: &CouchDatabase) -> Owner {
+    Owner {
+        kind: "CouchDatabase".into(),
+        namespace: db.namespace().unwrap_or_default(),
+        name: db.name_any(),
+        uid: db.uid().unwrap_or_default(),
+    }
+}
+
+/// The earliest live CouchDatabase (by creation time, then UID) naming the same database on
+/// the same server, when that is not `db`.
+fn earlier_claimant(db: &CouchDatabase, ctx: &Context) -> Option<Owner> {
+    let me = (server_key(db, &db.spec.server_ref), db.couch_name().to_string());
+    let key = |d: &CouchDatabase| (d.metadata.creation_timestamp.clone().map(|t| t.0), d.uid().unwrap_or_default());
+    ctx.databases
+        .state()
+        .into_iter()
+        .filter(|d| d.metadata.deletion_timestamp.is_none())
+        .filter(|d| (server_key(d.as_ref(), &d.spec.server_ref), d.couch_name().to_string()) == me)
+        .min_by_key(|d| key(d))
+        .filter(|first| first.uid() != db.uid() && key(first) < key(db))
+        .map(|first| owner(&first))
+}
+
+/// Whether a CouchDatabase with this UID still exists (as far as the watch knows).
+fn owner_alive(ctx: &Context, uid: &str) -> bool {
+    ctx.databases.state().iter().any(|d| d.uid().as_deref() == Some(uid))
+}
+
+struct Observation {
+    observed: ObservedDatabase,
+    owner_rev: Option<String>,
+}
+
+async fn observe(couch: &CouchClient, name: &str, url: &str, ctx: &Context) -> Result<Observation, Error> {
+    let exists = couch.database_exists(name).await.map_err(|e| Error::couch("checking the database", url, e))?;
+    if !exists {
+        return Ok(Observation { observed: ObservedDatabase::default(), owner_rev: None });
+    }
+    let record =
+        couch.get_document(name, OWNER_DOC_ID).await.map_err(|e| Error::couch("reading the owner record", url, e))?;
+    let owner_rev = record.as_ref().and_then(|r| r.get("_rev")).and_then(Value::as_str).map(str::to_owned);
+    let owner: Option<Owner> =
+        record.and_then(|r| r.get("owner").cloned()).and_then(|o| serde_json::from_value(o).ok());
+    let owner_alive = owner.as_ref().is_some_and(|o| owner_alive(ctx, &o.uid));
+    let security = couch.security(name).await.map_err(|e| Error::couch("reading _security", url, e))?;
+    Ok(Observation { observed: ObservedDatabase { exists, owner, owner_alive, security: Some(security) }, owner_rev })
+}
+
+async fn apply(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
+    let ns = db.namespace().unwrap_or_default();
+    let api: Api<CouchDatabase> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = db.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    let was = condition_state(&status.conditions, condition::READY);
+    let result = ensure(&db, ctx, &api, &mut status).await;
+    status.observed_generation = db.metadata.generation;
+    let generation = db.metadata.generation;
+    match &result {
+        Ok((outcome, _)) => {
+            let message = match outcome {
+                DatabaseOutcome::Created => "database created",
+                DatabaseOutcome::Adopted => "existing database adopted",
+                DatabaseOutcome::Recreated => "database was deleted out of band and has been recreated",
+                DatabaseOutcome::SecurityRestored => "_security rewritten to the declared state",
+                DatabaseOutcome::Unchanged => "database matches the declared state",
+            };
+            set_condition(&mut status.conditions, NewCondition::ready("Ready", message), generation, now());
+        }
+        Err(e) => set_condition(&mut status.conditions, NewCondition::not_ready(e), generation, now()),
+    }
+    apply_status(&api, db.as_ref(), current.as_ref(), &status).await?;
+    let is = condition_state(&status.conditions, condition::READY);
+    match &result {
+        Ok((outcome, name)) => {
+            let event = match outcome {
+                DatabaseOutcome::Created => Some(("Created", format!("created database {name}"))),
+                DatabaseOutcome::Adopted => Some(("Adopted", format!("adopted existing database {name}"))),
+                DatabaseOutcome::Recreated => {
+                    Some(("DriftRepaired", format!("database {name} was deleted out of band; recreated")))
+                }
+                DatabaseOutcome::SecurityRestored => {
+                    Some(("SecurityApplied", format!("_security of {name} set to the declared state")))
+                }
+                DatabaseOutcome::Unchanged => {
+                    (was != is).then(|| ("Ready", format!("database {name} matches the declared state")))
+                }
+            };
+            if let Some((reason, note)) = event {
+                ctx.event(db.as_ref(), false, reason, note).await;
+            }
+            ctx.reset_backoff(&object_key(db.as_ref()));
+            Ok(Action::requeue(ctx.resync()))
+        }
+        Err(e) => {
+            if was != is {
+                ctx.event(db.as_ref(), true, e.reason(), e.to_string()).await;
+            }
+            Err(result.err().unwrap_or_else(|| Error::Finalizer("unreachable".into())))
+        }
+    }
+}
+
+/// Resolve → observe → plan → apply. Fills the observed fields of `status`.
+async fn ensure(
+    db: &CouchDatabase,
+    ctx: &Context,
+    api: &Api<CouchDatabase>,
+    status: &mut CouchDatabaseStatus,
+) -> Result<(DatabaseOutcome, String), Error> {
+    let ns = db.namespace().unwrap_or_default();
+    let name = db.couch_name().to_string();
+    if !crate::api::validation::is_valid_database_name(&name) {
+        return Err(Error::InvalidSpec(format!("{name:?} is not a valid CouchDB database name")));
+    }
+    let Connected { server, couch } = resolve(ctx, &ns, &db.spec.server_ref).await?;
+    let url = server.spec.url.clone();
+    let observation = observe(&couch, &name, &url, ctx).await?;
+    let previously_owned = status.couch_name.as_deref() == Some(name.as_str());
+    let shards = db.spec.shards.as_ref();
+    let intent = DatabaseIntent {
+        me: owner(db),
+        name: name.clone(),
+        create: CreateDatabase {
+            q: shards.and_then(|s| s.q).and_then(|q| u32::try_from(q).ok()),
+            n: shards.and_then(|s| s.n).and_then(|n| u32::try_from(n).ok()),
+            partitioned: db.spec.partitioned,
+        },
+        adopt: db.spec.adopt,
+        previously_owned,
+        earlier_claimant: if previously_owned { None } else { earlier_claimant(db, ctx) },
+        security: desired_security(&db.spec.security, &[], db.spec.public),
+    };
+    let plan = plan_database(&intent, &observation.observed)?;
+    let creates = plan.steps.iter().any(|s| matches!(s, DatabaseStep::Create(_)));
+    if creates && !previously_owned {
+        // Claim the name in status before creating, so a crash between the create and the owner
+        // record leaves a database this resource recognises as its own.
+        let mut claim = status.clone();
+        claim.couch_name = Some(name.clone());
+        claim.server = Some(url.clone());
+        apply_status(api, db, Some(status), &claim).await?;
+        *status = claim;
+    }
+    let mut owner_rev = observation.owner_rev.clone();
+    for step in &plan.steps {
+        match step {
+            DatabaseStep::Create(options) => {
+                couch
+                    .create_database(&name, options)
+                    .await
+                    .map_err(|e| Error::couch("creating the database", &url, e))?;
+                owner_rev = None;
+                tracing::info!(database = %name, "created database");
+            }
+            DatabaseStep::RecordOwner(owner) => {
+                let mut record = serde_json::json!({ "owner": owner });
+                if let Some(rev) = &owner_rev {
+                    record["_rev"] = Value::String(rev.clone());
+                }
+                couch
+                    .put_document(&name, OWNER_DOC_ID, &record)
+                    .await
+                    .map_err(|e| Error::couch("recording the owner", &url, e))?;
+            }
+            DatabaseStep::PutSecurity(security) => {
+                couch.put_security(&name, security).await.map_err(|e| Error::couch("writing _security", &url, e))?;
+                tracing::info!(database = %name, "wrote _security");
+            }
+        }
+    }
+    let info = couch.database_info(&name).await.map_err(|e| Error::couch("reading database info", &url, e))?;
+    status.couch_name = Some(name.clone());
+    status.server = Some(url);
+    status.doc_count = i64::try_from(info.doc_count).ok();
+    status.active_size = info.active_size().and_then(|s| i64::try_from(s).ok());
+    status.partitioned = Some(info.is_partitioned());
+    Ok((plan.outcome, name))
+}
+
+async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
+    let ns = db.namespace().unwrap_or_default();
+    let name = db.couch_name().to_string();
+    let previously_owned = db.status.as_ref().and_then(|s| s.couch_name.as_deref()) == Some(name.as_str());
+    if db.spec.deletion_policy == crate::api::DeletionPolicy::Retain {
+        if previously_owned {
+            ctx.event(db.as_ref(), false, "Retained", format!("database {name} kept (deletionPolicy: Retain)")).await;
+        }
+        return Ok(Action::await_change());
+    }
+    let connected = match resolve(ctx, &ns, &db.spec.server_ref).await {
+        Ok(c) => c,
+        Err(
+            e @ (Error::ServerNotFound { .. }
+            | Error::SecretNotFound { .. }
+            | Error::SecretKeyMissing { .. }
+            | Error::NotAllowed { .. }),
+        ) => {
+            ctx.event(db.as_ref(), true, "CleanupSkipped", format!("database {name} not deleted: {e}")).await;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    let url = connected.server.spec.url.clone();
+    let result = async {
+        let observation = observe(&connected.couch, &name, &url, ctx).await?;
+        let step = plan_database_deletion(
+            db.spec.deletion_policy,
+            &owner(&db),
+            observation.observed.exists,
+            observation.observed.owner.as_ref(),
+            previously_owned,
+        );
+        if step == DeletionStep::Delete {
+            connected.couch.delete_database(&name).await.map_err(|e| Error::couch("deleting the database", &url, e))?;
+        }
+        Ok::<_, Error>(step)
+    }
+    .await;
+    match result {
+        Ok(DeletionStep::Delete) => ctx.event(db.as_ref(), false, "Deleted", format!("database {name} deleted")).await,
+        Ok(DeletionStep::NotOurs) => {
+            ctx.event(
+                db.as_ref(),
+                false,
+                "Retained",
+                format!("database {name} was not created by this resource; left in place"),
+            )
+            .await
+        }
+        Ok(_) => {}
+        Err(e) if e.is_transient() && within_grace(db.as_ref(), ctx) => return Err(e),
+        Err(e) => {
+            ctx.event(db.as_ref(), true, "CleanupSkipped", format!("database {name} not deleted: {e}")).await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Whether a deletion that cannot reach CouchDB should keep trying.
+fn within_grace<K: Resource>(obj: &K, ctx: &Context) -> bool {
+    let Some(deleted) = obj.meta().deletion_timestamp.as_ref() else {
+        return true;
+    };
+    let age = jiff::Timestamp::now().duration_since(deleted.0);
+    age.as_secs_f64() < ctx.options.deletion_grace.as_secs_f64()
+}

@@ -1,0 +1,83 @@
+//! Fast drift detection: one task per CouchServer follows CouchDB's `_db_updates` feed and
+//! requeues the CouchDatabase that owns a database someone created or deleted behind our
+//! back. The periodic resync stays the safety net (and the only path on servers without
+//! `_db_updates`, and for `_security` edits, which the feed does not report).
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::context::{Context, jitter};
+use super::servers::server_key;
+use crate::api::{CouchDatabase, CouchServer};
+use crate::couch::{CouchClient, DbUpdatesQuery, FeedMode};
+
+/// Where database events turn into reconcile requests.
+pub type DatabaseTrigger = UnboundedSender<ObjectRef<CouchDatabase>>;
+
+/// Makes sure a follower runs for `server` (one per server and client; a new admin Secret or
+/// URL replaces it).
+pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
+    let Some(trigger) = ctx.database_trigger.clone() else { return };
+    let key = (server.namespace().unwrap_or_default(), server.name_any());
+    let fingerprint = format!("{}|{}", server.spec.url, server.uid().unwrap_or_default());
+    let mut followers = ctx.followers.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((fp, handle)) = followers.get(&key) {
+        if *fp == fingerprint && !handle.is_finished() {
+            return;
+        }
+        handle.abort();
+    }
+    let databases = ctx.databases.clone();
+    let servers = ctx.servers.clone();
+    let server_ref = key.clone();
+    let handle = tokio::spawn(async move {
+        let mut since = Value::String("now".into());
+        let mut failures = 0u32;
+        loop {
+            let still_there =
+                servers.state().iter().any(|s| (s.namespace().unwrap_or_default(), s.name_any()) == server_ref);
+            if !still_there {
+                return;
+            }
+            let query = DbUpdatesQuery {
+                feed: FeedMode::Longpoll,
+                since: Some(since.clone()),
+                timeout: Some(Duration::from_secs(25)),
+            };
+            match couch.db_updates(&query).await {
+                Ok(updates) => {
+                    failures = 0;
+                    for update in &updates.results {
+                        if !matches!(update.kind.as_str(), "deleted" | "created") {
+                            continue;
+                        }
+                        for db in databases.state() {
+                            if server_key(db.as_ref(), &db.spec.server_ref) == server_ref
+                                && db.couch_name() == update.db_name
+                            {
+                                tracing::debug!(database = %update.db_name, kind = %update.kind, "database event; requeueing");
+                                let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
+                            }
+                        }
+                    }
+                    since = updates.last_seq;
+                }
+                Err(crate::couch::CouchError::NotSupported { .. }) => {
+                    tracing::info!("server has no _db_updates; drift is found by the periodic resync only");
+                    return;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::debug!(error = %e, "_db_updates failed; retrying");
+                    let delay = Duration::from_millis(500).saturating_mul(1 << failures.min(6));
+                    tokio::time::sleep(jitter(delay, 0.2)).await;
+                }
+            }
+        }
+    });
+    followers.insert(key, (fingerprint, handle));
+}

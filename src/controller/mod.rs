@@ -1,0 +1,183 @@
+//! The operator: one kube-runtime `Controller` per kind, sharing a [`Context`]. The only
+//! module that holds both a Kubernetes client and a CouchDB client.
+
+mod context;
+mod database;
+mod drift;
+mod error;
+mod health;
+mod server;
+mod servers;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+
+pub use context::{Context, Options};
+pub use error::Error;
+pub use health::Readiness;
+
+use crate::api::{CouchDatabase, CouchServer};
+
+/// How the operator process runs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Watch only this namespace (default: every namespace).
+    pub namespace: Option<String>,
+    /// Reconciles running at once, per kind.
+    pub concurrency: u16,
+    /// Where `/healthz` and `/readyz` are served.
+    pub health_addr: SocketAddr,
+    /// Tunables shared by the reconcilers.
+    pub options: Options,
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Waits until every couchshare CRD is Established, logging while it waits.
+pub async fn wait_for_crds(client: &Client) -> Result<(), Error> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut logged = false;
+    loop {
+        let mut missing = Vec::new();
+        for crd in crate::api::crds() {
+            let name = crd.name_any();
+            let established = api.get_opt(&name).await?.is_some_and(|c| {
+                c.status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+            });
+            if !established {
+                missing.push(name);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if !logged {
+            tracing::info!(?missing, "waiting for the CRDs to be Established (apply crds/ first)");
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// After an error: transient ones back off per object; the rest wait for a change, with the
+/// periodic resync as a safety net (a referenced object may appear without an event for it).
+fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = context::object_key(obj.as_ref());
+    if error.is_transient() {
+        let delay = ctx.next_backoff(&key);
+        tracing::warn!(object = %key, reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed");
+        Action::requeue(delay)
+    } else if matches!(error, Error::InvalidSpec(_) | Error::Tls(_)) {
+        tracing::warn!(object = %key, reason = error.reason(), error = %error, "invalid spec; waiting for a change");
+        Action::await_change()
+    } else {
+        tracing::info!(object = %key, reason = error.reason(), error = %error, "waiting");
+        Action::requeue(ctx.resync())
+    }
+}
+
+fn uses_secret(server: &CouchServer, secret: &str) -> bool {
+    server.spec.admin_credentials.secret_ref.name == secret
+        || server.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()).is_some_and(|c| c.name == secret)
+}
+
+/// Runs the controllers until SIGTERM or Ctrl-C.
+pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
+    let ready = Readiness::default();
+    let bound = health::serve(config.health_addr, ready.clone())
+        .await
+        .map_err(|e| Error::InvalidSpec(format!("cannot serve health endpoints on {}: {e}", config.health_addr)))?;
+    tracing::info!(address = %bound, "serving /healthz and /readyz");
+    wait_for_crds(&client).await?;
+    let ns = config.namespace.as_deref();
+    let controller_config = controller::Config::default().concurrency(config.concurrency);
+
+    let server_controller = Controller::new(scoped::<CouchServer>(&client, ns), watcher::Config::default());
+    let servers = server_controller.store();
+    let database_controller = Controller::new(scoped::<CouchDatabase>(&client, ns), watcher::Config::default());
+    let databases = database_controller.store();
+    let (trigger, triggered) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.options.clone(),
+        databases.clone(),
+        servers.clone(),
+        Some(trigger),
+    ));
+
+    // A change to an admin or CA Secret requeues the servers that use it. Only metadata is
+    // watched: the operator never keeps Secret data in memory.
+    let secrets =
+        watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default()).touched_objects();
+    let servers_by_secret = servers.clone();
+    let server_controller = server_controller
+        .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
+            let (sns, sname) = (secret.namespace(), secret.name_any());
+            servers_by_secret
+                .state()
+                .into_iter()
+                .filter(|s| s.namespace() == sns && uses_secret(s, &sname))
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .with_config(controller_config.clone())
+        .shutdown_on_signal();
+
+    // A change to a CouchServer requeues its databases; `_db_updates` requeues the owner of a
+    // database created or deleted out of band.
+    let databases_by_server = databases.clone();
+    let database_controller = database_controller
+        .watches(scoped::<CouchServer>(&client, ns), watcher::Config::default(), move |server: CouchServer| {
+            let key = (server.namespace().unwrap_or_default(), server.name_any());
+            databases_by_server
+                .state()
+                .into_iter()
+                .filter(|d| servers::server_key(d.as_ref(), &d.spec.server_ref) == key)
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_on(futures::stream::unfold(triggered, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }))
+        .with_config(controller_config)
+        .shutdown_on_signal();
+
+    ready.set(true);
+    tracing::info!(namespace = ns.unwrap_or("<all>"), concurrency = config.concurrency, "controllers running");
+    let servers_done = server_controller
+        .run(server::reconcile, error_policy::<CouchServer>, ctx.clone())
+        .for_each(|r| async move { log_result("CouchServer", r) });
+    let databases_done = database_controller
+        .run(database::reconcile, error_policy::<CouchDatabase>, ctx.clone())
+        .for_each(|r| async move { log_result("CouchDatabase", r) });
+    tokio::join!(servers_done, databases_done);
+    ready.set(false);
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+fn log_result<K: Resource, E: std::fmt::Display>(kind: &str, result: Result<(ObjectRef<K>, Action), E>) {
+    match result {
+        Ok((obj, _)) => tracing::debug!(kind, object = %obj, "reconciled"),
+        Err(e) => tracing::debug!(kind, error = %e, "reconcile error"),
+    }
+}

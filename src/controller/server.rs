@@ -1,0 +1,245 @@
+//! The CouchServer reconciler: connect → detect → system databases → configuration on every
+//! node → replication budget → status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use tracing::Instrument;
+
+use super::context::{Context, now, object_key};
+use super::error::Error;
+use super::servers::connect;
+use super::status::{NewCondition, apply_status, condition_state, set_condition};
+use crate::api::{CouchServer, NodeConfigFailure, ReplicationBudget, condition};
+use crate::couch::{Capabilities, CouchClient, CouchError, ServerInfo};
+use crate::plan::config::{ConfigKey, config_changes, desired_config, display_key, replication_budget};
+
+/// System databases CouchDB needs and a fresh single node or cluster lacks until set up.
+pub const SYSTEM_DATABASES: [&str; 3] = ["_users", "_replicator", "_global_changes"];
+
+/// What one successful pass observed.
+struct Observed {
+    info: ServerInfo,
+    caps: Capabilities,
+    nodes: Vec<String>,
+    applied: Vec<String>,
+    failures: Vec<NodeConfigFailure>,
+    budget: ReplicationBudget,
+    written: usize,
+}
+
+/// Reconciles one CouchServer.
+pub async fn reconcile(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = server.namespace().unwrap_or_default();
+    let span = tracing::info_span!("reconcile", kind = "CouchServer", namespace = %ns, name = %server.name_any());
+    reconcile_server(server, ctx).instrument(span).await
+}
+
+async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = server.namespace().unwrap_or_default();
+    let api: Api<CouchServer> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = observe_and_apply(&server, &ctx).await;
+
+    let current = server.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    status.observed_generation = server.metadata.generation;
+    let was = condition_state(&status.conditions, condition::READY);
+    let outcome = match result {
+        Ok(observed) => {
+            status.vendor = observed.info.vendor.clone();
+            status.version = Some(observed.info.version.clone());
+            status.features = observed.info.features.clone();
+            status.unsupported = unsupported(&observed.caps);
+            status.nodes = observed.nodes.clone();
+            status.applied_config = observed.applied.clone();
+            status.config_failures = observed.failures.clone();
+            status.replication_budget = Some(observed.budget.clone());
+            if observed.failures.is_empty() {
+                let message = format!(
+                    "connected to {} {} ({} node{})",
+                    observed.info.vendor.as_deref().unwrap_or("CouchDB-compatible server"),
+                    observed.info.version,
+                    observed.nodes.len(),
+                    if observed.nodes.len() == 1 { "" } else { "s" }
+                );
+                set_condition(
+                    &mut status.conditions,
+                    NewCondition::ready("Connected", message),
+                    server.metadata.generation,
+                    now(),
+                );
+                if observed.written > 0 {
+                    ctx.event(
+                        server.as_ref(),
+                        false,
+                        "ConfigApplied",
+                        format!("{} configuration value(s) written", observed.written),
+                    )
+                    .await;
+                }
+                Ok(())
+            } else {
+                let summary: Vec<String> =
+                    observed.failures.iter().map(|f| format!("{} on {}: {}", f.key, f.node, f.message)).collect();
+                let err = Error::ConfigFailed(summary.join("; "));
+                set_condition(&mut status.conditions, NewCondition::not_ready(&err), server.metadata.generation, now());
+                Err(err)
+            }
+        }
+        Err(err) => {
+            set_condition(&mut status.conditions, NewCondition::not_ready(&err), server.metadata.generation, now());
+            Err(err)
+        }
+    };
+    let is = condition_state(&status.conditions, condition::READY);
+    if was != is {
+        match &outcome {
+            Ok(()) => {
+                ctx.event(server.as_ref(), false, "Connected", "CouchDB is reachable and configured".into()).await
+            }
+            Err(e) => ctx.event(server.as_ref(), true, e.reason(), e.to_string()).await,
+        }
+    }
+    apply_status(&api, server.as_ref(), current.as_ref(), &status).await?;
+    if let Ok(couch) = connect(&ctx, &server).await {
+        super::drift::follow(&ctx, &server, couch);
+    }
+    outcome?;
+    ctx.reset_backoff(&object_key(server.as_ref()));
+    Ok(Action::requeue(ctx.resync()))
+}
+
+async fn observe_and_apply(server: &CouchServer, ctx: &Context) -> Result<Observed, Error> {
+    let couch = connect(ctx, server).await?;
+    let url = server.spec.url.as_str();
+    let info = couch.server_info().await.map_err(|e| Error::couch("reading GET /", url, e))?;
+    let caps = info.capabilities();
+    let membership = couch.membership().await.map_err(|e| Error::couch("reading _membership", url, e))?;
+    let mut nodes = membership.cluster_nodes;
+    if nodes.is_empty() {
+        nodes = membership.all_nodes;
+    }
+    ensure_system_databases(&couch, url).await?;
+
+    let desired = server.spec.config.as_ref().map(desired_config).unwrap_or_default();
+    let mut failures = Vec::new();
+    let mut written = 0;
+    // Without /_node/{node}/_config there is one configuration for the whole server.
+    let config_nodes: Vec<String> =
+        if caps.node_config { nodes.clone() } else { nodes.iter().take(1).cloned().collect() };
+    for node in &config_nodes {
+        match apply_node_config(&couch, node, &desired).await {
+            Ok((n, node_failures)) => {
+                written += n;
+                failures.extend(node_failures);
+            }
+            Err(e) if matches!(e, CouchError::Transport { .. }) => return Err(Error::couch("configuring", url, e)),
+            Err(e) => failures.extend(desired.keys().map(|k| NodeConfigFailure {
+                node: node.clone(),
+                key: display_key(k),
+                message: e.to_string(),
+            })),
+        }
+    }
+    let max_jobs = match config_nodes.first() {
+        Some(node) => couch.config_get(node, "replicator", "max_jobs").await.ok().flatten(),
+        None => None,
+    };
+    let (per_node, total) = replication_budget(max_jobs.as_deref(), nodes.len());
+    let budget = ReplicationBudget {
+        max_jobs_per_node: per_node,
+        nodes: i32::try_from(nodes.len()).unwrap_or(i32::MAX),
+        total,
+        used: server.status.as_ref().and_then(|s| s.replication_budget.as_ref()).map(|b| b.used).unwrap_or(0),
+    };
+    let failed: std::collections::BTreeSet<&str> = failures.iter().map(|f| f.key.as_str()).collect();
+    let applied = desired.keys().map(display_key).filter(|k| !failed.contains(k.as_str())).collect();
+    Ok(Observed { info, caps, nodes, applied, failures, budget, written })
+}
+
+async fn ensure_system_databases(couch: &CouchClient, url: &str) -> Result<(), Error> {
+    for db in SYSTEM_DATABASES {
+        let exists = couch.database_exists(db).await.map_err(|e| Error::couch("checking system databases", url, e))?;
+        if !exists {
+            match couch.create_database(db, &Default::default()).await {
+                Ok(()) | Err(CouchError::PreconditionFailed { .. }) => {
+                    tracing::info!(database = db, "created system database");
+                }
+                Err(e) => return Err(Error::couch("creating system databases", url, e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the values that differ on one node; returns how many were written and what failed.
+async fn apply_node_config(
+    couch: &CouchClient,
+    node: &str,
+    desired: &BTreeMap<ConfigKey, String>,
+) -> Result<(usize, Vec<NodeConfigFailure>), CouchError> {
+    let mut observed = BTreeMap::new();
+    for (section, key) in desired.keys() {
+        let value = couch.config_get(node, section, key).await?;
+        observed.insert((section.clone(), key.clone()), value);
+    }
+    let mut written = 0;
+    let mut failures = Vec::new();
+    for ((section, key), value) in config_changes(desired, &observed) {
+        match couch.config_set(node, &section, &key, &value).await {
+            Ok(_) => {
+                written += 1;
+                tracing::info!(node, section, key, "configuration value written");
+            }
+            Err(e @ CouchError::Transport { .. }) => return Err(e),
+            Err(e) => failures.push(NodeConfigFailure {
+                node: node.into(),
+                key: display_key(&(section, key)),
+                message: e.to_string(),
+            }),
+        }
+    }
+    Ok((written, failures))
+}
+
+/// The capabilities this server lacks, named as in the status.
+fn unsupported(caps: &Capabilities) -> Vec<String> {
+    let flags = [
+        ("scheduler", caps.scheduler),
+        ("nodeConfig", caps.node_config),
+        ("purge", caps.purge),
+        ("selectorReplication", caps.selector_replication),
+        ("authObjectInEndpoints", caps.auth_object_in_endpoints),
+        ("partitioned", caps.partitioned),
+        ("perUserDatabases", caps.peruser),
+        ("dbUpdates", caps.db_updates),
+    ];
+    flags.iter().filter(|(_, has)| !has).map(|(name, _)| name.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_without_capabilities_lists_them_all() {
+        let all = unsupported(&Capabilities::default());
+        assert!(all.contains(&"scheduler".to_string()) && all.contains(&"purge".to_string()));
+        let none = unsupported(&Capabilities {
+            scheduler: true,
+            node_config: true,
+            purge: true,
+            selector_replication: true,
+            auth_object_in_endpoints: true,
+            partitioned: true,
+            peruser: true,
+            db_updates: true,
+            up: true,
+            changes_selector: true,
+        });
+        assert!(none.is_empty());
+    }
+}

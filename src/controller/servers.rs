@@ -1,0 +1,120 @@
+//! From a CouchServer (or a reference to one) to a connected CouchDB client: the admin
+//! Secret, the CA, the `allowedNamespaces` check, and a cache of clients.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::Api;
+use kube::core::{Selector, SelectorExt};
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use super::context::{CachedClient, Context};
+use super::error::Error;
+use crate::api::{CouchServer, NamespacesFrom, ServerRef};
+use crate::couch::{CouchClient, CouchConfig, Credentials, RetryPolicy};
+
+/// A CouchServer and a client for it, with the admin's credentials.
+#[derive(Clone)]
+pub struct Connected {
+    /// The CouchServer resource.
+    pub server: Arc<CouchServer>,
+    /// Admin client.
+    pub couch: CouchClient,
+}
+
+/// Reads one key of a Secret as UTF-8.
+pub async fn secret_value(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<String, Error> {
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| Error::SecretNotFound { namespace: namespace.into(), name: name.into() })?;
+    let missing = || Error::SecretKeyMissing { namespace: namespace.into(), name: name.into(), key: key.into() };
+    if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return String::from_utf8(bytes.0.clone()).map_err(|_| missing());
+    }
+    secret.string_data.as_ref().and_then(|d| d.get(key)).cloned().ok_or_else(missing)
+}
+
+/// A client for `server`, built from its admin Secret and CA; reused while they are unchanged.
+pub async fn connect(ctx: &Context, server: &CouchServer) -> Result<CouchClient, Error> {
+    let ns = server.namespace().unwrap_or_default();
+    let secret = &server.spec.admin_credentials.secret_ref;
+    let username = secret_value(ctx, &ns, &secret.name, &secret.username_key).await?;
+    let password = secret_value(ctx, &ns, &secret.name, &secret.password_key).await?;
+    let ca = match server.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+        Some(ca) => Some(secret_value(ctx, &ns, &ca.name, &ca.key).await?),
+        None => None,
+    };
+    let mut hash = Sha256::new();
+    for part in [server.spec.url.as_str(), &username, &password, ca.as_deref().unwrap_or_default()] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    let fingerprint: [u8; 32] = hash.finalize().into();
+    let key = format!("{ns}/{}", server.name_any());
+    {
+        let cache = ctx.couch_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = cache.get(&key).filter(|c| c.fingerprint == fingerprint) {
+            return Ok(cached.client.clone());
+        }
+    }
+    let mut config = CouchConfig::new(server.spec.url.clone(), Some(Credentials::new(username, password)));
+    config.ca_pem = ca.map(String::into_bytes);
+    config.request_timeout = ctx.options.couch_timeout;
+    // The controller backs off per object itself: retry briefly inside a call only.
+    config.retry =
+        RetryPolicy { max_retries: 2, max_total_delay: std::time::Duration::from_secs(2), ..RetryPolicy::default() };
+    let client = CouchClient::new(config).map_err(|e| match e {
+        crate::couch::CouchError::InvalidConfig(m) if m.contains("CA") => Error::Tls(m),
+        other => Error::InvalidSpec(other.to_string()),
+    })?;
+    ctx.couch_clients
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, CachedClient { fingerprint, client: client.clone() });
+    Ok(client)
+}
+
+/// Whether resources in namespace `from` may use `server`.
+pub async fn namespace_allowed(ctx: &Context, server: &CouchServer, from: &str) -> Result<bool, Error> {
+    let own = server.namespace().unwrap_or_default();
+    if from == own {
+        return Ok(true);
+    }
+    let allowed = &server.spec.allowed_namespaces;
+    match allowed.from {
+        NamespacesFrom::Same => Ok(false),
+        NamespacesFrom::All => Ok(true),
+        NamespacesFrom::Selector => {
+            let Some(selector) = allowed.selector.clone() else {
+                return Ok(false);
+            };
+            let selector = Selector::try_from(selector)
+                .map_err(|e| Error::InvalidSpec(format!("allowedNamespaces.selector: {e}")))?;
+            let ns = Api::<Namespace>::all(ctx.client.clone()).get_opt(from).await?;
+            Ok(ns.is_some_and(|ns| selector.matches(ns.labels())))
+        }
+    }
+}
+
+/// Resolves a reference from a resource in namespace `from`: the server exists, allows the
+/// namespace, and its admin credentials work for building a client.
+pub async fn resolve(ctx: &Context, from: &str, reference: &ServerRef) -> Result<Connected, Error> {
+    let namespace = reference.namespace.clone().unwrap_or_else(|| from.to_string());
+    let server = Api::<CouchServer>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&reference.name)
+        .await?
+        .ok_or_else(|| Error::ServerNotFound { namespace: namespace.clone(), name: reference.name.clone() })?;
+    if !namespace_allowed(ctx, &server, from).await? {
+        return Err(Error::NotAllowed { namespace, name: reference.name.clone(), from: from.into() });
+    }
+    let couch = connect(ctx, &server).await?;
+    Ok(Connected { server: Arc::new(server), couch })
+}
+
+/// The namespace/name key of the server a reference points to.
+pub fn server_key<K: Resource>(obj: &K, reference: &ServerRef) -> (String, String) {
+    let ns = reference.namespace.clone().unwrap_or_else(|| obj.meta().namespace.clone().unwrap_or_default());
+    (ns, reference.name.clone())
+}
