@@ -15,7 +15,7 @@ use super::servers::connect;
 use super::status::{NewCondition, apply_status, condition_state, set_condition};
 use crate::api::{CouchServer, NodeConfigFailure, ReplicationBudget, condition};
 use crate::couch::{Capabilities, CouchClient, CouchError, ServerInfo};
-use crate::plan::config::{ConfigKey, config_changes, desired_config, display_key, replication_budget};
+use crate::plan::config::{ConfigKey, ConfigLayout, config_changes, desired_config, display_key, replication_budget};
 
 /// System databases CouchDB needs and a fresh single node or cluster lacks until set up.
 pub const SYSTEM_DATABASES: [&str; 3] = ["_users", "_replicator", "_global_changes"];
@@ -124,7 +124,8 @@ async fn observe_and_apply(server: &CouchServer, ctx: &Context) -> Result<Observ
     }
     ensure_system_databases(&couch, url).await?;
 
-    let desired = server.spec.config.as_ref().map(desired_config).unwrap_or_default();
+    let layout = if caps.node_config { ConfigLayout::Clustered } else { ConfigLayout::Legacy };
+    let desired = server.spec.config.as_ref().map(|c| desired_config(c, layout)).unwrap_or_default();
     let mut failures = Vec::new();
     let mut written = 0;
     // Without /_node/{node}/_config there is one configuration for the whole server.

@@ -19,9 +19,22 @@ fn key(section: &str, key: &str) -> ConfigKey {
     (section.to_string(), key.to_string())
 }
 
+/// Where a server keeps its HTTP settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigLayout {
+    /// CouchDB 2 and 3: `[chttpd]` (and `/_node/{node}/_config`).
+    Clustered,
+    /// CouchDB 1.x and pouchdb-server: `[httpd]` and `[couch_httpd_auth]` (and `/_config`).
+    Legacy,
+}
+
 /// Every configuration value the spec declares, in CouchDB's own string form.
 /// Typed fields win over the free `settings` map for the same key.
-pub fn desired_config(config: &ServerConfig) -> BTreeMap<ConfigKey, String> {
+pub fn desired_config(config: &ServerConfig, layout: ConfigLayout) -> BTreeMap<ConfigKey, String> {
+    let (httpd, auth) = match layout {
+        ConfigLayout::Clustered => ("chttpd", "chttpd"),
+        ConfigLayout::Legacy => ("httpd", "couch_httpd_auth"),
+    };
     let mut out = BTreeMap::new();
     for (k, v) in &config.settings {
         if let Some((section, name)) = k.split_once('/') {
@@ -29,7 +42,7 @@ pub fn desired_config(config: &ServerConfig) -> BTreeMap<ConfigKey, String> {
         }
     }
     if let Some(cors) = &config.cors {
-        out.insert(key("chttpd", "enable_cors"), bool_str(cors.enabled));
+        out.insert(key(httpd, "enable_cors"), bool_str(cors.enabled));
         if !cors.origins.is_empty() {
             out.insert(key("cors", "origins"), cors.origins.join(","));
         }
@@ -57,7 +70,7 @@ pub fn desired_config(config: &ServerConfig) -> BTreeMap<ConfigKey, String> {
     }
     if let Some(require) = config.require_valid_user {
         // CouchDB 3 reads it under [chttpd]; [chttpd_auth] has no effect there.
-        out.insert(key("chttpd", "require_valid_user"), bool_str(require));
+        out.insert(key(auth, "require_valid_user"), bool_str(require));
     }
     out
 }
@@ -117,8 +130,11 @@ mod tests {
             .into_iter()
             .collect(),
         };
+        let legacy = desired_config(&config, ConfigLayout::Legacy);
+        assert_eq!(legacy.get(&key("httpd", "enable_cors")).map(String::as_str), Some("true"));
+        assert_eq!(legacy.get(&key("couch_httpd_auth", "require_valid_user")).map(String::as_str), Some("true"));
         let got: Vec<(String, String)> =
-            desired_config(&config).iter().map(|(k, v)| (display_key(k), v.clone())).collect();
+            desired_config(&config, ConfigLayout::Clustered).iter().map(|(k, v)| (display_key(k), v.clone())).collect();
         let want: Vec<(String, String)> = [
             ("chttpd/enable_cors", "true"),
             ("chttpd/require_valid_user", "true"),

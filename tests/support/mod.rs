@@ -3,3 +3,4 @@
 
 pub mod couchdb;
 pub mod k8s;
+pub mod operator;

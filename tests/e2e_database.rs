@@ -1,0 +1,386 @@
+//! End-to-end, operator running as a process: CouchServer and CouchDatabase against the real
+//! kube-apiserver and the test CouchDB. Each test has its own namespace and its own operator.
+
+mod support;
+
+use std::time::Duration;
+
+use couchshare::api::{CouchDatabase, CouchServer};
+use couchshare::couch::{CouchClient, CreateDatabase};
+use k8s_openapi::api::core::v1::Event;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::json;
+use support::operator::{Operator, admin_secret, apply_json, ready, server_manifest, wait_not_ready, wait_ready};
+use support::{couchdb, k8s};
+
+struct Env {
+    client: Client,
+    couch: CouchClient,
+    ns: String,
+    op: Operator,
+}
+
+/// The servers, the CRDs, a fresh namespace with the admin Secret, and an operator for it.
+async fn setup(test: &str) -> Option<Env> {
+    let client = k8s::client(test).await?;
+    let couch = couchdb::client(test)?;
+    couchdb::ensure_system_databases(&couch).await;
+    k8s::install_crds(&client).await;
+    let ns = k8s::namespace(&client, "db").await;
+    admin_secret(&client, &ns).await;
+    let op = Operator::start(&ns, &[]);
+    Some(Env { client, couch, ns, op })
+}
+
+async fn main_server(env: &Env) -> CouchServer {
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    let _: CouchServer = apply_json(&env.client, &env.ns, server_manifest("main", &url, json!({}))).await;
+    wait_ready(&Api::<CouchServer>::namespaced(env.client.clone(), &env.ns), "main", &env.op).await
+}
+
+fn database(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    let mut full = json!({"serverRef": {"name": "main"}});
+    if let (Some(f), Some(s)) = (full.as_object_mut(), spec.as_object()) {
+        f.extend(s.clone());
+    }
+    json!({"apiVersion": "couchshare.io/v1alpha1", "kind": "CouchDatabase", "metadata": {"name": name}, "spec": full})
+}
+
+async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = events.list(&ListParams::default()).await.expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str, op: &Operator) {
+    let found = couchdb::eventually(Duration::from_secs(30), || async {
+        events_for(client, ns, name).await.into_iter().any(|(r, _)| r == reason).then_some(())
+    })
+    .await;
+    assert!(
+        found.is_some(),
+        "no {reason} event for {name}; events: {:?}\n{}",
+        events_for(client, ns, name).await,
+        op.tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_status_shows_version_nodes_and_replication_budget() {
+    let Some(env) = setup("server_status_shows_version_nodes_and_replication_budget").await else { return };
+    let server = main_server(&env).await;
+    let info = env.couch.server_info().await.expect("GET /");
+    let status = server.status.expect("status");
+    assert_eq!(status.version.as_deref(), Some(info.version.as_str()));
+    assert_eq!(status.vendor, info.vendor);
+    assert!(!status.nodes.is_empty(), "nodes from _membership");
+    let budget = status.replication_budget.expect("budget");
+    assert_eq!(budget.total, budget.max_jobs_per_node * budget.nodes);
+    assert_eq!(status.observed_generation, server.metadata.generation);
+    for db in ["_users", "_replicator", "_global_changes"] {
+        assert!(env.couch.database_exists(db).await.expect("exists"), "system database {db}");
+    }
+    if !info.is_couchdb {
+        assert!(
+            status.unsupported.contains(&"scheduler".to_string()),
+            "says what it cannot do: {:?}",
+            status.unsupported
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_and_require_valid_user_are_applied() {
+    let test = "cors_and_require_valid_user_are_applied";
+    let Some(env) = setup(test).await else { return };
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    let origin = format!("https://{}.example", couchdb::unique_name("app"));
+    let info = env.couch.server_info().await.expect("GET /");
+    // require_valid_user turns away every anonymous request on the shared server: only where
+    // the server implements it, and switched back off at the end.
+    let require = info.is_couchdb;
+    let mut config = json!({"cors": {"enabled": true, "origins": [origin], "credentials": true}});
+    if require {
+        config["requireValidUser"] = json!(true);
+    } else {
+        couchdb::say_skip(&format!(
+            "SKIP {test} (require_valid_user part): server lacks capability requireValidUser (not Apache CouchDB)"
+        ));
+    }
+    let _: CouchServer =
+        apply_json(&env.client, &env.ns, server_manifest("main", &url, json!({"config": config}))).await;
+    let servers = Api::<CouchServer>::namespaced(env.client.clone(), &env.ns);
+    let server = wait_ready(&servers, "main", &env.op).await;
+    let applied = server.status.expect("status").applied_config;
+    assert!(applied.iter().any(|k| k == "cors/origins"), "applied: {applied:?}");
+
+    let http = reqwest::Client::new();
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, format!("{url}/_all_dbs"))
+        .header("Origin", &origin)
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .expect("preflight");
+    let allowed =
+        preflight.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(allowed.as_deref(), Some(origin.as_str()), "CORS preflight allows the declared origin");
+
+    if require {
+        let anonymous = http.get(format!("{url}/_all_dbs")).send().await.expect("anonymous GET");
+        assert_eq!(anonymous.status().as_u16(), 401, "anonymous requests refused");
+        let config =
+            json!({"cors": {"enabled": true, "origins": [origin], "credentials": true}, "requireValidUser": false});
+        let _: CouchServer =
+            apply_json(&env.client, &env.ns, server_manifest("main", &url, json!({"config": config}))).await;
+        let back = couchdb::eventually(Duration::from_secs(30), || async {
+            let r = http.get(format!("{url}/_all_dbs")).send().await.ok()?;
+            (r.status().as_u16() != 401).then_some(())
+        })
+        .await;
+        assert!(back.is_some(), "require_valid_user switched back off");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_is_created_with_its_options_and_admin_only_security() {
+    let Some(env) = setup("a_database_is_created_with_its_options_and_admin_only_security").await else { return };
+    main_server(&env).await;
+    let caps = env.couch.capabilities().await.expect("capabilities");
+    let name = couchdb::unique_name("created");
+    let mut spec = json!({"name": name, "shards": {"q": 2, "n": 1}});
+    if caps.partitioned {
+        spec["partitioned"] = json!(true);
+    } else {
+        couchdb::say_skip(
+            "SKIP a_database_is_created_with_its_options_and_admin_only_security (partitioned part): server lacks capability partitioned",
+        );
+    }
+    let _: CouchDatabase = apply_json(&env.client, &env.ns, database("created", spec)).await;
+    let dbs = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    let db = wait_ready(&dbs, "created", &env.op).await;
+    let status = db.status.expect("status");
+    assert_eq!(status.couch_name.as_deref(), Some(name.as_str()));
+    assert_eq!(status.doc_count, Some(0));
+    assert_eq!(status.partitioned, Some(caps.partitioned));
+    assert!(db.metadata.finalizers.unwrap_or_default().contains(&"couchshare.io/cleanup".to_string()));
+    let info = env.couch.database_info(&name).await.expect("database exists on CouchDB");
+    assert_eq!(info.is_partitioned(), caps.partitioned);
+    let security = env.couch.security(&name).await.expect("_security");
+    assert_eq!(security.members.roles, vec!["_admin".to_string()], "never public by accident");
+    let anonymous = env.couch.anonymous().all_docs(&name, &Default::default()).await;
+    assert!(anonymous.is_err_and(|e| e.is_access_denied()), "anonymous access refused");
+    wait_event(&env.client, &env.ns, "created", "Created", &env.op).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_existing_database_is_refused_without_adopt_and_adopted_with_it() {
+    let Some(env) = setup("an_existing_database_is_refused_without_adopt_and_adopted_with_it").await else { return };
+    main_server(&env).await;
+    let name = couchdb::unique_name("existing");
+    env.couch.create_database(&name, &CreateDatabase::default()).await.expect("create by hand");
+    env.couch.put_document(&name, "keep-me", &json!({"precious": true})).await.expect("a document");
+    let dbs = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    let _: CouchDatabase = apply_json(&env.client, &env.ns, database("existing", json!({"name": name}))).await;
+    let refused = wait_not_ready(&dbs, "existing", &env.op, "AlreadyExists").await;
+    let message = ready(&refused).map(|r| r.2).unwrap_or_default();
+    assert!(message.contains("adopt: true"), "the message says how to take it over: {message}");
+    let security = env.couch.security(&name).await.expect("_security");
+    assert!(security.members.roles.is_empty(), "nothing was written while refused");
+
+    let _: CouchDatabase =
+        apply_json(&env.client, &env.ns, database("existing", json!({"name": name, "adopt": true}))).await;
+    wait_ready(&dbs, "existing", &env.op).await;
+    assert!(env.couch.get_document(&name, "keep-me").await.expect("read").is_some(), "adoption keeps the data");
+    assert_eq!(env.couch.security(&name).await.expect("_security").members.roles, vec!["_admin".to_string()]);
+    wait_event(&env.client, &env.ns, "existing", "Adopted", &env.op).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_resources_for_one_database_leave_the_later_one_in_conflict() {
+    let Some(env) = setup("two_resources_for_one_database_leave_the_later_one_in_conflict").await else { return };
+    main_server(&env).await;
+    let name = couchdb::unique_name("shared");
+    let dbs = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    let _: CouchDatabase = apply_json(
+        &env.client,
+        &env.ns,
+        database("first", json!({"name": name, "security": {"members": {"names": ["alice"]}}})),
+    )
+    .await;
+    wait_ready(&dbs, "first", &env.op).await;
+    let _: CouchDatabase =
+        apply_json(&env.client, &env.ns, database("second", json!({"name": name, "adopt": true, "public": true})))
+            .await;
+    let second = wait_not_ready(&dbs, "second", &env.op, "Conflict").await;
+    let message = ready(&second).map(|r| r.2).unwrap_or_default();
+    assert!(message.contains("first"), "names the owner: {message}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let security = env.couch.security(&name).await.expect("_security");
+    assert_eq!(security.members.names, vec!["alice".to_string()], "the second resource overwrote nothing");
+    assert!(ready(&dbs.get("first").await.expect("first")).is_some_and(|r| r.0 == "True"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_deleted_by_hand_is_recreated() {
+    let Some(env) = setup("a_database_deleted_by_hand_is_recreated").await else { return };
+    main_server(&env).await;
+    let name = couchdb::unique_name("drift");
+    let dbs = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    let _: CouchDatabase = apply_json(&env.client, &env.ns, database("drift", json!({"name": name}))).await;
+    wait_ready(&dbs, "drift", &env.op).await;
+    env.couch.delete_database(&name).await.expect("delete by hand");
+    let back = couchdb::eventually(Duration::from_secs(30), || async {
+        env.couch.database_exists(&name).await.ok().filter(|e| *e).map(|_| ())
+    })
+    .await;
+    assert!(back.is_some(), "database recreated\n{}", env.op.tail());
+    wait_event(&env.client, &env.ns, "drift", "DriftRepaired", &env.op).await;
+    assert_eq!(env.couch.security(&name).await.expect("_security").members.roles, vec!["_admin".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn security_edited_by_hand_is_restored() {
+    let Some(env) = setup("security_edited_by_hand_is_restored").await else { return };
+    main_server(&env).await;
+    let name = couchdb::unique_name("guarded");
+    let dbs = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    let spec = json!({"name": name, "security": {"admins": {"names": ["ops"]}, "members": {"names": ["alice"], "roles": ["writers"]}}});
+    let _: CouchDatabase = apply_json(&env.client, &env.ns, database("guarded", spec)).await;
+    wait_ready(&dbs, "guarded", &env.op).await;
+    let mut hacked = env.couch.security(&name).await.expect("_security");
+    hacked.members.names = vec![];
+    hacked.members.roles = vec![];
+    env.couch.put_security(&name, &hacked).await.expect("make it public by hand");
+    let restored = couchdb::eventually(Duration::from_secs(30), || async {
+        let s = env.couch.security(&name).await.ok()?;
+        (s.members.names == ["alice"] && s.members.roles == ["writers"] && s.admins.names == ["ops"]).then_some(())
+    })
+    .await;
+    assert!(restored.is_some(), "_security restored\n{}", env.op.tail());
+    wait_event(&env.client, &env.ns, "guarded", "SecurityApplied", &env.op).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retain_keeps_the_data_and_delete_removes_the_database() {
+    let Some(env) = setup("retain_keeps_the_data_and_delete_removes_the_database").await else { return };
+    main_server(&env).await;
+    let kept = couchdb::unique_name("kept");
+    let gone = couchdb::unique_name("gone");
+    let dbs = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    let _: CouchDatabase = apply_json(&env.client, &env.ns, database("kept", json!({"name": kept}))).await;
+    let _: CouchDatabase =
+        apply_json(&env.client, &env.ns, database("gone", json!({"name": gone, "deletionPolicy": "Delete"}))).await;
+    wait_ready(&dbs, "kept", &env.op).await;
+    wait_ready(&dbs, "gone", &env.op).await;
+    env.couch.put_document(&kept, "doc", &json!({"v": 1})).await.expect("write");
+    for name in ["kept", "gone"] {
+        dbs.delete(name, &DeleteParams::default()).await.expect("delete resource");
+    }
+    for name in ["kept", "gone"] {
+        let deleted = couchdb::eventually(Duration::from_secs(30), || async {
+            dbs.get_opt(name).await.ok().and_then(|o| o.is_none().then_some(()))
+        })
+        .await;
+        assert!(deleted.is_some(), "{name}: finalizer released\n{}", env.op.tail());
+    }
+    assert!(env.couch.get_document(&kept, "doc").await.expect("read").is_some(), "Retain keeps the data");
+    assert!(!env.couch.database_exists(&gone).await.expect("exists?"), "Delete removes the database");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_never_hangs_when_the_server_is_gone() {
+    let Some(env) = setup("deletion_never_hangs_when_the_server_is_gone").await else { return };
+    main_server(&env).await;
+    let name = couchdb::unique_name("orphan");
+    let dbs = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    let _: CouchDatabase =
+        apply_json(&env.client, &env.ns, database("orphan", json!({"name": name, "deletionPolicy": "Delete"}))).await;
+    wait_ready(&dbs, "orphan", &env.op).await;
+    Api::<CouchServer>::namespaced(env.client.clone(), &env.ns)
+        .delete("main", &DeleteParams::default())
+        .await
+        .expect("delete server");
+    dbs.delete("orphan", &DeleteParams::default()).await.expect("delete resource");
+    let released = couchdb::eventually(Duration::from_secs(30), || async {
+        dbs.get_opt("orphan").await.ok().and_then(|o| o.is_none().then_some(()))
+    })
+    .await;
+    assert!(released.is_some(), "finalizer released without the server\n{}", env.op.tail());
+    wait_event(&env.client, &env.ns, "orphan", "CleanupSkipped", &env.op).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_going_away_and_back_turns_ready_false_then_true_without_restart() {
+    let Some(env) = setup("the_server_going_away_and_back_turns_ready_false_then_true_without_restart").await else {
+        return;
+    };
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    let mut proxy = support::operator::Proxy::start(&support::operator::host_port(&url)).await;
+    let _: CouchServer = apply_json(&env.client, &env.ns, server_manifest("flaky", &proxy.url(), json!({}))).await;
+    let servers = Api::<CouchServer>::namespaced(env.client.clone(), &env.ns);
+    wait_ready(&servers, "flaky", &env.op).await;
+    proxy.stop().await;
+    let down = wait_not_ready(&servers, "flaky", &env.op, "Unreachable").await;
+    assert!(ready(&down).is_some_and(|r| r.2.contains("unreachable")), "{:?}", ready(&down));
+    proxy.restart().await;
+    wait_ready(&servers, "flaky", &env.op).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_admin_secret_is_a_precise_condition_until_it_appears() {
+    let Some(env) = setup("a_missing_admin_secret_is_a_precise_condition_until_it_appears").await else { return };
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    let spec = json!({"adminCredentials": {"secretRef": {"name": "later", "passwordKey": "pw"}}});
+    let _: CouchServer = apply_json(&env.client, &env.ns, server_manifest("nosecret", &url, spec)).await;
+    let servers = Api::<CouchServer>::namespaced(env.client.clone(), &env.ns);
+    let waiting = wait_not_ready(&servers, "nosecret", &env.op, "SecretNotFound").await;
+    let message = ready(&waiting).map(|r| r.2).unwrap_or_default();
+    assert!(message.contains(&format!("{}/later", env.ns)), "names the Secret: {message}");
+    let creds = couchdb::admin_credentials();
+    let _: k8s_openapi::api::core::v1::Secret = apply_json(
+        &env.client,
+        &env.ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "later"}, "stringData": {"username": creds.username}}),
+    )
+    .await;
+    let missing_key = wait_not_ready(&servers, "nosecret", &env.op, "SecretKeyMissing").await;
+    assert!(ready(&missing_key).is_some_and(|r| r.2.contains("\"pw\"")));
+    let _: k8s_openapi::api::core::v1::Secret = apply_json(
+        &env.client,
+        &env.ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "later"}, "stringData": {"username": creds.username, "pw": creds.password}}),
+    )
+    .await;
+    wait_ready(&servers, "nosecret", &env.op).await;
+    assert!(!env.op.output().contains(&couchdb::admin_credentials().password), "the password never reaches the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reference_from_a_namespace_the_server_does_not_allow_is_refused() {
+    let Some(env) = setup("a_reference_from_a_namespace_the_server_does_not_allow_is_refused").await else { return };
+    main_server(&env).await;
+    // A second namespace with its own operator references the first namespace's server.
+    let other = k8s::namespace(&env.client, "tenant").await;
+    let op = Operator::start(&other, &[]);
+    let name = couchdb::unique_name("tenant");
+    let mut manifest = database("tenant-db", json!({"name": name}));
+    manifest["spec"]["serverRef"]["namespace"] = json!(env.ns);
+    let _: CouchDatabase = apply_json(&env.client, &other, manifest).await;
+    let dbs = Api::<CouchDatabase>::namespaced(env.client.clone(), &other);
+    let refused = wait_not_ready(&dbs, "tenant-db", &op, "NotAllowed").await;
+    assert!(ready(&refused).is_some_and(|r| r.2.contains("allowedNamespaces")));
+    assert!(!env.couch.database_exists(&name).await.expect("exists?"), "nothing created");
+    // Opening the server to every namespace lets it through, without touching the database.
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    let _: CouchServer =
+        apply_json(&env.client, &env.ns, server_manifest("main", &url, json!({"allowedNamespaces": {"from": "All"}})))
+            .await;
+    wait_ready(&dbs, "tenant-db", &op).await;
+    assert!(env.couch.database_exists(&name).await.expect("exists?"));
+}
