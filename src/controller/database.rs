@@ -21,6 +21,7 @@ use crate::plan::database::{
     DatabaseIntent, DatabaseOutcome, DatabaseStep, DeletionStep, OWNER_DOC_ID, ObservedDatabase, Owner, plan_database,
     plan_database_deletion,
 };
+use crate::plan::ownership::{self, Claim};
 use crate::plan::security::desired_security;
 
 /// The finalizer that undoes what the operator created.
@@ -54,19 +55,24 @@ fn owner(db: &CouchDatabase) -> Owner {
     }
 }
 
-/// The earliest live CouchDatabase (by creation time, then UID) naming the same database on
-/// the same server, when that is not `db`.
+fn claim(db: &CouchDatabase) -> Claim {
+    let created = db.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+    Claim { owner: owner(db), created }
+}
+
+/// The earliest live CouchDatabase naming the same database on the same server, when that is
+/// not `db`.
 fn earlier_claimant(db: &CouchDatabase, ctx: &Context) -> Option<Owner> {
     let me = (server_key(db, &db.spec.server_ref), db.couch_name().to_string());
-    let key = |d: &CouchDatabase| (d.metadata.creation_timestamp.clone().map(|t| t.0), d.uid().unwrap_or_default());
-    ctx.databases
+    let others = ctx
+        .databases
         .state()
         .into_iter()
         .filter(|d| d.metadata.deletion_timestamp.is_none())
         .filter(|d| (server_key(d.as_ref(), &d.spec.server_ref), d.couch_name().to_string()) == me)
-        .min_by_key(|d| key(d))
-        .filter(|first| first.uid() != db.uid() && key(first) < key(db))
-        .map(|first| owner(&first))
+        .map(|d| claim(&d))
+        .collect::<Vec<_>>();
+    ownership::earlier_claimant(&claim(db), others)
 }
 
 /// Whether a CouchDatabase with this UID still exists (as far as the watch knows).

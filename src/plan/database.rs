@@ -1,34 +1,15 @@
 //! What to do with one CouchDatabase: create, adopt, refuse, repair, or delete — decided from
 //! the spec, who owns the database on CouchDB, and what CouchDB holds now.
 
-use serde::{Deserialize, Serialize};
-
 use crate::api::DeletionPolicy;
 use crate::couch;
+pub use crate::plan::ownership::{Owner, Refusal};
+use crate::plan::ownership::{Ownership, decide_ownership};
 use crate::plan::security::{security_matches, security_to_write};
 
 /// Id of the `_local` document that records which resource owns a database. `_local`
 /// documents never replicate and never show in `_all_docs`.
 pub const OWNER_DOC_ID: &str = "_local/couchshare.io-owner";
-
-/// The resource that owns a CouchDB object, as recorded on CouchDB.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Owner {
-    /// Kind of the owning resource.
-    pub kind: String,
-    /// Namespace of the owning resource.
-    pub namespace: String,
-    /// Name of the owning resource.
-    pub name: String,
-    /// UID of the owning resource: what makes ownership unambiguous.
-    pub uid: String,
-}
-
-impl std::fmt::Display for Owner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-    }
-}
 
 /// What the controller knows before deciding.
 #[derive(Debug, Clone)]
@@ -89,27 +70,6 @@ pub enum DatabaseOutcome {
     SecurityRestored,
 }
 
-/// Why the controller must not touch the database.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    /// It exists, and nothing says it is ours.
-    #[error(
-        "database {name} already exists on the server and was not created for this resource; set adopt: true to take it over"
-    )]
-    AlreadyExists {
-        /// The CouchDB name.
-        name: String,
-    },
-    /// Another resource owns or claims it.
-    #[error("database {name} is already managed by {owner}")]
-    Conflict {
-        /// The CouchDB name.
-        name: String,
-        /// The other resource.
-        owner: Owner,
-    },
-}
-
 /// The plan for one reconcile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatabasePlan {
@@ -121,8 +81,9 @@ pub struct DatabasePlan {
 
 /// Decides what to do with one CouchDatabase.
 pub fn plan_database(intent: &DatabaseIntent, observed: &ObservedDatabase) -> Result<DatabasePlan, Refusal> {
+    let what = format!("database {}", intent.name);
     if let Some(owner) = &intent.earlier_claimant {
-        return Err(Refusal::Conflict { name: intent.name.clone(), owner: owner.clone() });
+        return Err(Refusal::Conflict { what, owner: owner.clone() });
     }
     if !observed.exists {
         return Ok(DatabasePlan {
@@ -136,19 +97,21 @@ pub fn plan_database(intent: &DatabaseIntent, observed: &ObservedDatabase) -> Re
     }
     let mut steps = Vec::new();
     let mut outcome = DatabaseOutcome::Unchanged;
-    match &observed.owner {
-        Some(owner) if owner.uid == intent.me.uid => {}
-        Some(owner) if observed.owner_alive => {
-            return Err(Refusal::Conflict { name: intent.name.clone(), owner: owner.clone() });
-        }
-        // Unmarked (or marked by a resource that is gone): ours only if we said so before,
-        // or if the user asks to adopt it.
-        _ if intent.previously_owned => steps.push(DatabaseStep::RecordOwner(intent.me.clone())),
-        _ if intent.adopt => {
+    let ownership = decide_ownership(
+        &what,
+        &intent.me,
+        observed.owner.as_ref(),
+        observed.owner_alive,
+        intent.previously_owned,
+        intent.adopt,
+    )?;
+    match ownership {
+        Ownership::Ours => {}
+        Ownership::Reclaim => steps.push(DatabaseStep::RecordOwner(intent.me.clone())),
+        Ownership::Adopt => {
             steps.push(DatabaseStep::RecordOwner(intent.me.clone()));
             outcome = DatabaseOutcome::Adopted;
         }
-        _ => return Err(Refusal::AlreadyExists { name: intent.name.clone() }),
     }
     let matches = observed.security.as_ref().is_some_and(|s| security_matches(s, &intent.security));
     if !matches {

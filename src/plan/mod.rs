@@ -3,4 +3,5 @@
 
 pub mod config;
 pub mod database;
+pub mod ownership;
 pub mod security;
