@@ -171,8 +171,13 @@ async fn a_created_user_can_log_in_and_a_wrong_password_is_refused() {
     let mut updated = doc.clone();
     updated.roles = vec!["readers".into()];
     couch.put_user(&updated).await.expect("update roles");
-    let ctx = couch.session_login(&name, &password).await.expect("login").expect("still accepted");
-    assert_eq!(ctx.roles, ["readers"]);
+    // CouchDB's auth cache follows `_users` asynchronously: the new roles show up shortly.
+    let roles = support::couchdb::eventually(std::time::Duration::from_secs(10), || async {
+        let ctx = couch.session_login(&name, &password).await.expect("login").expect("still accepted");
+        (ctx.roles == ["readers"]).then_some(ctx.roles)
+    })
+    .await;
+    assert_eq!(roles.as_deref(), Some(&["readers".to_string()][..]));
 
     let current = couch.get_user(&name).await.expect("get").expect("exists");
     couch.delete_user(&name, current.rev.as_deref().expect("has a rev")).await.expect("delete user");

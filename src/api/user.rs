@@ -62,17 +62,13 @@ pub struct CouchUserSpec {
     /// Make sure the user's private database `userdb-<hex(username)>` exists.
     #[serde(default)]
     pub per_user_database: bool,
-    /// `Delete` (default) removes the user document (and, for a generated password, the
-    /// credentials Secret and the per-user database) with the resource; `Retain` keeps them.
-    #[serde(default = "default_user_deletion_policy")]
+    /// `Retain` (default) keeps the user document, the credentials Secret and the per-user
+    /// database when the resource is deleted; `Delete` removes all three.
+    #[serde(default)]
     pub deletion_policy: DeletionPolicy,
     /// Take over a user that already exists on the server instead of refusing it.
     #[serde(default)]
     pub adopt: bool,
-}
-
-fn default_user_deletion_policy() -> DeletionPolicy {
-    DeletionPolicy::Delete
 }
 
 /// A password supplied by the user.
@@ -121,7 +117,8 @@ pub struct CredentialsSecretSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Rotation {
-    /// Increase to generate a new password and apply it to CouchDB and the Secret together.
+    /// Increase to generate a new password and apply it to CouchDB and the Secret together
+    /// (generated passwords only; a referenced Secret rotates by editing it).
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub generation: i64,

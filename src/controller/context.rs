@@ -11,7 +11,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
 use rand::Rng;
 
-use crate::api::{CouchDatabase, CouchServer};
+use crate::api::{CouchDatabase, CouchServer, CouchUser};
 use crate::couch::CouchClient;
 
 /// Tunables of the operator process.
@@ -62,6 +62,8 @@ pub struct Context {
     pub databases: Store<CouchDatabase>,
     /// Every CouchServer, as last seen by the controller's watch.
     pub servers: Store<CouchServer>,
+    /// Every CouchUser, as last seen by the controller's watch.
+    pub users: Store<CouchUser>,
     pub(crate) couch_clients: Mutex<HashMap<String, CachedClient>>,
     /// Requeues CouchDatabases from CouchDB's own feeds (see `drift`).
     pub(crate) database_trigger: Option<super::drift::DatabaseTrigger>,
@@ -77,6 +79,7 @@ impl Context {
         options: Options,
         databases: Store<CouchDatabase>,
         servers: Store<CouchServer>,
+        users: Store<CouchUser>,
         database_trigger: Option<super::drift::DatabaseTrigger>,
     ) -> Self {
         let reporter = Reporter { controller: "couchshare".into(), instance: std::env::var("POD_NAME").ok() };
@@ -86,6 +89,7 @@ impl Context {
             options,
             databases,
             servers,
+            users,
             couch_clients: Mutex::default(),
             database_trigger,
             followers: Mutex::default(),

@@ -291,7 +291,7 @@ async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error>
 }
 
 /// Whether a deletion that cannot reach CouchDB should keep trying.
-fn within_grace<K: Resource>(obj: &K, ctx: &Context) -> bool {
+pub(crate) fn within_grace<K: Resource>(obj: &K, ctx: &Context) -> bool {
     let Some(deleted) = obj.meta().deletion_timestamp.as_ref() else {
         return true;
     };

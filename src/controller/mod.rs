@@ -9,6 +9,7 @@ mod health;
 mod server;
 mod servers;
 mod status;
+mod user;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ pub use context::{Context, Options};
 pub use error::Error;
 pub use health::Readiness;
 
-use crate::api::{CouchDatabase, CouchServer};
+use crate::api::{CouchDatabase, CouchServer, CouchUser};
 
 /// How the operator process runs.
 #[derive(Debug, Clone)]
@@ -117,12 +118,15 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let servers = server_controller.store();
     let database_controller = Controller::new(scoped::<CouchDatabase>(&client, ns), watcher::Config::default());
     let databases = database_controller.store();
+    let user_controller = Controller::new(scoped::<CouchUser>(&client, ns), watcher::Config::default());
+    let users = user_controller.store();
     let (trigger, triggered) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.options.clone(),
         databases.clone(),
         servers.clone(),
+        users.clone(),
         Some(trigger),
     ));
 
@@ -158,6 +162,38 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
                 .collect::<Vec<_>>()
         })
         .reconcile_on(futures::stream::unfold(triggered, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }))
+        .with_config(controller_config.clone())
+        .shutdown_on_signal();
+
+    // A user's password Secret or credentials Secret changing (edited, deleted) and its
+    // server changing requeue the user.
+    let user_secrets =
+        watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default()).touched_objects();
+    let users_by_secret = users.clone();
+    let users_by_server = users.clone();
+    let user_controller = user_controller
+        .watches_stream(user_secrets, move |secret: PartialObjectMeta<Secret>| {
+            let (sns, sname) = (secret.namespace(), secret.name_any());
+            users_by_secret
+                .state()
+                .into_iter()
+                .filter(|u| u.namespace() == sns)
+                .filter(|u| {
+                    u.spec.password.as_ref().is_some_and(|p| p.secret_ref.name == sname)
+                        || user::credentials_secret_name(u) == sname
+                })
+                .map(|u| ObjectRef::from_obj(u.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches(scoped::<CouchServer>(&client, ns), watcher::Config::default(), move |server: CouchServer| {
+            let key = (server.namespace().unwrap_or_default(), server.name_any());
+            users_by_server
+                .state()
+                .into_iter()
+                .filter(|u| servers::server_key(u.as_ref(), &u.spec.server_ref) == key)
+                .map(|u| ObjectRef::from_obj(u.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .with_config(controller_config)
         .shutdown_on_signal();
 
@@ -169,7 +205,10 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let databases_done = database_controller
         .run(database::reconcile, error_policy::<CouchDatabase>, ctx.clone())
         .for_each(|r| async move { log_result("CouchDatabase", r) });
-    tokio::join!(servers_done, databases_done);
+    let users_done = user_controller
+        .run(user::reconcile, error_policy::<CouchUser>, ctx.clone())
+        .for_each(|r| async move { log_result("CouchUser", r) });
+    tokio::join!(servers_done, databases_done, users_done);
     ready.set(false);
     tracing::info!("controllers stopped");
     Ok(())

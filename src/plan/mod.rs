@@ -5,3 +5,4 @@ pub mod config;
 pub mod database;
 pub mod ownership;
 pub mod security;
+pub mod user;

@@ -24,6 +24,12 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator watching `namespace`, with a short resync and backoff for tests.
     pub fn start(namespace: &str, extra: &[&str]) -> Self {
+        let filter = std::env::var("COUCHSHARE_TEST_LOG").unwrap_or_else(|_| "info,couchshare=debug".into());
+        Self::start_logging(namespace, extra, &filter)
+    }
+
+    /// Like [`Operator::start`], with `RUST_LOG` set to `filter`.
+    pub fn start_logging(namespace: &str, extra: &[&str], filter: &str) -> Self {
         let dir = std::env::var_os("COUCHSHARE_TEST_WORK").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         let log = dir.join(format!("operator-{namespace}-{:08x}.log", rand::random::<u32>()));
         let file = std::fs::File::create(&log).expect("operator log file");
@@ -31,7 +37,7 @@ impl Operator {
             .args(["run", "--namespace", namespace, "--resync-interval", "3s", "--max-backoff", "4s"])
             .args(["--deletion-grace", "10s", "--health-addr", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", std::env::var("COUCHSHARE_TEST_LOG").unwrap_or_else(|_| "info,couchshare=debug".into()))
+            .env("RUST_LOG", filter)
             .stdout(Stdio::from(file.try_clone().expect("log file handle")))
             .stderr(Stdio::from(file))
             .spawn()
@@ -206,4 +212,18 @@ impl Proxy {
 pub fn host_port(url: &str) -> String {
     let u = url::Url::parse(url).expect("COUCHDB_URL is a URL");
     format!("{}:{}", u.host_str().unwrap_or("127.0.0.1"), u.port_or_known_default().unwrap_or(80))
+}
+
+/// The data of a Secret as UTF-8 strings.
+pub async fn secret_data(client: &Client, ns: &str, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    let secret = api.get_opt(name).await.ok()??;
+    Some(
+        secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect(),
+    )
 }
