@@ -225,8 +225,8 @@ async fn the_per_user_database_exists_with_its_name_and_security() {
     let expected = format!("userdb-{}", hex::encode(&username));
     assert_eq!(cu.status.expect("status").per_user_database.as_deref(), Some(expected.as_str()));
     let security = env.couch.security(&expected).await.expect("per-user database exists");
-    assert_eq!(security.admins.names, [username.clone()]);
-    assert_eq!(security.members.names, [username.clone()]);
+    assert_eq!(security.admins.names, vec![username.clone()]);
+    assert_eq!(security.members.names, vec![username.clone()]);
     let data = secret_data(&env.client, &env.ns, "ana-couchdb").await.expect("Secret");
     let as_user = env.couch.with_credentials(Credentials::new(&username, &data["password"]));
     let written = couchdb::eventually(Duration::from_secs(20), || async {
@@ -261,7 +261,7 @@ async fn the_per_user_database_exists_with_its_name_and_security() {
     let expected = format!("userdb-{}", hex::encode(&second));
     assert_eq!(cu.status.expect("status").per_user_database.as_deref(), Some(expected.as_str()));
     let security = env.couch.security(&expected).await.expect("exists");
-    assert_eq!(security.members.names, [second.clone()]);
+    assert_eq!(security.members.names, vec![second.clone()]);
     let off = json!({"config": {"perUserDatabases": {"enabled": false}}});
     let _: CouchServer = apply_json(&env.client, &env.ns, server_manifest("main", &url, off)).await;
 }

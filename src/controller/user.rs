@@ -372,10 +372,10 @@ async fn cleanup(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
     // The credentials Secret goes whatever the server's state, if it is ours.
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret_name = credentials_secret_name(&user);
-    if let Some(secret) = secrets.get_opt(&secret_name).await? {
-        if secret.annotations().get(OWNER_UID_ANNOTATION) == user.uid().as_ref() {
-            secrets.delete(&secret_name, &DeleteParams::default()).await?;
-        }
+    if let Some(secret) = secrets.get_opt(&secret_name).await?
+        && secret.annotations().get(OWNER_UID_ANNOTATION) == user.uid().as_ref()
+    {
+        secrets.delete(&secret_name, &DeleteParams::default()).await?;
     }
     let connected = match resolve(ctx, &ns, &user.spec.server_ref).await {
         Ok(c) => c,
@@ -399,21 +399,20 @@ async fn cleanup(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
             Some(o) => o.uid == me.uid,
             None => previously_owned,
         };
-        if let (Some(doc), true) = (doc, ours) {
-            if let Some(rev) = &doc.rev {
-                connected
-                    .couch
-                    .delete_user(&username, rev)
-                    .await
-                    .map_err(|e| Error::couch("deleting the user", &url, e))?;
-            }
+        if ours && let Some(rev) = doc.and_then(|d| d.rev) {
+            connected
+                .couch
+                .delete_user(&username, &rev)
+                .await
+                .map_err(|e| Error::couch("deleting the user", &url, e))?;
         }
-        if user.spec.per_user_database && ours {
-            if let Some(db) = user.status.as_ref().and_then(|s| s.per_user_database.clone()) {
-                match connected.couch.delete_database(&db).await {
-                    Ok(()) | Err(CouchError::NotFound { .. }) => {}
-                    Err(e) => return Err(Error::couch("deleting the per-user database", &url, e)),
-                }
+        if user.spec.per_user_database
+            && ours
+            && let Some(db) = user.status.as_ref().and_then(|s| s.per_user_database.clone())
+        {
+            match connected.couch.delete_database(&db).await {
+                Ok(()) | Err(CouchError::NotFound { .. }) => {}
+                Err(e) => return Err(Error::couch("deleting the per-user database", &url, e)),
             }
         }
         Ok::<_, Error>(ours)

@@ -216,7 +216,8 @@ mod tests {
     #[test]
     fn plan_user_table() {
         let write = |set_password| Some(UserWrite { set_password });
-        let cases: Vec<(&str, UserIntent, ObservedUser, Result<(Option<UserWrite>, UserOutcome), &str>)> = vec![
+        type Expect = Result<(Option<UserWrite>, UserOutcome), &'static str>;
+        let cases: Vec<(&str, UserIntent, ObservedUser, Expect)> = vec![
             (
                 "new user: create with password",
                 UserIntent { previously_owned: false, applied_fingerprint: None, ..intent() },
