@@ -11,7 +11,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
 use rand::Rng;
 
-use crate::api::{CouchDatabase, CouchServer, CouchUser};
+use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchUser};
 use crate::couch::CouchClient;
 
 /// Tunables of the operator process.
@@ -64,6 +64,10 @@ pub struct Context {
     pub servers: Store<CouchServer>,
     /// Every CouchUser, as last seen by the controller's watch.
     pub users: Store<CouchUser>,
+    /// Every CouchGrant, as last seen by the controller's watch.
+    pub grants: Store<CouchGrant>,
+    /// One lock per unmanaged database whose `_security` grants write (read-modify-write).
+    locks: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) couch_clients: Mutex<HashMap<String, CachedClient>>,
     /// Requeues CouchDatabases from CouchDB's own feeds (see `drift`).
     pub(crate) database_trigger: Option<super::drift::DatabaseTrigger>,
@@ -80,6 +84,7 @@ impl Context {
         databases: Store<CouchDatabase>,
         servers: Store<CouchServer>,
         users: Store<CouchUser>,
+        grants: Store<CouchGrant>,
         database_trigger: Option<super::drift::DatabaseTrigger>,
     ) -> Self {
         let reporter = Reporter { controller: "couchshare".into(), instance: std::env::var("POD_NAME").ok() };
@@ -90,6 +95,8 @@ impl Context {
             databases,
             servers,
             users,
+            grants,
+            locks: Mutex::default(),
             couch_clients: Mutex::default(),
             database_trigger,
             followers: Mutex::default(),
@@ -127,6 +134,11 @@ impl Context {
     /// Forgets the failures of `key` after a success.
     pub fn reset_backoff(&self, key: &str) {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// The lock serialising `_security` writes to one unmanaged database.
+    pub fn database_lock(&self, key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_string()).or_default().clone()
     }
 
     /// The next periodic resync, jittered so objects do not resync in lockstep.

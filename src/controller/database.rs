@@ -169,6 +169,7 @@ async fn ensure(
     let Connected { server, couch } = resolve(ctx, &ns, &db.spec.server_ref).await?;
     let url = server.spec.url.clone();
     let observation = observe(&couch, &name, &url, ctx).await?;
+    let grants = super::grant::grants_for_database(ctx, db, &server).await?;
     let previously_owned = status.couch_name.as_deref() == Some(name.as_str());
     let shards = db.spec.shards.as_ref();
     let intent = DatabaseIntent {
@@ -182,7 +183,7 @@ async fn ensure(
         adopt: db.spec.adopt,
         previously_owned,
         earlier_claimant: if previously_owned { None } else { earlier_claimant(db, ctx) },
-        security: desired_security(&db.spec.security, &[], db.spec.public),
+        security: desired_security(&db.spec.security, &grants, db.spec.public),
     };
     let plan = plan_database(&intent, &observation.observed)?;
     let creates = plan.steps.iter().any(|s| matches!(s, DatabaseStep::Create(_)));

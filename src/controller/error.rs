@@ -45,6 +45,12 @@ pub enum Error {
         /// The referring namespace.
         from: String,
     },
+    /// A referenced database does not exist.
+    #[error("{what} not found")]
+    DatabaseNotFound {
+        /// What was looked for.
+        what: String,
+    },
     /// The spec cannot be acted on (what admission could not check).
     #[error("{0}")]
     InvalidSpec(String),
@@ -94,6 +100,7 @@ impl Error {
             Error::SecretKeyMissing { .. } => "SecretKeyMissing",
             Error::ServerNotFound { .. } => "ServerNotFound",
             Error::NotAllowed { .. } => "NotAllowed",
+            Error::DatabaseNotFound { .. } => "DatabaseNotFound",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::Tls(_) => "InvalidTLS",
             Error::Unreachable { .. } => "Unreachable",

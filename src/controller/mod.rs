@@ -5,6 +5,7 @@ mod context;
 mod database;
 mod drift;
 mod error;
+mod grant;
 mod health;
 mod server;
 mod servers;
@@ -28,7 +29,7 @@ pub use context::{Context, Options};
 pub use error::Error;
 pub use health::Readiness;
 
-use crate::api::{CouchDatabase, CouchServer, CouchUser};
+use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchUser};
 
 /// How the operator process runs.
 #[derive(Debug, Clone)]
@@ -103,6 +104,14 @@ fn uses_secret(server: &CouchServer, secret: &str) -> bool {
         || server.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()).is_some_and(|c| c.name == secret)
 }
 
+/// Whether a grant names this CouchUser.
+fn refers_to_user(grant: &CouchGrant, user: &CouchUser) -> bool {
+    let grant_ns = grant.namespace().unwrap_or_default();
+    grant.spec.users.iter().any(|r| {
+        r.name == user.name_any() && r.namespace.as_deref().unwrap_or(&grant_ns) == user.namespace().unwrap_or_default()
+    })
+}
+
 /// Runs the controllers until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let ready = Readiness::default();
@@ -120,6 +129,8 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let databases = database_controller.store();
     let user_controller = Controller::new(scoped::<CouchUser>(&client, ns), watcher::Config::default());
     let users = user_controller.store();
+    let grant_controller = Controller::new(scoped::<CouchGrant>(&client, ns), watcher::Config::default());
+    let grants = grant_controller.store();
     let (trigger, triggered) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -127,6 +138,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         databases.clone(),
         servers.clone(),
         users.clone(),
+        grants.clone(),
         Some(trigger),
     ));
 
@@ -160,6 +172,20 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
                 .filter(|d| servers::server_key(d.as_ref(), &d.spec.server_ref) == key)
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
                 .collect::<Vec<_>>()
+        })
+        .watches(scoped::<CouchGrant>(&client, ns), watcher::Config::default(), |grant: CouchGrant| {
+            grant::database_refs(&grant)
+        })
+        .watches(scoped::<CouchUser>(&client, ns), watcher::Config::default(), {
+            let grants = grants.clone();
+            move |user: CouchUser| {
+                grants
+                    .state()
+                    .into_iter()
+                    .filter(|g| refers_to_user(g, &user))
+                    .filter_map(|g| grant::database_refs(&g))
+                    .collect::<Vec<_>>()
+            }
         })
         .reconcile_on(futures::stream::unfold(triggered, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }))
         .with_config(controller_config.clone())
@@ -197,6 +223,33 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         .with_config(controller_config)
         .shutdown_on_signal();
 
+    // A grant follows its users (appearing, renamed, deleted) and its database's state.
+    let grant_controller = grant_controller
+        .watches(scoped::<CouchUser>(&client, ns), watcher::Config::default(), {
+            let grants = grants.clone();
+            move |user: CouchUser| {
+                grants
+                    .state()
+                    .into_iter()
+                    .filter(|g| refers_to_user(g, &user))
+                    .map(|g| ObjectRef::from_obj(g.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .watches(scoped::<CouchDatabase>(&client, ns), watcher::Config::default(), {
+            let grants = grants.clone();
+            move |db: CouchDatabase| {
+                grants
+                    .state()
+                    .into_iter()
+                    .filter(|g| grant::targets(g, &db))
+                    .map(|g| ObjectRef::from_obj(g.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .shutdown_on_signal();
+
     ready.set(true);
     tracing::info!(namespace = ns.unwrap_or("<all>"), concurrency = config.concurrency, "controllers running");
     let servers_done = server_controller
@@ -208,7 +261,10 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let users_done = user_controller
         .run(user::reconcile, error_policy::<CouchUser>, ctx.clone())
         .for_each(|r| async move { log_result("CouchUser", r) });
-    tokio::join!(servers_done, databases_done, users_done);
+    let grants_done = grant_controller
+        .run(grant::reconcile, error_policy::<CouchGrant>, ctx.clone())
+        .for_each(|r| async move { log_result("CouchGrant", r) });
+    tokio::join!(servers_done, databases_done, users_done, grants_done);
     ready.set(false);
     tracing::info!("controllers stopped");
     Ok(())

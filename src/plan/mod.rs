@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod database;
+pub mod grant;
 pub mod ownership;
 pub mod security;
 pub mod user;

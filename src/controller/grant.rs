@@ -1,0 +1,313 @@
+//! The CouchGrant reconciler, and what the database reconciler asks of grants.
+//!
+//! A grant on a CouchDatabase never writes `_security` itself: the database reconciler merges
+//! every grant on it (exactly one writer per database). A grant on an unmanaged database
+//! (`couchName`) writes that database's `_security`, adding and removing only what grants
+//! contribute, one reconcile per database at a time.
+
+use std::sync::Arc;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+use tracing::Instrument;
+
+use super::context::{Context, now, object_key};
+use super::error::Error;
+use super::servers::{namespace_allowed, resolve, server_key};
+use super::status::{NewCondition, apply_status, condition_state, set_condition};
+use crate::api::{CouchDatabase, CouchGrant, CouchGrantStatus, CouchServer, ServerRef, condition};
+use crate::plan::grant::{grants_present, merge_unmanaged};
+use crate::plan::security::GrantEntries;
+
+/// The finalizer that removes an unmanaged database's grant entries.
+pub const FINALIZER: &str = "couchshare.io/cleanup";
+
+/// A grant's contribution, with the referenced CouchUsers that do not exist.
+pub(crate) struct Resolved {
+    pub entries: GrantEntries,
+    pub missing: Vec<String>,
+}
+
+/// Resolves a grant's users to CouchDB usernames, through the CouchUsers the watch knows.
+/// Users on another server than the database's count as missing.
+pub(crate) fn resolve_grant(grant: &CouchGrant, ctx: &Context, server: &(String, String)) -> Resolved {
+    let ns = grant.namespace().unwrap_or_default();
+    let mut names: Vec<String> = grant.spec.usernames.clone();
+    let mut missing = Vec::new();
+    let users = ctx.users.state();
+    for reference in &grant.spec.users {
+        let user_ns = reference.namespace.clone().unwrap_or_else(|| ns.clone());
+        let found = users.iter().find(|u| {
+            u.namespace().as_deref() == Some(user_ns.as_str())
+                && u.name_any() == reference.name
+                && u.metadata.deletion_timestamp.is_none()
+        });
+        match found {
+            Some(u) if &server_key(u.as_ref(), &u.spec.server_ref) == server => {
+                names.push(u.couch_username().to_string())
+            }
+            Some(_) => missing.push(format!("{user_ns}/{} (on another CouchServer)", reference.name)),
+            None => missing.push(format!("{user_ns}/{}", reference.name)),
+        }
+    }
+    names.sort();
+    names.dedup();
+    let mut roles = grant.spec.roles.clone();
+    roles.sort();
+    roles.dedup();
+    Resolved { entries: GrantEntries { access: grant.spec.access, names, roles }, missing }
+}
+
+/// Whether `grant` targets the CouchDatabase `db`.
+pub(crate) fn targets(grant: &CouchGrant, db: &CouchDatabase) -> bool {
+    let Some(name) = &grant.spec.database.name else { return false };
+    let grant_ns = grant.namespace().unwrap_or_default();
+    let ns = grant.spec.database.namespace.as_deref().unwrap_or(&grant_ns);
+    db.name_any() == *name && db.namespace().as_deref() == Some(ns)
+}
+
+/// The contributions of every live grant on a CouchDatabase whose namespace the server allows.
+pub(crate) async fn grants_for_database(
+    ctx: &Context,
+    db: &CouchDatabase,
+    server: &CouchServer,
+) -> Result<Vec<GrantEntries>, Error> {
+    let key = (server.namespace().unwrap_or_default(), server.name_any());
+    let mut out = Vec::new();
+    for grant in ctx.grants.state() {
+        if grant.metadata.deletion_timestamp.is_some() || !targets(&grant, db) {
+            continue;
+        }
+        if !namespace_allowed(ctx, server, &grant.namespace().unwrap_or_default()).await? {
+            continue;
+        }
+        out.push(resolve_grant(&grant, ctx, &key).entries);
+    }
+    Ok(out)
+}
+
+/// The absolute reference of a CouchDatabase's server.
+fn server_of(db: &CouchDatabase) -> ServerRef {
+    let (namespace, name) = server_key(db, &db.spec.server_ref);
+    ServerRef { name, namespace: Some(namespace) }
+}
+
+/// Reconciles one CouchGrant.
+pub async fn reconcile(grant: Arc<CouchGrant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = grant.namespace().unwrap_or_default();
+    let span = tracing::info_span!("reconcile", kind = "CouchGrant", namespace = %ns, name = %grant.name_any());
+    let api: Api<CouchGrant> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, grant, |event| async {
+        match event {
+            Finalizer::Apply(grant) => apply(grant, &ctx).await,
+            Finalizer::Cleanup(grant) => cleanup(grant, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// What a pass found.
+enum Outcome {
+    /// Every entry is in `_security`.
+    Applied,
+    /// The database reconciler has not merged the grant yet.
+    Pending,
+}
+
+async fn apply(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error> {
+    let ns = grant.namespace().unwrap_or_default();
+    let api: Api<CouchGrant> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = grant.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    let was = condition_state(&status.conditions, condition::READY);
+    let result = ensure(&grant, ctx, &mut status).await;
+    let generation = grant.metadata.generation;
+    status.observed_generation = generation;
+    let not_found = (!status.missing_users.is_empty()).then(|| {
+        format!(
+            "CouchUser(s) not found: {}; the rest of the grant applies, and they are added when they appear",
+            status.missing_users.join(", ")
+        )
+    });
+    let action = match (&result, not_found) {
+        (Ok(Outcome::Applied), None) => {
+            set_condition(
+                &mut status.conditions,
+                NewCondition::ready("Applied", "entries are in _security"),
+                generation,
+                now(),
+            );
+            Action::requeue(ctx.resync())
+        }
+        (Ok(_), Some(message)) => {
+            let cond = NewCondition { type_: condition::READY, status: false, reason: "UserNotFound".into(), message };
+            set_condition(&mut status.conditions, cond, generation, now());
+            Action::requeue(ctx.resync())
+        }
+        (Ok(Outcome::Pending), None) => {
+            let cond = NewCondition {
+                type_: condition::READY,
+                status: false,
+                reason: "Pending".into(),
+                message: "waiting for the database's _security to include the grant".into(),
+            };
+            set_condition(&mut status.conditions, cond, generation, now());
+            Action::requeue(std::time::Duration::from_secs(2))
+        }
+        (Err(e), _) => {
+            set_condition(&mut status.conditions, NewCondition::not_ready(e), generation, now());
+            Action::requeue(ctx.resync())
+        }
+    };
+    apply_status(&api, grant.as_ref(), current.as_ref(), &status).await?;
+    let is = condition_state(&status.conditions, condition::READY);
+    if was != is
+        && let Some((s, reason)) = &is
+    {
+        let note = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.event(grant.as_ref(), s != "True", reason, note).await;
+    }
+    match result {
+        Ok(_) => {
+            ctx.reset_backoff(&object_key(grant.as_ref()));
+            Ok(action)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus) -> Result<Outcome, Error> {
+    let ns = grant.namespace().unwrap_or_default();
+    let target = &grant.spec.database;
+    if let Some(db_name) = &target.name {
+        let db_ns = target.namespace.clone().unwrap_or_else(|| ns.clone());
+        let db = Api::<CouchDatabase>::namespaced(ctx.client.clone(), &db_ns)
+            .get_opt(db_name)
+            .await?
+            .ok_or_else(|| Error::DatabaseNotFound { what: format!("CouchDatabase {db_ns}/{db_name}") })?;
+        let server_ref = server_of(&db);
+        let connected = resolve(ctx, &ns, &server_ref).await?;
+        let key = (server_ref.namespace.clone().unwrap_or_default(), server_ref.name.clone());
+        let resolved = resolve_grant(grant, ctx, &key);
+        record(status, &resolved, db.couch_name());
+        let Some(couch_name) = db.status.as_ref().and_then(|s| s.couch_name.clone()) else {
+            return Ok(Outcome::Pending);
+        };
+        let url = connected.server.spec.url.clone();
+        let security = match connected.couch.security(&couch_name).await {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => return Ok(Outcome::Pending),
+            Err(e) => return Err(Error::couch("reading _security", &url, e)),
+        };
+        return Ok(if grants_present(&security, &resolved.entries) { Outcome::Applied } else { Outcome::Pending });
+    }
+    let (Some(couch_name), Some(server_ref)) = (&target.couch_name, &target.server_ref) else {
+        return Err(Error::InvalidSpec("database needs name, or couchName with serverRef".into()));
+    };
+    let connected = resolve(ctx, &ns, server_ref).await?;
+    let key = server_key(grant, server_ref);
+    let resolved = resolve_grant(grant, ctx, &key);
+    record(status, &resolved, couch_name);
+    write_unmanaged(ctx, &connected, &key, couch_name, None).await?;
+    Ok(Outcome::Applied)
+}
+
+fn record(status: &mut CouchGrantStatus, resolved: &Resolved, database: &str) {
+    status.database = Some(database.to_string());
+    status.usernames = resolved.entries.names.clone();
+    status.roles = resolved.entries.roles.clone();
+    status.missing_users = resolved.missing.clone();
+}
+
+/// Applies every live grant on an unmanaged database (except `leaving`, a grant being deleted).
+async fn write_unmanaged(
+    ctx: &Context,
+    connected: &super::servers::Connected,
+    server: &(String, String),
+    couch_name: &str,
+    leaving: Option<&str>,
+) -> Result<(), Error> {
+    let url = connected.server.spec.url.clone();
+    let lock = ctx.database_lock(&format!("{}/{}/{couch_name}", server.0, server.1));
+    let _held = lock.lock().await;
+    let mut contributions = Vec::new();
+    for g in ctx.grants.state() {
+        let same_db = g.spec.database.couch_name.as_deref() == Some(couch_name)
+            && g.spec.database.server_ref.as_ref().is_some_and(|r| &server_key(g.as_ref(), r) == server);
+        let live = g.metadata.deletion_timestamp.is_none() && g.uid().as_deref() != leaving;
+        if same_db && live && namespace_allowed(ctx, &connected.server, &g.namespace().unwrap_or_default()).await? {
+            contributions.push(resolve_grant(&g, ctx, server).entries);
+        }
+    }
+    let actual = connected.couch.security(couch_name).await.map_err(|e| {
+        if e.is_not_found() {
+            Error::DatabaseNotFound { what: format!("database {couch_name} on the server") }
+        } else {
+            Error::couch("reading _security", &url, e)
+        }
+    })?;
+    if let Some(updated) = merge_unmanaged(&actual, &contributions) {
+        connected
+            .couch
+            .put_security(couch_name, &updated)
+            .await
+            .map_err(|e| Error::couch("writing _security", &url, e))?;
+        tracing::info!(database = couch_name, "updated grant entries in _security");
+    }
+    Ok(())
+}
+
+async fn cleanup(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error> {
+    let ns = grant.namespace().unwrap_or_default();
+    // Grants on a CouchDatabase: its reconciler drops the grant's entries (it watches grants).
+    let (Some(couch_name), Some(server_ref)) = (&grant.spec.database.couch_name, &grant.spec.database.server_ref)
+    else {
+        return Ok(Action::await_change());
+    };
+    let connected = match resolve(ctx, &ns, server_ref).await {
+        Ok(c) => c,
+        Err(
+            e @ (Error::ServerNotFound { .. }
+            | Error::SecretNotFound { .. }
+            | Error::SecretKeyMissing { .. }
+            | Error::NotAllowed { .. }),
+        ) => {
+            ctx.event(grant.as_ref(), true, "CleanupSkipped", format!("entries not removed from {couch_name}: {e}"))
+                .await;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    let key = server_key(grant.as_ref(), server_ref);
+    match write_unmanaged(ctx, &connected, &key, couch_name, grant.uid().as_deref()).await {
+        Ok(()) | Err(Error::DatabaseNotFound { .. }) => {
+            ctx.event(grant.as_ref(), false, "Revoked", format!("entries removed from {couch_name}")).await;
+            Ok(Action::await_change())
+        }
+        Err(e) if e.is_transient() && super::database::within_grace(grant.as_ref(), ctx) => Err(e),
+        Err(e) => {
+            ctx.event(grant.as_ref(), true, "CleanupSkipped", format!("entries not removed from {couch_name}: {e}"))
+                .await;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// The CouchDatabases whose `_security` a grant feeds.
+pub(crate) fn database_refs(grant: &CouchGrant) -> Option<kube::runtime::reflector::ObjectRef<CouchDatabase>> {
+    let name = grant.spec.database.name.as_ref()?;
+    let ns = grant.spec.database.namespace.clone().or_else(|| grant.meta().namespace.clone())?;
+    Some(kube::runtime::reflector::ObjectRef::new(name).within(&ns))
+}
