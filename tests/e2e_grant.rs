@@ -134,7 +134,7 @@ async fn two_grants_both_apply_and_deleting_one_keeps_the_other() {
     eventually_true("bob has access", &env.op, || can_use(&bob, &db)).await;
     eventually_true("carol has access through her role", &env.op, || can_use(&carol, &db)).await;
     let security = env.couch.security(&db).await.expect("_security");
-    assert_eq!(security.members.names, [bob_name.clone()], "one entry for bob, however many grants name him");
+    assert_eq!(security.members.names, vec![bob_name.clone()], "one entry for bob, however many grants name him");
     assert_eq!(security.members.roles, ["editors"]);
 
     grants.delete("bob-direct", &DeleteParams::default()).await.expect("delete one grant");
@@ -223,8 +223,8 @@ async fn a_grant_on_an_unmanaged_per_user_database_leaves_its_owner_entry_intact
     grants.delete("hal-helps-gina", &DeleteParams::default()).await.expect("delete grant");
     eventually_true("hal is refused", &env.op, || is_refused(&helper, &userdb)).await;
     let security = env.couch.security(&userdb).await.expect("_security");
-    assert_eq!(security.members.names, [owner_name.clone()], "the owner's entry is intact");
-    assert_eq!(security.admins.names, [owner_name.clone()]);
+    assert_eq!(security.members.names, vec![owner_name.clone()], "the owner's entry is intact");
+    assert_eq!(security.admins.names, vec![owner_name.clone()]);
     assert!(can_use(&owner, &userdb).await);
 }
 
