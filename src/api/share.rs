@@ -244,6 +244,9 @@ pub struct CouchShareStatus {
     /// One entry per replication document.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replications: Vec<ReplicationStatus>,
+    /// `namespace/name` of the CouchServer whose replicator runs the replications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// The scoped replication user, with `credentials: Scoped`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_user: Option<String>,

@@ -11,7 +11,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
 use rand::Rng;
 
-use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchUser};
+use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use crate::couch::CouchClient;
 
 /// Tunables of the operator process.
@@ -50,6 +50,20 @@ pub(crate) struct CachedClient {
 /// A running `_db_updates` follower and what it was started for (URL and server UID).
 pub(crate) type Follower = (String, tokio::task::JoinHandle<()>);
 
+/// The controllers' caches of every watched object, for lookups across kinds.
+pub struct Stores {
+    /// CouchServers.
+    pub servers: Store<CouchServer>,
+    /// CouchDatabases.
+    pub databases: Store<CouchDatabase>,
+    /// CouchUsers.
+    pub users: Store<CouchUser>,
+    /// CouchGrants.
+    pub grants: Store<CouchGrant>,
+    /// CouchShares.
+    pub shares: Store<CouchShare>,
+}
+
 /// Shared by every reconcile.
 pub struct Context {
     /// The Kubernetes client.
@@ -66,6 +80,8 @@ pub struct Context {
     pub users: Store<CouchUser>,
     /// Every CouchGrant, as last seen by the controller's watch.
     pub grants: Store<CouchGrant>,
+    /// Every CouchShare, as last seen by the controller's watch.
+    pub shares: Store<CouchShare>,
     /// One lock per unmanaged database whose `_security` grants write (read-modify-write).
     locks: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) couch_clients: Mutex<HashMap<String, CachedClient>>,
@@ -81,12 +97,10 @@ impl Context {
     pub fn new(
         client: Client,
         options: Options,
-        databases: Store<CouchDatabase>,
-        servers: Store<CouchServer>,
-        users: Store<CouchUser>,
-        grants: Store<CouchGrant>,
+        stores: Stores,
         database_trigger: Option<super::drift::DatabaseTrigger>,
     ) -> Self {
+        let Stores { servers, databases, users, grants, shares } = stores;
         let reporter = Reporter { controller: "couchshare".into(), instance: std::env::var("POD_NAME").ok() };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
@@ -96,6 +110,7 @@ impl Context {
             servers,
             users,
             grants,
+            shares,
             locks: Mutex::default(),
             couch_clients: Mutex::default(),
             database_trigger,

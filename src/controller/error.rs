@@ -51,6 +51,16 @@ pub enum Error {
         /// What was looked for.
         what: String,
     },
+    /// Something the resource needs is not ready yet (a database not created, a grant not
+    /// merged); retried with backoff, and watches requeue it sooner.
+    #[error("waiting for {what}")]
+    Waiting {
+        /// What it waits for.
+        what: String,
+    },
+    /// A Mango selector is not well formed.
+    #[error("{0}")]
+    InvalidSelector(String),
     /// The spec cannot be acted on (what admission could not check).
     #[error("{0}")]
     InvalidSpec(String),
@@ -64,11 +74,11 @@ pub enum Error {
         url: String,
         /// What failed.
         #[source]
-        source: CouchError,
+        source: Box<CouchError>,
     },
     /// CouchDB refused the admin credentials.
     #[error("CouchDB refused the admin credentials: {0}")]
-    Unauthorized(#[source] CouchError),
+    Unauthorized(#[source] Box<CouchError>),
     /// A CouchDB call failed.
     #[error("{step}: {source}")]
     Couch {
@@ -76,7 +86,7 @@ pub enum Error {
         step: &'static str,
         /// What CouchDB answered.
         #[source]
-        source: CouchError,
+        source: Box<CouchError>,
     },
     /// Some configuration keys could not be applied.
     #[error("configuration not applied: {0}")]
@@ -86,7 +96,7 @@ pub enum Error {
     Refused(#[from] Refusal),
     /// A Kubernetes API call failed.
     #[error("Kubernetes API: {0}")]
-    Kube(#[source] kube::Error),
+    Kube(#[source] Box<kube::Error>),
     /// The finalizer machinery failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
@@ -101,6 +111,8 @@ impl Error {
             Error::ServerNotFound { .. } => "ServerNotFound",
             Error::NotAllowed { .. } => "NotAllowed",
             Error::DatabaseNotFound { .. } => "DatabaseNotFound",
+            Error::Waiting { .. } => "Waiting",
+            Error::InvalidSelector(_) => "InvalidSelector",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::Tls(_) => "InvalidTLS",
             Error::Unreachable { .. } => "Unreachable",
@@ -118,7 +130,11 @@ impl Error {
     /// resource or of something it references (watches requeue it; the resync is the net).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::Kube(_) | Error::Finalizer(_) | Error::ConfigFailed(_) => true,
+            Error::Unreachable { .. }
+            | Error::Kube(_)
+            | Error::Finalizer(_)
+            | Error::ConfigFailed(_)
+            | Error::Waiting { .. } => true,
             Error::Couch { source, .. } => source.is_transient(),
             _ => false,
         }
@@ -127,17 +143,17 @@ impl Error {
     /// Maps a CouchDB error from `step`, telling an unreachable server apart.
     pub fn couch(step: &'static str, url: &str, source: CouchError) -> Self {
         if matches!(source, CouchError::Transport { .. }) {
-            Error::Unreachable { url: url.to_string(), source }
+            Error::Unreachable { url: url.to_string(), source: Box::new(source) }
         } else if matches!(source, CouchError::Unauthorized { .. }) {
-            Error::Unauthorized(source)
+            Error::Unauthorized(Box::new(source))
         } else {
-            Error::Couch { step, source }
+            Error::Couch { step, source: Box::new(source) }
         }
     }
 }
 
 impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Self {
-        Error::Kube(e)
+        Error::Kube(Box::new(e))
     }
 }

@@ -85,6 +85,15 @@ pub(crate) async fn grants_for_database(
         }
         out.push(resolve_grant(&grant, ctx, &key).entries);
     }
+    // Shares with scoped credentials need their replication user as a member.
+    for share in ctx.shares.state() {
+        if super::share::wants_access(&share)
+            && super::share::touches_database(&share, db)
+            && namespace_allowed(ctx, server, &share.namespace().unwrap_or_default()).await?
+        {
+            out.push(super::share::contribution(&share));
+        }
+    }
     Ok(out)
 }
 
@@ -231,8 +240,9 @@ fn record(status: &mut CouchGrantStatus, resolved: &Resolved, database: &str) {
     status.missing_users = resolved.missing.clone();
 }
 
-/// Applies every live grant on an unmanaged database (except `leaving`, a grant being deleted).
-async fn write_unmanaged(
+/// Applies every live grant (and share) on an unmanaged database, except `leaving` (a grant or
+/// share being deleted).
+pub(crate) async fn write_unmanaged(
     ctx: &Context,
     connected: &super::servers::Connected,
     server: &(String, String),
@@ -249,6 +259,12 @@ async fn write_unmanaged(
         let live = g.metadata.deletion_timestamp.is_none() && g.uid().as_deref() != leaving;
         if same_db && live && namespace_allowed(ctx, &connected.server, &g.namespace().unwrap_or_default()).await? {
             contributions.push(resolve_grant(&g, ctx, server).entries);
+        }
+    }
+    for share in ctx.shares.state() {
+        let live = share.uid().as_deref() != leaving && super::share::wants_access(&share);
+        if live && super::share::touches_user_database(&share, ctx, server, couch_name) {
+            contributions.push(super::share::contribution(&share));
         }
     }
     let actual = connected.couch.security(couch_name).await.map_err(|e| {

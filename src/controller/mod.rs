@@ -9,6 +9,9 @@ mod grant;
 mod health;
 mod server;
 mod servers;
+mod share;
+mod share_endpoints;
+mod share_revoke;
 mod status;
 mod user;
 
@@ -29,7 +32,7 @@ pub use context::{Context, Options};
 pub use error::Error;
 pub use health::Readiness;
 
-use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchUser};
+use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 
 /// How the operator process runs.
 #[derive(Debug, Clone)]
@@ -90,7 +93,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &Error, ctx: 
         let delay = ctx.next_backoff(&key);
         tracing::warn!(object = %key, reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed");
         Action::requeue(delay)
-    } else if matches!(error, Error::InvalidSpec(_) | Error::Tls(_)) {
+    } else if matches!(error, Error::InvalidSpec(_) | Error::InvalidSelector(_) | Error::Tls(_)) {
         tracing::warn!(object = %key, reason = error.reason(), error = %error, "invalid spec; waiting for a change");
         Action::await_change()
     } else {
@@ -112,6 +115,13 @@ fn refers_to_user(grant: &CouchGrant, user: &CouchUser) -> bool {
     })
 }
 
+/// Whether a share replicates per-user databases (so CouchUser changes matter to it).
+fn uses_user_databases(share: &CouchShare) -> bool {
+    share.spec.source.user_database.is_some()
+        || share.spec.source.user_databases.is_some()
+        || share.spec.target.user_database.is_some()
+}
+
 /// Runs the controllers until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let ready = Readiness::default();
@@ -131,16 +141,17 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let users = user_controller.store();
     let grant_controller = Controller::new(scoped::<CouchGrant>(&client, ns), watcher::Config::default());
     let grants = grant_controller.store();
+    let share_controller = Controller::new(scoped::<CouchShare>(&client, ns), watcher::Config::default());
+    let shares = share_controller.store();
     let (trigger, triggered) = tokio::sync::mpsc::unbounded_channel();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config.options.clone(),
-        databases.clone(),
-        servers.clone(),
-        users.clone(),
-        grants.clone(),
-        Some(trigger),
-    ));
+    let stores = context::Stores {
+        servers: servers.clone(),
+        databases: databases.clone(),
+        users: users.clone(),
+        grants: grants.clone(),
+        shares: shares.clone(),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), config.options.clone(), stores, Some(trigger)));
 
     // A change to an admin or CA Secret requeues the servers that use it. Only metadata is
     // watched: the operator never keeps Secret data in memory.
@@ -184,6 +195,17 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
                     .into_iter()
                     .filter(|g| refers_to_user(g, &user))
                     .filter_map(|g| grant::database_refs(&g))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .watches(scoped::<CouchShare>(&client, ns), watcher::Config::default(), {
+            let databases = databases.clone();
+            move |share: CouchShare| {
+                databases
+                    .state()
+                    .into_iter()
+                    .filter(|d| share::touches_database(&share, d))
+                    .map(|d| ObjectRef::from_obj(d.as_ref()))
                     .collect::<Vec<_>>()
             }
         })
@@ -250,6 +272,33 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .shutdown_on_signal();
 
+    // A share follows its databases and the users whose databases it replicates.
+    let share_controller = share_controller
+        .watches(scoped::<CouchDatabase>(&client, ns), watcher::Config::default(), {
+            let shares = shares.clone();
+            move |db: CouchDatabase| {
+                shares
+                    .state()
+                    .into_iter()
+                    .filter(|s| share::touches_database(s, &db))
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .watches(scoped::<CouchUser>(&client, ns), watcher::Config::default(), {
+            let shares = shares.clone();
+            move |user: CouchUser| {
+                shares
+                    .state()
+                    .into_iter()
+                    .filter(|s| s.namespace() == user.namespace() && uses_user_databases(s))
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .shutdown_on_signal();
+
     ready.set(true);
     tracing::info!(namespace = ns.unwrap_or("<all>"), concurrency = config.concurrency, "controllers running");
     let servers_done = server_controller
@@ -264,7 +313,10 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let grants_done = grant_controller
         .run(grant::reconcile, error_policy::<CouchGrant>, ctx.clone())
         .for_each(|r| async move { log_result("CouchGrant", r) });
-    tokio::join!(servers_done, databases_done, users_done, grants_done);
+    let shares_done = share_controller
+        .run(share::reconcile, error_policy::<CouchShare>, ctx.clone())
+        .for_each(|r| async move { log_result("CouchShare", r) });
+    tokio::join!(servers_done, databases_done, users_done, grants_done, shares_done);
     ready.set(false);
     tracing::info!("controllers stopped");
     Ok(())

@@ -1,4 +1,5 @@
-//! Documents of any database as JSON: get, put, delete, `_all_docs`, `_bulk_docs`, `_purge`.
+//! Documents of any database as JSON: get, put, delete, leaf revisions, `_all_docs`, `_find`,
+//! `_bulk_docs`, `_purge`.
 
 use std::collections::BTreeMap;
 
@@ -87,6 +88,26 @@ struct Docs<'a> {
     docs: &'a [Value],
 }
 
+/// One entry of a `GET /{db}/{id}?open_revs=all` answer.
+#[derive(Deserialize)]
+struct OpenRev {
+    /// A leaf revision, as a document (a deleted leaf carries `_deleted`).
+    #[serde(default)]
+    ok: Option<Value>,
+}
+
+/// A `_find` page, with only what paging needs.
+#[derive(Deserialize)]
+struct FindPage {
+    #[serde(default)]
+    docs: Vec<Value>,
+    #[serde(default)]
+    bookmark: Option<String>,
+}
+
+/// Documents per `_find` page in [`CouchClient::find_ids`].
+const FIND_PAGE: usize = 1000;
+
 impl CouchClient {
     /// `GET /{db}/{id}`; `None` when the document (or the database) does not exist.
     pub async fn get_document(&self, db: &str, id: &str) -> Result<Option<Value>, CouchError> {
@@ -128,6 +149,54 @@ impl CouchClient {
             req = req.query("limit", l);
         }
         self.call(req).await
+    }
+
+    /// Every leaf revision of a document, deleted leaves and conflicts included:
+    /// `GET /{db}/{id}?open_revs=all` (as JSON). Empty when the document, or the database,
+    /// does not exist.
+    pub async fn leaf_revs(&self, db: &str, id: &str) -> Result<Vec<String>, CouchError> {
+        let req = Request::new(Method::GET, doc_path(db, id)).query("open_revs", "all");
+        let leaves: Option<Vec<OpenRev>> = self.call_opt(req).await?;
+        Ok(leaves
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|leaf| leaf.ok?.get("_rev")?.as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// The ids of every document matching a Mango `selector`: `POST /{db}/_find` page by page,
+    /// following `bookmark` until a page comes back short. Servers that answer without a
+    /// bookmark (PouchDB) are paged with `skip` instead.
+    pub async fn find_ids(&self, db: &str, selector: &Value) -> Result<Vec<String>, CouchError> {
+        let path = format!("/{}/_find", encode_db(db));
+        let mut ids = Vec::new();
+        let mut bookmark: Option<String> = None;
+        let mut previous_first: Option<String> = None;
+        let mut skip = 0;
+        loop {
+            let mut body = json!({ "selector": selector, "fields": ["_id"], "limit": FIND_PAGE });
+            match &bookmark {
+                Some(b) => body["bookmark"] = json!(b),
+                None if skip > 0 => body["skip"] = json!(skip),
+                None => {}
+            }
+            let page: FindPage = self.call(Request::new(Method::POST, path.clone()).json(&body)?).await?;
+            let got = page.docs.len();
+            let first = page.docs.first().and_then(|d| d.get("_id")?.as_str().map(str::to_owned));
+            // A page starting where the last one did (`skip` ignored) repeats it: the end.
+            if first.is_some() && first == previous_first {
+                return Ok(ids);
+            }
+            ids.extend(page.docs.iter().filter_map(|d| d.get("_id")?.as_str().map(str::to_owned)));
+            // CouchDB answers "nil" when there is nothing more; a repeated bookmark would page forever.
+            let next = page.bookmark.filter(|b| !b.is_empty() && b != "nil");
+            if got < FIND_PAGE || (next.is_some() && next == bookmark) {
+                return Ok(ids);
+            }
+            previous_first = first;
+            skip += got;
+            bookmark = next;
+        }
     }
 
     /// `POST /{db}/_bulk_docs`; per-document failures are in the results, not an error.

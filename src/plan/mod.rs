@@ -6,4 +6,5 @@ pub mod database;
 pub mod grant;
 pub mod ownership;
 pub mod security;
+pub mod share;
 pub mod user;

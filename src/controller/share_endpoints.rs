@@ -1,0 +1,170 @@
+//! From a CouchShare's source and target to concrete databases: local CouchDatabases and
+//! per-user databases on the managed server, remote databases with their credentials.
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::core::{Selector, SelectorExt};
+
+use super::context::Context;
+use super::error::Error;
+use super::servers::{secret_value, server_key};
+use crate::api::{CouchDatabase, CouchShare, CouchUser, ObjectRef, RemoteDatabase, ServerRef, UserDatabaseRef};
+use crate::plan::share::EndpointAuth;
+
+/// Where one end of a replication is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// A database on the managed server: `managed` is true for a CouchDatabase (whose
+    /// reconciler writes `_security`), false for a per-user database (written entry by entry).
+    Local { database: String, managed: bool, server: (String, String) },
+    /// A database on another CouchDB.
+    Remote { base_url: String, database: String, auth: EndpointAuth },
+}
+
+impl Place {
+    /// The database name.
+    pub fn database(&self) -> &str {
+        match self {
+            Place::Local { database, .. } | Place::Remote { database, .. } => database,
+        }
+    }
+}
+
+/// A resolved source: one place, or the per-user databases of the selected users (fan-in),
+/// with each user's CouchDB name.
+pub(crate) enum Sources {
+    One(Place),
+    FanIn(Vec<(String, Place)>),
+}
+
+/// Why a share cannot be resolved yet (not an error of the spec): something it needs is not Ready.
+pub(crate) fn not_ready(what: String) -> Error {
+    Error::Waiting { what }
+}
+
+async fn local_database(ctx: &Context, share_ns: &str, reference: &ObjectRef) -> Result<Place, Error> {
+    let ns = reference.namespace.clone().unwrap_or_else(|| share_ns.to_string());
+    let db = Api::<CouchDatabase>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&reference.name)
+        .await?
+        .ok_or_else(|| not_ready(format!("CouchDatabase {ns}/{}", reference.name)))?;
+    let database = db
+        .status
+        .as_ref()
+        .and_then(|s| s.couch_name.clone())
+        .filter(|_| db.metadata.deletion_timestamp.is_none())
+        .ok_or_else(|| not_ready(format!("CouchDatabase {ns}/{} (not created yet)", reference.name)))?;
+    Ok(Place::Local { database, managed: true, server: server_key(&db, &db.spec.server_ref) })
+}
+
+fn user_place(user: &CouchUser) -> Option<Place> {
+    let database = user.status.as_ref()?.per_user_database.clone()?;
+    Some(Place::Local { database, managed: false, server: server_key(user, &user.spec.server_ref) })
+}
+
+async fn user_database(ctx: &Context, share_ns: &str, reference: &UserDatabaseRef) -> Result<Place, Error> {
+    let ns = reference.namespace.clone().unwrap_or_else(|| share_ns.to_string());
+    let user = Api::<CouchUser>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&reference.user)
+        .await?
+        .ok_or_else(|| not_ready(format!("CouchUser {ns}/{}", reference.user)))?;
+    if !user.spec.per_user_database {
+        return Err(Error::InvalidSpec(format!("CouchUser {ns}/{} has no perUserDatabase: true", reference.user)));
+    }
+    user_place(&user).ok_or_else(|| not_ready(format!("per-user database of CouchUser {ns}/{}", reference.user)))
+}
+
+async fn remote(ctx: &Context, share_ns: &str, remote: &RemoteDatabase) -> Result<Place, Error> {
+    let secret = &remote.credentials_secret_ref;
+    let username = secret_value(ctx, share_ns, &secret.name, &secret.username_key).await?;
+    let password = secret_value(ctx, share_ns, &secret.name, &secret.password_key).await?;
+    Ok(Place::Remote {
+        base_url: remote.url.trim_end_matches('/').to_string(),
+        database: remote.database.clone(),
+        auth: EndpointAuth { username, password },
+    })
+}
+
+/// The per-user databases of the CouchUsers a fan-in selects (those whose database exists).
+pub(crate) fn fan_in_users(ctx: &Context, share: &CouchShare) -> Result<Vec<(String, Place)>, Error> {
+    let Some(fan_in) = &share.spec.source.user_databases else { return Ok(vec![]) };
+    let selector = Selector::try_from(fan_in.selector.clone())
+        .map_err(|e| Error::InvalidSpec(format!("source.userDatabases.selector: {e}")))?;
+    let ns = share.namespace();
+    let mut out: Vec<(String, Place)> = ctx
+        .users
+        .state()
+        .into_iter()
+        .filter(|u| u.namespace() == ns && u.metadata.deletion_timestamp.is_none() && selector.matches(u.labels()))
+        .filter_map(|u| user_place(&u).map(|p| (u.couch_username().to_string(), p)))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Resolves the source.
+pub(crate) async fn sources(ctx: &Context, share: &CouchShare) -> Result<Sources, Error> {
+    let ns = share.namespace().unwrap_or_default();
+    let source = &share.spec.source;
+    if let Some(r) = &source.database {
+        return Ok(Sources::One(local_database(ctx, &ns, r).await?));
+    }
+    if let Some(r) = &source.user_database {
+        return Ok(Sources::One(user_database(ctx, &ns, r).await?));
+    }
+    if let Some(r) = &source.remote {
+        return Ok(Sources::One(remote(ctx, &ns, r).await?));
+    }
+    if source.user_databases.is_some() {
+        return Ok(Sources::FanIn(fan_in_users(ctx, share)?));
+    }
+    Err(Error::InvalidSpec("source needs exactly one of database, userDatabase, userDatabases or remote".into()))
+}
+
+/// Resolves the target.
+pub(crate) async fn target(ctx: &Context, share: &CouchShare) -> Result<Place, Error> {
+    let ns = share.namespace().unwrap_or_default();
+    let target = &share.spec.target;
+    if let Some(r) = &target.database {
+        return local_database(ctx, &ns, r).await;
+    }
+    if let Some(r) = &target.user_database {
+        return user_database(ctx, &ns, r).await;
+    }
+    if let Some(r) = &target.remote {
+        return remote(ctx, &ns, r).await;
+    }
+    Err(Error::InvalidSpec("target needs exactly one of database, userDatabase or remote".into()))
+}
+
+/// The server whose `_replicator` runs the share: `serverRef`, or the one server of its local
+/// endpoints (which must all be on one server).
+pub(crate) fn managing_server(share: &CouchShare, places: &[&Place]) -> Result<ServerRef, Error> {
+    let locals: Vec<&(String, String)> = places
+        .iter()
+        .filter_map(|p| match p {
+            Place::Local { server, .. } => Some(server),
+            Place::Remote { .. } => None,
+        })
+        .collect();
+    if let Some(first) = locals.first()
+        && locals.iter().any(|s| s != first)
+    {
+        return Err(Error::InvalidSpec(
+            "local endpoints are on different CouchServers; make one of them a remote endpoint".into(),
+        ));
+    }
+    if let Some(reference) = &share.spec.server_ref {
+        let key = server_key(share, reference);
+        if let Some(first) = locals.first()
+            && **first != key
+        {
+            return Err(Error::InvalidSpec("serverRef differs from the server of the local endpoints".into()));
+        }
+        return Ok(ServerRef { name: key.1, namespace: Some(key.0) });
+    }
+    locals
+        .first()
+        .map(|(ns, name)| ServerRef { name: name.clone(), namespace: Some(ns.clone()) })
+        .ok_or_else(|| Error::InvalidSpec("serverRef is required when both source and target are remote".into()))
+}

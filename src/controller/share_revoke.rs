@@ -1,0 +1,248 @@
+//! Revoking a CouchShare, in an order that cannot replicate a deletion back: stop the
+//! replications (and wait until the scheduler has dropped them), delete the sharing document
+//! from the source, purge — never delete — it (and, when asked, the shared documents) from the
+//! target, then remove the scoped replication user.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams};
+use kube::runtime::controller::Action;
+
+use super::context::Context;
+use super::error::Error;
+use super::servers::{Connected, resolve};
+use super::share::{owner, place_client, replication_secret_name, replicator_db};
+use super::share_endpoints::{Place, Sources, sources, target};
+use crate::api::{CouchShare, ServerRef};
+use crate::couch::{CouchClient, CouchError};
+use crate::plan::share::{replication_username, stale_replications};
+
+/// The server whose `_replicator` holds the share's documents: recorded in status, else
+/// `serverRef`.
+fn server_ref(share: &CouchShare) -> Option<ServerRef> {
+    if let Some((namespace, name)) =
+        share.status.as_ref().and_then(|s| s.server.as_deref()).and_then(|s| s.split_once('/'))
+    {
+        return Some(ServerRef { name: name.into(), namespace: Some(namespace.into()) });
+    }
+    share.spec.server_ref.clone()
+}
+
+/// Stops every replication of the share and waits until the scheduler has dropped them.
+async fn stop_replications(share: &CouchShare, connected: &Connected) -> Result<usize, Error> {
+    let url = connected.server.spec.url.clone();
+    let replicator = replicator_db(share);
+    let docs = match connected.couch.list_replication_docs(&replicator).await {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Ok(0),
+        Err(e) => return Err(Error::couch("listing replication documents", &url, e)),
+    };
+    let ours = stale_replications(&docs, &owner(share), &[]);
+    for (id, rev) in &ours {
+        match connected.couch.delete_replication_doc(&replicator, id, rev).await {
+            Ok(_) | Err(CouchError::NotFound { .. }) => {}
+            Err(e) => return Err(Error::couch("deleting a replication document", &url, e)),
+        }
+    }
+    // The scheduler drops a job shortly after its document goes; until then it may still write.
+    for (id, _) in &ours {
+        for _ in 0..60 {
+            match connected.couch.replication_status(&replicator, id).await {
+                Ok(None) | Err(CouchError::NotFound { .. }) => break,
+                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(e) => return Err(Error::couch("waiting for the scheduler", &url, e)),
+            }
+        }
+    }
+    Ok(ours.len())
+}
+
+/// Purges documents (every leaf revision) from a database; never deletes, which would replicate.
+async fn purge(client: &CouchClient, db: &str, ids: &[String], url: &str) -> Result<usize, Error> {
+    let mut purged = 0;
+    for chunk in ids.chunks(100) {
+        let mut request = std::collections::BTreeMap::new();
+        for id in chunk {
+            let revs = client.leaf_revs(db, id).await.map_err(|e| Error::couch("reading leaf revisions", url, e))?;
+            if !revs.is_empty() {
+                request.insert(id.clone(), revs);
+            }
+        }
+        if request.is_empty() {
+            continue;
+        }
+        purged += request.len();
+        client.purge(db, &request).await.map_err(|e| Error::couch("purging", url, e))?;
+    }
+    Ok(purged)
+}
+
+/// Revokes the share. Tolerates anything already gone; never recreates anything.
+pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Error> {
+    let ns = share.namespace().unwrap_or_default();
+    let Some(reference) = server_ref(share) else {
+        ctx.event(share, true, "CleanupSkipped", "the share never ran: nothing to revoke".into()).await;
+        return Ok(());
+    };
+    let connected = match resolve(ctx, &ns, &reference).await {
+        Ok(c) => c,
+        Err(
+            e @ (Error::ServerNotFound { .. }
+            | Error::SecretNotFound { .. }
+            | Error::SecretKeyMissing { .. }
+            | Error::NotAllowed { .. }),
+        ) => {
+            ctx.event(share, true, "CleanupSkipped", format!("replications not stopped: {e}")).await;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let url = connected.server.spec.url.clone();
+    // 1. Stop replicating, before anything is removed that could flow back.
+    let stopped = stop_replications(share, &connected).await?;
+    tracing::info!(stopped, "replications stopped");
+
+    // 2 and 3. The sharing document: deleted from the source, purged from the target.
+    let endpoints = match (sources(ctx, share).await, target(ctx, share).await) {
+        (Ok(Sources::One(source)), Ok(target)) => Some((source, target)),
+        _ => None,
+    };
+    let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
+    if let Some((source, target)) = &endpoints {
+        if let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone()) {
+            let client = place_client(ctx, &connected, source);
+            if let Some(doc) = client
+                .get_document(source.database(), &id)
+                .await
+                .map_err(|e| Error::couch("reading the sharing document", &url, e))?
+                && let Some(rev) = doc.get("_rev").and_then(|r| r.as_str())
+            {
+                client
+                    .delete_document(source.database(), &id, rev)
+                    .await
+                    .map_err(|e| Error::couch("deleting the sharing document", &url, e))?;
+            }
+            purge_from_target(ctx, share, &connected, target, &[id], caps.purge).await?;
+        }
+        if share.spec.revoke.as_ref().is_some_and(|r| r.purge_shared_documents)
+            && let Some(selector) = &share.spec.selector
+        {
+            let client = place_client(ctx, &connected, target);
+            match client.find_ids(target.database(), selector).await {
+                Ok(ids) => {
+                    let ids: Vec<String> = ids.into_iter().filter(|id| !id.starts_with("_design/")).collect();
+                    purge_from_target(ctx, share, &connected, target, &ids, caps.purge).await?;
+                }
+                Err(e) => {
+                    ctx.event(
+                        share,
+                        true,
+                        "PurgeSkipped",
+                        format!("shared documents not purged from {}: {e}", target.database()),
+                    )
+                    .await;
+                }
+            }
+        }
+    } else {
+        ctx.event(share, true, "CleanupSkipped", "source or target is gone; sharing document left as it is".into())
+            .await;
+    }
+
+    // 4. The scoped replication user and its Secret; the databases drop its entries once the
+    // share is revoked or gone.
+    let me = owner(share);
+    let username = replication_username(&me.namespace, &me.name);
+    if let Some(doc) =
+        connected.couch.get_user(&username).await.map_err(|e| Error::couch("reading the replication user", &url, e))?
+        && doc.extra.get(crate::plan::share::SHARE_FIELD).and_then(|o| o.get("uid")).and_then(|u| u.as_str())
+            == Some(me.uid.as_str())
+        && let Some(rev) = &doc.rev
+    {
+        connected
+            .couch
+            .delete_user(&username, rev)
+            .await
+            .map_err(|e| Error::couch("deleting the replication user", &url, e))?;
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(secret) = secrets.get_opt(&replication_secret_name(share)).await?
+        && secret.annotations().get("couchshare.io/owner-uid") == Some(&me.uid)
+    {
+        secrets.delete(&replication_secret_name(share), &DeleteParams::default()).await?;
+    }
+    // Per-user databases are written entry by entry: recompute them without this share.
+    if let Some((source, target)) = &endpoints {
+        for place in [source, target] {
+            if let Place::Local { database, managed: false, server } = place {
+                super::grant::write_unmanaged(ctx, &connected, server, database, share.uid().as_deref()).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn purge_from_target(
+    ctx: &Context,
+    share: &CouchShare,
+    connected: &Connected,
+    target: &Place,
+    ids: &[String],
+    local_purge: bool,
+) -> Result<(), Error> {
+    let url = connected.server.spec.url.clone();
+    if matches!(target, Place::Local { .. }) && !local_purge {
+        ctx.event(
+            share,
+            true,
+            "PurgeUnsupported",
+            format!(
+                "this server cannot purge; {} document(s) left in {} (never deleted: a delete would replicate back)",
+                ids.len(),
+                target.database()
+            ),
+        )
+        .await;
+        return Ok(());
+    }
+    let client = place_client(ctx, connected, target);
+    match purge(&client, target.database(), ids, &url).await {
+        Ok(n) => {
+            tracing::info!(purged = n, database = target.database(), "purged from the target");
+            Ok(())
+        }
+        Err(Error::Couch { source, .. }) if matches!(*source, CouchError::NotSupported { .. }) => {
+            ctx.event(
+                share,
+                true,
+                "PurgeUnsupported",
+                format!("{} cannot purge; documents left in place", target.database()),
+            )
+            .await;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deleting a CouchShare revokes it (unless it already was).
+pub(crate) async fn cleanup(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
+    if share.status.as_ref().is_some_and(|s| s.revoked) {
+        return Ok(Action::await_change());
+    }
+    match revoke(&share, ctx).await {
+        Ok(()) => {
+            ctx.event(share.as_ref(), false, "Revoked", "share deleted: replications stopped and cleaned up".into())
+                .await;
+            Ok(Action::await_change())
+        }
+        Err(e) if e.is_transient() && super::database::within_grace(share.as_ref(), ctx) => Err(e),
+        Err(e) => {
+            ctx.event(share.as_ref(), true, "CleanupSkipped", format!("revocation incomplete: {e}")).await;
+            Ok(Action::await_change())
+        }
+    }
+}
