@@ -23,7 +23,6 @@ use super::status::{FIELD_MANAGER, NewCondition, apply_status, condition_state, 
 use crate::api::{CouchUser, CouchUserStatus, DeletionPolicy, condition};
 use crate::couch::{CouchClient, CouchError, UserDoc};
 use crate::plan::ownership::{self, Claim, Owner};
-use crate::plan::security::security_matches;
 use crate::plan::user::{
     DEFAULT_USERDB_PREFIX, OWNER_FIELD, ObservedUser, UserIntent, UserOutcome, credentials_data, password_fingerprint,
     per_user_database_name, per_user_security, plan_user,
@@ -223,11 +222,27 @@ async fn ensure_per_user_database(couch: &CouchClient, username: &str, url: &str
             Err(e) => return Err(Error::couch("creating the per-user database", url, e)),
         }
     }
-    let desired = per_user_security(username);
-    let actual = couch.security(&name).await.map_err(|e| Error::couch("reading per-user _security", url, e))?;
-    if !security_matches(&actual, &desired) {
-        let write = crate::plan::security::security_to_write(Some(&actual), &desired);
-        couch.put_security(&name, &write).await.map_err(|e| Error::couch("writing per-user _security", url, e))?;
+    // The owner must be admin and member; entries grants and shares add stay (they are
+    // written entry by entry, see `grant::write_unmanaged`).
+    let mut security = couch.security(&name).await.map_err(|e| Error::couch("reading per-user _security", url, e))?;
+    let owner = per_user_security(username);
+    let mut changed = false;
+    for (have, want) in [(&mut security.admins, &owner.admins), (&mut security.members, &owner.members)] {
+        for name in &want.names {
+            if !have.names.contains(name) {
+                have.names.push(name.clone());
+                changed = true;
+            }
+        }
+        // CouchDB's default `_admin` role on members would hide the owner's access: drop it once
+        // the owner is there.
+        if have.roles.iter().any(|r| r == crate::plan::security::ADMIN_ROLE) && !have.names.is_empty() {
+            have.roles.retain(|r| r != crate::plan::security::ADMIN_ROLE);
+            changed = true;
+        }
+    }
+    if changed {
+        couch.put_security(&name, &security).await.map_err(|e| Error::couch("writing per-user _security", url, e))?;
     }
     Ok((name, created))
 }
