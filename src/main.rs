@@ -62,9 +62,21 @@ struct RunArgs {
     /// How long deleting a resource keeps retrying an unreachable CouchDB before letting go.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     deletion_grace: Duration,
-    /// Address of the `/healthz` and `/readyz` endpoints.
+    /// Address of the `/healthz`, `/readyz` and `/metrics` endpoints.
     #[arg(long, default_value = "0.0.0.0:8080")]
     health_addr: SocketAddr,
+    /// Reconcile only while holding a Lease, so several replicas are safe.
+    #[arg(long)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "couchshare-leader")]
+    lease_name: String,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Seconds a Lease lasts without renewal; a standby takes over after this.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -110,11 +122,19 @@ async fn main() -> anyhow::Result<()> {
                 deletion_grace: args.deletion_grace,
                 ..Options::default()
             };
+            let leader_election = args.leader_election.then(|| couchshare::controller::LeaderElection {
+                lease_name: args.lease_name.clone(),
+                namespace: args.lease_namespace.clone().unwrap_or_else(|| "default".into()),
+                identity: std::env::var("POD_NAME")
+                    .unwrap_or_else(|_| format!("couchshare-{}-{:08x}", std::process::id(), rand::random::<u32>())),
+                lease_seconds: args.lease_seconds.max(2),
+            });
             let config = RunConfig {
                 namespace: args.namespace,
                 concurrency: args.concurrency.max(1),
                 health_addr: args.health_addr,
                 options,
+                leader_election,
             };
             couchshare::controller::run(client, config).await?;
         }

@@ -97,6 +97,9 @@ pub enum Error {
     /// A Kubernetes API call failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[source] Box<kube::Error>),
+    /// Leader election failed.
+    #[error("leader election: {0}")]
+    Leadership(String),
     /// The finalizer machinery failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
@@ -123,6 +126,7 @@ impl Error {
             Error::Refused(Refusal::Conflict { .. }) => "Conflict",
             Error::Kube(_) => "KubernetesError",
             Error::Finalizer(_) => "FinalizerError",
+            Error::Leadership(_) => "LeadershipError",
         }
     }
 

@@ -1,4 +1,4 @@
-//! `/healthz` (the process serves) and `/readyz` (the controllers run) for probes.
+//! `/healthz` (the process serves), `/readyz` (ready to lead or leading) and `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +24,13 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        super::metrics::metrics().encode(),
+    )
+}
+
 async fn readyz(State(ready): State<Readiness>) -> (StatusCode, &'static str) {
     if ready.0.load(Ordering::SeqCst) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") }
 }
@@ -32,7 +39,11 @@ async fn readyz(State(ready): State<Readiness>) -> (StatusCode, &'static str) {
 pub async fn serve(addr: SocketAddr, ready: Readiness) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(ready);
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ready);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "health server stopped");

@@ -7,6 +7,8 @@ mod drift;
 mod error;
 mod grant;
 mod health;
+mod leader;
+mod metrics;
 mod server;
 mod servers;
 mod share;
@@ -31,6 +33,7 @@ use kube::{Client, Resource, ResourceExt};
 pub use context::{Context, Options};
 pub use error::Error;
 pub use health::Readiness;
+pub use leader::LeaderElection;
 
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 
@@ -45,6 +48,8 @@ pub struct RunConfig {
     pub health_addr: SocketAddr,
     /// Tunables shared by the reconcilers.
     pub options: Options,
+    /// Run only while holding this Lease.
+    pub leader_election: Option<LeaderElection>,
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -107,6 +112,18 @@ fn uses_secret(server: &CouchServer, secret: &str) -> bool {
         || server.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()).is_some_and(|c| c.name == secret)
 }
 
+/// A reconcile function that also counts itself in the metrics.
+macro_rules! measured {
+    ($kind:literal, $f:path) => {
+        |obj, ctx| async move {
+            let started = std::time::Instant::now();
+            let result = $f(obj, ctx).await;
+            metrics::metrics().reconciled($kind, started.elapsed(), result.as_ref().err().map(Error::reason));
+            result
+        }
+    };
+}
+
 /// Whether a grant names this CouchUser.
 fn refers_to_user(grant: &CouchGrant, user: &CouchUser) -> bool {
     let grant_ns = grant.namespace().unwrap_or_default();
@@ -128,7 +145,13 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let bound = health::serve(config.health_addr, ready.clone())
         .await
         .map_err(|e| Error::InvalidSpec(format!("cannot serve health endpoints on {}: {e}", config.health_addr)))?;
-    tracing::info!(address = %bound, "serving /healthz and /readyz");
+    tracing::info!(address = %bound, "serving /healthz, /readyz and /metrics");
+    // A standby is ready (it serves probes and waits); only the leader reconciles.
+    ready.set(true);
+    let mut leadership = match &config.leader_election {
+        Some(election) => Some(leader::acquire(client.clone(), election).await?),
+        None => None,
+    };
     wait_for_crds(&client).await?;
     let ns = config.namespace.as_deref();
     let controller_config = controller::Config::default().concurrency(config.concurrency);
@@ -299,27 +322,39 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .shutdown_on_signal();
 
-    ready.set(true);
     tracing::info!(namespace = ns.unwrap_or("<all>"), concurrency = config.concurrency, "controllers running");
     let servers_done = server_controller
-        .run(server::reconcile, error_policy::<CouchServer>, ctx.clone())
+        .run(measured!("CouchServer", server::reconcile), error_policy::<CouchServer>, ctx.clone())
         .for_each(|r| async move { log_result("CouchServer", r) });
     let databases_done = database_controller
-        .run(database::reconcile, error_policy::<CouchDatabase>, ctx.clone())
+        .run(measured!("CouchDatabase", database::reconcile), error_policy::<CouchDatabase>, ctx.clone())
         .for_each(|r| async move { log_result("CouchDatabase", r) });
     let users_done = user_controller
-        .run(user::reconcile, error_policy::<CouchUser>, ctx.clone())
+        .run(measured!("CouchUser", user::reconcile), error_policy::<CouchUser>, ctx.clone())
         .for_each(|r| async move { log_result("CouchUser", r) });
     let grants_done = grant_controller
-        .run(grant::reconcile, error_policy::<CouchGrant>, ctx.clone())
+        .run(measured!("CouchGrant", grant::reconcile), error_policy::<CouchGrant>, ctx.clone())
         .for_each(|r| async move { log_result("CouchGrant", r) });
     let shares_done = share_controller
-        .run(share::reconcile, error_policy::<CouchShare>, ctx.clone())
+        .run(measured!("CouchShare", share::reconcile), error_policy::<CouchShare>, ctx.clone())
         .for_each(|r| async move { log_result("CouchShare", r) });
-    tokio::join!(servers_done, databases_done, users_done, grants_done, shares_done);
+    let controllers = async { tokio::join!(servers_done, databases_done, users_done, grants_done, shares_done) };
+    let lost = async {
+        match leadership.as_mut() {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = controllers => Ok(()),
+        _ = lost => Err(Error::Leadership("lost the lease; stopping so that only one replica reconciles".into())),
+    };
     ready.set(false);
+    if let Some(l) = leadership {
+        l.release().await;
+    }
     tracing::info!("controllers stopped");
-    Ok(())
+    outcome
 }
 
 fn log_result<K: Resource, E: std::fmt::Display>(kind: &str, result: Result<(ObjectRef<K>, Action), E>) {

@@ -94,6 +94,9 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
             Err(err)
         }
     };
+    let reachable = !matches!(outcome, Err(Error::Unreachable { .. } | Error::Unauthorized(_)));
+    let budget = status.replication_budget.as_ref().map(|b| (b.total, b.used));
+    super::metrics::metrics().server(&ns, &server.name_any(), reachable, budget);
     let is = condition_state(&status.conditions, condition::READY);
     if was != is {
         match &outcome {
@@ -154,11 +157,26 @@ async fn observe_and_apply(server: &CouchServer, ctx: &Context) -> Result<Observ
         max_jobs_per_node: per_node,
         nodes: i32::try_from(nodes.len()).unwrap_or(i32::MAX),
         total,
-        used: server.status.as_ref().and_then(|s| s.replication_budget.as_ref()).map(|b| b.used).unwrap_or(0),
+        used: replications_on(ctx, server),
     };
     let failed: std::collections::BTreeSet<&str> = failures.iter().map(|f| f.key.as_str()).collect();
     let applied = desired.keys().map(display_key).filter(|k| !failed.contains(k.as_str())).collect();
     Ok(Observed { info, caps, nodes, applied, failures, budget, written })
+}
+
+/// Replications couchshare runs on this server: the replications of every share whose status
+/// names it.
+fn replications_on(ctx: &Context, server: &CouchServer) -> i32 {
+    let key = format!("{}/{}", server.namespace().unwrap_or_default(), server.name_any());
+    let n: usize = ctx
+        .shares
+        .state()
+        .iter()
+        .filter_map(|s| s.status.as_ref())
+        .filter(|s| s.server.as_deref() == Some(key.as_str()) && !s.revoked)
+        .map(|s| s.replications.len())
+        .sum();
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 async fn ensure_system_databases(couch: &CouchClient, url: &str) -> Result<(), Error> {

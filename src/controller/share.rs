@@ -399,6 +399,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         .map_err(|e| Error::couch("listing replication documents", &url, e))?;
     let wanted_ids: Vec<String> = wanted.iter().map(|w| w.0.clone()).collect();
     for (id, rev) in stale_replications(&docs, &me, &wanted_ids) {
+        super::metrics::metrics().forget_replication(&me.namespace, &me.name, &id);
         connected
             .couch
             .delete_replication_doc(&replicator, &id, &rev)
@@ -432,6 +433,17 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
             }
         })
         .collect();
+    for r in &status.replications {
+        let state = r.state.as_deref().unwrap_or("unknown");
+        super::metrics::metrics().replication(
+            &me.namespace,
+            &me.name,
+            &r.id,
+            state,
+            r.changes_pending,
+            r.doc_write_failures,
+        );
+    }
     let states: Vec<Option<&str>> = status.replications.iter().map(|r| r.state.as_deref()).collect();
     status.state = Some(if states.is_empty() { "idle".to_string() } else { summary_state(&states) });
     status.changes_pending = status.replications.iter().filter_map(|r| r.changes_pending).reduce(|a, b| a + b);

@@ -40,8 +40,10 @@ async fn stop_replications(share: &CouchShare, connected: &Connected) -> Result<
         Err(e) if e.is_not_found() => return Ok(0),
         Err(e) => return Err(Error::couch("listing replication documents", &url, e)),
     };
-    let ours = stale_replications(&docs, &owner(share), &[]);
+    let me = owner(share);
+    let ours = stale_replications(&docs, &me, &[]);
     for (id, rev) in &ours {
+        super::metrics::metrics().forget_replication(&me.namespace, &me.name, id);
         match connected.couch.delete_replication_doc(&replicator, id, rev).await {
             Ok(_) | Err(CouchError::NotFound { .. }) => {}
             Err(e) => return Err(Error::couch("deleting a replication document", &url, e)),

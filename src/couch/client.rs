@@ -25,6 +25,41 @@ pub struct CouchClient {
     request_timeout: Duration,
     retry: RetryPolicy,
     server_info: Arc<OnceCell<ServerInfo>>,
+    observer: Option<RequestObserver>,
+}
+
+/// What one request did, for metrics: never a body, never credentials.
+#[derive(Debug, Clone)]
+pub struct RequestRecord<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// The path with names and ids replaced, e.g. `/{db}/_security` (see [`call_template`]).
+    pub call: String,
+    /// HTTP status, or `None` when no answer came.
+    pub status: Option<u16>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Called after every request (e.g. to count it); must be cheap.
+pub type RequestObserver = Arc<dyn Fn(&RequestRecord<'_>) + Send + Sync>;
+
+/// A request path with database names, document ids and other values replaced, so that
+/// calls can be counted without one series per database: `/{db}/_security`,
+/// `/_users/{id}`, `/_scheduler/docs/_replicator`.
+pub fn call_template(path: &str) -> String {
+    let mut out = String::new();
+    for (i, segment) in path.trim_start_matches('/').split('/').enumerate() {
+        out.push('/');
+        if segment.starts_with('_') || segment.is_empty() {
+            out.push_str(segment);
+        } else if i == 0 {
+            out.push_str("{db}");
+        } else {
+            out.push_str("{id}");
+        }
+    }
+    out
 }
 
 impl std::fmt::Debug for CouchClient {
@@ -96,7 +131,13 @@ impl CouchClient {
             request_timeout: config.request_timeout,
             retry: config.retry,
             server_info: Arc::new(OnceCell::new()),
+            observer: None,
         })
+    }
+
+    /// The same client, reporting every request to `observer`.
+    pub fn with_observer(&self, observer: RequestObserver) -> Self {
+        CouchClient { observer: Some(observer), ..self.clone() }
     }
 
     /// The same server and connection pool, acting as another user.
@@ -171,7 +212,12 @@ impl CouchClient {
             Ok::<_, reqwest::Error>((status, body))
         }
         .await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let elapsed = started.elapsed();
+        let elapsed_ms = elapsed.as_millis() as u64;
+        if let Some(observer) = &self.observer {
+            let status = result.as_ref().ok().map(|(s, _)| s.as_u16());
+            observer(&RequestRecord { method, call: call_template(&req.path), status, elapsed });
+        }
         match result {
             Ok((status, body)) => {
                 // Method, path and status only: bodies of _users and _replicator carry passwords.
@@ -230,6 +276,16 @@ impl CouchClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_templates_hide_names_and_ids() {
+        assert_eq!(call_template("/drafft%2Fx/_security"), "/{db}/_security");
+        assert_eq!(call_template("/_users/org.couchdb.user%3Aalice"), "/_users/{id}");
+        assert_eq!(call_template("/_scheduler/docs/_replicator"), "/_scheduler/docs/_replicator");
+        assert_eq!(call_template("/_node/couchdb%40h/_config/cors/origins"), "/_node/{id}/_config/{id}/{id}");
+        assert_eq!(call_template("/"), "/");
+        assert_eq!(call_template("/db/_local/couchshare.io-owner"), "/{db}/_local/{id}");
+    }
 
     #[test]
     fn paths_join_the_base_path_prefix() {

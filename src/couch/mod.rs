@@ -16,7 +16,7 @@ mod replication;
 mod server;
 mod users;
 
-pub use client::CouchClient;
+pub use client::{CouchClient, RequestObserver, RequestRecord, call_template};
 pub use config::{CouchConfig, Credentials, RetryPolicy, install_crypto_provider};
 pub use database::{CreateDatabase, DatabaseInfo, DatabaseProps, DatabaseSizes, Principals, Security};
 pub use documents::{AllDocs, AllDocsQuery, AllDocsRow, AllDocsValue, BulkDocResult, DocWrite, PurgeResult};

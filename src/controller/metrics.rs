@@ -1,0 +1,257 @@
+//! Prometheus metrics, served on `/metrics`: reconciles by kind, CouchDB requests by call,
+//! replication state per share, reachability and replication budget per server.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::couch::RequestRecord;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindReason {
+    kind: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Call {
+    method: String,
+    call: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallStatus {
+    method: String,
+    call: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Replication {
+    namespace: String,
+    share: String,
+    replication: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicationState {
+    namespace: String,
+    share: String,
+    replication: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Server {
+    namespace: String,
+    server: String,
+}
+
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<Kind, Counter>,
+    reconcile_errors: Family<KindReason, Counter>,
+    reconcile_seconds: Family<Kind, Histogram, fn() -> Histogram>,
+    couch_requests: Family<CallStatus, Counter>,
+    couch_seconds: Family<Call, Histogram, fn() -> Histogram>,
+    replication_state: Family<ReplicationState, Gauge>,
+    changes_pending: Family<Replication, Gauge>,
+    write_failures: Family<Replication, Gauge>,
+    server_reachable: Family<Server, Gauge>,
+    budget_total: Family<Server, Gauge>,
+    budget_used: Family<Server, Gauge>,
+}
+
+/// The states a replication can report, for clearing the ones it left.
+const STATES: [&str; 8] = ["initializing", "running", "pending", "crashing", "error", "failed", "completed", "unknown"];
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("couchshare");
+        let m = Metrics {
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_seconds: Family::new_with_constructor(latency as fn() -> Histogram),
+            couch_requests: Family::default(),
+            couch_seconds: Family::new_with_constructor(latency as fn() -> Histogram),
+            replication_state: Family::default(),
+            changes_pending: Family::default(),
+            write_failures: Family::default(),
+            server_reachable: Family::default(),
+            budget_total: Family::default(),
+            budget_used: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("reconciles", "Reconciles run, by kind", m.reconciles.clone());
+        registry.register("reconcile_errors", "Reconciles that failed, by kind and reason", m.reconcile_errors.clone());
+        registry.register("reconcile_duration_seconds", "Reconcile duration, by kind", m.reconcile_seconds.clone());
+        registry.register("couchdb_requests", "CouchDB requests, by call and status", m.couch_requests.clone());
+        registry.register(
+            "couchdb_request_duration_seconds",
+            "CouchDB request latency, by call",
+            m.couch_seconds.clone(),
+        );
+        registry.register(
+            "replication_state",
+            "1 for the current state of each replication",
+            m.replication_state.clone(),
+        );
+        registry.register("replication_changes_pending", "Changes not yet replicated", m.changes_pending.clone());
+        registry.register(
+            "replication_doc_write_failures",
+            "Documents that failed to replicate",
+            m.write_failures.clone(),
+        );
+        registry.register(
+            "server_reachable",
+            "1 when the CouchServer answered its last reconcile",
+            m.server_reachable.clone(),
+        );
+        registry.register("server_replication_budget", "replicator/max_jobs × nodes", m.budget_total.clone());
+        registry.register(
+            "server_replication_jobs",
+            "Replications couchshare runs on the server",
+            m.budget_used.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one reconcile.
+    pub fn reconciled(&self, kind: &str, elapsed: Duration, error: Option<&str>) {
+        let k = Kind { kind: kind.into() };
+        self.reconciles.get_or_create(&k).inc();
+        self.reconcile_seconds.get_or_create(&k).observe(elapsed.as_secs_f64());
+        if let Some(reason) = error {
+            self.reconcile_errors.get_or_create(&KindReason { kind: kind.into(), reason: reason.into() }).inc();
+        }
+    }
+
+    /// Counts one CouchDB request.
+    pub fn couch_request(&self, record: &RequestRecord<'_>) {
+        let status = record.status.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
+        self.couch_requests
+            .get_or_create(&CallStatus { method: record.method.into(), call: record.call.clone(), status })
+            .inc();
+        self.couch_seconds
+            .get_or_create(&Call { method: record.method.into(), call: record.call.clone() })
+            .observe(record.elapsed.as_secs_f64());
+    }
+
+    /// Records the state of one replication of a share.
+    pub fn replication(
+        &self,
+        namespace: &str,
+        share: &str,
+        replication: &str,
+        state: &str,
+        pending: Option<i64>,
+        failures: Option<i64>,
+    ) {
+        let labels = |s: &str| ReplicationState {
+            namespace: namespace.into(),
+            share: share.into(),
+            replication: replication.into(),
+            state: s.into(),
+        };
+        for s in STATES {
+            if s != state {
+                self.replication_state.remove(&labels(s));
+            }
+        }
+        self.replication_state.get_or_create(&labels(state)).set(1);
+        let r = Replication { namespace: namespace.into(), share: share.into(), replication: replication.into() };
+        self.changes_pending.get_or_create(&r).set(pending.unwrap_or(0));
+        self.write_failures.get_or_create(&r).set(failures.unwrap_or(0));
+    }
+
+    /// Forgets a replication that no longer exists.
+    pub fn forget_replication(&self, namespace: &str, share: &str, replication: &str) {
+        for s in STATES {
+            self.replication_state.remove(&ReplicationState {
+                namespace: namespace.into(),
+                share: share.into(),
+                replication: replication.into(),
+                state: s.into(),
+            });
+        }
+        let r = Replication { namespace: namespace.into(), share: share.into(), replication: replication.into() };
+        self.changes_pending.remove(&r);
+        self.write_failures.remove(&r);
+    }
+
+    /// Records a CouchServer's reachability and budget.
+    pub fn server(&self, namespace: &str, server: &str, reachable: bool, budget: Option<(i32, i32)>) {
+        let s = Server { namespace: namespace.into(), server: server.into() };
+        self.server_reachable.get_or_create(&s).set(i64::from(reachable));
+        if let Some((total, used)) = budget {
+            self.budget_total.get_or_create(&s).set(i64::from(total));
+            self.budget_used.get_or_create(&s).set(i64::from(used));
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_what_happened() {
+        let m = Metrics::new();
+        m.reconciled("CouchDatabase", Duration::from_millis(3), None);
+        m.reconciled("CouchDatabase", Duration::from_millis(3), Some("Unreachable"));
+        m.couch_request(&RequestRecord {
+            method: "GET",
+            call: "/{db}/_security".into(),
+            status: Some(200),
+            elapsed: Duration::from_millis(1),
+        });
+        m.replication("ns", "s", "r", "running", Some(4), Some(0));
+        m.replication("ns", "s", "r", "crashing", Some(5), Some(1));
+        m.server("ns", "main", true, Some((500, 3)));
+        let text = m.encode();
+        assert!(text.contains(r#"couchshare_reconciles_total{kind="CouchDatabase"} 2"#), "{text}");
+        assert!(text.contains(r#"couchshare_reconcile_errors_total{kind="CouchDatabase",reason="Unreachable"} 1"#));
+        assert!(
+            text.contains(r#"couchshare_couchdb_requests_total{method="GET",call="/{db}/_security",status="200"} 1"#)
+        );
+        assert!(
+            text.contains(
+                r#"couchshare_replication_state{namespace="ns",share="s",replication="r",state="crashing"} 1"#
+            )
+        );
+        assert!(!text.contains(r#"state="running"} 1"#), "the previous state is cleared");
+        assert!(text.contains(r#"couchshare_replication_changes_pending{namespace="ns",share="s",replication="r"} 5"#));
+        assert!(text.contains(r#"couchshare_server_replication_budget{namespace="ns",server="main"} 500"#));
+    }
+}
