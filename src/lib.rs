@@ -8,3 +8,4 @@ pub mod api;
 pub mod controller;
 pub mod couch;
 pub mod plan;
+pub mod preview;

@@ -38,6 +38,24 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Print what the operator would change on CouchDB for a directory of manifests, changing
+    /// nothing. CouchDB is given by COUCHDB_URL, COUCHDB_USER and COUCHDB_PASSWORD.
+    Plan {
+        /// A manifest file or a directory of them.
+        path: PathBuf,
+        /// The namespace the manifests would be applied in (it names replication documents).
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        /// CouchDB URL.
+        #[arg(long, env = "COUCHDB_URL")]
+        couchdb_url: String,
+        /// CouchDB admin username.
+        #[arg(long, env = "COUCHDB_USER")]
+        couchdb_user: String,
+        /// CouchDB admin password (from the environment; never printed).
+        #[arg(long, env = "COUCHDB_PASSWORD", hide_env_values = true)]
+        couchdb_password: String,
+    },
     /// Print the version.
     Version,
 }
@@ -143,6 +161,17 @@ async fn main() -> anyhow::Result<()> {
             for (file, yaml) in couchshare::api::crd_files()? {
                 let path = dir.join(file);
                 std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        Command::Plan { path, namespace, couchdb_url, couchdb_user, couchdb_password } => {
+            let manifests = couchshare::preview::read_manifests(&path)?;
+            let config = couchshare::couch::CouchConfig::new(
+                couchdb_url,
+                Some(couchshare::couch::Credentials::new(couchdb_user, couchdb_password)),
+            );
+            let couch = couchshare::couch::CouchClient::new(config)?;
+            for line in couchshare::preview::preview(&couch, &manifests, &namespace).await? {
+                println!("{line}");
             }
         }
         Command::Version => println!("couchshare {}", env!("CARGO_PKG_VERSION")),

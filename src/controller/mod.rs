@@ -34,6 +34,7 @@ pub use context::{Context, Options};
 pub use error::Error;
 pub use health::Readiness;
 pub use leader::LeaderElection;
+pub use server::SYSTEM_DATABASES;
 
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 
