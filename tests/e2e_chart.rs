@@ -1,0 +1,642 @@
+//! The Helm chart (`charts/couchshare`): it lints, every value set renders manifests the real
+//! kube-apiserver accepts (server-side dry run, strict validation), bad values are refused by
+//! its schema, its CRDs are the generated ones, and the operator runs a whole scenario under
+//! exactly the RBAC the chart grants (a ServiceAccount token, no admin rights).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use couchshare::api::{CouchDatabase, CouchGrant, CouchServer, CouchUser};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::{Api, DeleteParams};
+use serde_json::json;
+use support::operator::{Operator, admin_secret, apply_json, secret_data, server_manifest, wait_ready};
+use support::{couchdb, k8s};
+
+/// Kubernetes version the chart is rendered for (the test API server's).
+const KUBE_VERSION: &str = "1.36.3";
+
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/couchshare")
+}
+
+fn require_k8s() -> bool {
+    std::env::var("COUCHSHARE_REQUIRE_K8S").as_deref() == Ok("1")
+}
+
+/// The binary named by `var` (`COUCHSHARE_HELM`, `COUCHSHARE_KUBECTL`), or `None` after a SKIP
+/// notice; with `COUCHSHARE_REQUIRE_K8S=1` a missing one fails the test.
+fn tool(test: &str, var: &str) -> Option<String> {
+    match std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        Some(path) => Some(path),
+        None if require_k8s() => panic!("{test}: COUCHSHARE_REQUIRE_K8S=1 but {var} is not set"),
+        None => {
+            couchdb::say_skip(&format!(
+                "SKIP {test}: {var} is not set (run through tools/test, or source the k8s.env that \
+                 tools/testbin/start-k8s.sh writes)"
+            ));
+            None
+        }
+    }
+}
+
+/// Runs `program args`, feeding `stdin` when given.
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input.as_bytes()).unwrap_or_else(|e| panic!("writing to {program}: {e}"));
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("waiting for {program}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `helm template <release> charts/couchshare -n <ns> --kube-version .. --skip-crds [extra..]`:
+/// the manifests, or helm's error output.
+fn helm_template(helm: &str, release: &str, ns: &str, extra: &[&str]) -> Result<String, String> {
+    let chart = chart_dir();
+    let mut args = vec!["template", release, chart.to_str().expect("UTF-8 path"), "-n", ns];
+    args.extend(["--kube-version", KUBE_VERSION, "--skip-crds"]);
+    args.extend(extra);
+    let out = run(helm, &args, None);
+    if out.status.success() { Ok(text(&out.stdout)) } else { Err(text(&out.stderr)) }
+}
+
+/// `--set` arguments for each `key=value`.
+fn sets<'a>(values: &[&'a str]) -> Vec<&'a str> {
+    values.iter().flat_map(|v| ["--set", v]).collect()
+}
+
+/// One rendered document: its kind, name, namespace (if any) and YAML text.
+#[derive(Debug, Clone)]
+struct Doc {
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+    yaml: String,
+}
+
+/// Splits `helm template` output into documents (empty ones dropped).
+fn documents(rendered: &str) -> Vec<Doc> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(rendered)
+        .filter_map(|doc| {
+            let value = serde_yaml::Value::deserialize(doc).expect("helm renders valid YAML");
+            if value.is_null() {
+                return None;
+            }
+            let field = |path: &[&str]| {
+                path.iter().try_fold(&value, |v, k| v.get(*k)).and_then(|v| v.as_str()).map(str::to_owned)
+            };
+            Some(Doc {
+                kind: field(&["kind"]).expect("every document has a kind"),
+                name: field(&["metadata", "name"]).expect("every document has a name"),
+                namespace: field(&["metadata", "namespace"]),
+                yaml: serde_yaml::to_string(&value).expect("re-serialize"),
+            })
+        })
+        .collect()
+}
+
+fn join(docs: &[&Doc]) -> String {
+    docs.iter().map(|d| format!("---\n{}", d.yaml)).collect()
+}
+
+fn kinds(docs: &[Doc]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for d in docs {
+        *counts.entry(d.kind.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Applies `docs` with `kubectl apply --server-side`, one call per namespace (`-n` must match
+/// the documents' own namespace); cluster-scoped documents go with `default_ns`.
+fn kubectl_apply(kubectl: &str, default_ns: &str, docs: &[Doc], dry_run: bool) -> Result<String, String> {
+    let mut groups: BTreeMap<String, Vec<&Doc>> = BTreeMap::new();
+    for d in docs {
+        groups.entry(d.namespace.clone().unwrap_or_else(|| default_ns.to_owned())).or_default().push(d);
+    }
+    let mut report = String::new();
+    for (ns, group) in groups {
+        let mut args = vec!["apply", "--server-side", "--validate=strict", "--field-manager=ci", "-n", &ns, "-f", "-"];
+        if dry_run {
+            args.insert(2, "--dry-run=server");
+        }
+        let out = run(kubectl, &args, Some(&join(&group)));
+        if !out.status.success() {
+            return Err(format!("kubectl apply -n {ns} failed:\n{}{}", text(&out.stdout), text(&out.stderr)));
+        }
+        report.push_str(&text(&out.stdout));
+    }
+    Ok(report)
+}
+
+#[test]
+fn helm_lint_passes() {
+    let test = "helm_lint_passes";
+    let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("UTF-8 path");
+    for values in
+        [&[][..], &["couchdb.enabled=true"], &["couchdb.enabled=true", "couchdb.nodes=3"], &["watchNamespace=apps"]]
+    {
+        let mut args = vec!["lint", "--strict", chart, "--kube-version", KUBE_VERSION];
+        args.extend(sets(values));
+        let out = run(&helm, &args, None);
+        assert!(
+            out.status.success(),
+            "helm lint --strict {values:?} failed:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn chart_crds_are_identical_to_the_generated_ones() {
+    let read_dir = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .map(|entry| {
+                let path = entry.expect("directory entry").path();
+                let name = path.file_name().expect("file name").to_string_lossy().into_owned();
+                (name, std::fs::read(&path).expect("read CRD file"))
+            })
+            .collect()
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let generated = read_dir(&root.join("crds"));
+    let chart = read_dir(&chart_dir().join("crds"));
+    let fix = "(cp crds/*.yaml charts/couchshare/crds/)";
+    assert_eq!(
+        chart.keys().collect::<Vec<_>>(),
+        generated.keys().collect::<Vec<_>>(),
+        "the chart has the same CRD files as crds/ {fix}"
+    );
+    for (name, bytes) in &generated {
+        assert!(chart[name] == *bytes, "charts/couchshare/crds/{name} differs from crds/{name} {fix}");
+    }
+    // And both are what the types generate now.
+    let files = couchshare::api::crd_files().expect("CRDs serialize");
+    assert_eq!(files.len(), 5, "five CRDs");
+    for (name, yaml) in files {
+        assert!(chart.get(&name).is_some_and(|b| b == yaml.as_bytes()), "charts/couchshare/crds/{name} is stale");
+    }
+}
+
+#[test]
+fn invalid_values_are_refused_by_the_schema() {
+    let test = "invalid_values_are_refused_by_the_schema";
+    let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
+    // (values, a word the error must contain)
+    let cases: &[(&[&str], &str)] = &[
+        (&["replicas=0"], "replicas"),
+        (&["replicas=two"], "replicas"),
+        (&["logFormat=xml"], "logFormat"),
+        (&["couchdb.nodes=0"], "nodes"),
+        (&["unknownKey=1"], "unknownKey"),
+        (&["couchdb.unknownKey=1"], "unknownKey"),
+        (&["resyncInterval=5 minutes"], "resyncInterval"),
+        (&["watchNamespace=Not_A_Namespace"], "watchNamespace"),
+        (&["image.repository=null"], "repository"),
+        (&["concurrency=0"], "concurrency"),
+        (&["couchdb.allowedNamespaces.from=Everyone"], "from"),
+        // Rules the schema cannot express fail in the templates, with a message as clear.
+        (&["couchdb.enabled=true", "couchdb.cluster.copies=3"], "couchdb.cluster.copies"),
+        (&["couchdb.enabled=true", "watchNamespace=apps"], "watchNamespace"),
+    ];
+    for (values, word) in cases {
+        match helm_template(&helm, "rel", "default", &sets(values)) {
+            Ok(_) => panic!("helm template {values:?} rendered; the chart must refuse it"),
+            Err(message) => {
+                assert!(message.contains(word), "helm template {values:?} failed without naming {word:?}:\n{message}")
+            }
+        }
+    }
+    // The chart's kubeVersion (>= 1.33) is checked too.
+    let chart = chart_dir();
+    let args = ["template", "rel", chart.to_str().expect("UTF-8 path"), "--kube-version", "1.32.0"];
+    let out = run(&helm, &args, None);
+    assert!(!out.status.success(), "Kubernetes 1.32 is refused");
+    assert!(text(&out.stderr).contains("kubeVersion"), "{}", text(&out.stderr));
+    // And the defaults render.
+    helm_template(&helm, "rel", "default", &[]).expect("default values render");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_value_set_renders_manifests_the_api_server_accepts() {
+    let test = "every_value_set_renders_manifests_the_api_server_accepts";
+    let Some(client) = k8s::client(test).await else { return };
+    let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
+    let Some(kubectl) = tool(test, "COUCHSHARE_KUBECTL") else { return };
+    let started = Instant::now();
+    // With --skip-crds the CouchServer (couchdb.enabled) is checked against the real CRD.
+    k8s::install_crds(&client).await;
+
+    struct Case {
+        name: &'static str,
+        values: Vec<String>,
+        /// Kinds (with counts) the render must contain.
+        expect: &'static [(&'static str, usize)],
+    }
+    let operator: &[(&str, usize)] = &[
+        ("ServiceAccount", 1),
+        ("ClusterRole", 1),
+        ("ClusterRoleBinding", 1),
+        ("Role", 1),
+        ("RoleBinding", 1),
+        ("Service", 1),
+        ("Deployment", 1),
+    ];
+    let couchdb = |secrets| -> Vec<(&'static str, usize)> {
+        let mut kinds = operator.to_vec();
+        kinds.retain(|(k, _)| *k != "Service");
+        kinds.extend([("Service", 3), ("Secret", secrets), ("ConfigMap", 1), ("StatefulSet", 1), ("CouchServer", 1)]);
+        kinds
+    };
+    let single: &'static [(&str, usize)] = couchdb(1).leak();
+    let cluster: &'static [(&str, usize)] = couchdb(2).leak();
+    let namespaced: &'static [(&str, usize)] = &[
+        ("ServiceAccount", 1),
+        ("ClusterRole", 1),
+        ("ClusterRoleBinding", 1),
+        ("Role", 2),
+        ("RoleBinding", 2),
+        ("Service", 1),
+        ("Deployment", 1),
+    ];
+
+    let other_ns = k8s::namespace(&client, "chart-watched").await;
+    let cases = vec![
+        Case { name: "defaults", values: vec![], expect: operator },
+        Case { name: "couchdb single node", values: vec!["couchdb.enabled=true".into()], expect: single },
+        Case {
+            name: "couchdb cluster of 3",
+            values: [
+                "couchdb.enabled=true",
+                "couchdb.nodes=3",
+                "couchdb.cluster.shards=8",
+                "couchdb.allowedNamespaces.from=All",
+            ]
+            .map(String::from)
+            .to_vec(),
+            expect: cluster,
+        },
+        Case {
+            name: "namespaced RBAC (another namespace)",
+            values: vec![format!("watchNamespace={other_ns}")],
+            expect: namespaced,
+        },
+        Case {
+            name: "namespaced RBAC (release namespace) with couchdb",
+            // The release namespace is only known below: "{release}" is replaced.
+            values: ["watchNamespace={release}", "couchdb.enabled=true"].map(String::from).to_vec(),
+            expect: &[
+                ("ServiceAccount", 1),
+                ("ClusterRole", 1),
+                ("ClusterRoleBinding", 1),
+                ("Role", 2),
+                ("RoleBinding", 2),
+                ("Service", 3),
+                ("Deployment", 1),
+                ("Secret", 1),
+                ("ConfigMap", 1),
+                ("StatefulSet", 1),
+                ("CouchServer", 1),
+            ],
+        },
+        Case {
+            name: "other knobs",
+            values: [
+                "replicas=1",
+                "logFormat=human",
+                "image.tag=dev",
+                "concurrency=2",
+                "resyncInterval=90s",
+                "serviceAccount.name=couchshare-operator",
+                "couchdb.enabled=true",
+                "couchdb.persistence.enabled=false",
+                "couchdb.serverName=shared",
+                "couchdb.adminSecret.name=my-couchdb-admin",
+                "couchdb.config.couchdb.max_document_size=8000000",
+                "couchdb.serverSpec.config.cors.enabled=true",
+                "podLabels.team=data",
+            ]
+            .map(String::from)
+            .to_vec(),
+            expect: single,
+        },
+        Case { name: "serviceMonitor enabled", values: vec!["serviceMonitor.enabled=true".into()], expect: operator },
+    ];
+
+    for case in cases {
+        let ns = k8s::namespace(&client, "chart").await;
+        let values: Vec<String> = case.values.iter().map(|v| v.replace("{release}", &ns)).collect();
+        let set_args: Vec<&str> = values.iter().flat_map(|v| ["--set", v.as_str()]).collect();
+        let rendered = helm_template(&helm, "rel", &ns, &set_args)
+            .unwrap_or_else(|e| panic!("{}: helm template {values:?} failed:\n{e}", case.name));
+        let mut docs = documents(&rendered);
+        if case.name == "serviceMonitor enabled" {
+            let monitors: Vec<&Doc> = docs.iter().filter(|d| d.kind == "ServiceMonitor").collect();
+            assert_eq!(monitors.len(), 1, "serviceMonitor.enabled renders a ServiceMonitor");
+            assert!(monitors[0].yaml.contains("port: http-metrics"), "{}", monitors[0].yaml);
+            couchdb::say_skip(&format!(
+                "SKIP {test} (ServiceMonitor part): rendered, not server-validated: the test API server \
+                 has no monitoring.coreos.com CRDs"
+            ));
+            docs.retain(|d| d.kind != "ServiceMonitor");
+        } else {
+            assert!(docs.iter().all(|d| d.kind != "ServiceMonitor"), "{}: no ServiceMonitor by default", case.name);
+        }
+        let found = kinds(&docs);
+        for (kind, count) in case.expect {
+            assert_eq!(found.get(*kind), Some(count), "{}: {kind} count; rendered kinds: {found:?}", case.name);
+        }
+        let expected: BTreeSet<&str> = case.expect.iter().map(|(k, _)| *k).collect();
+        let extra: Vec<&String> = found.keys().filter(|k| !expected.contains(k.as_str())).collect();
+        assert!(extra.is_empty(), "{}: unexpected kinds {extra:?}", case.name);
+
+        let report = kubectl_apply(&kubectl, &ns, &docs, true).unwrap_or_else(|e| {
+            panic!("{}: the API server refused the rendered manifests ({values:?}):\n{e}", case.name)
+        });
+        let accepted = report.lines().filter(|l| l.contains("(server dry run)")).count();
+        assert_eq!(accepted, docs.len(), "{}: every document accepted:\n{report}", case.name);
+        println!("{}: {values:?} -> {found:?}, accepted by the API server (dry run)", case.name);
+    }
+    println!("{test}: {:.1?}", started.elapsed());
+}
+
+/// The chart's RBAC installed for real in a fresh release namespace, and a kubeconfig that
+/// authenticates as its ServiceAccount.
+struct ChartIdentity {
+    release_ns: String,
+    fullname: String,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The cluster and CA of the admin kubeconfig (`$KUBECONFIG`) with a ServiceAccount token.
+fn token_kubeconfig(token: &str) -> String {
+    let path = std::env::var("KUBECONFIG").expect("KUBECONFIG");
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read KUBECONFIG")).expect("kubeconfig YAML");
+    let cluster = &admin["clusters"][0]["cluster"];
+    let server = cluster["server"].as_str().expect("cluster server");
+    let ca = match std::env::var("COUCHSHARE_TEST_PKI") {
+        Ok(pki) => json!({"certificate-authority": format!("{pki}/ca.crt")}),
+        Err(_) => json!({"certificate-authority-data": cluster["certificate-authority-data"].as_str().expect("CA")}),
+    };
+    let mut cluster = json!({"server": server});
+    cluster.as_object_mut().expect("object").extend(ca.as_object().expect("object").clone());
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": "couchshare-operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "couchshare-operator"}}],
+        "current-context": "operator",
+    });
+    serde_yaml::to_string(&config).expect("kubeconfig")
+}
+
+/// Renders the chart (cluster-wide, or watching only `watch`), applies only its ServiceAccount
+/// and RBAC for real in a fresh release namespace, and writes a kubeconfig with a token of that
+/// ServiceAccount.
+async fn install_chart_rbac(client: &Client, helm: &str, kubectl: &str, watch: Option<&str>) -> ChartIdentity {
+    let release_ns = k8s::namespace(client, "chart-rel").await;
+    // ClusterRoles are cluster-wide: a release name no other run uses.
+    let release = format!("cs-{}", release_ns.rsplit('-').next().expect("suffix"));
+    let watch_value = format!("watchNamespace={}", watch.unwrap_or(""));
+    let rendered = helm_template(helm, &release, &release_ns, &["--set", &watch_value])
+        .unwrap_or_else(|e| panic!("helm template: {e}"));
+    let rbac_kinds = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+    let docs: Vec<Doc> = documents(&rendered).into_iter().filter(|d| rbac_kinds.contains(&d.kind.as_str())).collect();
+    let roles = docs.iter().filter(|d| d.kind == "Role").count();
+    assert_eq!(roles, if watch.is_some() { 2 } else { 1 }, "a leader-election Role, and one for the watched namespace");
+    let out = kubectl_apply(kubectl, &release_ns, &docs, false).unwrap_or_else(|e| panic!("installing RBAC: {e}"));
+    println!("chart RBAC ({watch_value}) installed:\n{out}");
+    let sa = docs.iter().find(|d| d.kind == "ServiceAccount").expect("a ServiceAccount").name.clone();
+    // The ServiceAccount is named after the release (serviceAccount.name is empty).
+    let fullname = sa.clone();
+
+    let out = run(kubectl, &["create", "token", &sa, "-n", &release_ns, "--duration=1h"], None);
+    assert!(out.status.success(), "kubectl create token: {}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("operator.kubeconfig");
+    std::fs::write(&kubeconfig, token_kubeconfig(&token)).expect("write kubeconfig");
+
+    // The token is the ServiceAccount, and has the chart's rights and no others.
+    let path = kubeconfig.to_str().expect("UTF-8 path");
+    let can = |args: &[&str]| {
+        let mut full = vec!["--kubeconfig", path, "auth", "can-i"];
+        full.extend(args);
+        text(&run(kubectl, &full, None).stdout).trim().to_owned()
+    };
+    let everywhere = if watch.is_some() { "no" } else { "yes" };
+    assert_eq!(can(&["watch", "couchdatabases.couchshare.io", "-A"]), everywhere, "watch in every namespace");
+    let there = watch.unwrap_or("anywhere");
+    assert_eq!(can(&["patch", "couchusers.couchshare.io", "--subresource=status", "-n", there]), "yes");
+    assert_eq!(can(&["get", "customresourcedefinitions.apiextensions.k8s.io/couchusers.couchshare.io"]), "yes");
+    assert_eq!(can(&["get", "customresourcedefinitions.apiextensions.k8s.io/crontabs.example.com"]), "no");
+    assert_eq!(can(&["create", "leases.coordination.k8s.io", "-n", &release_ns]), "yes");
+    assert_eq!(can(&["create", "leases.coordination.k8s.io", "-n", "default"]), "no", "leases only in the release ns");
+    assert_eq!(can(&["create", "deployments.apps", "-n", &release_ns]), "no", "not an admin");
+    assert_eq!(can(&["delete", "couchdatabases.couchshare.io", "-n", there]), "no", "no delete on resources");
+    ChartIdentity { release_ns, fullname, kubeconfig, _dir: dir }
+}
+
+fn forbidden_lines(op: &Operator) -> Vec<String> {
+    op.output().lines().filter(|l| l.to_lowercase().contains("forbidden")).map(str::to_owned).collect()
+}
+
+fn assert_nothing_forbidden(op: &Operator) {
+    let forbidden = forbidden_lines(op);
+    let shown: Vec<String> = forbidden.iter().take(3).map(|l| l.chars().take(600).collect()).collect();
+    assert!(
+        forbidden.is_empty(),
+        "the chart's RBAC lacks a permission ({} forbidden lines in {}):\n{}",
+        forbidden.len(),
+        op.log.display(),
+        shown.join("\n")
+    );
+}
+
+async fn wait_gone<K>(api: &Api<K>, name: &str, op: &Operator)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let gone = couchdb::eventually(Duration::from_secs(45), || async {
+        matches!(api.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "{name} was not deleted (finalizer still there?)\n{}", op.tail());
+}
+
+/// A CouchServer, a CouchDatabase (deletionPolicy Delete), a CouchUser with a generated password
+/// and a CouchGrant in `ns`, all Ready and real on CouchDB; then the database and the user are
+/// deleted through their finalizers.
+async fn scenario(client: &Client, couch: &couchshare::couch::CouchClient, ns: &str, op: &Operator) {
+    admin_secret(client, ns).await;
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    let _: CouchServer = apply_json(client, ns, server_manifest("main", &url, json!({}))).await;
+    wait_ready(&Api::<CouchServer>::namespaced(client.clone(), ns), "main", op).await;
+
+    let db = couchdb::unique_name("chart");
+    let username = couchdb::unique_name("chart_user");
+    let _: CouchDatabase = apply_json(
+        client,
+        ns,
+        json!({"apiVersion": "couchshare.io/v1alpha1", "kind": "CouchDatabase", "metadata": {"name": "project"},
+               "spec": {"serverRef": {"name": "main"}, "name": db, "deletionPolicy": "Delete"}}),
+    )
+    .await;
+    let _: CouchUser = apply_json(
+        client,
+        ns,
+        json!({"apiVersion": "couchshare.io/v1alpha1", "kind": "CouchUser", "metadata": {"name": "sync"},
+               "spec": {"serverRef": {"name": "main"}, "username": username, "roles": ["sync"],
+                        "credentialsSecret": {"databases": [db]}, "deletionPolicy": "Delete"}}),
+    )
+    .await;
+    let _: CouchGrant = apply_json(
+        client,
+        ns,
+        json!({"apiVersion": "couchshare.io/v1alpha1", "kind": "CouchGrant", "metadata": {"name": "sync-member"},
+               "spec": {"database": {"name": "project"}, "access": "member", "users": [{"name": "sync"}]}}),
+    )
+    .await;
+    let databases = Api::<CouchDatabase>::namespaced(client.clone(), ns);
+    let users = Api::<CouchUser>::namespaced(client.clone(), ns);
+    let grants = Api::<CouchGrant>::namespaced(client.clone(), ns);
+    wait_ready(&databases, "project", op).await;
+    wait_ready(&users, "sync", op).await;
+    wait_ready(&grants, "sync-member", op).await;
+
+    assert!(couch.database_exists(&db).await.expect("HEAD database"), "database {db} created on CouchDB");
+    let creds = secret_data(client, ns, "sync-couchdb").await.expect("the credentials Secret exists");
+    assert_eq!(creds.get("username").map(String::as_str), Some(username.as_str()));
+    assert!(creds.get("password").is_some_and(|p| p.len() >= 20), "a generated password");
+    let members = couchdb::eventually(Duration::from_secs(30), || async {
+        let security = couch.security(&db).await.ok()?;
+        security.members.names.contains(&username).then_some(())
+    })
+    .await;
+    assert!(members.is_some(), "the grant made {username} a member of {db}\n{}", op.tail());
+
+    // Finalizers under the chart's RBAC: deleting with deletionPolicy Delete removes the
+    // database, and the user with its Secret, and then the resources go away.
+    databases.delete("project", &DeleteParams::default()).await.expect("delete CouchDatabase");
+    wait_gone(&databases, "project", op).await;
+    assert!(!couch.database_exists(&db).await.expect("HEAD database"), "database {db} deleted on CouchDB");
+    users.delete("sync", &DeleteParams::default()).await.expect("delete CouchUser");
+    wait_gone(&users, "sync", op).await;
+    assert!(secret_data(client, ns, "sync-couchdb").await.is_none(), "the credentials Secret is deleted");
+    assert_nothing_forbidden(op);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_runs_a_scenario_under_the_charts_rbac() {
+    let test = "the_operator_runs_a_scenario_under_the_charts_rbac";
+    let Some(client) = k8s::client(test).await else { return };
+    let Some(couch) = couchdb::client(test) else { return };
+    let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
+    let Some(kubectl) = tool(test, "COUCHSHARE_KUBECTL") else { return };
+    let started = Instant::now();
+    couchdb::ensure_system_databases(&couch).await;
+    k8s::install_crds(&client).await;
+    let identity = install_chart_rbac(&client, &helm, &kubectl, None).await;
+    let ns = k8s::namespace(&client, "chart-app").await;
+    // Operator::start adds --namespace: fine, the chart's RBAC is cluster-wide here.
+    let op = Operator::start(&ns, &["--kubeconfig", identity.kubeconfig.to_str().expect("UTF-8 path")]);
+    scenario(&client, &couch, &ns, &op).await;
+    println!(
+        "{test}: release {} in {}, scenario in {ns}: {:.1?}",
+        identity.fullname,
+        identity.release_ns,
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_runs_a_scenario_under_the_charts_namespaced_rbac() {
+    let test = "the_operator_runs_a_scenario_under_the_charts_namespaced_rbac";
+    let Some(client) = k8s::client(test).await else { return };
+    let Some(couch) = couchdb::client(test) else { return };
+    let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
+    let Some(kubectl) = tool(test, "COUCHSHARE_KUBECTL") else { return };
+    let started = Instant::now();
+    couchdb::ensure_system_databases(&couch).await;
+    k8s::install_crds(&client).await;
+    // watchNamespace=<ns>: a Role there, a ClusterRole only for the CRDs and namespaces.
+    let ns = k8s::namespace(&client, "chart-app").await;
+    let identity = install_chart_rbac(&client, &helm, &kubectl, Some(&ns)).await;
+    let op = Operator::start(&ns, &["--kubeconfig", identity.kubeconfig.to_str().expect("UTF-8 path")]);
+    scenario(&client, &couch, &ns, &op).await;
+    println!(
+        "{test}: release {} in {}, scenario in {ns}: {:.1?}",
+        identity.fullname,
+        identity.release_ns,
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_elects_a_leader_under_the_charts_rbac() {
+    let test = "the_operator_elects_a_leader_under_the_charts_rbac";
+    let Some(client) = k8s::client(test).await else { return };
+    let Some(couch) = couchdb::client(test) else { return };
+    let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
+    let Some(kubectl) = tool(test, "COUCHSHARE_KUBECTL") else { return };
+    let started = Instant::now();
+    couchdb::ensure_system_databases(&couch).await;
+    k8s::install_crds(&client).await;
+    let identity = install_chart_rbac(&client, &helm, &kubectl, None).await;
+    let ns = k8s::namespace(&client, "chart-app").await;
+    let kubeconfig = identity.kubeconfig.to_str().expect("UTF-8 path");
+    // What the chart's Deployment passes: the Lease named after the release, in its namespace.
+    let lease = format!("{}-leader", identity.fullname);
+    let op = Operator::start(
+        &ns,
+        &[
+            "--kubeconfig",
+            kubeconfig,
+            "--leader-election",
+            "--lease-name",
+            &lease,
+            "--lease-namespace",
+            &identity.release_ns,
+        ],
+    );
+
+    admin_secret(&client, &ns).await;
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    let _: CouchServer = apply_json(&client, &ns, server_manifest("main", &url, json!({}))).await;
+    wait_ready(&Api::<CouchServer>::namespaced(client.clone(), &ns), "main", &op).await;
+
+    let leases = Api::<Lease>::namespaced(client.clone(), &identity.release_ns);
+    let held = couchdb::eventually(Duration::from_secs(30), || async {
+        let l = leases.get_opt(&lease).await.ok()??;
+        l.spec?.holder_identity.filter(|h| !h.is_empty())
+    })
+    .await;
+    assert!(held.is_some(), "the Lease {lease} in {} is held\n{}", identity.release_ns, op.tail());
+    assert!(op.output().contains("became the leader"), "the operator says it leads\n{}", op.tail());
+    assert_nothing_forbidden(&op);
+    println!("{test}: Lease {lease} held by {held:?}: {:.1?}", started.elapsed());
+}
