@@ -96,7 +96,11 @@ pub async fn wait_for_crds(client: &Client) -> Result<(), Error> {
 fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = context::object_key(obj.as_ref());
     if error.is_transient() {
-        let delay = ctx.next_backoff(&key);
+        let mut delay = ctx.next_backoff(&key);
+        // Waiting on another resource in progress: watches requeue sooner; keep polls frequent.
+        if matches!(error, Error::Waiting { .. }) {
+            delay = delay.min(std::time::Duration::from_secs(5));
+        }
         tracing::warn!(object = %key, reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed");
         Action::requeue(delay)
     } else if matches!(error, Error::InvalidSpec(_) | Error::InvalidSelector(_) | Error::Tls(_)) {
