@@ -36,7 +36,7 @@ impl Default for Options {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(300),
             deletion_grace: Duration::from_secs(300),
-            couch_timeout: Duration::from_secs(15),
+            couch_timeout: Duration::from_secs(10),
         }
     }
 }
