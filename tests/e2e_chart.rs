@@ -239,6 +239,159 @@ fn invalid_values_are_refused_by_the_schema() {
     helm_template(&helm, "rel", "default", &[]).expect("default values render");
 }
 
+/// `group/resource:verb` for every permission a Role or ClusterRole document grants.
+fn permissions(doc: &Doc) -> BTreeSet<String> {
+    let value: serde_yaml::Value = serde_yaml::from_str(&doc.yaml).expect("YAML");
+    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence().into_iter().flatten().map(|s| s.as_str().expect("a string").to_owned()).collect()
+    };
+    let mut out = BTreeSet::new();
+    for rule in value["rules"].as_sequence().expect("rules") {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    out.insert(format!("{group}/{resource}:{verb}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn expand(groups_resources: &[&str], verbs: &[&str]) -> BTreeSet<String> {
+    groups_resources.iter().flat_map(|gr| verbs.iter().map(move |v| format!("{gr}:{v}"))).collect()
+}
+
+#[test]
+fn the_rbac_grants_exactly_the_listed_verbs() {
+    let test = "the_rbac_grants_exactly_the_listed_verbs";
+    let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
+    let kinds = ["couchservers", "couchdatabases", "couchusers", "couchgrants", "couchshares"];
+    let resources: Vec<String> = kinds.iter().map(|k| format!("couchshare.io/{k}")).collect();
+    let statuses: Vec<String> = kinds.iter().map(|k| format!("couchshare.io/{k}/status")).collect();
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let mut namespaced = expand(&refs(&resources), &["get", "list", "watch", "patch", "update"]);
+    namespaced.extend(expand(&refs(&statuses), &["get", "patch", "update"]));
+    namespaced.extend(expand(&["/secrets"], &["get", "list", "watch", "create", "patch", "delete"]));
+    namespaced.extend(expand(&["events.k8s.io/events"], &["create", "patch"]));
+    let mut cluster = expand(&["apiextensions.k8s.io/customresourcedefinitions"], &["get"]);
+    cluster.extend(expand(&["/namespaces"], &["get"]));
+    let leases = expand(&["coordination.k8s.io/leases"], &["get", "create", "update", "patch"]);
+
+    let render = |values: &[&str]| {
+        let docs = documents(&helm_template(&helm, "rel", "couchshare", &sets(values)).expect("renders"));
+        for d in docs.iter().filter(|d| d.kind == "Role" || d.kind == "ClusterRole") {
+            assert!(!permissions(d).iter().any(|p| p.contains('*')), "no wildcard in {} {}", d.kind, d.name);
+        }
+        docs
+    };
+    let role = |docs: &[Doc], kind: &str, ns: Option<&str>, suffix: &str| -> BTreeSet<String> {
+        let found: Vec<&Doc> = docs
+            .iter()
+            .filter(|d| d.kind == kind && d.namespace.as_deref() == ns && d.name.ends_with(suffix))
+            .collect();
+        assert_eq!(found.len(), 1, "one {kind} *{suffix} in {ns:?}");
+        permissions(found[0])
+    };
+
+    // Cluster-wide (default): one ClusterRole with everything but the Lease.
+    let docs = render(&[]);
+    let mut all = namespaced.clone();
+    all.extend(cluster.iter().cloned());
+    assert_eq!(role(&docs, "ClusterRole", None, "couchshare"), all);
+    assert_eq!(role(&docs, "Role", Some("couchshare"), "-leader-election"), leases);
+    assert_eq!(docs.iter().filter(|d| d.kind == "ClusterRole" || d.kind == "Role").count(), 2);
+    let binding = docs.iter().find(|d| d.kind == "ClusterRoleBinding").expect("a ClusterRoleBinding");
+    assert!(binding.yaml.contains("kind: ServiceAccount") && binding.yaml.contains("namespace: couchshare"));
+
+    // watchNamespace: the namespaced part in a Role there; only cluster-scoped reads stay cluster-wide.
+    let docs = render(&["watchNamespace=apps"]);
+    assert_eq!(role(&docs, "Role", Some("apps"), "couchshare"), namespaced);
+    assert_eq!(role(&docs, "ClusterRole", None, "-cluster-reads"), cluster);
+    assert_eq!(role(&docs, "Role", Some("couchshare"), "-leader-election"), leases);
+    assert_eq!(docs.iter().filter(|d| d.kind == "ClusterRole" || d.kind == "Role").count(), 3);
+    let binding = docs.iter().find(|d| d.kind == "RoleBinding" && d.namespace.as_deref() == Some("apps"));
+    assert!(binding.is_some_and(|b| b.yaml.contains("namespace: couchshare")), "bound to the release's ServiceAccount");
+
+    // rbac.create=false: none at all.
+    let docs = render(&["rbac.create=false"]);
+    assert!(docs.iter().all(|d| !d.kind.contains("Role")), "no RBAC with rbac.create=false");
+}
+
+/// The operator container of a rendered Deployment.
+fn operator_container(values: &[&str], helm: &str) -> serde_yaml::Value {
+    let docs = documents(&helm_template(helm, "rel", "couchshare", &sets(values)).expect("renders"));
+    let deployment = docs.iter().find(|d| d.kind == "Deployment").expect("a Deployment");
+    let value: serde_yaml::Value = serde_yaml::from_str(&deployment.yaml).expect("YAML");
+    let pod = &value["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], serde_yaml::Value::from(true));
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"].as_str(), Some("RuntimeDefault"));
+    let mut c = pod["containers"][0].clone();
+    c["replicas"] = value["spec"]["replicas"].clone();
+    c["serviceAccountName"] = pod["serviceAccountName"].clone();
+    c
+}
+
+#[test]
+fn the_deployment_runs_the_operator_locked_down() {
+    let test = "the_deployment_runs_the_operator_locked_down";
+    let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
+    let args = |c: &serde_yaml::Value| -> Vec<String> {
+        c["args"].as_sequence().expect("args").iter().map(|a| a.as_str().expect("string").to_owned()).collect()
+    };
+    let c = operator_container(&[], &helm);
+    assert_eq!(c["image"].as_str(), Some("ghcr.io/couchshare/couchshare:0.1.0"), "tag defaults to appVersion");
+    assert_eq!(c["replicas"].as_u64(), Some(2));
+    assert_eq!(c["serviceAccountName"].as_str(), Some("rel-couchshare"));
+    let a = args(&c);
+    assert_eq!(a[0], "run");
+    for pair in [
+        ["--health-addr", "0.0.0.0:8080"],
+        ["--log-format", "json"],
+        ["--concurrency", "8"],
+        ["--resync-interval", "5m"],
+        ["--lease-name", "rel-couchshare-leader"],
+    ] {
+        assert!(a.windows(2).any(|w| w == pair), "args {a:?} contain {pair:?}");
+    }
+    assert!(a.contains(&"--leader-election".to_owned()), "{a:?}");
+    assert!(!a.contains(&"--namespace".to_owned()), "cluster-wide by default: {a:?}");
+    let env: BTreeMap<String, String> = c["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            let source = e["valueFrom"]["fieldRef"]["fieldPath"].as_str().or(e["value"].as_str()).unwrap_or_default();
+            (e["name"].as_str().expect("name").to_owned(), source.to_owned())
+        })
+        .collect();
+    assert_eq!(env.get("POD_NAME").map(String::as_str), Some("metadata.name"));
+    assert_eq!(env.get("POD_NAMESPACE").map(String::as_str), Some("metadata.namespace"));
+    assert!(env.contains_key("RUST_LOG"));
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsUser"].as_u64(), Some(65532));
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(sc["capabilities"]["drop"][0].as_str(), Some("ALL"));
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"));
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"].as_str(), Some("/readyz"));
+    assert_eq!(c["ports"][0]["name"].as_str(), Some("http"));
+    assert_eq!(c["ports"][0]["containerPort"].as_u64(), Some(8080));
+    assert!(c["resources"]["limits"]["memory"].is_string(), "resource limits from values");
+
+    let c = operator_container(
+        &["watchNamespace=apps", "logFormat=human", "image.tag=1.2.3", "replicas=3", "rustLog=debug"],
+        &helm,
+    );
+    let a = args(&c);
+    assert!(a.windows(2).any(|w| w == ["--namespace", "apps"]), "{a:?}");
+    assert!(a.windows(2).any(|w| w == ["--log-format", "human"]), "{a:?}");
+    assert_eq!(c["image"].as_str(), Some("ghcr.io/couchshare/couchshare:1.2.3"));
+    assert_eq!(c["replicas"].as_u64(), Some(3));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_value_set_renders_manifests_the_api_server_accepts() {
     let test = "every_value_set_renders_manifests_the_api_server_accepts";
@@ -252,78 +405,64 @@ async fn every_value_set_renders_manifests_the_api_server_accepts() {
     struct Case {
         name: &'static str,
         values: Vec<String>,
-        /// Kinds (with counts) the render must contain.
-        expect: &'static [(&'static str, usize)],
+        /// Kinds (with counts) the render must contain, and no others.
+        expect: Vec<(&'static str, usize)>,
     }
-    let operator: &[(&str, usize)] = &[
-        ("ServiceAccount", 1),
-        ("ClusterRole", 1),
-        ("ClusterRoleBinding", 1),
-        ("Role", 1),
-        ("RoleBinding", 1),
-        ("Service", 1),
-        ("Deployment", 1),
-    ];
-    let couchdb = |secrets| -> Vec<(&'static str, usize)> {
-        let mut kinds = operator.to_vec();
-        kinds.retain(|(k, _)| *k != "Service");
-        kinds.extend([("Service", 3), ("Secret", secrets), ("ConfigMap", 1), ("StatefulSet", 1), ("CouchServer", 1)]);
-        kinds
+    let with = |base: &[(&'static str, usize)], changes: &[(&'static str, usize)]| {
+        let mut kinds: BTreeMap<&'static str, usize> = base.iter().copied().collect();
+        kinds.extend(changes.iter().copied());
+        kinds.into_iter().collect::<Vec<_>>()
     };
-    let single: &'static [(&str, usize)] = couchdb(1).leak();
-    let cluster: &'static [(&str, usize)] = couchdb(2).leak();
-    let namespaced: &'static [(&str, usize)] = &[
-        ("ServiceAccount", 1),
-        ("ClusterRole", 1),
-        ("ClusterRoleBinding", 1),
-        ("Role", 2),
-        ("RoleBinding", 2),
-        ("Service", 1),
-        ("Deployment", 1),
-    ];
+    let operator = with(
+        &[
+            ("ServiceAccount", 1),
+            ("ClusterRole", 1),
+            ("ClusterRoleBinding", 1),
+            ("Role", 1),
+            ("RoleBinding", 1),
+            ("Service", 1),
+            ("Deployment", 1),
+        ],
+        &[],
+    );
+    let couchdb = |secrets| {
+        with(
+            &operator,
+            &[("Service", 3), ("Secret", secrets), ("ConfigMap", 1), ("StatefulSet", 1), ("CouchServer", 1)],
+        )
+    };
+    // A Role and RoleBinding in the watched namespace, next to the leader-election ones.
+    let namespaced = [("Role", 2), ("RoleBinding", 2)];
+    let strings = |values: &[&str]| values.iter().map(|v| v.to_string()).collect::<Vec<_>>();
 
     let other_ns = k8s::namespace(&client, "chart-watched").await;
     let cases = vec![
-        Case { name: "defaults", values: vec![], expect: operator },
-        Case { name: "couchdb single node", values: vec!["couchdb.enabled=true".into()], expect: single },
+        Case { name: "defaults", values: vec![], expect: operator.clone() },
+        Case { name: "couchdb single node", values: strings(&["couchdb.enabled=true"]), expect: couchdb(1) },
         Case {
             name: "couchdb cluster of 3",
-            values: [
+            values: strings(&[
                 "couchdb.enabled=true",
                 "couchdb.nodes=3",
                 "couchdb.cluster.shards=8",
                 "couchdb.allowedNamespaces.from=All",
-            ]
-            .map(String::from)
-            .to_vec(),
-            expect: cluster,
+            ]),
+            expect: couchdb(2),
         },
         Case {
             name: "namespaced RBAC (another namespace)",
             values: vec![format!("watchNamespace={other_ns}")],
-            expect: namespaced,
+            expect: with(&operator, &namespaced),
         },
         Case {
             name: "namespaced RBAC (release namespace) with couchdb",
             // The release namespace is only known below: "{release}" is replaced.
-            values: ["watchNamespace={release}", "couchdb.enabled=true"].map(String::from).to_vec(),
-            expect: &[
-                ("ServiceAccount", 1),
-                ("ClusterRole", 1),
-                ("ClusterRoleBinding", 1),
-                ("Role", 2),
-                ("RoleBinding", 2),
-                ("Service", 3),
-                ("Deployment", 1),
-                ("Secret", 1),
-                ("ConfigMap", 1),
-                ("StatefulSet", 1),
-                ("CouchServer", 1),
-            ],
+            values: strings(&["watchNamespace={release}", "couchdb.enabled=true"]),
+            expect: with(&couchdb(1), &namespaced),
         },
         Case {
             name: "other knobs",
-            values: [
+            values: strings(&[
                 "replicas=1",
                 "logFormat=human",
                 "image.tag=dev",
@@ -337,12 +476,10 @@ async fn every_value_set_renders_manifests_the_api_server_accepts() {
                 "couchdb.config.couchdb.max_document_size=8000000",
                 "couchdb.serverSpec.config.cors.enabled=true",
                 "podLabels.team=data",
-            ]
-            .map(String::from)
-            .to_vec(),
-            expect: single,
+            ]),
+            expect: couchdb(1),
         },
-        Case { name: "serviceMonitor enabled", values: vec!["serviceMonitor.enabled=true".into()], expect: operator },
+        Case { name: "serviceMonitor enabled", values: strings(&["serviceMonitor.enabled=true"]), expect: operator },
     ];
 
     for case in cases {
@@ -365,12 +502,8 @@ async fn every_value_set_renders_manifests_the_api_server_accepts() {
             assert!(docs.iter().all(|d| d.kind != "ServiceMonitor"), "{}: no ServiceMonitor by default", case.name);
         }
         let found = kinds(&docs);
-        for (kind, count) in case.expect {
-            assert_eq!(found.get(*kind), Some(count), "{}: {kind} count; rendered kinds: {found:?}", case.name);
-        }
-        let expected: BTreeSet<&str> = case.expect.iter().map(|(k, _)| *k).collect();
-        let extra: Vec<&String> = found.keys().filter(|k| !expected.contains(k.as_str())).collect();
-        assert!(extra.is_empty(), "{}: unexpected kinds {extra:?}", case.name);
+        let expected: BTreeMap<String, usize> = case.expect.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        assert_eq!(found, expected, "{}: the kinds rendered", case.name);
 
         let report = kubectl_apply(&kubectl, &ns, &docs, true).unwrap_or_else(|e| {
             panic!("{}: the API server refused the rendered manifests ({values:?}):\n{e}", case.name)
@@ -540,7 +673,11 @@ async fn scenario(client: &Client, couch: &couchshare::couch::CouchClient, ns: &
     assert!(members.is_some(), "the grant made {username} a member of {db}\n{}", op.tail());
 
     // Finalizers under the chart's RBAC: deleting with deletionPolicy Delete removes the
-    // database, and the user with its Secret, and then the resources go away.
+    // database, and the user with its Secret, and then the resources go away. The grant goes
+    // first: a grant reconcile reading `_security` while the database is being deleted can
+    // recreate it on pouchdb-server (a real CouchDB answers 404).
+    grants.delete("sync-member", &DeleteParams::default()).await.expect("delete CouchGrant");
+    wait_gone(&grants, "sync-member", op).await;
     databases.delete("project", &DeleteParams::default()).await.expect("delete CouchDatabase");
     wait_gone(&databases, "project", op).await;
     assert!(!couch.database_exists(&db).await.expect("HEAD database"), "database {db} deleted on CouchDB");
@@ -639,4 +776,65 @@ async fn the_operator_elects_a_leader_under_the_charts_rbac() {
     assert!(op.output().contains("became the leader"), "the operator says it leads\n{}", op.tail());
     assert_nothing_forbidden(&op);
     println!("{test}: Lease {lease} held by {held:?}: {:.1?}", started.elapsed());
+}
+
+/// The data of a Secret, or `None` when it does not exist.
+async fn secret(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
+    secret_data(client, ns, name).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_couchdb_secrets_survive_upgrade_and_uninstall() {
+    let test = "the_couchdb_secrets_survive_upgrade_and_uninstall";
+    let Some(client) = k8s::client(test).await else { return };
+    let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
+    let started = Instant::now();
+    k8s::install_crds(&client).await;
+    let ns = k8s::namespace(&client, "chart-install").await;
+    let release = format!("cs-{}", ns.rsplit('-').next().expect("suffix"));
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("UTF-8 path");
+    // No kubelet: never --wait; --no-hooks so that nothing waits on a hook either. The CRDs
+    // are installed already (by the tests' field manager, which helm's server-side apply of
+    // crds/ would conflict with): --skip-crds.
+    let helm_run = |verb: &str, extra: &[&str]| {
+        let mut args = vec![verb, release.as_str()];
+        if verb != "uninstall" {
+            args.push(chart);
+        }
+        args.extend(["-n", ns.as_str(), "--no-hooks"]);
+        if verb != "uninstall" {
+            args.push("--skip-crds");
+        }
+        args.extend(extra);
+        let out = run(&helm, &args, None);
+        assert!(out.status.success(), "helm {verb} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
+        text(&out.stdout)
+    };
+    let values = ["--set", "couchdb.enabled=true", "--set", "couchdb.nodes=3"];
+    let notes = helm_run("install", &values);
+    assert!(notes.contains("A CouchServer named main is ready"), "NOTES say what to apply next:\n{notes}");
+
+    let admin = format!("{release}-couchshare-couchdb-admin");
+    let cookie = format!("{release}-couchshare-couchdb-erlang-cookie");
+    let first_admin = secret(&client, &ns, &admin).await.expect("admin Secret installed");
+    let first_cookie = secret(&client, &ns, &cookie).await.expect("Erlang cookie Secret installed");
+    assert_eq!(first_admin["username"], "admin");
+    assert_eq!(first_admin["password"].len(), 32, "a random 32-character password");
+    let servers = Api::<CouchServer>::namespaced(client.clone(), &ns);
+    let server = servers.get("main").await.expect("the CouchServer main exists");
+    assert_eq!(server.spec.admin_credentials.secret_ref.name, admin);
+    assert_eq!(server.spec.url, format!("http://{release}-couchshare-couchdb.{ns}.svc:5984"));
+
+    helm_run("upgrade", &[&values[..], &["--set", "replicas=1", "--set", "couchdb.cluster.shards=4"]].concat());
+    assert_eq!(secret(&client, &ns, &admin).await.as_ref(), Some(&first_admin), "the admin Secret is unchanged");
+    assert_eq!(secret(&client, &ns, &cookie).await.as_ref(), Some(&first_cookie), "the cookie is unchanged");
+
+    helm_run("uninstall", &[]);
+    assert_eq!(secret(&client, &ns, &admin).await.as_ref(), Some(&first_admin), "kept after uninstall");
+    assert!(servers.get_opt("main").await.expect("get CouchServer").is_none(), "the CouchServer is uninstalled");
+    // Installing again reuses the kept Secret, so CouchDB's data stays reachable.
+    helm_run("install", &values);
+    assert_eq!(secret(&client, &ns, &admin).await.as_ref(), Some(&first_admin), "reused by a new install");
+    println!("{test}: {:.1?}", started.elapsed());
 }

@@ -442,3 +442,31 @@ async fn fan_in_collects_every_users_database_and_picks_up_a_user_added_later() 
     .await;
     assert!(ready(&s).is_some_and(|r| r.0 == "True"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_share_in_a_per_tenant_replicator_database_replicates() {
+    let test = "a_share_in_a_per_tenant_replicator_database_replicates";
+    let Some(env) = setup(test).await else { return };
+    // pouchdb-server stores `tenant/_replicator` under another name and runs no jobs from it.
+    if !needs(test, &env.caps, &["scheduler"]) {
+        return;
+    }
+    let alice = database(&env, "inventory-alice").await;
+    let bob = database(&env, "inventory-bob").await;
+    put(&env.couch, &alice, "tenant-item", json!({"v": 1})).await;
+    let replicator = format!("{}/_replicator", couchdb::unique_name("tenant"));
+    share(
+        &env,
+        "tenant",
+        json!({"source": {"database": {"name": "inventory-alice"}}, "target": {"database": {"name": "inventory-bob"}},
+               "replicatorDatabase": replicator}),
+    )
+    .await;
+    wait_ready(&shares(&env), "tenant", &env.op).await;
+    eventually("bob receives the item through the tenant's replicator", &env.op, 40, async || {
+        doc(&env.couch, &bob, "tenant-item").await.is_some()
+    })
+    .await;
+    let docs = env.couch.list_replication_docs(&replicator).await.expect("tenant replicator");
+    assert_eq!(docs.len(), 1, "the replication document lives in {replicator}");
+}

@@ -215,6 +215,17 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
             return Ok(Outcome::Pending);
         };
         let url = connected.server.spec.url.clone();
+        // A database being deleted is left alone; and a HEAD first, because pouchdb-server
+        // creates a missing database when its `_security` is read.
+        if db.metadata.deletion_timestamp.is_some()
+            || !connected
+                .couch
+                .database_exists(&couch_name)
+                .await
+                .map_err(|e| Error::couch("checking the database", &url, e))?
+        {
+            return Ok(Outcome::Pending);
+        }
         let security = match connected.couch.security(&couch_name).await {
             Ok(s) => s,
             Err(e) if e.is_not_found() => return Ok(Outcome::Pending),

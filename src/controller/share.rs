@@ -332,6 +332,19 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
 
     let me = owner(share);
     let replicator = replicator_db(share);
+    // A per-tenant replicator database (`tenant/_replicator`) exists only once someone creates it.
+    if replicator != crate::couch::REPLICATOR_DB
+        && !connected
+            .couch
+            .database_exists(&replicator)
+            .await
+            .map_err(|e| Error::couch("checking the replicator database", &url, e))?
+    {
+        match connected.couch.create_database(&replicator, &Default::default()).await {
+            Ok(()) | Err(crate::couch::CouchError::PreconditionFailed { .. }) => {}
+            Err(e) => return Err(Error::couch("creating the replicator database", &url, e)),
+        }
+    }
     let mut wanted = Vec::new();
     let mut sharing_id = None;
     for (user, source) in &fan_in {
