@@ -310,7 +310,8 @@ async fn main() -> anyhow::Result<()> {
         if Instant::now() > deadline {
             bail!("not Ready after an hour: {counts:?}");
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Listing thousands of objects is work for the API server too: poll gently.
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let operator_time = started.elapsed();
     let rss_bulk = peak_rss_kib(pid).unwrap_or(0);
