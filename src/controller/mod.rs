@@ -129,6 +129,18 @@ macro_rules! measured {
     };
 }
 
+/// CouchServer changes that matter to the resources on it: spec changes, not status writes
+/// (a server's status changes with every share; requeueing every database and user on each
+/// would be a reconcile storm).
+fn server_spec_changes(
+    client: &Client,
+    ns: Option<&str>,
+) -> impl futures::Stream<Item = Result<CouchServer, watcher::Error>> + Send + 'static {
+    watcher(scoped::<CouchServer>(client, ns), watcher::Config::default())
+        .touched_objects()
+        .predicate_filter(kube::runtime::predicates::generation, Default::default())
+}
+
 /// Whether a grant names this CouchUser.
 fn refers_to_user(grant: &CouchGrant, user: &CouchUser) -> bool {
     let grant_ns = grant.namespace().unwrap_or_default();
@@ -203,7 +215,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     // database created or deleted out of band.
     let databases_by_server = databases.clone();
     let database_controller = database_controller
-        .watches(scoped::<CouchServer>(&client, ns), watcher::Config::default(), move |server: CouchServer| {
+        .watches_stream(server_spec_changes(&client, ns), move |server: CouchServer| {
             let key = (server.namespace().unwrap_or_default(), server.name_any());
             databases_by_server
                 .state()
@@ -261,7 +273,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
                 .map(|u| ObjectRef::from_obj(u.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .watches(scoped::<CouchServer>(&client, ns), watcher::Config::default(), move |server: CouchServer| {
+        .watches_stream(server_spec_changes(&client, ns), move |server: CouchServer| {
             let key = (server.namespace().unwrap_or_default(), server.name_any());
             users_by_server
                 .state()
