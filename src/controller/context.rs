@@ -90,7 +90,14 @@ pub struct Context {
     /// One `_db_updates` follower per CouchServer, with what it was started for.
     pub(crate) followers: Mutex<HashMap<(String, String), Follower>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// `_scheduler/docs` per server and replicator database, read at most once per
+    /// [`SCHEDULER_TTL`] however many shares ask.
+    scheduler:
+        tokio::sync::Mutex<HashMap<String, (std::time::Instant, std::sync::Arc<Vec<crate::couch::ReplicationStatus>>)>>,
 }
+
+/// How long one `_scheduler/docs` read serves every share on the same replicator database.
+pub const SCHEDULER_TTL: Duration = Duration::from_secs(1);
 
 impl Context {
     /// A context for the controllers.
@@ -116,6 +123,7 @@ impl Context {
             database_trigger,
             followers: Mutex::default(),
             failures: Mutex::default(),
+            scheduler: tokio::sync::Mutex::default(),
         }
     }
 
@@ -149,6 +157,26 @@ impl Context {
     /// Forgets the failures of `key` after a success.
     pub fn reset_backoff(&self, key: &str) {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// The replication states of a replicator database: one paged `_scheduler/docs` read
+    /// serves every share reconciled within [`SCHEDULER_TTL`].
+    pub async fn replication_statuses(
+        &self,
+        server: &str,
+        couch: &crate::couch::CouchClient,
+        replicator: &str,
+    ) -> Result<std::sync::Arc<Vec<crate::couch::ReplicationStatus>>, crate::couch::CouchError> {
+        let key = format!("{server}|{replicator}");
+        let mut cache = self.scheduler.lock().await;
+        if let Some((at, statuses)) = cache.get(&key)
+            && at.elapsed() < SCHEDULER_TTL
+        {
+            return Ok(statuses.clone());
+        }
+        let statuses = std::sync::Arc::new(couch.replication_statuses(replicator).await?);
+        cache.insert(key, (std::time::Instant::now(), statuses.clone()));
+        Ok(statuses)
     }
 
     /// The lock serialising `_security` writes to one unmanaged database.

@@ -423,9 +423,8 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     status.sharing_document_id = sharing_id;
 
     // State from CouchDB itself: one scheduler read per reconcile of this replicator database.
-    let statuses = connected
-        .couch
-        .replication_statuses(&replicator)
+    let statuses = ctx
+        .replication_statuses(&url, &connected.couch, &replicator)
         .await
         .map_err(|e| Error::couch("reading _scheduler/docs", &url, e))?;
     status.replications = wanted
