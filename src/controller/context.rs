@@ -96,6 +96,9 @@ pub struct Context {
         tokio::sync::Mutex<HashMap<String, (std::time::Instant, std::sync::Arc<Vec<crate::couch::ReplicationStatus>>)>>,
 }
 
+/// One `_scheduler/docs` read and when it was made.
+type SchedulerRead = (std::time::Instant, std::sync::Arc<Vec<crate::couch::ReplicationStatus>>);
+
 /// How long one `_scheduler/docs` read serves every share on the same replicator database.
 pub const SCHEDULER_TTL: Duration = Duration::from_secs(1);
 
