@@ -92,8 +92,7 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// `_scheduler/docs` per server and replicator database, read at most once per
     /// [`SCHEDULER_TTL`] however many shares ask.
-    scheduler:
-        tokio::sync::Mutex<HashMap<String, (std::time::Instant, std::sync::Arc<Vec<crate::couch::ReplicationStatus>>)>>,
+    scheduler: tokio::sync::Mutex<HashMap<String, SchedulerRead>>,
 }
 
 /// One `_scheduler/docs` read and when it was made.
