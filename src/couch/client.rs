@@ -49,9 +49,13 @@ pub type RequestObserver = Arc<dyn Fn(&RequestRecord<'_>) + Send + Sync>;
 /// `/_users/{id}`, `/_scheduler/docs/_replicator`.
 pub fn call_template(path: &str) -> String {
     let mut out = String::new();
+    let mut previous = "";
     for (i, segment) in path.trim_start_matches('/').split('/').enumerate() {
         out.push('/');
-        if segment.starts_with('_') || segment.is_empty() {
+        // `_scheduler/docs` and `_scheduler/jobs` are API words, not names.
+        let api_word = previous == "_scheduler" && matches!(segment, "docs" | "jobs");
+        previous = segment;
+        if segment.starts_with('_') || segment.is_empty() || api_word {
             out.push_str(segment);
         } else if i == 0 {
             out.push_str("{db}");
