@@ -416,7 +416,10 @@ async fn every_bad_input_ends_in_a_precise_condition_and_the_good_resources_keep
     let other = k8s::namespace(&client, "badother").await;
     admin_secret(&client, &ns).await;
     admin_secret(&client, &other).await;
-    let _: k8s_openapi::api::core::v1::Secret = apply_json(&client, &ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong-admin"}, "stringData": {"username": "admin", "password": "definitely-wrong"}})).await;
+    // A user that does not exist: CouchDB ≥ 3.4 locks an account out after repeated failed
+    // logins, and locking out the real admin would break every other test on the server.
+    let nobody = couchdb::unique_name("nobody");
+    let _: k8s_openapi::api::core::v1::Secret = apply_json(&client, &ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong-admin"}, "stringData": {"username": nobody, "password": "definitely-wrong"}})).await;
     let _: k8s_openapi::api::core::v1::Secret = apply_json(&client, &ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "garbage-ca"}, "stringData": {"ca.crt": "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n"}})).await;
     let _: CouchServer = apply_json(&client, &other, server_manifest("main", &url, json!({}))).await;
     let mut op = Operator::start(&ns, &[]);
