@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
-use tracing::Instrument;
 
 use super::context::{Context, now, object_key};
 use super::error::Error;
-use super::servers::{Connected, resolve, server_key};
+use super::finalize::reconcile_with_finalizer;
+use super::servers::{Connected, resolve, resolve_for_cleanup, server_key};
 use super::status::{NewCondition, apply_status, condition_state, set_condition};
 use crate::api::{CouchDatabase, CouchDatabaseStatus, condition};
 use crate::couch::{CouchClient, CreateDatabase};
@@ -24,26 +23,9 @@ use crate::plan::database::{
 use crate::plan::ownership::{self, Claim};
 use crate::plan::security::desired_security;
 
-/// The finalizer that undoes what the operator created.
-pub const FINALIZER: &str = "couchshare.io/cleanup";
-
 /// Reconciles one CouchDatabase.
 pub async fn reconcile(db: Arc<CouchDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = db.namespace().unwrap_or_default();
-    let span = tracing::info_span!("reconcile", kind = "CouchDatabase", namespace = %ns, name = %db.name_any());
-    let api: Api<CouchDatabase> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, db, |event| async {
-        match event {
-            Finalizer::Apply(db) => apply(db, &ctx).await,
-            Finalizer::Cleanup(db) => cleanup(db, &ctx).await,
-        }
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
+    reconcile_with_finalizer(db, &ctx, |o| apply(o, &ctx), |o| cleanup(o, &ctx)).await
 }
 
 fn owner(db: &CouchDatabase) -> Owner {
@@ -242,18 +224,11 @@ async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error>
         }
         return Ok(Action::await_change());
     }
-    let connected = match resolve(ctx, &ns, &db.spec.server_ref).await {
-        Ok(c) => c,
-        Err(
-            e @ (Error::ServerNotFound { .. }
-            | Error::SecretNotFound { .. }
-            | Error::SecretKeyMissing { .. }
-            | Error::NotAllowed { .. }),
-        ) => {
-            ctx.event(db.as_ref(), true, "CleanupSkipped", format!("database {name} not deleted: {e}")).await;
-            return Ok(Action::await_change());
-        }
-        Err(e) => return Err(e),
+    let Some(connected) =
+        resolve_for_cleanup(ctx, db.as_ref(), &ns, &db.spec.server_ref, &format!("database {name} not deleted"))
+            .await?
+    else {
+        return Ok(Action::await_change());
     };
     let url = connected.server.spec.url.clone();
     let result = async {

@@ -9,20 +9,16 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
-use tracing::Instrument;
 
 use super::context::{Context, now, object_key};
 use super::error::Error;
-use super::servers::{namespace_allowed, resolve, server_key};
+use super::finalize::reconcile_with_finalizer;
+use super::servers::{namespace_allowed, resolve, resolve_for_cleanup, server_key};
 use super::status::{NewCondition, apply_status, condition_state, set_condition};
 use crate::api::{CouchDatabase, CouchGrant, CouchGrantStatus, CouchServer, ServerRef, condition};
 use crate::plan::grant::{grants_present, merge_unmanaged};
 use crate::plan::security::GrantEntries;
-
-/// The finalizer that removes an unmanaged database's grant entries.
-pub const FINALIZER: &str = "couchshare.io/cleanup";
 
 /// A grant's contribution, with the referenced CouchUsers that do not exist.
 pub(crate) struct Resolved {
@@ -105,21 +101,7 @@ fn server_of(db: &CouchDatabase) -> ServerRef {
 
 /// Reconciles one CouchGrant.
 pub async fn reconcile(grant: Arc<CouchGrant>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = grant.namespace().unwrap_or_default();
-    let span = tracing::info_span!("reconcile", kind = "CouchGrant", namespace = %ns, name = %grant.name_any());
-    let api: Api<CouchGrant> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, grant, |event| async {
-        match event {
-            Finalizer::Apply(grant) => apply(grant, &ctx).await,
-            Finalizer::Cleanup(grant) => cleanup(grant, &ctx).await,
-        }
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
+    reconcile_with_finalizer(grant, &ctx, |o| apply(o, &ctx), |o| cleanup(o, &ctx)).await
 }
 
 /// What a pass found.
@@ -303,19 +285,11 @@ async fn cleanup(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error>
     else {
         return Ok(Action::await_change());
     };
-    let connected = match resolve(ctx, &ns, server_ref).await {
-        Ok(c) => c,
-        Err(
-            e @ (Error::ServerNotFound { .. }
-            | Error::SecretNotFound { .. }
-            | Error::SecretKeyMissing { .. }
-            | Error::NotAllowed { .. }),
-        ) => {
-            ctx.event(grant.as_ref(), true, "CleanupSkipped", format!("entries not removed from {couch_name}: {e}"))
-                .await;
-            return Ok(Action::await_change());
-        }
-        Err(e) => return Err(e),
+    let Some(connected) =
+        resolve_for_cleanup(ctx, grant.as_ref(), &ns, server_ref, &format!("entries not removed from {couch_name}"))
+            .await?
+    else {
+        return Ok(Action::await_change());
     };
     let key = server_key(grant.as_ref(), server_ref);
     match write_unmanaged(ctx, &connected, &key, couch_name, grant.uid().as_deref()).await {

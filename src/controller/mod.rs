@@ -5,6 +5,7 @@ mod context;
 mod database;
 mod drift;
 mod error;
+mod finalize;
 mod grant;
 mod health;
 mod leader;
@@ -141,6 +142,14 @@ fn server_spec_changes(
         .predicate_filter(kube::runtime::predicates::generation, Default::default())
 }
 
+/// References to every object in `store` that `related` picks: the mapper of a watch.
+fn matching<K>(store: &kube::runtime::reflector::Store<K>, related: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.state().into_iter().filter(|o| related(o)).map(|o| ObjectRef::from_obj(o.as_ref())).collect()
+}
+
 /// Whether a grant names this CouchUser.
 fn refers_to_user(grant: &CouchGrant, user: &CouchUser) -> bool {
     let grant_ns = grant.namespace().unwrap_or_default();
@@ -201,12 +210,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let server_controller = server_controller
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             let (sns, sname) = (secret.namespace(), secret.name_any());
-            servers_by_secret
-                .state()
-                .into_iter()
-                .filter(|s| s.namespace() == sns && uses_secret(s, &sname))
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
+            matching(&servers_by_secret, |s| s.namespace() == sns && uses_secret(s, &sname))
         })
         .with_config(controller_config.clone())
         .shutdown_on_signal();
@@ -217,12 +221,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let database_controller = database_controller
         .watches_stream(server_spec_changes(&client, ns), move |server: CouchServer| {
             let key = (server.namespace().unwrap_or_default(), server.name_any());
-            databases_by_server
-                .state()
-                .into_iter()
-                .filter(|d| servers::server_key(d.as_ref(), &d.spec.server_ref) == key)
-                .map(|d| ObjectRef::from_obj(d.as_ref()))
-                .collect::<Vec<_>>()
+            matching(&databases_by_server, |d| servers::server_key(d, &d.spec.server_ref) == key)
         })
         .watches(scoped::<CouchGrant>(&client, ns), watcher::Config::default(), |grant: CouchGrant| {
             grant::database_refs(&grant)
@@ -240,14 +239,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         })
         .watches(scoped::<CouchShare>(&client, ns), watcher::Config::default(), {
             let databases = databases.clone();
-            move |share: CouchShare| {
-                databases
-                    .state()
-                    .into_iter()
-                    .filter(|d| share::touches_database(&share, d))
-                    .map(|d| ObjectRef::from_obj(d.as_ref()))
-                    .collect::<Vec<_>>()
-            }
+            move |share: CouchShare| matching(&databases, |d| share::touches_database(&share, d))
         })
         .reconcile_on(futures::stream::unfold(triggered, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }))
         .with_config(controller_config.clone())
@@ -262,25 +254,15 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let user_controller = user_controller
         .watches_stream(user_secrets, move |secret: PartialObjectMeta<Secret>| {
             let (sns, sname) = (secret.namespace(), secret.name_any());
-            users_by_secret
-                .state()
-                .into_iter()
-                .filter(|u| u.namespace() == sns)
-                .filter(|u| {
-                    u.spec.password.as_ref().is_some_and(|p| p.secret_ref.name == sname)
-                        || user::credentials_secret_name(u) == sname
-                })
-                .map(|u| ObjectRef::from_obj(u.as_ref()))
-                .collect::<Vec<_>>()
+            matching(&users_by_secret, |u| {
+                u.namespace() == sns
+                    && (u.spec.password.as_ref().is_some_and(|p| p.secret_ref.name == sname)
+                        || user::credentials_secret_name(u) == sname)
+            })
         })
         .watches_stream(server_spec_changes(&client, ns), move |server: CouchServer| {
             let key = (server.namespace().unwrap_or_default(), server.name_any());
-            users_by_server
-                .state()
-                .into_iter()
-                .filter(|u| servers::server_key(u.as_ref(), &u.spec.server_ref) == key)
-                .map(|u| ObjectRef::from_obj(u.as_ref()))
-                .collect::<Vec<_>>()
+            matching(&users_by_server, |u| servers::server_key(u, &u.spec.server_ref) == key)
         })
         .with_config(controller_config)
         .shutdown_on_signal();
@@ -289,25 +271,11 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let grant_controller = grant_controller
         .watches(scoped::<CouchUser>(&client, ns), watcher::Config::default(), {
             let grants = grants.clone();
-            move |user: CouchUser| {
-                grants
-                    .state()
-                    .into_iter()
-                    .filter(|g| refers_to_user(g, &user))
-                    .map(|g| ObjectRef::from_obj(g.as_ref()))
-                    .collect::<Vec<_>>()
-            }
+            move |user: CouchUser| matching(&grants, |g| refers_to_user(g, &user))
         })
         .watches(scoped::<CouchDatabase>(&client, ns), watcher::Config::default(), {
             let grants = grants.clone();
-            move |db: CouchDatabase| {
-                grants
-                    .state()
-                    .into_iter()
-                    .filter(|g| grant::targets(g, &db))
-                    .map(|g| ObjectRef::from_obj(g.as_ref()))
-                    .collect::<Vec<_>>()
-            }
+            move |db: CouchDatabase| matching(&grants, |g| grant::targets(g, &db))
         })
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .shutdown_on_signal();
@@ -316,25 +284,11 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let share_controller = share_controller
         .watches(scoped::<CouchDatabase>(&client, ns), watcher::Config::default(), {
             let shares = shares.clone();
-            move |db: CouchDatabase| {
-                shares
-                    .state()
-                    .into_iter()
-                    .filter(|s| share::touches_database(s, &db))
-                    .map(|s| ObjectRef::from_obj(s.as_ref()))
-                    .collect::<Vec<_>>()
-            }
+            move |db: CouchDatabase| matching(&shares, |s| share::touches_database(s, &db))
         })
         .watches(scoped::<CouchUser>(&client, ns), watcher::Config::default(), {
             let shares = shares.clone();
-            move |user: CouchUser| {
-                shares
-                    .state()
-                    .into_iter()
-                    .filter(|s| s.namespace() == user.namespace() && uses_user_databases(s))
-                    .map(|s| ObjectRef::from_obj(s.as_ref()))
-                    .collect::<Vec<_>>()
-            }
+            move |user: CouchUser| matching(&shares, |s| s.namespace() == user.namespace() && uses_user_databases(s))
         })
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .shutdown_on_signal();

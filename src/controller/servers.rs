@@ -120,3 +120,28 @@ pub fn server_key<K: Resource>(obj: &K, reference: &ServerRef) -> (String, Strin
     let ns = reference.namespace.clone().unwrap_or_else(|| obj.meta().namespace.clone().unwrap_or_default());
     (ns, reference.name.clone())
 }
+
+/// Resolves a reference while cleaning up: a server, Secret or permission that is gone is not
+/// an error (deletion must never hang on it) — it is said in a `CleanupSkipped` Event
+/// (`what` says what is left undone) and `None` is returned.
+pub async fn resolve_for_cleanup<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    from: &str,
+    reference: &ServerRef,
+    what: &str,
+) -> Result<Option<Connected>, Error> {
+    match resolve(ctx, from, reference).await {
+        Ok(c) => Ok(Some(c)),
+        Err(
+            e @ (Error::ServerNotFound { .. }
+            | Error::SecretNotFound { .. }
+            | Error::SecretKeyMissing { .. }
+            | Error::NotAllowed { .. }),
+        ) => {
+            ctx.event(obj, true, "CleanupSkipped", format!("{what}: {e}")).await;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -9,12 +9,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use serde_json::Value;
-use tracing::Instrument;
 
 use super::context::{Context, now, object_key};
 use super::error::Error;
+use super::finalize::reconcile_with_finalizer;
 use super::servers::{Connected, resolve, secret_value};
 use super::share_endpoints::{Place, Sources, managing_server, sources, target};
 use super::status::{NewCondition, apply_status, condition_state, set_condition};
@@ -25,33 +24,18 @@ use crate::plan::ownership::Owner;
 use crate::plan::security::GrantEntries;
 use crate::plan::share::{
     Direction, Endpoint, EndpointAuth, EndpointStyle, ReplicationAction, ReplicationSpec, SHARE_FIELD,
-    plan_replication, replication_doc_id, replication_selector, replication_username, replications_ready, sharing_doc,
-    sharing_doc_id, sharing_doc_matches, stale_replications, summary_state, validate_selector,
+    plan_replication, replication_doc_id, replication_doc_prefix, replication_selector, replication_username,
+    replications_ready, sharing_doc, sharing_doc_id, sharing_doc_matches, stale_replications, summary_state,
+    validate_selector,
 };
 use crate::plan::user::password_fingerprint;
 
-/// The finalizer that revokes the share when it is deleted.
-pub const FINALIZER: &str = "couchshare.io/cleanup";
 /// Field of the scoped user's document: fingerprint of the password it was given.
 const PASSWORD_FIELD: &str = "couchshare.io/password-fingerprint";
 
 /// Reconciles one CouchShare.
 pub async fn reconcile(share: Arc<CouchShare>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = share.namespace().unwrap_or_default();
-    let span = tracing::info_span!("reconcile", kind = "CouchShare", namespace = %ns, name = %share.name_any());
-    let api: Api<CouchShare> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, share, |event| async {
-        match event {
-            Finalizer::Apply(share) => apply(share, &ctx).await,
-            Finalizer::Cleanup(share) => super::share_revoke::cleanup(share, &ctx).await,
-        }
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
+    reconcile_with_finalizer(share, &ctx, |s| apply(s, &ctx), |s| super::share_revoke::cleanup(s, &ctx)).await
 }
 
 pub(crate) fn owner(share: &CouchShare) -> Owner {
@@ -407,7 +391,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     // Replications this share no longer wants (a fan-in user gone, TwoWay turned OneWay).
     let docs = connected
         .couch
-        .list_replication_docs(&replicator)
+        .list_replication_docs_with_prefix(&replicator, &replication_doc_prefix(&me.namespace, &me.name))
         .await
         .map_err(|e| Error::couch("listing replication documents", &url, e))?;
     let wanted_ids: Vec<String> = wanted.iter().map(|w| w.0.clone()).collect();

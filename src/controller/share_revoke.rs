@@ -13,12 +13,12 @@ use kube::runtime::controller::Action;
 
 use super::context::Context;
 use super::error::Error;
-use super::servers::{Connected, resolve};
+use super::servers::{Connected, resolve_for_cleanup};
 use super::share::{owner, place_client, replication_secret_name, replicator_db};
 use super::share_endpoints::{Place, Sources, sources, target};
 use crate::api::{CouchShare, ServerRef};
 use crate::couch::{CouchClient, CouchError};
-use crate::plan::share::{replication_username, stale_replications};
+use crate::plan::share::{replication_doc_prefix, replication_username, stale_replications};
 
 /// The server whose `_replicator` holds the share's documents: recorded in status, else
 /// `serverRef`.
@@ -35,12 +35,16 @@ fn server_ref(share: &CouchShare) -> Option<ServerRef> {
 async fn stop_replications(share: &CouchShare, connected: &Connected) -> Result<usize, Error> {
     let url = connected.server.spec.url.clone();
     let replicator = replicator_db(share);
-    let docs = match connected.couch.list_replication_docs(&replicator).await {
+    let me = owner(share);
+    let docs = match connected
+        .couch
+        .list_replication_docs_with_prefix(&replicator, &replication_doc_prefix(&me.namespace, &me.name))
+        .await
+    {
         Ok(d) => d,
         Err(e) if e.is_not_found() => return Ok(0),
         Err(e) => return Err(Error::couch("listing replication documents", &url, e)),
     };
-    let me = owner(share);
     let ours = stale_replications(&docs, &me, &[]);
     for (id, rev) in &ours {
         super::metrics::metrics().forget_replication(&me.namespace, &me.name, id);
@@ -89,18 +93,8 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
         ctx.event(share, true, "CleanupSkipped", "the share never ran: nothing to revoke".into()).await;
         return Ok(());
     };
-    let connected = match resolve(ctx, &ns, &reference).await {
-        Ok(c) => c,
-        Err(
-            e @ (Error::ServerNotFound { .. }
-            | Error::SecretNotFound { .. }
-            | Error::SecretKeyMissing { .. }
-            | Error::NotAllowed { .. }),
-        ) => {
-            ctx.event(share, true, "CleanupSkipped", format!("replications not stopped: {e}")).await;
-            return Ok(());
-        }
-        Err(e) => return Err(e),
+    let Some(connected) = resolve_for_cleanup(ctx, share, &ns, &reference, "replications not stopped").await? else {
+        return Ok(());
     };
     let url = connected.server.spec.url.clone();
     // 1. Stop replicating, before anything is removed that could flow back.

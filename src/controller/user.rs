@@ -10,26 +10,23 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::Value;
-use tracing::Instrument;
 
 use super::context::{Context, now, object_key};
 use super::error::Error;
-use super::servers::{Connected, resolve, secret_value, server_key};
+use super::finalize::reconcile_with_finalizer;
+use super::servers::{Connected, resolve, resolve_for_cleanup, secret_value, server_key};
 use super::status::{FIELD_MANAGER, NewCondition, apply_status, condition_state, set_condition};
 use crate::api::{CouchUser, CouchUserStatus, DeletionPolicy, condition};
 use crate::couch::{CouchClient, CouchError, UserDoc};
 use crate::plan::ownership::{self, Claim, Owner};
 use crate::plan::user::{
     DEFAULT_USERDB_PREFIX, OWNER_FIELD, ObservedUser, UserIntent, UserOutcome, credentials_data, password_fingerprint,
-    per_user_database_name, per_user_security, plan_user,
+    per_user_database_name, plan_user, with_owner,
 };
 
-/// The finalizer that undoes what the operator created.
-pub const FINALIZER: &str = "couchshare.io/cleanup";
 /// Annotation on a credentials Secret: the rotation generation its generated password is for.
 pub const ROTATION_ANNOTATION: &str = "couchshare.io/rotation-generation";
 /// Annotation on a credentials Secret: the UID of the CouchUser that writes it.
@@ -39,21 +36,7 @@ pub const GENERATED_PASSWORD_LEN: usize = 40;
 
 /// Reconciles one CouchUser.
 pub async fn reconcile(user: Arc<CouchUser>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = user.namespace().unwrap_or_default();
-    let span = tracing::info_span!("reconcile", kind = "CouchUser", namespace = %ns, name = %user.name_any());
-    let api: Api<CouchUser> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, user, |event| async {
-        match event {
-            Finalizer::Apply(user) => apply(user, &ctx).await,
-            Finalizer::Cleanup(user) => cleanup(user, &ctx).await,
-        }
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
+    reconcile_with_finalizer(user, &ctx, |o| apply(o, &ctx), |o| cleanup(o, &ctx)).await
 }
 
 fn owner(user: &CouchUser) -> Owner {
@@ -210,41 +193,20 @@ async fn userdb_prefix(couch: &CouchClient) -> String {
     .unwrap_or_else(|| DEFAULT_USERDB_PREFIX.to_string())
 }
 
-/// Makes sure the user's private database exists with the per-user `_security`. A database
-/// CouchDB's own `couch_peruser` created first is accepted as this user's.
-async fn ensure_per_user_database(couch: &CouchClient, username: &str, url: &str) -> Result<(String, bool), Error> {
-    let name = per_user_database_name(&userdb_prefix(couch).await, username);
-    let mut created = false;
-    if !couch.database_exists(&name).await.map_err(|e| Error::couch("checking the per-user database", url, e))? {
-        match couch.create_database(&name, &Default::default()).await {
-            Ok(()) => created = true,
-            Err(CouchError::PreconditionFailed { .. }) => {}
+/// Makes sure the user's private database exists with the owner as admin and member. A
+/// database CouchDB's own `couch_peruser` created first is accepted as this user's.
+async fn ensure_per_user_database(couch: &CouchClient, db: &str, username: &str, url: &str) -> Result<(), Error> {
+    if !couch.database_exists(db).await.map_err(|e| Error::couch("checking the per-user database", url, e))? {
+        match couch.create_database(db, &Default::default()).await {
+            Ok(()) | Err(CouchError::PreconditionFailed { .. }) => {}
             Err(e) => return Err(Error::couch("creating the per-user database", url, e)),
         }
     }
-    // The owner must be admin and member; entries grants and shares add stay (they are
-    // written entry by entry, see `grant::write_unmanaged`).
-    let mut security = couch.security(&name).await.map_err(|e| Error::couch("reading per-user _security", url, e))?;
-    let owner = per_user_security(username);
-    let mut changed = false;
-    for (have, want) in [(&mut security.admins, &owner.admins), (&mut security.members, &owner.members)] {
-        for name in &want.names {
-            if !have.names.contains(name) {
-                have.names.push(name.clone());
-                changed = true;
-            }
-        }
-        // CouchDB's default `_admin` role on members would hide the owner's access: drop it once
-        // the owner is there.
-        if have.roles.iter().any(|r| r == crate::plan::security::ADMIN_ROLE) && !have.names.is_empty() {
-            have.roles.retain(|r| r != crate::plan::security::ADMIN_ROLE);
-            changed = true;
-        }
+    let security = couch.security(db).await.map_err(|e| Error::couch("reading per-user _security", url, e))?;
+    if let Some(updated) = with_owner(&security, username) {
+        couch.put_security(db, &updated).await.map_err(|e| Error::couch("writing per-user _security", url, e))?;
     }
-    if changed {
-        couch.put_security(&name, &security).await.map_err(|e| Error::couch("writing per-user _security", url, e))?;
-    }
-    Ok((name, created))
+    Ok(())
 }
 
 async fn apply(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
@@ -370,8 +332,8 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     status.credentials_secret = Some(secret_name);
     status.rotation_generation = user.spec.password.is_none().then(|| rotation_generation(user));
     status.per_user_database = None;
-    if user.spec.per_user_database {
-        let (name, _) = ensure_per_user_database(&couch, &username, &url).await?;
+    if let Some(name) = userdb_name {
+        ensure_per_user_database(&couch, &name, &username, &url).await?;
         status.per_user_database = Some(name);
     }
     Ok((plan.outcome, username))
@@ -392,18 +354,11 @@ async fn cleanup(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
     {
         secrets.delete(&secret_name, &DeleteParams::default()).await?;
     }
-    let connected = match resolve(ctx, &ns, &user.spec.server_ref).await {
-        Ok(c) => c,
-        Err(
-            e @ (Error::ServerNotFound { .. }
-            | Error::SecretNotFound { .. }
-            | Error::SecretKeyMissing { .. }
-            | Error::NotAllowed { .. }),
-        ) => {
-            ctx.event(user.as_ref(), true, "CleanupSkipped", format!("user {username} not deleted: {e}")).await;
-            return Ok(Action::await_change());
-        }
-        Err(e) => return Err(e),
+    let Some(connected) =
+        resolve_for_cleanup(ctx, user.as_ref(), &ns, &user.spec.server_ref, &format!("user {username} not deleted"))
+            .await?
+    else {
+        return Ok(Action::await_change());
     };
     let url = connected.server.spec.url.clone();
     let me = owner(&user);
