@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, default_password_key, default_username_key};
+use super::common::{Condition, CredentialsSecretRef};
 
 /// Connection to one CouchDB deployment (single node or cluster), its server configuration
 /// and its system databases.
@@ -61,24 +61,7 @@ pub struct CouchServerSpec {
 #[serde(rename_all = "camelCase")]
 pub struct AdminCredentials {
     /// The Secret (in the CouchServer's namespace) holding the admin username and password.
-    pub secret_ref: AdminSecretRef,
-}
-
-/// A Secret holding a username and a password.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AdminSecretRef {
-    /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// Key holding the username.
-    #[serde(default = "default_username_key")]
-    #[schemars(length(min = 1))]
-    pub username_key: String,
-    /// Key holding the password.
-    #[serde(default = "default_password_key")]
-    #[schemars(length(min = 1))]
-    pub password_key: String,
+    pub secret_ref: CredentialsSecretRef,
 }
 
 /// TLS settings.
