@@ -170,7 +170,23 @@ impl CouchClient {
 
     /// Every replicator document of `db`, design documents left out.
     pub async fn list_replication_docs(&self, db: &str) -> Result<Vec<Value>, CouchError> {
-        let all = self.all_docs(db, &AllDocsQuery { include_docs: true, ..AllDocsQuery::default() }).await?;
+        self.replication_docs(db, AllDocsQuery { include_docs: true, ..AllDocsQuery::default() }).await
+    }
+
+    /// The replicator documents of `db` whose ids start with `prefix`: one range read of
+    /// `_all_docs`, however many other documents the database holds.
+    pub async fn list_replication_docs_with_prefix(&self, db: &str, prefix: &str) -> Result<Vec<Value>, CouchError> {
+        let query = AllDocsQuery {
+            include_docs: true,
+            start_key: Some(prefix.to_string()),
+            end_key: Some(format!("{prefix}\u{fff0}")),
+            ..AllDocsQuery::default()
+        };
+        self.replication_docs(db, query).await
+    }
+
+    async fn replication_docs(&self, db: &str, query: AllDocsQuery) -> Result<Vec<Value>, CouchError> {
+        let all = self.all_docs(db, &query).await?;
         Ok(all
             .rows
             .into_iter()

@@ -234,6 +234,13 @@ pub fn replication_doc_id(namespace: &str, name: &str, direction: Direction, fan
     id.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect()
 }
 
+/// The prefix every replication document id of one share starts with.
+pub fn replication_doc_prefix(namespace: &str, name: &str) -> String {
+    replication_doc_id(namespace, name, Direction::Forward, None)
+        .trim_end_matches(Direction::Forward.suffix())
+        .to_string()
+}
+
 /// Deterministic name of the scoped replication user of a share:
 /// `couchshare-repl-` + the first 20 hex chars of sha256("<namespace>/<name>"). Valid CouchDB username.
 pub fn replication_username(namespace: &str, name: &str) -> String {
@@ -648,6 +655,12 @@ mod tests {
         assert_eq!(odd, "couchshare_n_s_a_b_c.d_e_fwd_c39c6ec3af");
         assert!(odd.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)));
         assert!(!replication_doc_id("_x", "_y", Direction::Backward, None).starts_with('_'));
+        let prefix = replication_doc_prefix("ns", "share");
+        assert_eq!(prefix, "couchshare_ns_share_");
+        for id in [fwd.clone(), replication_doc_id("ns", "share", Direction::Forward, Some("alice"))] {
+            assert!(id.starts_with(&prefix));
+        }
+        assert!(!replication_doc_id("ns", "share-2", Direction::Forward, None).starts_with(&prefix));
         assert_ne!(
             replication_doc_id("a-b", "c", Direction::Forward, None),
             replication_doc_id("a", "b-c", Direction::Forward, None),

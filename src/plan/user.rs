@@ -19,10 +19,19 @@ pub fn per_user_database_name(prefix: &str, username: &str) -> String {
     format!("{prefix}{}", hex::encode(username.as_bytes()))
 }
 
-/// The `_security` CouchDB's per-user feature gives a user's database: the user as admin and member.
-pub fn per_user_security(username: &str) -> couch::Security {
-    let user = couch::Principals { names: vec![username.to_string()], roles: vec![], extra: Default::default() };
-    couch::Security { admins: user.clone(), members: user, extra: Default::default() }
+/// A per-user database's `_security` with its owner as admin and member, or `None` when it
+/// already is. Entries grants and shares added stay (they are written entry by entry, see
+/// `plan::grant`); CouchDB's default `_admin` role is dropped once the owner is named, since it
+/// would otherwise keep members admin-only.
+pub fn with_owner(security: &couch::Security, username: &str) -> Option<couch::Security> {
+    let mut out = security.clone();
+    for section in [&mut out.admins, &mut out.members] {
+        if !section.names.iter().any(|n| n == username) {
+            section.names.push(username.to_string());
+        }
+        section.roles.retain(|r| r != crate::plan::security::ADMIN_ROLE);
+    }
+    (out != *security).then_some(out)
 }
 
 /// A fingerprint of a password as applied for one resource: recorded in status so the operator
@@ -286,9 +295,21 @@ mod tests {
     fn per_user_database_names_are_hex_of_the_username() {
         assert_eq!(per_user_database_name("userdb-", "alice"), "userdb-616c696365");
         assert_eq!(per_user_database_name("u-", "Ünï"), "u-c39c6ec3af");
-        let security = per_user_security("alice");
-        assert_eq!(security.admins.names, vec!["alice".to_string()]);
-        assert_eq!(security.members.names, vec!["alice".to_string()]);
+    }
+
+    #[test]
+    fn the_owner_is_added_and_other_entries_stay() {
+        let mut new_db = couch::Security::default();
+        new_db.admins.roles = vec!["_admin".into()];
+        new_db.members.roles = vec!["_admin".into()];
+        let owned = with_owner(&new_db, "alice").expect("owner added");
+        assert_eq!(owned.admins.names, ["alice"]);
+        assert_eq!(owned.members.names, ["alice"]);
+        assert!(owned.members.roles.is_empty(), "_admin dropped once the owner is named");
+        assert_eq!(with_owner(&owned, "alice"), None, "already owned: nothing to write");
+        let mut shared = owned.clone();
+        shared.members.names.push("couchshare-repl-x".into());
+        assert_eq!(with_owner(&shared, "alice"), None, "entries grants and shares added stay");
     }
 
     #[test]
