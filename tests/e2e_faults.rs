@@ -14,7 +14,8 @@ use kube::api::Api;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use support::operator::{
-    Operator, Proxy, admin_secret, apply_json, host_port, ready, server_manifest, wait_for, wait_ready,
+    Operator, Proxy, admin_secret, apply_json, host_port, manifest as kind, ready, server_manifest, wait_for,
+    wait_ready,
 };
 use support::{couchdb, k8s};
 
@@ -24,10 +25,6 @@ async fn servers(test: &str) -> Option<(Client, CouchClient)> {
     couchdb::ensure_system_databases(&couch).await;
     k8s::install_crds(&client).await;
     Some((client, couch))
-}
-
-fn kind(kind: &str, name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "couchshare.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})
 }
 
 fn assert_no_secrets(output: &str, secrets: &[String]) {

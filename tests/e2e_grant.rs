@@ -14,7 +14,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 use support::operator::{
-    Operator, admin_secret, apply_json, ready, secret_data, server_manifest, wait_for, wait_ready,
+    Operator, admin_secret, apply_json, manifest as kind, ready, secret_data, server_manifest, wait_for, wait_ready,
 };
 use support::{couchdb, k8s};
 
@@ -37,10 +37,6 @@ async fn setup(test: &str, server_spec: Value) -> Option<Env> {
     let _: CouchServer = apply_json(&client, &ns, server_manifest("main", &url, server_spec)).await;
     wait_ready(&Api::<CouchServer>::namespaced(client.clone(), &ns), "main", &op).await;
     Some(Env { client, couch, ns, op })
-}
-
-fn kind(kind: &str, name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "couchshare.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})
 }
 
 /// A CouchUser with a generated password; returns a client acting as that user.

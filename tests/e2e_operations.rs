@@ -11,7 +11,7 @@ use couchshare::couch::CouchClient;
 use kube::Client;
 use kube::api::Api;
 use serde_json::{Value, json};
-use support::operator::{Operator, admin_secret, apply_json, server_manifest, wait_ready};
+use support::operator::{Operator, admin_secret, apply_json, manifest as kind, server_manifest, wait_ready};
 use support::{couchdb, k8s};
 
 async fn servers(test: &str) -> Option<(Client, CouchClient)> {
@@ -20,10 +20,6 @@ async fn servers(test: &str) -> Option<(Client, CouchClient)> {
     couchdb::ensure_system_databases(&couch).await;
     k8s::install_crds(&client).await;
     Some((client, couch))
-}
-
-fn kind(kind: &str, name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "couchshare.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})
 }
 
 async fn main_server(client: &Client, ns: &str, op: &Operator) {

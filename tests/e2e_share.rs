@@ -15,7 +15,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 use support::operator::{
-    Operator, admin_secret, apply_json, ready, server_manifest, wait_for, wait_not_ready, wait_ready,
+    Operator, admin_secret, apply_json, manifest as kind, ready, server_manifest, wait_for, wait_not_ready, wait_ready,
 };
 use support::{couchdb, k8s};
 
@@ -44,10 +44,6 @@ async fn setup(test: &str) -> Option<Env> {
     let _: CouchServer = apply_json(&client, &ns, server_manifest("main", &url, spec)).await;
     wait_ready(&Api::<CouchServer>::namespaced(client.clone(), &ns), "main", &op).await;
     Some(Env { client, couch, caps, ns, op })
-}
-
-fn kind(kind: &str, name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "couchshare.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})
 }
 
 async fn database(env: &Env, name: &str) -> String {

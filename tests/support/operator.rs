@@ -149,6 +149,11 @@ pub async fn admin_secret(client: &Client, ns: &str) {
     .await;
 }
 
+/// A couchshare resource manifest.
+pub fn manifest(kind: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "couchshare.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})
+}
+
 /// A CouchServer manifest named `name` at `url`, using the Secret `couchdb-admin`.
 pub fn server_manifest(name: &str, url: &str, extra_spec: Value) -> Value {
     let mut spec = json!({"url": url, "adminCredentials": {"secretRef": {"name": "couchdb-admin"}}});

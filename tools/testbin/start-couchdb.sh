@@ -25,24 +25,8 @@ if [ -n "${COUCHDB_URL:-}" ]; then
 fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-SRC="$ROOT/tools/pouchdb-server"
-HASH=$(sha256sum "$SRC/package-lock.json" | cut -c1-16)
-CACHE=${COUCHSHARE_TESTBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/couchshare-testbin}/pouchdb-server-$HASH
+CACHE=$("$ROOT/tools/testbin/npm-install-cached.sh" "$ROOT/tools/pouchdb-server" pouchdb-server)
 ENTRY="$CACHE/node_modules/pouchdb-server/lib/index.js"
-if [ ! -f "$CACHE/.installed" ] || [ ! -f "$ENTRY" ]; then
-  log "installing pouchdb-server into $CACHE"
-  # Installed into a temporary sibling and renamed, so an interrupted install is never taken for a good one.
-  mkdir -p "$(dirname "$CACHE")"
-  TMP=$(mktemp -d "$CACHE.tmp.XXXXXX")
-  trap 'rm -rf "$TMP"' EXIT
-  cp "$SRC/package.json" "$SRC/package-lock.json" "$TMP/"
-  # --ignore-scripts: skips sqlite3's native build (only --sqlite needs it); leveldown ships prebuilt binaries.
-  (cd "$TMP" && npm ci --ignore-scripts --prefer-offline --no-audit --no-fund >&2)
-  touch "$TMP/.installed"
-  rm -rf "$CACHE"
-  mv "$TMP" "$CACHE"
-  trap - EXIT
-fi
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
