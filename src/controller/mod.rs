@@ -64,6 +64,56 @@ where
     }
 }
 
+/// Watch events of one kind as a trigger stream. Each watch backs off on its own: after an API
+/// server restart every watch gets `410 Expired` once and relists, and one watch's errors must
+/// not pause the others (a controller's shared trigger backoff would serialise those relists
+/// behind an ever longer pause).
+fn watched<K>(
+    client: &Client,
+    ns: Option<&str>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    watcher(scoped::<K>(client, ns), watcher::Config::default()).default_backoff().touched_objects()
+}
+
+/// A controller for `K` whose own watch backs off on its own (see [`watched`]), with no pause
+/// shared between its triggers.
+fn controller_for<K>(client: &Client, ns: Option<&str>) -> Controller<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = kube::runtime::reflector::store();
+    let own = watcher(scoped::<K>(client, ns), watcher::Config::default()).default_backoff().reflect(writer);
+    Controller::for_stream(own.applied_objects(), reader).trigger_backoff(NoPause)
+}
+
+/// The trigger backoff of every controller: none, because each watch already backs off.
+struct NoPause;
+
+impl Iterator for NoPause {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoPause {
+    fn reset(&mut self) {}
+}
+
 /// Waits until every couchshare CRD is Established, logging while it waits.
 pub async fn wait_for_crds(client: &Client) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -137,9 +187,7 @@ fn server_spec_changes(
     client: &Client,
     ns: Option<&str>,
 ) -> impl futures::Stream<Item = Result<CouchServer, watcher::Error>> + Send + 'static {
-    watcher(scoped::<CouchServer>(client, ns), watcher::Config::default())
-        .touched_objects()
-        .predicate_filter(kube::runtime::predicates::generation, Default::default())
+    watched::<CouchServer>(client, ns).predicate_filter(kube::runtime::predicates::generation, Default::default())
 }
 
 /// References to every object in `store` that `related` picks: the mapper of a watch.
@@ -182,15 +230,15 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let ns = config.namespace.as_deref();
     let controller_config = controller::Config::default().concurrency(config.concurrency);
 
-    let server_controller = Controller::new(scoped::<CouchServer>(&client, ns), watcher::Config::default());
+    let server_controller = controller_for::<CouchServer>(&client, ns);
     let servers = server_controller.store();
-    let database_controller = Controller::new(scoped::<CouchDatabase>(&client, ns), watcher::Config::default());
+    let database_controller = controller_for::<CouchDatabase>(&client, ns);
     let databases = database_controller.store();
-    let user_controller = Controller::new(scoped::<CouchUser>(&client, ns), watcher::Config::default());
+    let user_controller = controller_for::<CouchUser>(&client, ns);
     let users = user_controller.store();
-    let grant_controller = Controller::new(scoped::<CouchGrant>(&client, ns), watcher::Config::default());
+    let grant_controller = controller_for::<CouchGrant>(&client, ns);
     let grants = grant_controller.store();
-    let share_controller = Controller::new(scoped::<CouchShare>(&client, ns), watcher::Config::default());
+    let share_controller = controller_for::<CouchShare>(&client, ns);
     let shares = share_controller.store();
     let (trigger, triggered) = tokio::sync::mpsc::unbounded_channel();
     let stores = context::Stores {
@@ -204,8 +252,9 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
 
     // A change to an admin or CA Secret requeues the servers that use it. Only metadata is
     // watched: the operator never keeps Secret data in memory.
-    let secrets =
-        watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default()).touched_objects();
+    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
     let servers_by_secret = servers.clone();
     let server_controller = server_controller
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
@@ -223,10 +272,8 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
             let key = (server.namespace().unwrap_or_default(), server.name_any());
             matching(&databases_by_server, |d| servers::server_key(d, &d.spec.server_ref) == key)
         })
-        .watches(scoped::<CouchGrant>(&client, ns), watcher::Config::default(), |grant: CouchGrant| {
-            grant::database_refs(&grant)
-        })
-        .watches(scoped::<CouchUser>(&client, ns), watcher::Config::default(), {
+        .watches_stream(watched::<CouchGrant>(&client, ns), |grant: CouchGrant| grant::database_refs(&grant))
+        .watches_stream(watched::<CouchUser>(&client, ns), {
             let grants = grants.clone();
             move |user: CouchUser| {
                 grants
@@ -237,7 +284,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
                     .collect::<Vec<_>>()
             }
         })
-        .watches(scoped::<CouchShare>(&client, ns), watcher::Config::default(), {
+        .watches_stream(watched::<CouchShare>(&client, ns), {
             let databases = databases.clone();
             move |share: CouchShare| matching(&databases, |d| share::touches_database(&share, d))
         })
@@ -247,8 +294,9 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
 
     // A user's password Secret or credentials Secret changing (edited, deleted) and its
     // server changing requeue the user.
-    let user_secrets =
-        watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default()).touched_objects();
+    let user_secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
     let users_by_secret = users.clone();
     let users_by_server = users.clone();
     let user_controller = user_controller
@@ -269,11 +317,11 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
 
     // A grant follows its users (appearing, renamed, deleted) and its database's state.
     let grant_controller = grant_controller
-        .watches(scoped::<CouchUser>(&client, ns), watcher::Config::default(), {
+        .watches_stream(watched::<CouchUser>(&client, ns), {
             let grants = grants.clone();
             move |user: CouchUser| matching(&grants, |g| refers_to_user(g, &user))
         })
-        .watches(scoped::<CouchDatabase>(&client, ns), watcher::Config::default(), {
+        .watches_stream(watched::<CouchDatabase>(&client, ns), {
             let grants = grants.clone();
             move |db: CouchDatabase| matching(&grants, |g| grant::targets(g, &db))
         })
@@ -282,11 +330,11 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
 
     // A share follows its databases and the users whose databases it replicates.
     let share_controller = share_controller
-        .watches(scoped::<CouchDatabase>(&client, ns), watcher::Config::default(), {
+        .watches_stream(watched::<CouchDatabase>(&client, ns), {
             let shares = shares.clone();
             move |db: CouchDatabase| matching(&shares, |s| share::touches_database(s, &db))
         })
-        .watches(scoped::<CouchUser>(&client, ns), watcher::Config::default(), {
+        .watches_stream(watched::<CouchUser>(&client, ns), {
             let shares = shares.clone();
             move |user: CouchUser| matching(&shares, |s| s.namespace() == user.namespace() && uses_user_databases(s))
         })
