@@ -16,7 +16,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
-use support::operator::{Operator, admin_secret, apply_json, secret_data, server_manifest, wait_ready};
+use support::operator::{Operator, admin_secret, apply_json, secret_data, server_manifest, wait_gone, wait_ready};
 use support::{couchdb, k8s};
 
 /// Kubernetes version the chart is rendered for (the test API server's).
@@ -608,17 +608,6 @@ fn assert_nothing_forbidden(op: &Operator) {
         op.log.display(),
         shown.join("\n")
     );
-}
-
-async fn wait_gone<K>(api: &Api<K>, name: &str, op: &Operator)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let gone = couchdb::eventually(Duration::from_secs(45), || async {
-        matches!(api.get_opt(name).await, Ok(None)).then_some(())
-    })
-    .await;
-    assert!(gone.is_some(), "{name} was not deleted (finalizer still there?)\n{}", op.tail());
 }
 
 /// A CouchServer, a CouchDatabase (deletionPolicy Delete), a CouchUser with a generated password

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use support::operator::{
     Operator, Proxy, admin_secret, apply_json, host_port, manifest as kind, ready, server_manifest, wait_for,
-    wait_ready,
+    wait_gone, wait_ready,
 };
 use support::{couchdb, k8s};
 
@@ -211,6 +211,119 @@ async fn a_couchdb_outage_mid_reconcile_converges_without_restarting_the_operato
         assert!(couch.database_exists(&format!("{tag}-{i}")).await.expect("exists?"));
     }
     wait_ready(&servers, "main", &op).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_server_and_etcd_restart_mid_reconcile_converges_without_restarting_the_operator() {
+    let test = "an_api_server_and_etcd_restart_mid_reconcile_converges_without_restarting_the_operator";
+    let Some(couch) = couchdb::client(test) else { return };
+    // A private control plane: stopping the shared one would fail every other test.
+    let Some(plane) = k8s::ControlPlane::start(test) else { return };
+    couchdb::ensure_system_databases(&couch).await;
+    let client = plane.client().await;
+    k8s::install_crds(&client).await;
+    let ns = k8s::namespace(&client, "apirestart").await;
+    admin_secret(&client, &ns).await;
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    let _: CouchServer = apply_json(&client, &ns, server_manifest("main", &url, json!({}))).await;
+    let filter = std::env::var("COUCHSHARE_TEST_LOG").unwrap_or_else(|_| "info,couchshare=debug".into());
+    let mut op = Operator::start_with_env(&ns, &[], &filter, &[("KUBECONFIG", plane.kubeconfig.as_path())]);
+    wait_ready(&Api::<CouchServer>::namespaced(client.clone(), &ns), "main", &op).await;
+
+    let tag = couchdb::unique_name("k");
+    let declare = |i: usize| {
+        vec![
+            kind(
+                "CouchDatabase",
+                &format!("db-{i}"),
+                json!({"serverRef": {"name": "main"}, "name": format!("{tag}-db-{i}")}),
+            ),
+            kind(
+                "CouchUser",
+                &format!("user-{i}"),
+                json!({"serverRef": {"name": "main"}, "username": format!("{tag}-user-{i}")}),
+            ),
+            kind(
+                "CouchGrant",
+                &format!("grant-{i}"),
+                json!({"database": {"name": format!("db-{i}")}, "users": [{"name": format!("user-{i}")}]}),
+            ),
+        ]
+    };
+    let apply_all = |client: Client, manifests: Vec<Value>| {
+        let ns = ns.clone();
+        async move {
+            for m in manifests {
+                match m["kind"].as_str() {
+                    Some("CouchDatabase") => drop(apply_json::<CouchDatabase>(&client, &ns, m).await),
+                    Some("CouchUser") => drop(apply_json::<CouchUser>(&client, &ns, m).await),
+                    Some("CouchGrant") => drop(apply_json::<CouchGrant>(&client, &ns, m).await),
+                    _ => drop(apply_json::<CouchShare>(&client, &ns, m).await),
+                }
+            }
+        }
+    };
+    // A batch goes in, and the control plane goes away while the operator works on it.
+    let mut batch: Vec<Value> = (0..4).flat_map(declare).collect();
+    for (i, (from, to)) in [(0, 1), (2, 3)].into_iter().enumerate() {
+        batch.push(kind(
+            "CouchShare",
+            &format!("share-{i}"),
+            json!({"source": {"database": {"name": format!("db-{from}")}}, "target": {"database": {"name": format!("db-{to}")}}}),
+        ));
+    }
+    apply_all(client.clone(), batch).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    plane.stop();
+    eprintln!("{test}: API server and etcd stopped");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(op.is_running(), "the operator exited while the API server was down:\n{}", op.tail());
+    plane.restart();
+    eprintln!("{test}: API server and etcd restarted");
+
+    // It converges on the same process, and its watches came back: a resource added and one
+    // deleted after the restart are both acted on.
+    let client = plane.client().await;
+    let dbs = Api::<CouchDatabase>::namespaced(client.clone(), &ns);
+    let shares = Api::<CouchShare>::namespaced(client.clone(), &ns);
+    for i in 0..4 {
+        wait_ready(&dbs, &format!("db-{i}"), &op).await;
+        wait_ready(&Api::<CouchUser>::namespaced(client.clone(), &ns), &format!("user-{i}"), &op).await;
+        wait_ready(&Api::<CouchGrant>::namespaced(client.clone(), &ns), &format!("grant-{i}"), &op).await;
+    }
+    let kept = wait_ready(&shares, "share-0", &op).await;
+    wait_ready(&shares, "share-1", &op).await;
+    apply_all(client.clone(), declare(4)).await;
+    shares.delete("share-1", &Default::default()).await.expect("delete share-1");
+    wait_ready(&dbs, "db-4", &op).await;
+    wait_ready(&Api::<CouchGrant>::namespaced(client.clone(), &ns), "grant-4", &op).await;
+    wait_gone(&shares, "share-1", &op).await;
+    assert!(op.is_running(), "the operator exited:\n{}", op.tail());
+
+    // The CouchDB state is exactly the declared one.
+    let replication_user = kept.status.and_then(|s| s.replication_user).expect("share-0 has a scoped user");
+    for i in 0..5 {
+        let security = couch.security(&format!("{tag}-db-{i}")).await.expect("_security");
+        let mut want = vec![format!("{tag}-user-{i}")];
+        if i < 2 {
+            want.push(replication_user.clone());
+        }
+        want.sort();
+        assert_eq!(security.members.names, want, "{tag}-db-{i}: exactly the declared members");
+        assert!(couch.get_user(&format!("{tag}-user-{i}")).await.expect("get").is_some(), "user-{i} exists");
+    }
+    let prefix = format!("couchshare_{ns}_");
+    let docs: Vec<String> = couch
+        .list_replication_docs("_replicator")
+        .await
+        .expect("_replicator")
+        .iter()
+        .filter_map(|d| d["_id"].as_str().map(str::to_owned))
+        .filter(|id| id.starts_with(&prefix))
+        .collect();
+    assert_eq!(docs, [format!("{prefix}share-0_fwd")], "only the kept share replicates");
+    op.kill();
+    assert_no_secrets(&op.output(), &[couchdb::admin_credentials().password]);
 }
 
 /// Bad input the API server cannot refuse: each must end in `Ready=False` with this reason.

@@ -89,3 +89,76 @@ pub async fn apply(client: &Client, ns: &str, obj: &DynamicObject) -> Result<Dyn
     let params = PatchParams::apply("couchshare-tests").force();
     api.patch(&obj.name_any(), &params, &Patch::Apply(obj)).await
 }
+
+/// A private etcd + kube-apiserver for tests that stop and restart the control plane, started
+/// with `tools/testbin/start-k8s.sh` from the binaries in `COUCHSHARE_K8S_BIN` (set by
+/// `tools/test`). Stopped when dropped.
+pub struct ControlPlane {
+    bin: std::path::PathBuf,
+    /// Its work directory (PKI, etcd data, logs).
+    pub dir: std::path::PathBuf,
+    /// Its admin kubeconfig.
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts one, or `None` (with a printed SKIP) when there are no binaries.
+    pub fn start(test: &str) -> Option<Self> {
+        let Some(bin) = std::env::var_os("COUCHSHARE_K8S_BIN") else {
+            if std::env::var("COUCHSHARE_REQUIRE_K8S").as_deref() == Ok("1") {
+                panic!("{test}: COUCHSHARE_REQUIRE_K8S=1 but COUCHSHARE_K8S_BIN is not set");
+            }
+            eprintln!("SKIP {test}: no COUCHSHARE_K8S_BIN to start a private API server (run through tools/test)");
+            return None;
+        };
+        let parent =
+            std::env::var_os("COUCHSHARE_TEST_WORK").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let dir = parent.join(format!("control-plane-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).expect("control plane directory");
+        let plane = ControlPlane { bin: bin.into(), kubeconfig: dir.join("kubeconfig"), dir };
+        plane.script("start-k8s.sh", true);
+        Some(plane)
+    }
+
+    fn script(&self, name: &str, with_bin: bool) {
+        let (ok, stderr) = self.try_script(name, with_bin);
+        assert!(ok, "{name} failed:\n{stderr}");
+    }
+
+    fn try_script(&self, name: &str, with_bin: bool) -> (bool, String) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/testbin").join(name);
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(&path);
+        if with_bin {
+            cmd.arg(&self.bin);
+        }
+        match cmd.arg(&self.dir).output() {
+            Ok(out) => (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()),
+            Err(e) => (false, e.to_string()),
+        }
+    }
+
+    /// A client for it.
+    pub async fn client(&self) -> Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("the private kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await.expect("a client config");
+        Client::try_from(config).expect("a client")
+    }
+
+    /// Stops kube-apiserver and etcd.
+    pub fn stop(&self) {
+        self.script("stop-k8s.sh", false);
+    }
+
+    /// Starts both again on the same ports, PKI and etcd data.
+    pub fn restart(&self) {
+        self.script("start-k8s.sh", true);
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.try_script("stop-k8s.sh", false);
+    }
+}

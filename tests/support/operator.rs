@@ -30,6 +30,12 @@ impl Operator {
 
     /// Like [`Operator::start`], with `RUST_LOG` set to `filter`.
     pub fn start_logging(namespace: &str, extra: &[&str], filter: &str) -> Self {
+        Self::start_with_env(namespace, extra, filter, &[])
+    }
+
+    /// Like [`Operator::start_logging`], with more environment variables (a `KUBECONFIG` for
+    /// another API server, say).
+    pub fn start_with_env(namespace: &str, extra: &[&str], filter: &str, env: &[(&str, &std::path::Path)]) -> Self {
         let dir = std::env::var_os("COUCHSHARE_TEST_WORK").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         let log = dir.join(format!("operator-{namespace}-{:08x}.log", rand::random::<u32>()));
         let file = std::fs::File::create(&log).expect("operator log file");
@@ -38,6 +44,7 @@ impl Operator {
             .args(["--deletion-grace", "10s", "--health-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", filter)
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().expect("log file handle")))
             .stderr(Stdio::from(file))
             .spawn()
@@ -55,6 +62,11 @@ impl Operator {
         let out = self.output();
         let lines: Vec<&str> = out.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Whether the process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Kills it (SIGKILL) and waits for it to exit.
@@ -105,6 +117,18 @@ where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
     wait_for(api, name, op, "Ready=True", |o| ready(o).is_some_and(|r| r.0 == "True")).await
+}
+
+/// Waits until the object is gone (its finalizer let go); panics with the operator's log.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, op: &Operator)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let gone = super::couchdb::eventually(Duration::from_secs(45), || async {
+        matches!(api.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "{name} was not deleted (finalizer still there?)\n{}", op.tail());
 }
 
 /// Waits until the object is `Ready=False` with `reason`.

@@ -3,14 +3,22 @@
 # Usage: start-k8s.sh BIN_DIR WORK_DIR   (BIN_DIR from build-k8s.sh)
 # Writes WORK_DIR/kubeconfig, WORK_DIR/k8s.env, WORK_DIR/etcd.pid, WORK_DIR/apiserver.pid and
 # the PKI (CA key included, so tests can mint client certificates) in WORK_DIR/pki.
+# Run again on the same WORK_DIR after stop-k8s.sh, it restarts both on the same ports with the
+# same PKI and etcd data: what a control-plane restart looks like to a client.
 set -euo pipefail
 BIN=${1:?dir with kube-apiserver and etcd}; W=${2:?work dir}
 mkdir -p "$W/pki" "$W/etcd"
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-ETCD_PORT=$(port); PEER_PORT=$(port); API_PORT=$(port)
+if [ -f "$W/ports.env" ]; then
+  # shellcheck disable=SC1091
+  source "$W/ports.env"
+else
+  ETCD_PORT=$(port); PEER_PORT=$(port); API_PORT=$(port)
+  printf 'ETCD_PORT=%s\nPEER_PORT=%s\nAPI_PORT=%s\n' "$ETCD_PORT" "$PEER_PORT" "$API_PORT" >"$W/ports.env"
+fi
 
 # RSA keys: rustls (kube-rs) and every client accept them.
-( cd "$W/pki"
+[ -f "$W/pki/admin.crt" ] || ( cd "$W/pki"
   openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 7 -subj "/CN=couchshare-test-ca" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"
   openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
