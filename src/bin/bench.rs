@@ -36,6 +36,9 @@ struct Args {
     /// Requests in flight at once (operator concurrency and the baseline's).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Stop after the bulk phase (for profiling it; no latency or steady-state figures).
+    #[arg(long)]
+    bulk_only: bool,
     /// Where to write the JSON figures.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
@@ -171,6 +174,50 @@ async fn couch_requests(metrics_url: &str) -> anyhow::Result<BTreeMap<String, f6
     Ok(out)
 }
 
+/// A counter family from a Prometheus text page, summed by the values of `label`, for the
+/// samples whose line passes `keep`.
+fn counter_by(text: &str, family: &str, label: &str, keep: impl Fn(&str) -> bool) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with(&format!("{family}{{")) && keep(l)) {
+        let key = line.split(&format!("{label}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry(key.to_string()).or_default() += value;
+    }
+    out
+}
+
+/// Writes the API server has served (POST, PUT, PATCH, DELETE), by `verb resource`, from its
+/// own metrics: who made them is not recorded, so the caller subtracts its own.
+async fn api_writes(client: &Client) -> anyhow::Result<BTreeMap<String, f64>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string()
+        };
+        let verb = label("verb");
+        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE") {
+            continue;
+        }
+        let resource = match label("subresource").as_str() {
+            "" => label("resource"),
+            sub => format!("{}/{sub}", label("resource")),
+        };
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry(format!("{verb} {resource}")).or_default() += value;
+    }
+    Ok(out)
+}
+
+fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
@@ -239,7 +286,7 @@ async fn main() -> anyhow::Result<()> {
                 "--resync-interval",
                 &format!("{}s", args.resync_secs),
             ])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("COUCHSHARE_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -295,15 +342,20 @@ async fn main() -> anyhow::Result<()> {
             "target": {"database": {"name": format!("db-{b}")}}, "continuous": false}),
         ));
     }
+    let api_before = api_writes(&client).await?;
+    let reconciles_before = reqwest::get(&metrics_url).await?.text().await?;
     let started = Instant::now();
     let applied: Vec<anyhow::Result<()>> =
         stream::iter(manifests).map(|m| apply(&client, &ns, m)).buffer_unordered(32).collect().await;
     for r in applied {
         r?;
     }
+    let applied_in = started.elapsed();
+    eprintln!("bench: {} objects applied to the API server in {applied_in:?}", 3 * args.n + shares);
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
         let counts = not_ready(&client, &ns).await?;
+        eprintln!("bench: {:>6.1} s not Ready: {counts:?}", started.elapsed().as_secs_f64());
         if counts.values().all(|c| *c == 0) {
             break;
         }
@@ -311,11 +363,63 @@ async fn main() -> anyhow::Result<()> {
             bail!("not Ready after an hour: {counts:?}");
         }
         // Listing thousands of objects is work for the API server too: poll gently.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let operator_time = started.elapsed();
     let rss_bulk = peak_rss_kib(pid).unwrap_or(0);
     eprintln!("bench: operator bulk {operator_time:?}, peak RSS {rss_bulk} KiB");
+    // Where the bulk time went: the API server's writes (less the bench's own applies) and the
+    // reconciles, per resource.
+    let bulk_resources = (3 * args.n + shares) as f64;
+    let mut bulk_writes = delta(&api_writes(&client).await?, &api_before);
+    for kind in ["couchdatabases", "couchusers", "couchgrants", "couchshares"] {
+        let count = if kind == "couchshares" { shares } else { args.n } as f64;
+        if let Some(v) = bulk_writes.get_mut(&format!("APPLY {kind}")) {
+            *v -= count;
+        }
+    }
+    bulk_writes.retain(|_, v| *v > 0.0);
+    let reconciles_after = reqwest::get(&metrics_url).await?.text().await?;
+    let reconciles = delta(
+        &counter_by(&reconciles_after, "couchshare_reconciles_total", "kind", |_| true),
+        &counter_by(&reconciles_before, "couchshare_reconciles_total", "kind", |_| true),
+    );
+    for (what, count) in &bulk_writes {
+        eprintln!("bench: bulk API-server writes {what}: {count} ({:.2} per resource)", count / bulk_resources);
+    }
+    let seconds = |family: &str, label: &str| {
+        delta(
+            &counter_by(&reconciles_after, family, label, |_| true),
+            &counter_by(&reconciles_before, family, label, |_| true),
+        )
+    };
+    let reconcile_seconds = seconds("couchshare_reconcile_duration_seconds_sum", "kind");
+    for (kind, count) in &reconciles {
+        let mean = reconcile_seconds.get(kind).copied().unwrap_or(0.0) / count * 1000.0;
+        eprintln!(
+            "bench: bulk reconciles {kind}: {count} ({:.2} per object, mean {mean:.0} ms)",
+            count / args.n as f64
+        );
+    }
+    if std::env::var_os("COUCHSHARE_BENCH_CALLS").is_some() {
+        for (call, count) in seconds("couchshare_couchdb_request_duration_seconds_count", "call") {
+            eprintln!("bench: bulk CouchDB call {call}: {count}");
+        }
+    }
+    let couch_seconds = seconds("couchshare_couchdb_request_duration_seconds_sum", "method");
+    let couch_counts = seconds("couchshare_couchdb_request_duration_seconds_count", "method");
+    for (method, count) in &couch_counts {
+        let mean = couch_seconds.get(method).copied().unwrap_or(0.0) / count * 1000.0;
+        eprintln!("bench: bulk CouchDB {method}: {count} (mean {mean:.1} ms)");
+    }
+    if args.bulk_only {
+        let ratio = operator_time.as_secs_f64() / direct.as_secs_f64();
+        println!("| bulk → all Ready | {:.1} s |", operator_time.as_secs_f64());
+        println!("| of which applying the objects | {:.1} s |", applied_in.as_secs_f64());
+        println!("| baseline | {:.1} s |", direct.as_secs_f64());
+        println!("| **operator / direct** | **{ratio:.2}** |");
+        return Ok(());
+    }
 
     // Steady state: two resync periods with nothing changing.
     tokio::time::sleep(Duration::from_secs(args.resync_secs)).await;
