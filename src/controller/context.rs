@@ -44,6 +44,9 @@ impl Default for Options {
 /// A CouchDB client built from a CouchServer's URL, Secret and CA, reused while they stay the same.
 pub(crate) struct CachedClient {
     pub fingerprint: [u8; 32],
+    /// URL and the resourceVersions of the Secrets it was built from, when known: while they
+    /// are the same, the client is reused without reading the Secrets again.
+    pub versions: Option<String>,
     pub client: CouchClient,
 }
 
@@ -62,6 +65,8 @@ pub struct Stores {
     pub grants: Store<CouchGrant>,
     /// CouchShares.
     pub shares: Store<CouchShare>,
+    /// Secrets, metadata only (names and resourceVersions; never data).
+    pub secrets: Store<kube::api::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>,
 }
 
 /// Shared by every reconcile.
@@ -82,17 +87,40 @@ pub struct Context {
     pub grants: Store<CouchGrant>,
     /// Every CouchShare, as last seen by the controller's watch.
     pub shares: Store<CouchShare>,
+    /// Every Secret's metadata, as last seen by the watch.
+    pub secrets: Store<kube::api::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>,
     /// One lock per unmanaged database whose `_security` grants write (read-modify-write).
     locks: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) couch_clients: Mutex<HashMap<String, CachedClient>>,
     /// Requeues CouchDatabases from CouchDB's own feeds (see `drift`).
     pub(crate) database_trigger: Option<super::drift::DatabaseTrigger>,
+    /// Requeues CouchGrants when their database's reconciler has merged them into `_security`.
+    pub(crate) grant_trigger: Option<GrantTrigger>,
     /// One `_db_updates` follower per CouchServer, with what it was started for.
     pub(crate) followers: Mutex<HashMap<(String, String), Follower>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// The `_security` each managed database was last brought to by its reconciler, by
+    /// server namespace, server name and database: grants check themselves against it
+    /// instead of reading `_security` again (that reconciler is its only writer).
+    security: Mutex<HashMap<(String, String, String), crate::couch::Security>>,
+    /// Databases this process created, by server namespace, server name and database, until
+    /// `_db_updates` reports their creation: that event is ours, not drift.
+    pub(crate) created_here: std::sync::Arc<Mutex<std::collections::HashSet<(String, String, String)>>>,
     /// `_scheduler/docs` per server and replicator database, read at most once per
     /// [`SCHEDULER_TTL`] however many shares ask.
     scheduler: tokio::sync::Mutex<HashMap<String, SchedulerRead>>,
+}
+
+/// Where a database reconciler asks for its grants to be looked at again.
+pub type GrantTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchGrant>>;
+
+/// Channels by which one controller requeues another's objects.
+#[derive(Default)]
+pub struct Triggers {
+    /// To the CouchDatabase controller.
+    pub databases: Option<super::drift::DatabaseTrigger>,
+    /// To the CouchGrant controller.
+    pub grants: Option<GrantTrigger>,
 }
 
 /// One `_scheduler/docs` read and when it was made.
@@ -103,13 +131,8 @@ pub const SCHEDULER_TTL: Duration = Duration::from_secs(1);
 
 impl Context {
     /// A context for the controllers.
-    pub fn new(
-        client: Client,
-        options: Options,
-        stores: Stores,
-        database_trigger: Option<super::drift::DatabaseTrigger>,
-    ) -> Self {
-        let Stores { servers, databases, users, grants, shares } = stores;
+    pub fn new(client: Client, options: Options, stores: Stores, triggers: Triggers) -> Self {
+        let Stores { servers, databases, users, grants, shares, secrets } = stores;
         let reporter = Reporter { controller: "couchshare".into(), instance: std::env::var("POD_NAME").ok() };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
@@ -120,13 +143,54 @@ impl Context {
             users,
             grants,
             shares,
+            secrets,
             locks: Mutex::default(),
             couch_clients: Mutex::default(),
-            database_trigger,
+            database_trigger: triggers.databases,
+            grant_trigger: triggers.grants,
             followers: Mutex::default(),
             failures: Mutex::default(),
+            security: Mutex::default(),
+            created_here: std::sync::Arc::default(),
             scheduler: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// Records the `_security` a database reconciler left `database` on `server` with.
+    pub(crate) fn record_security(&self, server: &(String, String), database: &str, security: crate::couch::Security) {
+        let key = (server.0.clone(), server.1.clone(), database.to_string());
+        self.security.lock().unwrap_or_else(|e| e.into_inner()).insert(key, security);
+    }
+
+    /// The `_security` recorded for `database` on `server`, if its reconciler ran in this process.
+    pub(crate) fn recorded_security(
+        &self,
+        server: &(String, String),
+        database: &str,
+    ) -> Option<crate::couch::Security> {
+        let key = (server.0.clone(), server.1.clone(), database.to_string());
+        self.security.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
+    }
+
+    /// Notes that this process is creating `database` on `server`, when a `_db_updates`
+    /// follower runs for it (it takes the note back when the creation event arrives).
+    pub(crate) fn note_created(&self, server: &(String, String), database: &str) {
+        let following = self
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(server)
+            .is_some_and(|(_, handle)| !handle.is_finished());
+        if following {
+            let key = (server.0.clone(), server.1.clone(), database.to_string());
+            self.created_here.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+        }
+    }
+
+    /// Forgets the `_security` of a database (deleted, or its reconcile failed).
+    pub(crate) fn forget_security(&self, server: &(String, String), database: &str) {
+        let key = (server.0.clone(), server.1.clone(), database.to_string());
+        self.security.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     }
 
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.

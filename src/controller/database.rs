@@ -65,13 +65,20 @@ fn owner_alive(ctx: &Context, uid: &str) -> bool {
 struct Observation {
     observed: ObservedDatabase,
     owner_rev: Option<String>,
+    /// The database's info (sizes, counts), when it exists.
+    info: Option<crate::couch::DatabaseInfo>,
 }
 
 async fn observe(couch: &CouchClient, name: &str, url: &str, ctx: &Context) -> Result<Observation, Error> {
-    let exists = couch.database_exists(name).await.map_err(|e| Error::couch("checking the database", url, e))?;
-    if !exists {
-        return Ok(Observation { observed: ObservedDatabase::default(), owner_rev: None });
-    }
+    // The info answers "does it exist" and fills the status in one request.
+    let info = match couch.database_info(name).await {
+        Ok(info) => info,
+        Err(e) if e.is_not_found() => {
+            return Ok(Observation { observed: ObservedDatabase::default(), owner_rev: None, info: None });
+        }
+        Err(e) => return Err(Error::couch("reading the database", url, e)),
+    };
+    let exists = true;
     let record =
         couch.get_document(name, OWNER_DOC_ID).await.map_err(|e| Error::couch("reading the owner record", url, e))?;
     let owner_rev = record.as_ref().and_then(|r| r.get("_rev")).and_then(Value::as_str).map(str::to_owned);
@@ -79,7 +86,11 @@ async fn observe(couch: &CouchClient, name: &str, url: &str, ctx: &Context) -> R
         record.and_then(|r| r.get("owner").cloned()).and_then(|o| serde_json::from_value(o).ok());
     let owner_alive = owner.as_ref().is_some_and(|o| owner_alive(ctx, &o.uid));
     let security = couch.security(name).await.map_err(|e| Error::couch("reading _security", url, e))?;
-    Ok(Observation { observed: ObservedDatabase { exists, owner, owner_alive, security: Some(security) }, owner_rev })
+    Ok(Observation {
+        observed: ObservedDatabase { exists, owner, owner_alive, security: Some(security) },
+        owner_rev,
+        info: Some(info),
+    })
 }
 
 async fn apply(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
@@ -92,14 +103,10 @@ async fn apply(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
     status.observed_generation = db.metadata.generation;
     let generation = db.metadata.generation;
     match &result {
-        Ok((outcome, _)) => {
-            let message = match outcome {
-                DatabaseOutcome::Created => "database created",
-                DatabaseOutcome::Adopted => "existing database adopted",
-                DatabaseOutcome::Recreated => "database was deleted out of band and has been recreated",
-                DatabaseOutcome::SecurityRestored => "_security rewritten to the declared state",
-                DatabaseOutcome::Unchanged => "database matches the declared state",
-            };
+        Ok(_) => {
+            // One message whatever this pass did (the Events say that): a status that changed
+            // with each pass's outcome would be written twice for every change.
+            let message = "database matches the declared state";
             set_condition(&mut status.conditions, NewCondition::ready("Ready", message), generation, now());
         }
         Err(e) => set_condition(&mut status.conditions, NewCondition::not_ready(e), generation, now()),
@@ -124,6 +131,7 @@ async fn apply(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
             if let Some((reason, note)) = event {
                 ctx.event(db.as_ref(), false, reason, note).await;
             }
+            super::grant::requeue_for_database(ctx, db.as_ref(), *outcome != DatabaseOutcome::Unchanged);
             ctx.reset_backoff(&object_key(db.as_ref()));
             Ok(Action::requeue(ctx.resync()))
         }
@@ -167,6 +175,8 @@ async fn ensure(
         earlier_claimant: if previously_owned { None } else { earlier_claimant(db, ctx) },
         security: desired_security(&db.spec.security, &grants, db.spec.public),
     };
+    let server_id = server_key(db, &db.spec.server_ref);
+    ctx.forget_security(&server_id, &name);
     let plan = plan_database(&intent, &observation.observed)?;
     let creates = plan.steps.iter().any(|s| matches!(s, DatabaseStep::Create(_)));
     if creates && !previously_owned {
@@ -182,6 +192,7 @@ async fn ensure(
     for step in &plan.steps {
         match step {
             DatabaseStep::Create(options) => {
+                ctx.note_created(&server_id, &name);
                 couch
                     .create_database(&name, options)
                     .await
@@ -205,7 +216,13 @@ async fn ensure(
             }
         }
     }
-    let info = couch.database_info(&name).await.map_err(|e| Error::couch("reading database info", &url, e))?;
+    ctx.record_security(&server_id, &name, intent.security.clone());
+    // Documents written above are `_local` (not counted): the info read first is still right,
+    // unless the database was just created.
+    let info = match (observation.info, creates) {
+        (Some(info), false) => info,
+        _ => couch.database_info(&name).await.map_err(|e| Error::couch("reading database info", &url, e))?,
+    };
     status.couch_name = Some(name.clone());
     status.server = Some(url);
     status.doc_count = i64::try_from(info.doc_count).ok();
@@ -231,6 +248,7 @@ async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::await_change());
     };
     let url = connected.server.spec.url.clone();
+    ctx.forget_security(&server_key(db.as_ref(), &db.spec.server_ref), &name);
     let result = async {
         let observation = observe(&connected.couch, &name, &url, ctx).await?;
         let step = plan_database_deletion(

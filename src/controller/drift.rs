@@ -32,6 +32,7 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
         handle.abort();
     }
     let databases = ctx.databases.clone();
+    let created_here = ctx.created_here.clone();
     let servers = ctx.servers.clone();
     let server_ref = key.clone();
     let handle = tokio::spawn(async move {
@@ -53,6 +54,13 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                     failures = 0;
                     for update in &updates.results {
                         if !matches!(update.kind.as_str(), "deleted" | "created") {
+                            continue;
+                        }
+                        // The creation of a database this process just created is not drift.
+                        let ours = (server_ref.0.clone(), server_ref.1.clone(), update.db_name.clone());
+                        if update.kind == "created"
+                            && created_here.lock().unwrap_or_else(|e| e.into_inner()).remove(&ours)
+                        {
                             continue;
                         }
                         for db in databases.state() {

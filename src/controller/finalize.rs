@@ -5,7 +5,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Error as FinalizerError, Event, finalizer};
 use kube::{Resource, ResourceExt};
@@ -43,6 +43,14 @@ where
     let ns = obj.namespace().unwrap_or_default();
     let span = tracing::info_span!("reconcile", kind = %K::kind(&()), namespace = %ns, name = %obj.name_any());
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    // The finalizer is added here and the same pass goes on to apply: kube-runtime's own
+    // `finalizer()` would stop after adding it and wait for the watch to bring the patched
+    // object back, a second reconcile for every new object.
+    let obj = if obj.meta().deletion_timestamp.is_none() && !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        Arc::new(add_finalizer(&api, obj.as_ref()).instrument(span.clone()).await?)
+    } else {
+        obj
+    };
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Event::Apply(obj) => apply(obj).await,
@@ -55,4 +63,25 @@ where
         FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     })
+}
+
+/// Adds [`FINALIZER`] with a JSON patch that fails if the finalizers changed meanwhile (the
+/// same patch as kube-runtime's: Kubernetes does not deduplicate finalizers).
+async fn add_finalizer<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let ops = if obj.finalizers().is_empty() {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])
+    } else {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": obj.finalizers()},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ])
+    };
+    let patch = serde_json::from_value(ops).map_err(|e| Error::Finalizer(e.to_string()))?;
+    Ok(api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await?)
 }

@@ -93,6 +93,20 @@ pub(crate) async fn grants_for_database(
     Ok(out)
 }
 
+/// Requeues the grants on `db` after its reconciler merged them: all of them when it wrote
+/// `_security`, else those not Ready yet. Saves them waiting for their poll.
+pub(crate) fn requeue_for_database(ctx: &Context, db: &CouchDatabase, security_written: bool) {
+    let Some(trigger) = &ctx.grant_trigger else { return };
+    for grant in ctx.grants.state() {
+        let ready = grant.status.as_ref().is_some_and(|s| {
+            condition_state(&s.conditions, condition::READY).is_some_and(|(status, _)| status == "True")
+        });
+        if targets(&grant, db) && (security_written || !ready) {
+            let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(grant.as_ref()));
+        }
+    }
+}
+
 /// The absolute reference of a CouchDatabase's server.
 fn server_of(db: &CouchDatabase) -> ServerRef {
     let (namespace, name) = server_key(db, &db.spec.server_ref);
@@ -150,7 +164,9 @@ async fn apply(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error> {
                 message: "waiting for the database's _security to include the grant".into(),
             };
             set_condition(&mut status.conditions, cond, generation, now());
-            Action::requeue(std::time::Duration::from_secs(2))
+            // The database reconciler requeues its grants when it has merged them; this poll
+            // is only the safety net.
+            Action::requeue(std::time::Duration::from_secs(30).min(ctx.resync()))
         }
         (Err(e), _) => {
             set_condition(&mut status.conditions, NewCondition::not_ready(e), generation, now());
@@ -159,8 +175,10 @@ async fn apply(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error> {
     };
     apply_status(&api, grant.as_ref(), current.as_ref(), &status).await?;
     let is = condition_state(&status.conditions, condition::READY);
+    // Pending is the normal moment between a grant and its database's reconcile: no Event.
     if was != is
         && let Some((s, reason)) = &is
+        && reason != "Pending"
     {
         let note = status
             .conditions
@@ -184,10 +202,18 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
     let target = &grant.spec.database;
     if let Some(db_name) = &target.name {
         let db_ns = target.namespace.clone().unwrap_or_else(|| ns.clone());
-        let db = Api::<CouchDatabase>::namespaced(ctx.client.clone(), &db_ns)
-            .get_opt(db_name)
-            .await?
-            .ok_or_else(|| Error::DatabaseNotFound { what: format!("CouchDatabase {db_ns}/{db_name}") })?;
+        // From the watch's store, not a GET: the database watch requeues the grant on changes.
+        // Only a database not claimed yet is read from the API server, since its reconciler
+        // may have claimed it a moment before its watch event arrives.
+        let cached = ctx.databases.get(&kube::runtime::reflector::ObjectRef::new(db_name).within(&db_ns));
+        let db = match cached {
+            Some(db) if db.status.as_ref().is_some_and(|s| s.couch_name.is_some()) => db,
+            _ => Api::<CouchDatabase>::namespaced(ctx.client.clone(), &db_ns)
+                .get_opt(db_name)
+                .await?
+                .map(Arc::new)
+                .ok_or_else(|| Error::DatabaseNotFound { what: format!("CouchDatabase {db_ns}/{db_name}") })?,
+        };
         let server_ref = server_of(&db);
         let connected = resolve(ctx, &ns, &server_ref).await?;
         let key = (server_ref.namespace.clone().unwrap_or_default(), server_ref.name.clone());
@@ -197,14 +223,21 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
             return Ok(Outcome::Pending);
         };
         let url = connected.server.spec.url.clone();
-        // A database being deleted is left alone; and a HEAD first, because pouchdb-server
-        // creates a missing database when its `_security` is read.
-        if db.metadata.deletion_timestamp.is_some()
-            || !connected
-                .couch
-                .database_exists(&couch_name)
-                .await
-                .map_err(|e| Error::couch("checking the database", &url, e))?
+        if db.metadata.deletion_timestamp.is_some() {
+            return Ok(Outcome::Pending);
+        }
+        // What the database's reconciler (the only writer) last left `_security` with; read
+        // from CouchDB only when it has not run in this process yet.
+        if let Some(security) = ctx.recorded_security(&key, &couch_name) {
+            return Ok(if grants_present(&security, &resolved.entries) { Outcome::Applied } else { Outcome::Pending });
+        }
+        // A HEAD first, because pouchdb-server creates a missing database when its `_security`
+        // is read.
+        if !connected
+            .couch
+            .database_exists(&couch_name)
+            .await
+            .map_err(|e| Error::couch("checking the database", &url, e))?
         {
             return Ok(Outcome::Pending);
         }

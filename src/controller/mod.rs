@@ -17,6 +17,7 @@ mod share_endpoints;
 mod share_revoke;
 mod status;
 mod user;
+mod watches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -38,6 +39,7 @@ pub use leader::LeaderElection;
 pub use server::SYSTEM_DATABASES;
 
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use watches::{controller_for, declared, watched, watched_when};
 
 /// How the operator process runs.
 #[derive(Debug, Clone)]
@@ -62,56 +64,6 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
-}
-
-/// Watch events of one kind as a trigger stream. Each watch backs off on its own: after an API
-/// server restart every watch gets `410 Expired` once and relists, and one watch's errors must
-/// not pause the others (a controller's shared trigger backoff would serialise those relists
-/// behind an ever longer pause).
-fn watched<K>(
-    client: &Client,
-    ns: Option<&str>,
-) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-{
-    watcher(scoped::<K>(client, ns), watcher::Config::default()).default_backoff().touched_objects()
-}
-
-/// A controller for `K` whose own watch backs off on its own (see [`watched`]), with no pause
-/// shared between its triggers.
-fn controller_for<K>(client: &Client, ns: Option<&str>) -> Controller<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = kube::runtime::reflector::store();
-    let own = watcher(scoped::<K>(client, ns), watcher::Config::default()).default_backoff().reflect(writer);
-    Controller::for_stream(own.applied_objects(), reader).trigger_backoff(NoPause)
-}
-
-/// The trigger backoff of every controller: none, because each watch already backs off.
-struct NoPause;
-
-impl Iterator for NoPause {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
-        Some(Duration::ZERO)
-    }
-}
-
-impl kube::runtime::utils::Backoff for NoPause {
-    fn reset(&mut self) {}
 }
 
 /// Waits until every couchshare CRD is Established, logging while it waits.
@@ -180,14 +132,11 @@ macro_rules! measured {
     };
 }
 
-/// CouchServer changes that matter to the resources on it: spec changes, not status writes
-/// (a server's status changes with every share; requeueing every database and user on each
-/// would be a reconcile storm).
 fn server_spec_changes(
     client: &Client,
     ns: Option<&str>,
 ) -> impl futures::Stream<Item = Result<CouchServer, watcher::Error>> + Send + 'static {
-    watched::<CouchServer>(client, ns).predicate_filter(kube::runtime::predicates::generation, Default::default())
+    watched_when::<CouchServer>(client, ns, watches::server_spec)
 }
 
 /// References to every object in `store` that `related` picks: the mapper of a watch.
@@ -240,21 +189,32 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let grants = grant_controller.store();
     let share_controller = controller_for::<CouchShare>(&client, ns);
     let shares = share_controller.store();
+    // Secret metadata, kept in a store: a client is rebuilt only when its Secrets'
+    // resourceVersions change, instead of reading them on every reconcile.
+    let (secret_store, secret_writer) = kube::runtime::reflector::store();
+    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(secret_writer)
+        .touched_objects();
     let (trigger, triggered) = tokio::sync::mpsc::unbounded_channel();
+    let (grant_trigger, grants_triggered) = tokio::sync::mpsc::unbounded_channel();
     let stores = context::Stores {
         servers: servers.clone(),
         databases: databases.clone(),
         users: users.clone(),
         grants: grants.clone(),
         shares: shares.clone(),
+        secrets: secret_store,
     };
-    let ctx = Arc::new(Context::new(client.clone(), config.options.clone(), stores, Some(trigger)));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.options.clone(),
+        stores,
+        context::Triggers { databases: Some(trigger), grants: Some(grant_trigger) },
+    ));
 
     // A change to an admin or CA Secret requeues the servers that use it. Only metadata is
     // watched: the operator never keeps Secret data in memory.
-    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
     let servers_by_secret = servers.clone();
     let server_controller = server_controller
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
@@ -272,8 +232,10 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
             let key = (server.namespace().unwrap_or_default(), server.name_any());
             matching(&databases_by_server, |d| servers::server_key(d, &d.spec.server_ref) == key)
         })
-        .watches_stream(watched::<CouchGrant>(&client, ns), |grant: CouchGrant| grant::database_refs(&grant))
-        .watches_stream(watched::<CouchUser>(&client, ns), {
+        .watches_stream(watched_when::<CouchGrant>(&client, ns, declared), |grant: CouchGrant| {
+            grant::database_refs(&grant)
+        })
+        .watches_stream(watched_when::<CouchUser>(&client, ns, declared), {
             let grants = grants.clone();
             move |user: CouchUser| {
                 grants
@@ -284,7 +246,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
                     .collect::<Vec<_>>()
             }
         })
-        .watches_stream(watched::<CouchShare>(&client, ns), {
+        .watches_stream(watched_when::<CouchShare>(&client, ns, watches::share_for_databases), {
             let databases = databases.clone();
             move |share: CouchShare| matching(&databases, |d| share::touches_database(&share, d))
         })
@@ -317,14 +279,18 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
 
     // A grant follows its users (appearing, renamed, deleted) and its database's state.
     let grant_controller = grant_controller
-        .watches_stream(watched::<CouchUser>(&client, ns), {
+        .watches_stream(watched_when::<CouchUser>(&client, ns, declared), {
             let grants = grants.clone();
             move |user: CouchUser| matching(&grants, |g| refers_to_user(g, &user))
         })
-        .watches_stream(watched::<CouchDatabase>(&client, ns), {
+        .watches_stream(watched_when::<CouchDatabase>(&client, ns, watches::database_for_grants), {
             let grants = grants.clone();
             move |db: CouchDatabase| matching(&grants, |g| grant::targets(g, &db))
         })
+        .reconcile_on(futures::stream::unfold(
+            grants_triggered,
+            |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+        ))
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .shutdown_on_signal();
 

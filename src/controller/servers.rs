@@ -25,24 +25,61 @@ pub struct Connected {
 
 /// Reads one key of a Secret as UTF-8.
 pub async fn secret_value(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<String, Error> {
+    let [value] = secret_values(ctx, namespace, name, [key]).await?;
+    Ok(value)
+}
+
+/// Reads several keys of one Secret as UTF-8, with one request.
+pub async fn secret_values<const N: usize>(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    keys: [&str; N],
+) -> Result<[String; N], Error> {
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await?
         .ok_or_else(|| Error::SecretNotFound { namespace: namespace.into(), name: name.into() })?;
-    let missing = || Error::SecretKeyMissing { namespace: namespace.into(), name: name.into(), key: key.into() };
-    if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) {
-        return String::from_utf8(bytes.0.clone()).map_err(|_| missing());
+    let mut out: [String; N] = std::array::from_fn(|_| String::new());
+    for (slot, key) in out.iter_mut().zip(keys) {
+        let missing = || Error::SecretKeyMissing { namespace: namespace.into(), name: name.into(), key: key.into() };
+        *slot = match secret.data.as_ref().and_then(|d| d.get(key)) {
+            Some(bytes) => String::from_utf8(bytes.0.clone()).map_err(|_| missing())?,
+            None => secret.string_data.as_ref().and_then(|d| d.get(key)).cloned().ok_or_else(missing)?,
+        };
     }
-    secret.string_data.as_ref().and_then(|d| d.get(key)).cloned().ok_or_else(missing)
+    Ok(out)
+}
+
+/// The resourceVersion of a Secret as the metadata watch last saw it.
+fn secret_version(ctx: &Context, namespace: &str, name: &str) -> Option<String> {
+    let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+    ctx.secrets.get(&key).and_then(|s| s.metadata.resource_version.clone())
 }
 
 /// A client for `server`, built from its admin Secret and CA; reused while they are unchanged.
 pub async fn connect(ctx: &Context, server: &CouchServer) -> Result<CouchClient, Error> {
     let ns = server.namespace().unwrap_or_default();
     let secret = &server.spec.admin_credentials.secret_ref;
-    let username = secret_value(ctx, &ns, &secret.name, &secret.username_key).await?;
-    let password = secret_value(ctx, &ns, &secret.name, &secret.password_key).await?;
-    let ca = match server.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+    let ca_ref = server.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref());
+    let key = format!("{ns}/{}", server.name_any());
+    // While the URL and the Secrets' versions are unchanged, the cached client is still right.
+    let versions = secret_version(ctx, &ns, &secret.name).and_then(|admin| {
+        let ca = match ca_ref {
+            Some(ca) => secret_version(ctx, &ns, &ca.name)?,
+            None => String::new(),
+        };
+        Some(format!("{}|{}|{admin}|{ca}", server.spec.url, server.uid().unwrap_or_default()))
+    });
+    if let Some(versions) = &versions {
+        let cache = ctx.couch_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = cache.get(&key).filter(|c| c.versions.as_ref() == Some(versions)) {
+            return Ok(cached.client.clone());
+        }
+    }
+    let [username, password] =
+        secret_values(ctx, &ns, &secret.name, [secret.username_key.as_str(), secret.password_key.as_str()]).await?;
+    let ca = match ca_ref {
         Some(ca) => Some(secret_value(ctx, &ns, &ca.name, &ca.key).await?),
         None => None,
     };
@@ -52,10 +89,10 @@ pub async fn connect(ctx: &Context, server: &CouchServer) -> Result<CouchClient,
         hash.update([0]);
     }
     let fingerprint: [u8; 32] = hash.finalize().into();
-    let key = format!("{ns}/{}", server.name_any());
     {
-        let cache = ctx.couch_clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cached) = cache.get(&key).filter(|c| c.fingerprint == fingerprint) {
+        let mut cache = ctx.couch_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = cache.get_mut(&key).filter(|c| c.fingerprint == fingerprint) {
+            cached.versions = versions;
             return Ok(cached.client.clone());
         }
     }
@@ -74,7 +111,7 @@ pub async fn connect(ctx: &Context, server: &CouchServer) -> Result<CouchClient,
     ctx.couch_clients
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(key, CachedClient { fingerprint, client: client.clone() });
+        .insert(key, CachedClient { fingerprint, versions, client: client.clone() });
     Ok(client)
 }
 
@@ -104,15 +141,22 @@ pub async fn namespace_allowed(ctx: &Context, server: &CouchServer, from: &str) 
 /// namespace, and its admin credentials work for building a client.
 pub async fn resolve(ctx: &Context, from: &str, reference: &ServerRef) -> Result<Connected, Error> {
     let namespace = reference.namespace.clone().unwrap_or_else(|| from.to_string());
-    let server = Api::<CouchServer>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&reference.name)
-        .await?
-        .ok_or_else(|| Error::ServerNotFound { namespace: namespace.clone(), name: reference.name.clone() })?;
+    // From the watch's store; read from the API server only when the store does not have it
+    // (not listed yet, or created a moment ago).
+    let cached = ctx.servers.get(&kube::runtime::reflector::ObjectRef::new(&reference.name).within(&namespace));
+    let server = match cached {
+        Some(server) => server,
+        None => Api::<CouchServer>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&reference.name)
+            .await?
+            .map(Arc::new)
+            .ok_or_else(|| Error::ServerNotFound { namespace: namespace.clone(), name: reference.name.clone() })?,
+    };
     if !namespace_allowed(ctx, &server, from).await? {
         return Err(Error::NotAllowed { namespace, name: reference.name.clone(), from: from.into() });
     }
     let couch = connect(ctx, &server).await?;
-    Ok(Connected { server: Arc::new(server), couch })
+    Ok(Connected { server, couch })
 }
 
 /// The namespace/name key of the server a reference points to.
