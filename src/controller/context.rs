@@ -156,6 +156,26 @@ impl Context {
         }
     }
 
+    /// Waits until every watch has listed its objects once. Reconcilers read each other's
+    /// stores: a database reconciled before the shares were listed would write `_security`
+    /// without their replication users, cutting off running replications.
+    pub async fn stores_ready(&self) {
+        loop {
+            let all = async {
+                let _ = self.servers.wait_until_ready().await;
+                let _ = self.databases.wait_until_ready().await;
+                let _ = self.users.wait_until_ready().await;
+                let _ = self.grants.wait_until_ready().await;
+                let _ = self.shares.wait_until_ready().await;
+                let _ = self.secrets.wait_until_ready().await;
+            };
+            if tokio::time::timeout(Duration::from_secs(30), all).await.is_ok() {
+                return;
+            }
+            tracing::warn!("still waiting for the first list of every watched kind (can the operator list them?)");
+        }
+    }
+
     /// Records the `_security` a database reconciler left `database` on `server` with.
     pub(crate) fn record_security(&self, server: &(String, String), database: &str, security: crate::couch::Security) {
         let key = (server.0.clone(), server.1.clone(), database.to_string());

@@ -40,6 +40,7 @@ where
     C: FnOnce(Arc<K>) -> CF,
     CF: Future<Output = Result<Action, Error>>,
 {
+    ctx.stores_ready().await;
     let ns = obj.namespace().unwrap_or_default();
     let span = tracing::info_span!("reconcile", kind = %K::kind(&()), namespace = %ns, name = %obj.name_any());
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);

@@ -33,6 +33,7 @@ struct Observed {
 
 /// Reconciles one CouchServer.
 pub async fn reconcile(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.stores_ready().await;
     let ns = server.namespace().unwrap_or_default();
     let span = tracing::info_span!("reconcile", kind = "CouchServer", namespace = %ns, name = %server.name_any());
     reconcile_server(server, ctx).instrument(span).await
