@@ -33,6 +33,10 @@ struct Args {
     /// Resync interval given to the operator (steady state is measured over two of them).
     #[arg(long, default_value_t = 10)]
     resync_secs: u64,
+    /// Drift-repair samples (each one waits for the resync where the server has no
+    /// `_db_updates`, as pouchdb-server).
+    #[arg(long, default_value_t = 20)]
+    drift_samples: usize,
     /// Requests in flight at once (operator concurrency and the baseline's).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -432,7 +436,12 @@ async fn main() -> anyhow::Result<()> {
         |m: &str| after_requests.get(m).copied().unwrap_or(0.0) - before_requests.get(m).copied().unwrap_or(0.0);
     let couch_writes = delta("PUT") + delta("POST") + delta("DELETE");
     let couch_reads = delta("GET") + delta("HEAD");
-    let api_writes = after_versions.iter().filter(|(k, v)| before_versions.get(*k) != Some(*v)).count();
+    let changed: Vec<&String> =
+        after_versions.iter().filter(|(k, v)| before_versions.get(*k) != Some(*v)).map(|(k, _)| k).collect();
+    if !changed.is_empty() {
+        eprintln!("bench: written at steady state: {changed:?}");
+    }
+    let api_writes = changed.len();
     let resources = (3 * args.n + shares + 1) as f64;
     let reads_per_resource_period = couch_reads / resources / 2.0;
 
@@ -456,7 +465,7 @@ async fn main() -> anyhow::Result<()> {
         apply_ready.push(t.elapsed());
     }
     let mut drift = Vec::new();
-    for i in 0..args.samples.min(20) {
+    for i in 0..args.samples.min(args.drift_samples) {
         let db = format!("op-{tag}-lat-{i}");
         couch.delete_database(&db).await?;
         drift.push(

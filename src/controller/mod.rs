@@ -194,6 +194,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let (secret_store, secret_writer) = kube::runtime::reflector::store();
     let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default())
         .default_backoff()
+        .modify(watches::forget_managed_fields)
         .reflect(secret_writer)
         .touched_objects();
     let (trigger, triggered) = tokio::sync::mpsc::unbounded_channel();

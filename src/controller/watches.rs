@@ -65,10 +65,17 @@ pub(crate) fn controller_for<K: Watched>(client: &Client, ns: Option<&str>) -> C
     let (reader, writer) = reflector::store();
     let own = watcher(scoped::<K>(client, ns), watcher::Config::default())
         .default_backoff()
+        .modify(forget_managed_fields)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(declared::<K>, Default::default());
     Controller::for_stream(own, reader).trigger_backoff(NoPause)
+}
+
+/// Drops `managedFields` before an object is cached: nothing reads them, and at a thousand
+/// objects per kind they are most of the memory.
+pub(crate) fn forget_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
 }
 
 /// A hash of what an object declares: generation, deletion, labels, annotations.
