@@ -158,21 +158,31 @@ impl Context {
 
     /// Waits until every watch has listed its objects once. Reconcilers read each other's
     /// stores: a database reconciled before the shares were listed would write `_security`
-    /// without their replication users, cutting off running replications.
+    /// without their replication users, cutting off running replications. (The Secret
+    /// metadata store is not waited for: a client is built from a Secret read when the store
+    /// lacks it.)
     pub async fn stores_ready(&self) {
-        loop {
-            let all = async {
-                let _ = self.servers.wait_until_ready().await;
-                let _ = self.databases.wait_until_ready().await;
-                let _ = self.users.wait_until_ready().await;
-                let _ = self.grants.wait_until_ready().await;
-                let _ = self.shares.wait_until_ready().await;
-                let _ = self.secrets.wait_until_ready().await;
-            };
-            if tokio::time::timeout(Duration::from_secs(30), all).await.is_ok() {
-                return;
+        // Polled, not awaited: a store's readiness wakes only one of many waiters, and the
+        // others slept until their own timeout.
+        fn ready<K: kube::runtime::reflector::Lookup + Clone + 'static>(store: &Store<K>) -> bool
+        where
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            futures::FutureExt::now_or_never(store.wait_until_ready()).is_some()
+        }
+        let started = std::time::Instant::now();
+        let mut warned = false;
+        while !(ready(&self.servers)
+            && ready(&self.databases)
+            && ready(&self.users)
+            && ready(&self.grants)
+            && ready(&self.shares))
+        {
+            if !warned && started.elapsed() > Duration::from_secs(30) {
+                tracing::warn!("still waiting for the first list of every watched kind (can the operator list them?)");
+                warned = true;
             }
-            tracing::warn!("still waiting for the first list of every watched kind (can the operator list them?)");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
