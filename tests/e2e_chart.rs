@@ -679,13 +679,10 @@ async fn scenario(client: &Client, couch: &couchshare::couch::CouchClient, ns: &
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_runs_a_scenario_under_the_charts_rbac() {
     let test = "the_operator_runs_a_scenario_under_the_charts_rbac";
-    let Some(client) = k8s::client(test).await else { return };
-    let Some(couch) = couchdb::client(test) else { return };
     let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
     let Some(kubectl) = tool(test, "COUCHSHARE_KUBECTL") else { return };
     let started = Instant::now();
-    couchdb::ensure_system_databases(&couch).await;
-    k8s::install_crds(&client).await;
+    let Some((client, couch)) = support::servers(test).await else { return };
     let identity = install_chart_rbac(&client, &helm, &kubectl, None).await;
     let ns = k8s::namespace(&client, "chart-app").await;
     // Operator::start adds --namespace: fine, the chart's RBAC is cluster-wide here.
@@ -702,13 +699,10 @@ async fn the_operator_runs_a_scenario_under_the_charts_rbac() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_runs_a_scenario_under_the_charts_namespaced_rbac() {
     let test = "the_operator_runs_a_scenario_under_the_charts_namespaced_rbac";
-    let Some(client) = k8s::client(test).await else { return };
-    let Some(couch) = couchdb::client(test) else { return };
     let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
     let Some(kubectl) = tool(test, "COUCHSHARE_KUBECTL") else { return };
     let started = Instant::now();
-    couchdb::ensure_system_databases(&couch).await;
-    k8s::install_crds(&client).await;
+    let Some((client, couch)) = support::servers(test).await else { return };
     // watchNamespace=<ns>: a Role there, a ClusterRole only for the CRDs and namespaces.
     let ns = k8s::namespace(&client, "chart-app").await;
     let identity = install_chart_rbac(&client, &helm, &kubectl, Some(&ns)).await;
@@ -725,13 +719,10 @@ async fn the_operator_runs_a_scenario_under_the_charts_namespaced_rbac() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_elects_a_leader_under_the_charts_rbac() {
     let test = "the_operator_elects_a_leader_under_the_charts_rbac";
-    let Some(client) = k8s::client(test).await else { return };
-    let Some(couch) = couchdb::client(test) else { return };
     let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
     let Some(kubectl) = tool(test, "COUCHSHARE_KUBECTL") else { return };
     let started = Instant::now();
-    couchdb::ensure_system_databases(&couch).await;
-    k8s::install_crds(&client).await;
+    let Some((client, _couch)) = support::servers(test).await else { return };
     let identity = install_chart_rbac(&client, &helm, &kubectl, None).await;
     let ns = k8s::namespace(&client, "chart-app").await;
     let kubeconfig = identity.kubeconfig.to_str().expect("UTF-8 path");

@@ -23,10 +23,7 @@ struct Env {
 
 /// The servers, the CRDs, a fresh namespace with the admin Secret, and an operator for it.
 async fn setup(test: &str) -> Option<Env> {
-    let client = k8s::client(test).await?;
-    let couch = couchdb::client(test)?;
-    couchdb::ensure_system_databases(&couch).await;
-    k8s::install_crds(&client).await;
+    let (client, couch) = support::servers(test).await?;
     let ns = k8s::namespace(&client, "db").await;
     admin_secret(&client, &ns).await;
     let op = Operator::start(&ns, &[]);

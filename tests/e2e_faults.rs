@@ -19,12 +19,28 @@ use support::operator::{
 };
 use support::{couchdb, k8s};
 
-async fn servers(test: &str) -> Option<(Client, CouchClient)> {
-    let client = k8s::client(test).await?;
-    let couch = couchdb::client(test)?;
-    couchdb::ensure_system_databases(&couch).await;
-    k8s::install_crds(&client).await;
-    Some((client, couch))
+/// Applies a manifest of any couchshare kind in `ns`.
+async fn apply_any(client: &Client, ns: &str, m: Value) {
+    match m["kind"].as_str() {
+        Some("CouchDatabase") => drop(apply_json::<CouchDatabase>(client, ns, m).await),
+        Some("CouchUser") => drop(apply_json::<CouchUser>(client, ns, m).await),
+        Some("CouchGrant") => drop(apply_json::<CouchGrant>(client, ns, m).await),
+        _ => drop(apply_json::<CouchShare>(client, ns, m).await),
+    }
+}
+
+/// The ids of the replication documents of namespace `ns`'s shares, sorted.
+async fn replication_doc_ids(couch: &CouchClient, ns: &str) -> Vec<String> {
+    let prefix = format!("couchshare_{ns}_");
+    let mut ids: Vec<String> = couch
+        .list_replication_docs_with_prefix("_replicator", &prefix)
+        .await
+        .expect("_replicator")
+        .iter()
+        .filter_map(|d| d["_id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
 }
 
 fn assert_no_secrets(output: &str, secrets: &[String]) {
@@ -41,7 +57,7 @@ fn assert_no_secrets(output: &str, secrets: &[String]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_leaves_exactly_the_declared_state() {
     let test = "sigkill_at_random_moments_leaves_exactly_the_declared_state";
-    let Some((client, couch)) = servers(test).await else { return };
+    let Some((client, couch)) = support::servers(test).await else { return };
     let seed: u64 =
         std::env::var("COUCHSHARE_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("{test}: COUCHSHARE_FAULT_SEED={seed}");
@@ -88,13 +104,7 @@ async fn sigkill_at_random_moments_leaves_exactly_the_declared_state() {
     let per_kill = order.len().div_ceil(kills);
     for (trial, chunk) in order.chunks(per_kill).enumerate() {
         for &i in chunk {
-            let m = manifests[i].clone();
-            match m["kind"].as_str() {
-                Some("CouchDatabase") => drop(apply_json::<CouchDatabase>(&client, &ns, m).await),
-                Some("CouchUser") => drop(apply_json::<CouchUser>(&client, &ns, m).await),
-                Some("CouchGrant") => drop(apply_json::<CouchGrant>(&client, &ns, m).await),
-                _ => drop(apply_json::<CouchShare>(&client, &ns, m).await),
-            }
+            apply_any(&client, &ns, manifests[i].clone()).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
         op.kill();
@@ -139,15 +149,7 @@ async fn sigkill_at_random_moments_leaves_exactly_the_declared_state() {
     }
     // No duplicates, no orphans: replication documents and scoped users are exactly the shares'.
     let prefix = format!("couchshare_{ns}_");
-    let mut docs: Vec<String> = couch
-        .list_replication_docs("_replicator")
-        .await
-        .expect("_replicator")
-        .iter()
-        .filter_map(|d| d["_id"].as_str().map(str::to_owned))
-        .filter(|id| id.starts_with(&prefix))
-        .collect();
-    docs.sort();
+    let docs = replication_doc_ids(&couch, &ns).await;
     let mut want: Vec<String> = (0..n / 2).map(|i| format!("{prefix}share-{i}_fwd")).collect();
     want.sort();
     assert_eq!(docs, want, "exactly one replication document per share direction");
@@ -173,7 +175,7 @@ async fn sigkill_at_random_moments_leaves_exactly_the_declared_state() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_couchdb_outage_mid_reconcile_converges_without_restarting_the_operator() {
     let test = "a_couchdb_outage_mid_reconcile_converges_without_restarting_the_operator";
-    let Some((client, couch)) = servers(test).await else { return };
+    let Some((client, couch)) = support::servers(test).await else { return };
     let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
     let mut proxy = Proxy::start(&host_port(&url)).await;
     let ns = k8s::namespace(&client, "outage").await;
@@ -250,19 +252,6 @@ async fn an_api_server_and_etcd_restart_mid_reconcile_converges_without_restarti
             ),
         ]
     };
-    let apply_all = |client: Client, manifests: Vec<Value>| {
-        let ns = ns.clone();
-        async move {
-            for m in manifests {
-                match m["kind"].as_str() {
-                    Some("CouchDatabase") => drop(apply_json::<CouchDatabase>(&client, &ns, m).await),
-                    Some("CouchUser") => drop(apply_json::<CouchUser>(&client, &ns, m).await),
-                    Some("CouchGrant") => drop(apply_json::<CouchGrant>(&client, &ns, m).await),
-                    _ => drop(apply_json::<CouchShare>(&client, &ns, m).await),
-                }
-            }
-        }
-    };
     // A batch goes in, and the control plane goes away while the operator works on it.
     let mut batch: Vec<Value> = (0..4).flat_map(declare).collect();
     for (i, (from, to)) in [(0, 1), (2, 3)].into_iter().enumerate() {
@@ -272,7 +261,9 @@ async fn an_api_server_and_etcd_restart_mid_reconcile_converges_without_restarti
             json!({"source": {"database": {"name": format!("db-{from}")}}, "target": {"database": {"name": format!("db-{to}")}}}),
         ));
     }
-    apply_all(client.clone(), batch).await;
+    for m in batch {
+        apply_any(&client, &ns, m).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     plane.stop();
     eprintln!("{test}: API server and etcd stopped");
@@ -293,7 +284,9 @@ async fn an_api_server_and_etcd_restart_mid_reconcile_converges_without_restarti
     }
     let kept = wait_ready(&shares, "share-0", &op).await;
     wait_ready(&shares, "share-1", &op).await;
-    apply_all(client.clone(), declare(4)).await;
+    for m in declare(4) {
+        apply_any(&client, &ns, m).await;
+    }
     shares.delete("share-1", &Default::default()).await.expect("delete share-1");
     wait_ready(&dbs, "db-4", &op).await;
     wait_ready(&Api::<CouchGrant>::namespaced(client.clone(), &ns), "grant-4", &op).await;
@@ -312,16 +305,8 @@ async fn an_api_server_and_etcd_restart_mid_reconcile_converges_without_restarti
         assert_eq!(security.members.names, want, "{tag}-db-{i}: exactly the declared members");
         assert!(couch.get_user(&format!("{tag}-user-{i}")).await.expect("get").is_some(), "user-{i} exists");
     }
-    let prefix = format!("couchshare_{ns}_");
-    let docs: Vec<String> = couch
-        .list_replication_docs("_replicator")
-        .await
-        .expect("_replicator")
-        .iter()
-        .filter_map(|d| d["_id"].as_str().map(str::to_owned))
-        .filter(|id| id.starts_with(&prefix))
-        .collect();
-    assert_eq!(docs, [format!("{prefix}share-0_fwd")], "only the kept share replicates");
+    let docs = replication_doc_ids(&couch, &ns).await;
+    assert_eq!(docs, [format!("couchshare_{ns}_share-0_fwd")], "only the kept share replicates");
     op.kill();
     assert_no_secrets(&op.output(), &[couchdb::admin_credentials().password]);
 }
@@ -520,7 +505,7 @@ async fn silent_server() -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_bad_input_ends_in_a_precise_condition_and_the_good_resources_keep_working() {
     let test = "every_bad_input_ends_in_a_precise_condition_and_the_good_resources_keep_working";
-    let Some((client, couch)) = servers(test).await else { return };
+    let Some((client, couch)) = support::servers(test).await else { return };
     let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
     let ns = k8s::namespace(&client, "badinput").await;
     let other = k8s::namespace(&client, "badother").await;

@@ -26,10 +26,7 @@ struct Env {
 }
 
 async fn setup(test: &str, server_spec: Value) -> Option<Env> {
-    let client = k8s::client(test).await?;
-    let couch = couchdb::client(test)?;
-    couchdb::ensure_system_databases(&couch).await;
-    k8s::install_crds(&client).await;
+    let (client, couch) = support::servers(test).await?;
     let ns = k8s::namespace(&client, "grant").await;
     admin_secret(&client, &ns).await;
     let op = Operator::start(&ns, &[]);
@@ -53,15 +50,7 @@ async fn user(env: &Env, name: &str, extra: Value) -> (String, CouchClient) {
 }
 
 async fn database(env: &Env, name: &str) -> String {
-    let couch_name = couchdb::unique_name(name);
-    let _: CouchDatabase = apply_json(
-        &env.client,
-        &env.ns,
-        kind("CouchDatabase", name, json!({"serverRef": {"name": "main"}, "name": couch_name})),
-    )
-    .await;
-    wait_ready(&Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns), name, &env.op).await;
-    couch_name
+    support::operator::ready_database(&env.client, &env.ns, name, &env.op).await
 }
 
 async fn grant(env: &Env, name: &str, spec: Value) {

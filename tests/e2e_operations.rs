@@ -14,14 +14,6 @@ use serde_json::{Value, json};
 use support::operator::{Operator, admin_secret, apply_json, manifest as kind, server_manifest, wait_ready};
 use support::{couchdb, k8s};
 
-async fn servers(test: &str) -> Option<(Client, CouchClient)> {
-    let client = k8s::client(test).await?;
-    let couch = couchdb::client(test)?;
-    couchdb::ensure_system_databases(&couch).await;
-    k8s::install_crds(&client).await;
-    Some((client, couch))
-}
-
 async fn main_server(client: &Client, ns: &str, op: &Operator) {
     let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
     let _: CouchServer = apply_json(client, ns, server_manifest("main", &url, json!({}))).await;
@@ -36,7 +28,7 @@ async fn eventually(what: &str, secs: u64, check: impl AsyncFn() -> bool) {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_leader_election_only_the_leader_reconciles_and_a_standby_takes_over() {
     let test = "with_leader_election_only_the_leader_reconciles_and_a_standby_takes_over";
-    let Some((client, couch)) = servers(test).await else { return };
+    let Some((client, couch)) = support::servers(test).await else { return };
     let ns = k8s::namespace(&client, "leader").await;
     admin_secret(&client, &ns).await;
     let args = ["--leader-election", "--lease-namespace", ns.as_str(), "--lease-seconds", "4"];
@@ -76,7 +68,7 @@ fn metrics_address(op: &Operator) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_metrics_endpoint_shows_reconciles_couchdb_calls_replications_and_servers() {
     let test = "the_metrics_endpoint_shows_reconciles_couchdb_calls_replications_and_servers";
-    let Some((client, _couch)) = servers(test).await else { return };
+    let Some((client, _couch)) = support::servers(test).await else { return };
     let ns = k8s::namespace(&client, "metrics").await;
     admin_secret(&client, &ns).await;
     let op = Operator::start(&ns, &[]);
@@ -126,7 +118,7 @@ async fn the_metrics_endpoint_shows_reconciles_couchdb_calls_replications_and_se
 #[tokio::test(flavor = "multi_thread")]
 async fn couchshare_plan_prints_the_expected_changes_and_changes_nothing() {
     let test = "couchshare_plan_prints_the_expected_changes_and_changes_nothing";
-    let Some((client, couch)) = servers(test).await else { return };
+    let Some((client, couch)) = support::servers(test).await else { return };
     let ns = k8s::namespace(&client, "plan").await;
     let db = couchdb::unique_name("planned");
     let user = couchdb::unique_name("planner");
@@ -193,7 +185,7 @@ async fn clear_earlier_example_runs(couch: &CouchClient, databases: &[String], u
 #[tokio::test(flavor = "multi_thread")]
 async fn every_example_is_applied_and_reaches_ready() {
     let test = "every_example_is_applied_and_reaches_ready";
-    let Some((client, couch)) = servers(test).await else { return };
+    let Some((client, couch)) = support::servers(test).await else { return };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
     let mut objects = Vec::new();

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use couchshare::api::{CouchDatabase, CouchServer, CouchShare, CouchUser};
+use couchshare::api::{CouchServer, CouchShare, CouchUser};
 use couchshare::couch::{Capabilities, CouchClient};
 use kube::Client;
 use kube::api::{Api, DeleteParams};
@@ -28,11 +28,8 @@ struct Env {
 }
 
 async fn setup(test: &str) -> Option<Env> {
-    let client = k8s::client(test).await?;
-    let couch = couchdb::client(test)?;
-    couchdb::ensure_system_databases(&couch).await;
+    let (client, couch) = support::servers(test).await?;
     let caps = couch.capabilities().await.expect("capabilities");
-    k8s::install_crds(&client).await;
     let ns = k8s::namespace(&client, "share").await;
     admin_secret(&client, &ns).await;
     let op = Operator::start(&ns, &[]);
@@ -47,15 +44,7 @@ async fn setup(test: &str) -> Option<Env> {
 }
 
 async fn database(env: &Env, name: &str) -> String {
-    let couch_name = couchdb::unique_name(name);
-    let _: CouchDatabase = apply_json(
-        &env.client,
-        &env.ns,
-        kind("CouchDatabase", name, json!({"serverRef": {"name": "main"}, "name": couch_name})),
-    )
-    .await;
-    wait_ready(&Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns), name, &env.op).await;
-    couch_name
+    support::operator::ready_database(&env.client, &env.ns, name, &env.op).await
 }
 
 async fn share(env: &Env, name: &str, spec: Value) {

@@ -24,10 +24,7 @@ struct Env {
 }
 
 async fn setup(test: &str, log_filter: Option<&str>) -> Option<Env> {
-    let client = k8s::client(test).await?;
-    let couch = couchdb::client(test)?;
-    couchdb::ensure_system_databases(&couch).await;
-    k8s::install_crds(&client).await;
+    let (client, couch) = support::servers(test).await?;
     let ns = k8s::namespace(&client, "user").await;
     admin_secret(&client, &ns).await;
     let op = match log_filter {

@@ -132,11 +132,14 @@ macro_rules! measured {
     };
 }
 
+/// CouchServer changes that matter to the resources on it: spec changes, not status writes
+/// (a server's status changes with every share; requeueing every database and user on each
+/// would be a reconcile storm).
 fn server_spec_changes(
     client: &Client,
     ns: Option<&str>,
 ) -> impl futures::Stream<Item = Result<CouchServer, watcher::Error>> + Send + 'static {
-    watched_when::<CouchServer>(client, ns, watches::server_spec)
+    watched_when::<CouchServer>(client, ns, kube::runtime::predicates::generation)
 }
 
 /// References to every object in `store` that `related` picks: the mapper of a watch.

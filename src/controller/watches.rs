@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use kube::runtime::controller::Controller;
-use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
@@ -105,13 +105,6 @@ pub(crate) fn share_for_databases(share: &CouchShare) -> Option<u64> {
     declared(share).hash(&mut h);
     share.status.as_ref().is_some_and(|s| s.revoked).hash(&mut h);
     Some(h.finish())
-}
-
-/// CouchServer changes that matter to the resources on it: spec changes, not status writes
-/// (a server's status changes with every share; requeueing every database and user on each
-/// would be a reconcile storm).
-pub(crate) fn server_spec(server: &crate::api::CouchServer) -> Option<u64> {
-    predicates::generation(server)
 }
 
 /// The trigger backoff of every controller: none, because each watch already backs off.

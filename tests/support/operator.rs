@@ -158,6 +158,20 @@ where
         .unwrap_or_else(|e| panic!("applying {name}: {e}"))
 }
 
+/// Applies CouchDatabase `name` on server `main`, for a database with a unique name, and waits
+/// until it is Ready; returns the database's name on CouchDB.
+pub async fn ready_database(client: &Client, ns: &str, name: &str, op: &Operator) -> String {
+    let couch_name = super::couchdb::unique_name(name);
+    let _: couchshare::api::CouchDatabase = apply_json(
+        client,
+        ns,
+        manifest("CouchDatabase", name, json!({"serverRef": {"name": "main"}, "name": couch_name})),
+    )
+    .await;
+    wait_ready(&Api::<couchshare::api::CouchDatabase>::namespaced(client.clone(), ns), name, op).await;
+    couch_name
+}
+
 /// Creates the admin Secret `couchdb-admin` from the test server's credentials.
 pub async fn admin_secret(client: &Client, ns: &str) {
     let creds = super::couchdb::admin_credentials();
