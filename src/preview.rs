@@ -190,6 +190,8 @@ pub async fn preview(couch: &CouchClient, manifests: &Manifests, namespace: &str
                 partitioned: db.spec.partitioned,
             },
             adopt: db.spec.adopt,
+            // The dry run knows no CouchServer's trust: it shows what a trusted namespace gets.
+            adopt_refused: None,
             previously_owned: ours,
             earlier_claimant: None,
             security: desired_security(&db.spec.security, &grants, db.spec.public),

@@ -136,6 +136,48 @@ fn invalid_resources() -> Vec<(&'static str, String, &'static str)> {
             "database needs exactly one of name",
         ),
         (
+            "grant on a CouchDatabase and a per-user database at once",
+            format!(
+                "{GRANT}metadata: {{name: bad}}\nspec: {{database: {{name: db, userDatabase: {{user: alice}}}}, roles: [r]}}\n"
+            ),
+            "database needs exactly one of name",
+        ),
+        (
+            "grant on a per-user database with a server of its own",
+            format!(
+                "{GRANT}metadata: {{name: bad}}\nspec: {{database: {{userDatabase: {{user: alice}}, serverRef: {{name: main}}}}, roles: [r]}}\n"
+            ),
+            "database.serverRef is only used with couchName",
+        ),
+        (
+            "consent without anything allowed",
+            format!(
+                "{DATABASE}metadata: {{name: bad}}\nspec: {{serverRef: {{name: main}}, sharedWith: [{{namespace: team-b, allow: []}}]}}\n"
+            ),
+            "spec.sharedWith[0].allow",
+        ),
+        (
+            "consent that allows something unknown",
+            format!(
+                "{USER}metadata: {{name: bad}}\nspec: {{serverRef: {{name: main}}, sharedWith: [{{namespace: team-b, allow: [everything]}}]}}\n"
+            ),
+            "Unsupported value: \"everything\"",
+        ),
+        (
+            "consent to a namespace twice",
+            format!(
+                "{DATABASE}metadata: {{name: bad}}\nspec: {{serverRef: {{name: main}}, sharedWith: [{{namespace: b, allow: [member]}}, {{namespace: b, allow: [admin]}}]}}\n"
+            ),
+            "Duplicate value",
+        ),
+        (
+            "trusted namespaces by selector without one",
+            format!(
+                "{SERVER}metadata: {{name: bad}}\nspec: {{url: 'http://x:5984', adminCredentials: {{secretRef: {{name: a}}}}, trustedNamespaces: {{from: Selector}}}}\n"
+            ),
+            "selector is required when from is Selector",
+        ),
+        (
             "grant on an unmanaged database without its server",
             format!("{GRANT}metadata: {{name: bad}}\nspec: {{database: {{couchName: userdb-616c}}, roles: [r]}}\n"),
             "database.serverRef is required with couchName",

@@ -186,20 +186,15 @@ async fn a_grant_naming_a_missing_user_becomes_ready_once_the_user_exists() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_grant_on_an_unmanaged_per_user_database_leaves_its_owner_entry_intact() {
-    let Some(env) = setup("a_grant_on_an_unmanaged_per_user_database_leaves_its_owner_entry_intact", json!({})).await
-    else {
+async fn a_grant_on_a_per_user_database_leaves_its_owner_entry_intact() {
+    let Some(env) = setup("a_grant_on_a_per_user_database_leaves_its_owner_entry_intact", json!({})).await else {
         return;
     };
     let (owner_name, owner) = user(&env, "gina", json!({"perUserDatabase": true})).await;
     let (_, helper) = user(&env, "hal", json!({})).await;
     let userdb = format!("userdb-{}", hex::encode(&owner_name));
-    grant(
-        &env,
-        "hal-helps-gina",
-        json!({"database": {"couchName": userdb, "serverRef": {"name": "main"}}, "users": [{"name": "hal"}]}),
-    )
-    .await;
+    grant(&env, "hal-helps-gina", json!({"database": {"userDatabase": {"user": "gina"}}, "users": [{"name": "hal"}]}))
+        .await;
     let grants = Api::<CouchGrant>::namespaced(env.client.clone(), &env.ns);
     wait_ready(&grants, "hal-helps-gina", &env.op).await;
     eventually_true("hal has access", &env.op, || can_use(&helper, &userdb)).await;

@@ -106,6 +106,36 @@ pub struct SecuritySpec {
     pub members: Principals,
 }
 
+/// Consent, given on a CouchDatabase or a CouchUser, for resources in another namespace to use
+/// it. Nothing from another namespace may reference an object without it; removing an entry
+/// withdraws it (the access goes, replications stop).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Consent {
+    /// The namespace whose CouchGrants and CouchShares may reference this object.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub namespace: String,
+    /// What they may do: `member` or `admin` — CouchGrants giving that access (`admin`
+    /// includes `member`); `replicateFrom` — CouchShares reading from it (as a source);
+    /// `replicateTo` — CouchShares writing into it (as a target). A `TwoWay` share needs both.
+    #[schemars(length(min = 1, max = 4), extend("x-kubernetes-list-type" = "set"))]
+    pub allow: Vec<ConsentScope>,
+}
+
+/// One thing a consent allows.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ConsentScope {
+    /// CouchGrants with `access: member`.
+    Member,
+    /// CouchGrants with `access: admin` or `member`.
+    Admin,
+    /// CouchShares replicating from this database.
+    ReplicateFrom,
+    /// CouchShares replicating into this database.
+    ReplicateTo,
+}
+
 /// Standard condition types.
 pub mod condition {
     /// The resource's CouchDB state matches its spec.

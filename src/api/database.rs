@@ -4,7 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, DeletionPolicy, SecuritySpec, ServerRef};
+use super::common::{Condition, Consent, DeletionPolicy, SecuritySpec, ServerRef};
 
 /// One CouchDB database owned by this resource.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -54,13 +54,20 @@ pub struct CouchDatabaseSpec {
     /// `Retain` (default) keeps the database when the resource is deleted; `Delete` deletes it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// Take over a database that already exists on the server instead of refusing it.
+    /// Take over a database that already exists on the server instead of refusing it. Only
+    /// from a namespace the CouchServer trusts (`trustedNamespaces`), and never a database
+    /// another resource manages.
     #[serde(default)]
     pub adopt: bool,
     /// Only `true` allows an empty members list, which makes the database readable and
     /// writable by anyone, even anonymous requests.
     #[serde(default)]
     pub public: bool,
+    /// Namespaces whose CouchGrants and CouchShares may use this database, and how. Resources
+    /// in the database's own namespace need no entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["namespace"]))]
+    pub shared_with: Vec<Consent>,
 }
 
 /// Shard settings (`q` shards, `n` replicas of each).

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Condition, ObjectRef, ServerRef};
+use super::share::UserDatabaseRef;
 
 /// Access to one database for users and roles, merged into its `_security`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -59,28 +60,38 @@ pub struct CouchGrantSpec {
     pub roles: Vec<String>,
 }
 
-/// A managed CouchDatabase, or an unmanaged database by its CouchDB name.
+/// A managed CouchDatabase, a CouchUser's per-user database, or an unmanaged database by its
+/// CouchDB name.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.name) != has(self.couchName)",
-     "message": "database needs exactly one of name (a CouchDatabase) or couchName (an unmanaged database)"},
+    {"rule": "(has(self.name) ? 1 : 0) + (has(self.userDatabase) ? 1 : 0) + (has(self.couchName) ? 1 : 0) == 1",
+     "message": "database needs exactly one of name (a CouchDatabase), userDatabase (a CouchUser's per-user database) or couchName (an unmanaged database)"},
+    {"rule": "!has(self.namespace) || has(self.name)",
+     "message": "database.namespace is only used with name; userDatabase names its own namespace"},
     {"rule": "!has(self.couchName) || has(self.serverRef)",
      "message": "database.serverRef is required with couchName"},
-    {"rule": "!has(self.name) || !has(self.serverRef)",
-     "message": "database.serverRef is only used with couchName; a CouchDatabase names its own server"}
+    {"rule": "has(self.couchName) || !has(self.serverRef)",
+     "message": "database.serverRef is only used with couchName; a CouchDatabase or CouchUser names its own server"}
 ]))]
 pub struct GrantDatabase {
     /// Name of a CouchDatabase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub name: Option<String>,
-    /// Namespace of the CouchDatabase; defaults to the grant's namespace.
+    /// Namespace of the CouchDatabase; defaults to the grant's namespace. A database in another
+    /// namespace must consent to this one in its `sharedWith`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub namespace: Option<String>,
-    /// CouchDB name of a database couchshare does not manage (e.g. `userdb-616c696365`).
-    /// Only the entries this grant contributes are added and removed.
+    /// A CouchUser's per-user database (`perUserDatabase: true`). Only the entries this grant
+    /// contributes are added and removed; the user stays its admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_database: Option<UserDatabaseRef>,
+    /// CouchDB name of a database couchshare does not manage (one an app created, say). Only
+    /// the entries this grant contributes are added and removed. Only from a namespace the
+    /// server trusts (`trustedNamespaces`); a database a CouchDatabase or CouchUser manages is
+    /// reached through that resource instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 238), extend("x-kubernetes-validations" = [
         {"rule": "self.matches('^[a-z][a-z0-9_$()+/-]*$')",

@@ -52,8 +52,16 @@ pub struct CouchServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ServerConfig>,
     /// Which namespaces' resources may use this server. Defaults to the server's own namespace.
+    /// Using the server does not reach another namespace's objects: that needs their consent
+    /// (`sharedWith`).
     #[serde(default)]
     pub allowed_namespaces: AllowedNamespaces,
+    /// Which namespaces may reach what couchshare does not manage on this server: `couchName`
+    /// grants on unmanaged databases, `adopt: true` of existing databases and users, and shares
+    /// with `credentials: Admin` (the admin's credentials in replication documents). Defaults to
+    /// the server's own namespace. A namespace must also be allowed by `allowedNamespaces`.
+    #[serde(default)]
+    pub trusted_namespaces: AllowedNamespaces,
 }
 
 /// Where the server admin's credentials are.
@@ -160,14 +168,14 @@ pub struct PerUserDatabasesConfig {
     pub database_prefix: Option<String>,
 }
 
-/// Which namespaces may reference a CouchServer.
+/// A set of namespaces: the server's own, all, or those whose labels match a selector.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.from != 'Selector' || has(self.selector)",
-     "message": "allowedNamespaces.selector is required when from is Selector"},
+     "message": "selector is required when from is Selector"},
     {"rule": "self.from == 'Selector' || !has(self.selector)",
-     "message": "allowedNamespaces.selector is only used when from is Selector"}
+     "message": "selector is only used when from is Selector"}
 ]))]
 pub struct AllowedNamespaces {
     /// `Same` (default): only the server's namespace; `All`: every namespace; `Selector`:

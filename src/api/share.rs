@@ -73,7 +73,7 @@ pub struct CouchShareSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharing_document: Option<SharingDocument>,
     /// `Scoped` (default): a dedicated replication user per share; `Admin`: the server
-    /// admin's credentials.
+    /// admin's credentials, only from a namespace the server trusts (`trustedNamespaces`).
     #[serde(default)]
     pub credentials: ShareCredentials,
     /// Revocation: stop sharing and clean up, in an order that cannot replicate a deletion back.
@@ -93,10 +93,11 @@ fn default_true() -> bool {
      "message": "source needs exactly one of database, userDatabase, userDatabases or remote"}
 ]))]
 pub struct ShareSource {
-    /// A CouchDatabase on the managed server.
+    /// A CouchDatabase on the managed server (in another namespace: with its consent,
+    /// `replicateFrom`, and `replicateTo` too for `TwoWay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<ObjectRef>,
-    /// A CouchUser's per-user database.
+    /// A CouchUser's per-user database (in another namespace: with the user's consent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_database: Option<UserDatabaseRef>,
     /// Fan-in: the per-user databases of every CouchUser matching the selector, one
@@ -116,10 +117,11 @@ pub struct ShareSource {
      "message": "target needs exactly one of database, userDatabase or remote"}
 ]))]
 pub struct ShareTarget {
-    /// A CouchDatabase on the managed server.
+    /// A CouchDatabase on the managed server (in another namespace: with its consent,
+    /// `replicateTo`, and `replicateFrom` too for `TwoWay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<ObjectRef>,
-    /// A CouchUser's per-user database.
+    /// A CouchUser's per-user database (in another namespace: with the user's consent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_database: Option<UserDatabaseRef>,
     /// A database on another CouchDB.
@@ -134,7 +136,8 @@ pub struct UserDatabaseRef {
     /// Name of the CouchUser.
     #[schemars(length(min = 1, max = 253))]
     pub user: String,
-    /// Namespace of the CouchUser; defaults to the share's namespace.
+    /// Namespace of the CouchUser; defaults to the referring resource's namespace. A user in
+    /// another namespace must consent to this one in its `sharedWith`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub namespace: Option<String>,

@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, DeletionPolicy, ServerRef};
+use super::common::{Condition, Consent, DeletionPolicy, ServerRef};
 
 /// A CouchDB user (`_users/org.couchdb.user:NAME`).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -66,9 +66,16 @@ pub struct CouchUserSpec {
     /// database when the resource is deleted; `Delete` removes all three.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// Take over a user that already exists on the server instead of refusing it.
+    /// Take over a user that already exists on the server instead of refusing it. Only from a
+    /// namespace the CouchServer trusts (`trustedNamespaces`), and never a user another
+    /// resource manages.
     #[serde(default)]
     pub adopt: bool,
+    /// Namespaces whose CouchGrants and CouchShares may use this user's per-user database, and
+    /// how. Resources in the user's own namespace need no entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["namespace"]))]
+    pub shared_with: Vec<Consent>,
 }
 
 /// A password supplied by the user.

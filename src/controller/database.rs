@@ -22,6 +22,7 @@ use crate::plan::database::{
 };
 use crate::plan::ownership::{self, Claim};
 use crate::plan::security::desired_security;
+use crate::plan::tenancy::TrustedAct;
 
 /// Reconciles one CouchDatabase.
 pub async fn reconcile(db: Arc<CouchDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -69,7 +70,13 @@ struct Observation {
     info: Option<crate::couch::DatabaseInfo>,
 }
 
-async fn observe(couch: &CouchClient, name: &str, url: &str, ctx: &Context) -> Result<Observation, Error> {
+async fn observe(
+    couch: &CouchClient,
+    server: &(String, String),
+    name: &str,
+    url: &str,
+    ctx: &Context,
+) -> Result<Observation, Error> {
     // The info answers "does it exist" and fills the status in one request.
     let info = match couch.database_info(name).await {
         Ok(info) => info,
@@ -82,9 +89,21 @@ async fn observe(couch: &CouchClient, name: &str, url: &str, ctx: &Context) -> R
     let record =
         couch.get_document(name, OWNER_DOC_ID).await.map_err(|e| Error::couch("reading the owner record", url, e))?;
     let owner_rev = record.as_ref().and_then(|r| r.get("_rev")).and_then(Value::as_str).map(str::to_owned);
-    let owner: Option<Owner> =
+    let mut owner: Option<Owner> =
         record.and_then(|r| r.get("owner").cloned()).and_then(|o| serde_json::from_value(o).ok());
-    let owner_alive = owner.as_ref().is_some_and(|o| owner_alive(ctx, &o.uid));
+    let mut owner_alive = owner.as_ref().is_some_and(|o| owner_alive(ctx, &o.uid));
+    // A CouchUser's per-user database carries no owner record; it is that user's all the same.
+    if owner.is_none()
+        && let Some(user) = super::tenancy::per_user_database_owner(ctx, server, name)
+    {
+        owner = Some(Owner {
+            kind: "CouchUser".into(),
+            namespace: user.namespace().unwrap_or_default(),
+            name: user.name_any(),
+            uid: user.uid().unwrap_or_default(),
+        });
+        owner_alive = true;
+    }
     let security = couch.security(name).await.map_err(|e| Error::couch("reading _security", url, e))?;
     Ok(Observation {
         observed: ObservedDatabase { exists, owner, owner_alive, security: Some(security) },
@@ -158,7 +177,14 @@ async fn ensure(
     }
     let Connected { server, couch } = resolve(ctx, &ns, &db.spec.server_ref).await?;
     let url = server.spec.url.clone();
-    let observation = observe(&couch, &name, &url, ctx).await?;
+    let server_id = server_key(db, &db.spec.server_ref);
+    let observation = observe(&couch, &server_id, &name, &url, ctx).await?;
+    // Adopting needs a namespace the server trusts; asked only of a database that adopts.
+    let adopt_refused = if db.spec.adopt {
+        super::tenancy::require_trust(ctx, &server, &ns, TrustedAct::AdoptDatabase(name.clone())).await?.err()
+    } else {
+        None
+    };
     let grants = super::grant::grants_for_database(ctx, db, &server).await?;
     let previously_owned = status.couch_name.as_deref() == Some(name.as_str());
     let shards = db.spec.shards.as_ref();
@@ -171,11 +197,11 @@ async fn ensure(
             partitioned: db.spec.partitioned,
         },
         adopt: db.spec.adopt,
+        adopt_refused,
         previously_owned,
         earlier_claimant: if previously_owned { None } else { earlier_claimant(db, ctx) },
         security: desired_security(&db.spec.security, &grants, db.spec.public),
     };
-    let server_id = server_key(db, &db.spec.server_ref);
     ctx.forget_security(&server_id, &name);
     let plan = plan_database(&intent, &observation.observed)?;
     let creates = plan.steps.iter().any(|s| matches!(s, DatabaseStep::Create(_)));
@@ -250,7 +276,8 @@ async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error>
     let url = connected.server.spec.url.clone();
     ctx.forget_security(&server_key(db.as_ref(), &db.spec.server_ref), &name);
     let result = async {
-        let observation = observe(&connected.couch, &name, &url, ctx).await?;
+        let server_id = server_key(db.as_ref(), &db.spec.server_ref);
+        let observation = observe(&connected.couch, &server_id, &name, &url, ctx).await?;
         let step = plan_database_deletion(
             db.spec.deletion_policy,
             &owner(&db),

@@ -94,6 +94,10 @@ pub enum Error {
     /// The database may not be touched.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A reference or act that this namespace may not make (no consent, not trusted, an
+    /// object managed by another resource). Nothing is written for it.
+    #[error(transparent)]
+    NotPermitted(#[from] crate::plan::tenancy::Refused),
     /// A Kubernetes API call failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[source] Box<kube::Error>),
@@ -124,6 +128,7 @@ impl Error {
             Error::ConfigFailed(_) => "ConfigFailed",
             Error::Refused(Refusal::AlreadyExists { .. }) => "AlreadyExists",
             Error::Refused(Refusal::Conflict { .. }) => "Conflict",
+            Error::Refused(Refusal::NotPermitted(refused)) | Error::NotPermitted(refused) => refused.reason(),
             Error::Kube(_) => "KubernetesError",
             Error::Finalizer(_) => "FinalizerError",
             Error::Leadership(_) => "LeadershipError",

@@ -16,9 +16,13 @@ use super::error::Error;
 use super::finalize::reconcile_with_finalizer;
 use super::servers::{namespace_allowed, resolve, resolve_for_cleanup, server_key};
 use super::status::{NewCondition, apply_status, condition_state, set_condition};
-use crate::api::{CouchDatabase, CouchGrant, CouchGrantStatus, CouchServer, ServerRef, condition};
+use super::tenancy::{database_reference, user_database_reference};
+use crate::api::{
+    CouchDatabase, CouchGrant, CouchGrantStatus, CouchServer, CouchUser, ServerRef, UserDatabaseRef, condition,
+};
 use crate::plan::grant::{grants_present, merge_unmanaged};
 use crate::plan::security::GrantEntries;
+use crate::plan::tenancy::{self, Refused, TrustedAct, grant_needs};
 
 /// A grant's contribution, with the referenced CouchUsers that do not exist.
 pub(crate) struct Resolved {
@@ -76,16 +80,22 @@ pub(crate) async fn grants_for_database(
         if grant.metadata.deletion_timestamp.is_some() || !targets(&grant, db) {
             continue;
         }
-        if !namespace_allowed(ctx, server, &grant.namespace().unwrap_or_default()).await? {
+        let from = grant.namespace().unwrap_or_default();
+        // From another namespace, only with the database's consent: withdrawing it drops the entries.
+        if database_reference(db, &from, &grant_needs(grant.spec.access)).is_err()
+            || !namespace_allowed(ctx, server, &from).await?
+        {
             continue;
         }
         out.push(resolve_grant(&grant, ctx, &key).entries);
     }
     // Shares with scoped credentials need their replication user as a member.
     for share in ctx.shares.state() {
+        let from = share.namespace().unwrap_or_default();
         if super::share::wants_access(&share)
             && super::share::touches_database(&share, db)
-            && namespace_allowed(ctx, server, &share.namespace().unwrap_or_default()).await?
+            && super::share::database_permitted(&share, db)
+            && namespace_allowed(ctx, server, &from).await?
         {
             out.push(super::share::contribution(&share));
         }
@@ -214,6 +224,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
                 .map(Arc::new)
                 .ok_or_else(|| Error::DatabaseNotFound { what: format!("CouchDatabase {db_ns}/{db_name}") })?,
         };
+        database_reference(&db, &ns, &grant_needs(grant.spec.access))?;
         let server_ref = server_of(&db);
         let connected = resolve(ctx, &ns, &server_ref).await?;
         let key = (server_ref.namespace.clone().unwrap_or_default(), server_ref.name.clone());
@@ -248,15 +259,117 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
         };
         return Ok(if grants_present(&security, &resolved.entries) { Outcome::Applied } else { Outcome::Pending });
     }
+    if let Some(reference) = &target.user_database {
+        let user = user_of(ctx, &ns, reference).await?;
+        user_database_reference(&user, &ns, &grant_needs(grant.spec.access))?;
+        let key = server_key(user.as_ref(), &user.spec.server_ref);
+        let connected = resolve(ctx, &ns, &ServerRef { name: key.1.clone(), namespace: Some(key.0.clone()) }).await?;
+        let couch_name =
+            user.status.as_ref().and_then(|s| s.per_user_database.clone()).ok_or_else(|| Error::Waiting {
+                what: format!("the per-user database of CouchUser {}/{}", user_ns(&ns, reference), reference.user),
+            })?;
+        let resolved = resolve_grant(grant, ctx, &key);
+        record(status, &resolved, &couch_name);
+        write_unmanaged(ctx, &connected, &key, &couch_name, None).await?;
+        return Ok(Outcome::Applied);
+    }
     let (Some(couch_name), Some(server_ref)) = (&target.couch_name, &target.server_ref) else {
-        return Err(Error::InvalidSpec("database needs name, or couchName with serverRef".into()));
+        return Err(Error::InvalidSpec("database needs name, userDatabase, or couchName with serverRef".into()));
     };
     let connected = resolve(ctx, &ns, server_ref).await?;
     let key = server_key(grant, server_ref);
+    if let Some(refused) = couch_name_refusal(ctx, &connected.server, &key, couch_name, &ns).await? {
+        // Nothing new is written; what this grant put there while it was allowed is taken back.
+        match super::tenancy::database_manager(ctx, &key, couch_name) {
+            Some(_) => requeue_managers(ctx, &key, couch_name),
+            None => write_unmanaged(ctx, &connected, &key, couch_name, grant.uid().as_deref()).await?,
+        }
+        return Err(refused.into());
+    }
     let resolved = resolve_grant(grant, ctx, &key);
     record(status, &resolved, couch_name);
     write_unmanaged(ctx, &connected, &key, couch_name, None).await?;
     Ok(Outcome::Applied)
+}
+
+fn user_ns(grant_ns: &str, reference: &UserDatabaseRef) -> String {
+    reference.namespace.clone().unwrap_or_else(|| grant_ns.to_string())
+}
+
+/// The CouchUser a `userDatabase` reference names, from the store (or the API server when the
+/// store does not have it yet); it must declare a per-user database.
+async fn user_of(ctx: &Context, grant_ns: &str, reference: &UserDatabaseRef) -> Result<Arc<CouchUser>, Error> {
+    let ns = user_ns(grant_ns, reference);
+    let cached = ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&reference.user).within(&ns));
+    let user = match cached {
+        Some(u) => u,
+        None => Api::<CouchUser>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&reference.user)
+            .await?
+            .map(Arc::new)
+            .ok_or_else(|| Error::Waiting { what: format!("CouchUser {ns}/{}", reference.user) })?,
+    };
+    if !user.spec.per_user_database {
+        return Err(Error::InvalidSpec(format!("CouchUser {ns}/{} has no perUserDatabase: true", reference.user)));
+    }
+    Ok(user)
+}
+
+/// Why a `couchName` grant from namespace `from` may not touch `couch_name`: a resource manages
+/// it (whatever the namespace), or the server does not trust `from` with unmanaged databases.
+async fn couch_name_refusal(
+    ctx: &Context,
+    server: &CouchServer,
+    key: &(String, String),
+    couch_name: &str,
+    from: &str,
+) -> Result<Option<Refused>, Error> {
+    let what = format!("database {couch_name}");
+    if let Err(refused) = tenancy::unmanaged(&what, super::tenancy::database_manager(ctx, key, couch_name).as_deref()) {
+        return Ok(Some(refused));
+    }
+    Ok(super::tenancy::require_trust(ctx, server, from, TrustedAct::UnmanagedDatabase(couch_name.into())).await?.err())
+}
+
+/// Asks the reconciler of the CouchDatabase naming `couch_name` on `server` to rewrite its
+/// `_security` (it is its only writer, and drops what no permitted grant contributes).
+fn requeue_managers(ctx: &Context, server: &(String, String), couch_name: &str) {
+    let Some(trigger) = &ctx.database_trigger else { return };
+    for db in ctx.databases.state() {
+        if db.couch_name() == couch_name && &server_key(db.as_ref(), &db.spec.server_ref) == server {
+            let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(db.as_ref()));
+        }
+    }
+}
+
+/// Whether a live grant may contribute to the unmanaged or per-user database `couch_name` on
+/// `server`, and so whether `write_unmanaged` keeps its entries.
+async fn contributes_to(
+    ctx: &Context,
+    grant: &CouchGrant,
+    connected: &super::servers::Connected,
+    server: &(String, String),
+    couch_name: &str,
+) -> Result<bool, Error> {
+    let from = grant.namespace().unwrap_or_default();
+    let target = &grant.spec.database;
+    let aimed = if let (Some(name), Some(r)) = (&target.couch_name, &target.server_ref) {
+        if name != couch_name || &server_key(grant, r) != server {
+            return Ok(false);
+        }
+        couch_name_refusal(ctx, &connected.server, server, couch_name, &from).await?.is_none()
+    } else if let Some(reference) = &target.user_database {
+        let ns = user_ns(&from, reference);
+        let user = ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&reference.user).within(&ns));
+        user.is_some_and(|u| {
+            u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(couch_name)
+                && &server_key(u.as_ref(), &u.spec.server_ref) == server
+                && user_database_reference(&u, &from, &grant_needs(grant.spec.access)).is_ok()
+        })
+    } else {
+        false
+    };
+    Ok(aimed && namespace_allowed(ctx, &connected.server, &from).await?)
 }
 
 fn record(status: &mut CouchGrantStatus, resolved: &Resolved, database: &str) {
@@ -280,10 +393,8 @@ pub(crate) async fn write_unmanaged(
     let _held = lock.lock().await;
     let mut contributions = Vec::new();
     for g in ctx.grants.state() {
-        let same_db = g.spec.database.couch_name.as_deref() == Some(couch_name)
-            && g.spec.database.server_ref.as_ref().is_some_and(|r| &server_key(g.as_ref(), r) == server);
         let live = g.metadata.deletion_timestamp.is_none() && g.uid().as_deref() != leaving;
-        if same_db && live && namespace_allowed(ctx, &connected.server, &g.namespace().unwrap_or_default()).await? {
+        if live && contributes_to(ctx, &g, connected, server, couch_name).await? {
             contributions.push(resolve_grant(&g, ctx, server).entries);
         }
     }
@@ -314,10 +425,23 @@ pub(crate) async fn write_unmanaged(
 async fn cleanup(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error> {
     let ns = grant.namespace().unwrap_or_default();
     // Grants on a CouchDatabase: its reconciler drops the grant's entries (it watches grants).
-    let (Some(couch_name), Some(server_ref)) = (&grant.spec.database.couch_name, &grant.spec.database.server_ref)
-    else {
-        return Ok(Action::await_change());
+    // On a per-user database, the user names the database and the server.
+    let (couch_name, server_ref) = match (&grant.spec.database.couch_name, &grant.spec.database.server_ref) {
+        (Some(name), Some(r)) => (name.clone(), r.clone()),
+        _ => {
+            let user = grant.spec.database.user_database.as_ref().and_then(|r| {
+                ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&r.user).within(&user_ns(&ns, r)))
+            });
+            let Some((name, user)) =
+                user.and_then(|u| u.status.as_ref().and_then(|s| s.per_user_database.clone()).map(|n| (n, u)))
+            else {
+                return Ok(Action::await_change());
+            };
+            let (namespace, server) = server_key(user.as_ref(), &user.spec.server_ref);
+            (name, ServerRef { name: server, namespace: Some(namespace) })
+        }
     };
+    let (couch_name, server_ref) = (&couch_name, &server_ref);
     let Some(connected) =
         resolve_for_cleanup(ctx, grant.as_ref(), &ns, server_ref, &format!("entries not removed from {couch_name}"))
             .await?

@@ -16,6 +16,7 @@ mod share;
 mod share_endpoints;
 mod share_revoke;
 mod status;
+mod tenancy;
 mod user;
 mod watches;
 
@@ -150,19 +151,40 @@ where
     store.state().into_iter().filter(|o| related(o)).map(|o| ObjectRef::from_obj(o.as_ref())).collect()
 }
 
-/// Whether a grant names this CouchUser.
+/// Whether a grant names this CouchUser, as a member or admin, or for its per-user database.
 fn refers_to_user(grant: &CouchGrant, user: &CouchUser) -> bool {
     let grant_ns = grant.namespace().unwrap_or_default();
-    grant.spec.users.iter().any(|r| {
-        r.name == user.name_any() && r.namespace.as_deref().unwrap_or(&grant_ns) == user.namespace().unwrap_or_default()
-    })
+    let is_user = |name: &str, ns: Option<&str>| {
+        name == user.name_any() && ns.unwrap_or(&grant_ns) == user.namespace().unwrap_or_default()
+    };
+    grant.spec.users.iter().any(|r| is_user(&r.name, r.namespace.as_deref()))
+        || grant.spec.database.user_database.as_ref().is_some_and(|r| is_user(&r.user, r.namespace.as_deref()))
 }
 
-/// Whether a share replicates per-user databases (so CouchUser changes matter to it).
-fn uses_user_databases(share: &CouchShare) -> bool {
-    share.spec.source.user_database.is_some()
-        || share.spec.source.user_databases.is_some()
-        || share.spec.target.user_database.is_some()
+/// Whether CouchUser changes matter to a share: a fan-in over its namespace's users, or a
+/// per-user database it names (in any namespace: that user's consent can change).
+fn uses_user_database(share: &CouchShare, user: &CouchUser) -> bool {
+    let ns = share.namespace().unwrap_or_default();
+    let names = |r: &Option<crate::api::UserDatabaseRef>| {
+        r.as_ref().is_some_and(|r| {
+            r.user == user.name_any() && r.namespace.as_deref().unwrap_or(&ns) == user.namespace().unwrap_or_default()
+        })
+    };
+    (share.spec.source.user_databases.is_some() && share.namespace() == user.namespace())
+        || names(&share.spec.source.user_database)
+        || names(&share.spec.target.user_database)
+}
+
+/// Whether a grant names a database on this server directly (`couchName`): the server's trust
+/// decides whether it may.
+fn grant_on_server(grant: &CouchGrant, key: &(String, String)) -> bool {
+    grant.spec.database.server_ref.as_ref().is_some_and(|r| &servers::server_key(grant, r) == key)
+}
+
+/// Whether a share runs (or ran) on this server: its allowed and trusted namespaces matter.
+fn share_on_server(share: &CouchShare, key: &(String, String)) -> bool {
+    let recorded = share.status.as_ref().and_then(|s| s.server.as_deref()) == Some(&format!("{}/{}", key.0, key.1));
+    recorded || share.spec.server_ref.as_ref().is_some_and(|r| &servers::server_key(share, r) == key)
 }
 
 /// Runs the controllers until SIGTERM or Ctrl-C.
@@ -291,6 +313,13 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
             let grants = grants.clone();
             move |db: CouchDatabase| matching(&grants, |g| grant::targets(g, &db))
         })
+        .watches_stream(server_spec_changes(&client, ns), {
+            let grants = grants.clone();
+            move |server: CouchServer| {
+                let key = (server.namespace().unwrap_or_default(), server.name_any());
+                matching(&grants, |g| grant_on_server(g, &key))
+            }
+        })
         .reconcile_on(futures::stream::unfold(
             grants_triggered,
             |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
@@ -306,7 +335,14 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         })
         .watches_stream(watched::<CouchUser>(&client, ns), {
             let shares = shares.clone();
-            move |user: CouchUser| matching(&shares, |s| s.namespace() == user.namespace() && uses_user_databases(s))
+            move |user: CouchUser| matching(&shares, |s| uses_user_database(s, &user))
+        })
+        .watches_stream(server_spec_changes(&client, ns), {
+            let shares = shares.clone();
+            move |server: CouchServer| {
+                let key = (server.namespace().unwrap_or_default(), server.name_any());
+                matching(&shares, |s| share_on_server(s, &key))
+            }
         })
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .shutdown_on_signal();

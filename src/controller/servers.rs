@@ -3,15 +3,14 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::core::{Selector, SelectorExt};
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::context::{CachedClient, Context};
 use super::error::Error;
-use crate::api::{CouchServer, NamespacesFrom, ServerRef};
+use crate::api::{CouchServer, ServerRef};
 use crate::couch::{CouchClient, CouchConfig, Credentials, RetryPolicy};
 
 /// A CouchServer and a client for it, with the admin's credentials.
@@ -115,26 +114,9 @@ pub async fn connect(ctx: &Context, server: &CouchServer) -> Result<CouchClient,
     Ok(client)
 }
 
-/// Whether resources in namespace `from` may use `server`.
+/// Whether resources in namespace `from` may use `server` (its `allowedNamespaces`).
 pub async fn namespace_allowed(ctx: &Context, server: &CouchServer, from: &str) -> Result<bool, Error> {
-    let own = server.namespace().unwrap_or_default();
-    if from == own {
-        return Ok(true);
-    }
-    let allowed = &server.spec.allowed_namespaces;
-    match allowed.from {
-        NamespacesFrom::Same => Ok(false),
-        NamespacesFrom::All => Ok(true),
-        NamespacesFrom::Selector => {
-            let Some(selector) = allowed.selector.clone() else {
-                return Ok(false);
-            };
-            let selector = Selector::try_from(selector)
-                .map_err(|e| Error::InvalidSpec(format!("allowedNamespaces.selector: {e}")))?;
-            let ns = Api::<Namespace>::all(ctx.client.clone()).get_opt(from).await?;
-            Ok(ns.is_some_and(|ns| selector.matches(ns.labels())))
-        }
-    }
+    super::tenancy::allowed(ctx, server, from).await
 }
 
 /// Resolves a reference from a resource in namespace `from`: the server exists, allows the

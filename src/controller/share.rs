@@ -15,7 +15,7 @@ use super::context::{Context, now, object_key};
 use super::error::Error;
 use super::finalize::reconcile_with_finalizer;
 use super::servers::{Connected, resolve, secret_value};
-use super::share_endpoints::{Place, Sources, managing_server, sources, target};
+use super::share_endpoints::{Consent, Place, Sources, managing_server, sources, target};
 use super::status::{NewCondition, apply_status, condition_state, set_condition};
 use crate::api::{CouchShare, CouchShareStatus, ReplicationStatus, ShareCredentials, ShareMode, condition};
 use crate::couch::{CouchClient, ReplicationState, UserDoc};
@@ -28,6 +28,7 @@ use crate::plan::share::{
     replications_ready, sharing_doc, sharing_doc_id, sharing_doc_matches, stale_replications, summary_state,
     validate_selector,
 };
+use crate::plan::tenancy::{EndpointRole, TrustedAct, share_needs};
 use crate::plan::user::password_fingerprint;
 
 /// Field of the scoped user's document: fingerprint of the password it was given.
@@ -119,6 +120,14 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let result = ensure(&share, ctx, &mut status).await;
+    // Not (or no longer) permitted: whatever ran while it was is stopped, in revocation order.
+    if matches!(result, Err(Error::NotPermitted(_))) {
+        super::share_revoke::withdraw(&share, ctx).await?;
+        status.replications.clear();
+        status.changes_pending = None;
+        status.sharing_document_id = None;
+        status.state = Some("stopped".into());
+    }
     let action = match &result {
         Ok(true) => {
             set_condition(
@@ -277,8 +286,9 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     if let Some(selector) = &share.spec.selector {
         validate_selector(selector).map_err(|e| Error::InvalidSelector(e.to_string()))?;
     }
-    let sources = sources(ctx, share).await?;
-    let target = target(ctx, share).await?;
+    // Endpoints in another namespace only with their consent: refused before anything is written.
+    let sources = sources(ctx, share, Consent::Check).await?;
+    let target = target(ctx, share, Consent::Check).await?;
     let mut places: Vec<&Place> = vec![&target];
     let fan_in: Vec<(Option<String>, Place)> = match sources {
         Sources::One(p) => vec![(None, p)],
@@ -287,6 +297,9 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     places.extend(fan_in.iter().map(|(_, p)| p));
     let server_ref = managing_server(share, &places)?;
     let connected = resolve(ctx, &ns, &server_ref).await?;
+    if share.spec.credentials == ShareCredentials::Admin {
+        super::tenancy::require_trust(ctx, &connected.server, &ns, TrustedAct::AdminCredentials).await??;
+    }
     status.server = Some(format!("{}/{}", server_ref.namespace.clone().unwrap_or_default(), server_ref.name));
     let url = connected.server.spec.url.clone();
     let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
@@ -528,7 +541,23 @@ pub(crate) fn touches_database(share: &CouchShare, db: &crate::api::CouchDatabas
     matches(&share.spec.source.database) || matches(&share.spec.target.database)
 }
 
-/// Whether this share touches the per-user database `couch_name` on `server`.
+/// Whether `share` may use the CouchDatabase `db` in every role it gives it (its own namespace,
+/// or the database's consent), so whether the database keeps its replication user's access.
+pub(crate) fn database_permitted(share: &CouchShare, db: &crate::api::CouchDatabase) -> bool {
+    let ns = share.namespace().unwrap_or_default();
+    let names = |r: &Option<crate::api::ObjectRef>| {
+        r.as_ref().is_some_and(|r| {
+            r.name == db.name_any() && r.namespace.as_deref().unwrap_or(&ns) == db.namespace().unwrap_or_default()
+        })
+    };
+    [(&share.spec.source.database, EndpointRole::Source), (&share.spec.target.database, EndpointRole::Target)]
+        .into_iter()
+        .filter(|(r, _)| names(r))
+        .all(|(_, role)| super::tenancy::database_reference(db, &ns, &share_needs(role, share.spec.mode)).is_ok())
+}
+
+/// Whether this share touches the per-user database `couch_name` on `server` (and may: a user
+/// in another namespace must consent).
 pub(crate) fn touches_user_database(
     share: &CouchShare,
     ctx: &Context,
@@ -537,16 +566,23 @@ pub(crate) fn touches_user_database(
 ) -> bool {
     let ns = share.namespace().unwrap_or_default();
     let users = ctx.users.state();
-    let user_db = |user_ns: &str, name: &str| {
+    let user_db = |user_ns: &str, name: &str, role: EndpointRole| {
         users.iter().any(|u| {
             u.namespace().as_deref() == Some(user_ns)
                 && u.name_any() == name
                 && &super::servers::server_key(u.as_ref(), &u.spec.server_ref) == server
                 && u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(couch_name)
+                && super::tenancy::user_database_reference(u, &ns, &share_needs(role, share.spec.mode)).is_ok()
         })
     };
-    let refs = [&share.spec.source.user_database, &share.spec.target.user_database];
-    if refs.iter().any(|r| r.as_ref().is_some_and(|r| user_db(r.namespace.as_deref().unwrap_or(&ns), &r.user))) {
+    let refs = [
+        (&share.spec.source.user_database, EndpointRole::Source),
+        (&share.spec.target.user_database, EndpointRole::Target),
+    ];
+    if refs
+        .iter()
+        .any(|(r, role)| r.as_ref().is_some_and(|r| user_db(r.namespace.as_deref().unwrap_or(&ns), &r.user, *role)))
+    {
         return true;
     }
     super::share_endpoints::fan_in_users(ctx, share).is_ok_and(|list| {

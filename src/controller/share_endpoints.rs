@@ -8,8 +8,10 @@ use kube::core::{Selector, SelectorExt};
 use super::context::Context;
 use super::error::Error;
 use super::servers::{secret_value, server_key};
+use super::tenancy::{database_reference, user_database_reference};
 use crate::api::{CouchDatabase, CouchShare, CouchUser, ObjectRef, RemoteDatabase, ServerRef, UserDatabaseRef};
 use crate::plan::share::EndpointAuth;
+use crate::plan::tenancy::{EndpointRole, share_needs};
 
 /// Where one end of a replication is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,12 +44,32 @@ pub(crate) fn not_ready(what: String) -> Error {
     Error::Waiting { what }
 }
 
-async fn local_database(ctx: &Context, share_ns: &str, reference: &ObjectRef) -> Result<Place, Error> {
-    let ns = reference.namespace.clone().unwrap_or_else(|| share_ns.to_string());
+/// Whether resolving an endpoint also checks the referenced object's consent (it does when the
+/// share is to run; revocation and withdrawal resolve what they must stop regardless).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Consent {
+    /// Refuse an endpoint in another namespace that has not consented.
+    Check,
+    /// Resolve it whatever its consent.
+    Ignore,
+}
+
+async fn local_database(
+    ctx: &Context,
+    share: &CouchShare,
+    reference: &ObjectRef,
+    role: EndpointRole,
+    consent: Consent,
+) -> Result<Place, Error> {
+    let share_ns = share.namespace().unwrap_or_default();
+    let ns = reference.namespace.clone().unwrap_or_else(|| share_ns.clone());
     let db = Api::<CouchDatabase>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&reference.name)
         .await?
         .ok_or_else(|| not_ready(format!("CouchDatabase {ns}/{}", reference.name)))?;
+    if consent == Consent::Check {
+        database_reference(&db, &share_ns, &share_needs(role, share.spec.mode))?;
+    }
     let database = db
         .status
         .as_ref()
@@ -62,12 +84,22 @@ fn user_place(user: &CouchUser) -> Option<Place> {
     Some(Place::Local { database, managed: false, server: server_key(user, &user.spec.server_ref) })
 }
 
-async fn user_database(ctx: &Context, share_ns: &str, reference: &UserDatabaseRef) -> Result<Place, Error> {
-    let ns = reference.namespace.clone().unwrap_or_else(|| share_ns.to_string());
+async fn user_database(
+    ctx: &Context,
+    share: &CouchShare,
+    reference: &UserDatabaseRef,
+    role: EndpointRole,
+    consent: Consent,
+) -> Result<Place, Error> {
+    let share_ns = share.namespace().unwrap_or_default();
+    let ns = reference.namespace.clone().unwrap_or_else(|| share_ns.clone());
     let user = Api::<CouchUser>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&reference.user)
         .await?
         .ok_or_else(|| not_ready(format!("CouchUser {ns}/{}", reference.user)))?;
+    if consent == Consent::Check {
+        user_database_reference(&user, &share_ns, &share_needs(role, share.spec.mode))?;
+    }
     if !user.spec.per_user_database {
         return Err(Error::InvalidSpec(format!("CouchUser {ns}/{} has no perUserDatabase: true", reference.user)));
     }
@@ -103,14 +135,14 @@ pub(crate) fn fan_in_users(ctx: &Context, share: &CouchShare) -> Result<Vec<(Str
 }
 
 /// Resolves the source.
-pub(crate) async fn sources(ctx: &Context, share: &CouchShare) -> Result<Sources, Error> {
+pub(crate) async fn sources(ctx: &Context, share: &CouchShare, consent: Consent) -> Result<Sources, Error> {
     let ns = share.namespace().unwrap_or_default();
     let source = &share.spec.source;
     if let Some(r) = &source.database {
-        return Ok(Sources::One(local_database(ctx, &ns, r).await?));
+        return Ok(Sources::One(local_database(ctx, share, r, EndpointRole::Source, consent).await?));
     }
     if let Some(r) = &source.user_database {
-        return Ok(Sources::One(user_database(ctx, &ns, r).await?));
+        return Ok(Sources::One(user_database(ctx, share, r, EndpointRole::Source, consent).await?));
     }
     if let Some(r) = &source.remote {
         return Ok(Sources::One(remote(ctx, &ns, r).await?));
@@ -122,14 +154,14 @@ pub(crate) async fn sources(ctx: &Context, share: &CouchShare) -> Result<Sources
 }
 
 /// Resolves the target.
-pub(crate) async fn target(ctx: &Context, share: &CouchShare) -> Result<Place, Error> {
+pub(crate) async fn target(ctx: &Context, share: &CouchShare, consent: Consent) -> Result<Place, Error> {
     let ns = share.namespace().unwrap_or_default();
     let target = &share.spec.target;
     if let Some(r) = &target.database {
-        return local_database(ctx, &ns, r).await;
+        return local_database(ctx, share, r, EndpointRole::Target, consent).await;
     }
     if let Some(r) = &target.user_database {
-        return user_database(ctx, &ns, r).await;
+        return user_database(ctx, share, r, EndpointRole::Target, consent).await;
     }
     if let Some(r) = &target.remote {
         return remote(ctx, &ns, r).await;

@@ -15,7 +15,7 @@ use super::context::Context;
 use super::error::Error;
 use super::servers::{Connected, resolve_for_cleanup};
 use super::share::{owner, place_client, replication_secret_name, replicator_db};
-use super::share_endpoints::{Place, Sources, sources, target};
+use super::share_endpoints::{Consent, Place, Sources, sources, target};
 use crate::api::{CouchShare, ServerRef};
 use crate::couch::{CouchClient, CouchError};
 use crate::plan::share::{replication_doc_prefix, replication_username, stale_replications};
@@ -86,6 +86,64 @@ async fn purge(client: &CouchClient, db: &str, ids: &[String], url: &str) -> Res
     Ok(purged)
 }
 
+/// Stops a share that is not (or no longer) permitted — an endpoint's consent withdrawn, the
+/// server's trust withdrawn — in the revocation order: replications stopped and dropped by the
+/// scheduler first, then the sharing document deleted from the source and purged from the
+/// target. The scoped user loses its access as the databases recompute `_security` without the
+/// share. Unlike revocation it can resume once permitted again. Writes nothing when nothing of
+/// the share is left on CouchDB.
+pub(crate) async fn withdraw(share: &CouchShare, ctx: &Context) -> Result<(), Error> {
+    let ns = share.namespace().unwrap_or_default();
+    let Some(reference) = server_ref(share) else { return Ok(()) };
+    let connected = match super::servers::resolve(ctx, &ns, &reference).await {
+        Ok(c) => c,
+        // The server is gone or no longer lets this namespace in: nothing it can stop there.
+        Err(Error::ServerNotFound { .. } | Error::NotAllowed { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let url = connected.server.spec.url.clone();
+    let stopped = stop_replications(share, &connected).await?;
+    let endpoints = match (sources(ctx, share, Consent::Ignore).await, target(ctx, share, Consent::Ignore).await) {
+        (Ok(Sources::One(source)), Ok(target)) => Some((source, target)),
+        _ => None,
+    };
+    if let Some((source, target)) = &endpoints {
+        if let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone()) {
+            let caps =
+                connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
+            delete_sharing_document(ctx, &connected, source, &id).await?;
+            purge_from_target(ctx, share, &connected, target, &[id], caps.purge).await?;
+        }
+        for place in [source, target] {
+            if let Place::Local { database, managed: false, server } = place {
+                super::grant::write_unmanaged(ctx, &connected, server, database, share.uid().as_deref()).await?;
+            }
+        }
+    }
+    if stopped > 0 {
+        ctx.event(share, true, "Stopped", format!("{stopped} replication(s) stopped: the share is not permitted"))
+            .await;
+    }
+    Ok(())
+}
+
+async fn delete_sharing_document(ctx: &Context, connected: &Connected, source: &Place, id: &str) -> Result<(), Error> {
+    let url = connected.server.spec.url.clone();
+    let client = place_client(ctx, connected, source);
+    if let Some(doc) = client
+        .get_document(source.database(), id)
+        .await
+        .map_err(|e| Error::couch("reading the sharing document", &url, e))?
+        && let Some(rev) = doc.get("_rev").and_then(|r| r.as_str())
+    {
+        client
+            .delete_document(source.database(), id, rev)
+            .await
+            .map_err(|e| Error::couch("deleting the sharing document", &url, e))?;
+    }
+    Ok(())
+}
+
 /// Revokes the share. Tolerates anything already gone; never recreates anything.
 pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Error> {
     let ns = share.namespace().unwrap_or_default();
@@ -102,25 +160,14 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
     tracing::info!(stopped, "replications stopped");
 
     // 2 and 3. The sharing document: deleted from the source, purged from the target.
-    let endpoints = match (sources(ctx, share).await, target(ctx, share).await) {
+    let endpoints = match (sources(ctx, share, Consent::Ignore).await, target(ctx, share, Consent::Ignore).await) {
         (Ok(Sources::One(source)), Ok(target)) => Some((source, target)),
         _ => None,
     };
     let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
     if let Some((source, target)) = &endpoints {
         if let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone()) {
-            let client = place_client(ctx, &connected, source);
-            if let Some(doc) = client
-                .get_document(source.database(), &id)
-                .await
-                .map_err(|e| Error::couch("reading the sharing document", &url, e))?
-                && let Some(rev) = doc.get("_rev").and_then(|r| r.as_str())
-            {
-                client
-                    .delete_document(source.database(), &id, rev)
-                    .await
-                    .map_err(|e| Error::couch("deleting the sharing document", &url, e))?;
-            }
+            delete_sharing_document(ctx, &connected, source, &id).await?;
             purge_from_target(ctx, share, &connected, target, &[id], caps.purge).await?;
         }
         if share.spec.revoke.as_ref().is_some_and(|r| r.purge_shared_documents)

@@ -22,6 +22,7 @@ use super::status::{FIELD_MANAGER, NewCondition, apply_status, condition_state, 
 use crate::api::{CouchUser, CouchUserStatus, DeletionPolicy, condition};
 use crate::couch::{CouchClient, CouchError, UserDoc};
 use crate::plan::ownership::{self, Claim, Owner};
+use crate::plan::tenancy::TrustedAct;
 use crate::plan::user::{
     DEFAULT_USERDB_PREFIX, OWNER_FIELD, ObservedUser, UserIntent, UserOutcome, credentials_data, password_fingerprint,
     per_user_database_name, plan_user, with_owner,
@@ -166,11 +167,18 @@ async fn observe_user(
     me: &Owner,
 ) -> Result<(Option<UserDoc>, ObservedUser), Error> {
     let doc = couch.get_user(username).await.map_err(|e| Error::couch("reading the user", url, e))?;
-    let owner: Option<Owner> =
-        doc.as_ref().and_then(|d| d.extra.get(OWNER_FIELD)).and_then(|o| serde_json::from_value(o.clone()).ok());
-    let owner_alive = owner
-        .as_ref()
-        .is_some_and(|o| o.uid != me.uid && ctx.users.state().iter().any(|u| u.uid().as_deref() == Some(&o.uid)));
+    let recorded = |field: &str| -> Option<Owner> {
+        doc.as_ref().and_then(|d| d.extra.get(field)).and_then(|o| serde_json::from_value(o.clone()).ok())
+    };
+    // A CouchUser's record, or a CouchShare's on its scoped replication user: both are managed.
+    let owner = recorded(OWNER_FIELD).or_else(|| recorded(crate::plan::share::SHARE_FIELD));
+    let owner_alive = owner.as_ref().is_some_and(|o| {
+        o.uid != me.uid
+            && match o.kind.as_str() {
+                "CouchShare" => ctx.shares.state().iter().any(|s| s.uid().as_deref() == Some(&o.uid)),
+                _ => ctx.users.state().iter().any(|u| u.uid().as_deref() == Some(&o.uid)),
+            }
+    });
     let observed = ObservedUser {
         exists: doc.is_some(),
         roles: doc.as_ref().map(|d| d.roles.clone()).unwrap_or_default(),
@@ -295,6 +303,12 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     let me = owner(user);
     let (doc, observed) = observe_user(&couch, &username, &url, ctx, &me).await?;
     let previously_owned = status.username.as_deref() == Some(username.as_str());
+    // Adopting needs a namespace the server trusts; asked only of a user that adopts.
+    let adopt_refused = if user.spec.adopt {
+        super::tenancy::require_trust(ctx, &server, &ns, TrustedAct::AdoptUser(username.clone())).await?.err()
+    } else {
+        None
+    };
     let fingerprint = password_fingerprint(&me.uid, &password.value);
     let intent = UserIntent {
         me: me.clone(),
@@ -304,6 +318,7 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
         applied_fingerprint: if password.fresh { None } else { status.password_hash.clone() },
         previously_owned,
         adopt: user.spec.adopt,
+        adopt_refused,
         earlier_claimant: if previously_owned { None } else { earlier_claimant(user, ctx) },
     };
     let plan = plan_user(&intent, &observed)?;

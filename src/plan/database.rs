@@ -22,6 +22,9 @@ pub struct DatabaseIntent {
     pub create: couch::CreateDatabase,
     /// `spec.adopt`.
     pub adopt: bool,
+    /// Why this namespace may not adopt (it is not trusted by the server), when it may not:
+    /// refused only when adopting would actually happen.
+    pub adopt_refused: Option<crate::plan::tenancy::Refused>,
     /// `status.couchName` already names this database: it was ours before (so a missing
     /// database is drift, and an unmarked one is ours after a crash between create and marker).
     pub previously_owned: bool,
@@ -108,6 +111,7 @@ pub fn plan_database(intent: &DatabaseIntent, observed: &ObservedDatabase) -> Re
     match ownership {
         Ownership::Ours => {}
         Ownership::Reclaim => steps.push(DatabaseStep::RecordOwner(intent.me.clone())),
+        Ownership::Adopt if let Some(refused) = &intent.adopt_refused => return Err(refused.clone().into()),
         Ownership::Adopt => {
             steps.push(DatabaseStep::RecordOwner(intent.me.clone()));
             outcome = DatabaseOutcome::Adopted;
@@ -173,9 +177,18 @@ mod tests {
             name: "projects".into(),
             create: couch::CreateDatabase { q: Some(2), n: None, partitioned: false },
             adopt: false,
+            adopt_refused: None,
             previously_owned: false,
             earlier_claimant: None,
             security: desired_security(&SecuritySpec::default(), &[], false),
+        }
+    }
+
+    fn untrusted() -> crate::plan::tenancy::Refused {
+        crate::plan::tenancy::Refused::Untrusted {
+            act: crate::plan::tenancy::TrustedAct::AdoptDatabase("projects".into()),
+            from: "tenant-b".into(),
+            server: "a/main".into(),
         }
     }
 
@@ -231,6 +244,24 @@ mod tests {
                 Ok((vec!["owner", "security"], DatabaseOutcome::Adopted)),
             ),
             (
+                "exists unmarked, adopt from an untrusted namespace: refuse, write nothing",
+                DatabaseIntent { adopt: true, adopt_refused: Some(untrusted()), ..intent() },
+                observed(true, None, false, public.clone()),
+                Err("AdoptionNotPermitted"),
+            ),
+            (
+                "missing, adopt from an untrusted namespace: nothing to adopt, create",
+                DatabaseIntent { adopt: true, adopt_refused: Some(untrusted()), ..intent() },
+                observed(false, None, false, None),
+                Ok((vec!["create", "owner", "security"], DatabaseOutcome::Created)),
+            ),
+            (
+                "ours, adopt from a namespace no longer trusted: still ours",
+                DatabaseIntent { adopt: true, adopt_refused: Some(untrusted()), ..intent() },
+                observed(true, Some("me"), false, good.clone()),
+                Ok((vec![], DatabaseOutcome::Unchanged)),
+            ),
+            (
                 "owned by a live resource: conflict, even with adopt",
                 DatabaseIntent { adopt: true, ..intent() },
                 observed(true, Some("other"), true, good.clone()),
@@ -281,6 +312,7 @@ mod tests {
                     let got = match refusal {
                         Refusal::AlreadyExists { .. } => "AlreadyExists",
                         Refusal::Conflict { .. } => "Conflict",
+                        Refusal::NotPermitted(r) => r.reason(),
                     };
                     assert_eq!(got, kind, "{what}");
                 }

@@ -7,4 +7,5 @@ pub mod grant;
 pub mod ownership;
 pub mod security;
 pub mod share;
+pub mod tenancy;
 pub mod user;

@@ -41,6 +41,9 @@ pub enum Refusal {
         /// The other resource.
         owner: Owner,
     },
+    /// Taking it over needs a namespace the server trusts.
+    #[error(transparent)]
+    NotPermitted(#[from] crate::plan::tenancy::Refused),
 }
 
 /// How this resource relates to an object that exists.
@@ -119,6 +122,7 @@ mod tests {
             let got = got.map_err(|e| match e {
                 Refusal::AlreadyExists { .. } => "AlreadyExists",
                 Refusal::Conflict { .. } => "Conflict",
+                Refusal::NotPermitted(r) => r.reason(),
             });
             assert_eq!(got, expect, "{what}");
         }

@@ -822,6 +822,7 @@ mod tests {
                     assert_eq!(o, owner("other"));
                     "Conflict"
                 }
+                Refusal::NotPermitted(r) => r.reason(),
             });
             assert_eq!(got, expect, "{what}");
         }

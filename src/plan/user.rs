@@ -63,6 +63,9 @@ pub struct UserIntent {
     pub previously_owned: bool,
     /// `spec.adopt`.
     pub adopt: bool,
+    /// Why this namespace may not adopt (it is not trusted by the server), when it may not:
+    /// refused only when adopting would actually happen.
+    pub adopt_refused: Option<crate::plan::tenancy::Refused>,
     /// Another live resource that claims the same username on the same server, first.
     pub earlier_claimant: Option<Owner>,
 }
@@ -140,6 +143,7 @@ pub fn plan_user(intent: &UserIntent, observed: &ObservedUser) -> Result<UserPla
     want.dedup();
     let roles_differ = have != want;
     Ok(match ownership {
+        Ownership::Adopt if let Some(refused) = &intent.adopt_refused => return Err(refused.clone().into()),
         // An adopted user's password is unknown: it must be set to the declared one.
         Ownership::Adopt => UserPlan { write: Some(UserWrite { set_password: true }), outcome: UserOutcome::Adopted },
         Ownership::Reclaim => UserPlan { write: Some(UserWrite { set_password: true }), outcome: UserOutcome::Updated },
@@ -209,6 +213,7 @@ mod tests {
             applied_fingerprint: Some("fp-new".into()),
             previously_owned: true,
             adopt: false,
+            adopt_refused: None,
             earlier_claimant: None,
         }
     }
@@ -270,6 +275,21 @@ mod tests {
                 Ok((write(true), UserOutcome::Adopted)),
             ),
             (
+                "existing user, adopt from an untrusted namespace: refuse, write nothing",
+                UserIntent {
+                    previously_owned: false,
+                    adopt: true,
+                    adopt_refused: Some(crate::plan::tenancy::Refused::Untrusted {
+                        act: crate::plan::tenancy::TrustedAct::AdoptUser("alice".into()),
+                        from: "tenant-b".into(),
+                        server: "a/main".into(),
+                    }),
+                    ..intent()
+                },
+                observed(true, None, &[]),
+                Err("AdoptionNotPermitted"),
+            ),
+            (
                 "owned by another live resource: conflict",
                 UserIntent { adopt: true, ..intent() },
                 observed(true, Some("other"), &[]),
@@ -286,6 +306,7 @@ mod tests {
             let got = plan_user(&intent, &observed).map(|p| (p.write, p.outcome)).map_err(|e| match e {
                 Refusal::AlreadyExists { .. } => "AlreadyExists",
                 Refusal::Conflict { .. } => "Conflict",
+                Refusal::NotPermitted(r) => r.reason(),
             });
             assert_eq!(got, expect, "{what}");
         }

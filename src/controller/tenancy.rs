@@ -1,0 +1,90 @@
+//! The tenancy rules (`plan::tenancy`) against live objects: a namespace's labels when a
+//! server's selector needs them, the consent recorded on a referenced CouchDatabase or
+//! CouchUser, and which resource manages a CouchDB name on a server.
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::context::Context;
+use super::error::Error;
+use super::servers::server_key;
+use crate::api::{AllowedNamespaces, ConsentScope, CouchDatabase, CouchServer, CouchUser};
+use crate::plan::tenancy::{self, Refused, TrustedAct};
+
+/// Whether namespace `from` is in `policy`'s set, for `server`.
+async fn in_set(ctx: &Context, server: &CouchServer, policy: &AllowedNamespaces, from: &str) -> Result<bool, Error> {
+    let own = server.namespace().unwrap_or_default();
+    let labels = if tenancy::needs_labels(policy, &own, from) {
+        Api::<Namespace>::all(ctx.client.clone()).get_opt(from).await?.map(|ns| ns.labels().clone())
+    } else {
+        None
+    };
+    Ok(tenancy::in_namespaces(policy, &own, from, labels.as_ref()))
+}
+
+/// Whether resources in namespace `from` may use `server` at all (`allowedNamespaces`).
+pub(crate) async fn allowed(ctx: &Context, server: &CouchServer, from: &str) -> Result<bool, Error> {
+    in_set(ctx, server, &server.spec.allowed_namespaces, from).await
+}
+
+/// Whether namespace `from` may reach what couchshare does not manage on `server`: allowed and
+/// trusted.
+pub(crate) async fn trusted(ctx: &Context, server: &CouchServer, from: &str) -> Result<bool, Error> {
+    Ok(allowed(ctx, server, from).await? && in_set(ctx, server, &server.spec.trusted_namespaces, from).await?)
+}
+
+/// `Ok` when namespace `from` may do `act` on `server`, else the refusal.
+pub(crate) async fn require_trust(
+    ctx: &Context,
+    server: &CouchServer,
+    from: &str,
+    act: TrustedAct,
+) -> Result<Result<(), Refused>, Error> {
+    let is = trusted(ctx, server, from).await?;
+    let name = format!("{}/{}", server.namespace().unwrap_or_default(), server.name_any());
+    Ok(tenancy::trusted(act, from, &name, is))
+}
+
+/// A reference from namespace `from` to the CouchDatabase `db`, for `needs`.
+pub(crate) fn database_reference(db: &CouchDatabase, from: &str, needs: &[ConsentScope]) -> Result<(), Refused> {
+    let ns = db.namespace().unwrap_or_default();
+    let what = format!("CouchDatabase {ns}/{}", db.name_any());
+    tenancy::reference(&what, &ns, &db.spec.shared_with, from, needs)
+}
+
+/// A reference from namespace `from` to the per-user database of `user`, for `needs`.
+pub(crate) fn user_database_reference(user: &CouchUser, from: &str, needs: &[ConsentScope]) -> Result<(), Refused> {
+    let ns = user.namespace().unwrap_or_default();
+    let what = format!("CouchUser {ns}/{} (its per-user database)", user.name_any());
+    tenancy::reference(&what, &ns, &user.spec.shared_with, from, needs)
+}
+
+/// The live resource that manages the CouchDB database `name` on `server`, as the watches know:
+/// a CouchDatabase naming it, or a CouchUser whose per-user database it is.
+pub(crate) fn database_manager(ctx: &Context, server: &(String, String), name: &str) -> Option<String> {
+    let database = ctx.databases.state().into_iter().find(|d| {
+        d.metadata.deletion_timestamp.is_none()
+            && d.couch_name() == name
+            && &server_key(d.as_ref(), &d.spec.server_ref) == server
+    });
+    if let Some(d) = database {
+        return Some(format!("CouchDatabase {}/{}", d.namespace().unwrap_or_default(), d.name_any()));
+    }
+    per_user_database_owner(ctx, server, name)
+        .map(|u| format!("CouchUser {}/{} (its per-user database)", u.namespace().unwrap_or_default(), u.name_any()))
+}
+
+/// The live CouchUser whose per-user database `name` on `server` is.
+pub(crate) fn per_user_database_owner(
+    ctx: &Context,
+    server: &(String, String),
+    name: &str,
+) -> Option<std::sync::Arc<CouchUser>> {
+    ctx.users.state().into_iter().find(|u| {
+        u.metadata.deletion_timestamp.is_none()
+            && u.spec.per_user_database
+            && u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(name)
+            && &server_key(u.as_ref(), &u.spec.server_ref) == server
+    })
+}

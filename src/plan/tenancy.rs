@@ -1,0 +1,313 @@
+//! Who may reach what on a shared CouchServer. A namespace the server allows may use it, but
+//! reaches another namespace's objects only with their consent (`sharedWith`), reaches what
+//! couchshare does not manage only when the server trusts it (`trustedNamespaces`), and never
+//! reaches a managed object except through its resource. Pure: the controller passes in what
+//! it found (the consents, the namespace's labels, who manages a name).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
+
+use crate::api::{Access, AllowedNamespaces, Consent, ConsentScope, NamespacesFrom, ShareMode};
+
+/// Why a reference or an act is refused. Nothing is written for a refused resource.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// An object in another namespace has not consented.
+    #[error(
+        "{what} has not consented to {needs} from namespace {from}; its owner can add {{namespace: {from}, allow: [{needs}]}} to its spec.sharedWith"
+    )]
+    NoConsent {
+        /// The referenced object, e.g. `CouchDatabase team-a/payroll`.
+        what: String,
+        /// The referring namespace.
+        from: String,
+        /// What is missing, comma-separated scopes.
+        needs: String,
+    },
+    /// The CouchDB object is managed by a resource, and is reached only through it.
+    #[error("{what} is managed by {owner}; reference that resource instead")]
+    Managed {
+        /// The CouchDB object, e.g. `database payroll-1`.
+        what: String,
+        /// The managing resource.
+        owner: String,
+    },
+    /// The act needs a namespace the server trusts.
+    #[error("namespace {from} is not trusted by CouchServer {server} for {act} (its spec.trustedNamespaces)")]
+    Untrusted {
+        /// What was attempted.
+        act: TrustedAct,
+        /// The namespace that attempted it.
+        from: String,
+        /// `namespace/name` of the server.
+        server: String,
+    },
+}
+
+/// What only a trusted namespace may do on a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedAct {
+    /// Grant access to a database couchshare does not manage (`couchName`).
+    UnmanagedDatabase(String),
+    /// Adopt an existing database.
+    AdoptDatabase(String),
+    /// Adopt an existing user.
+    AdoptUser(String),
+    /// Put the server admin's credentials in replication documents.
+    AdminCredentials,
+}
+
+impl std::fmt::Display for TrustedAct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrustedAct::UnmanagedDatabase(db) => write!(f, "granting access to the unmanaged database {db}"),
+            TrustedAct::AdoptDatabase(db) => write!(f, "adopting the existing database {db}"),
+            TrustedAct::AdoptUser(user) => write!(f, "adopting the existing user {user}"),
+            TrustedAct::AdminCredentials => write!(f, "replicating with the server admin's credentials"),
+        }
+    }
+}
+
+impl Refused {
+    /// The condition and Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::NoConsent { .. } | Refused::Managed { .. } => "ReferenceNotPermitted",
+            Refused::Untrusted { act: TrustedAct::UnmanagedDatabase(_), .. } => "ReferenceNotPermitted",
+            Refused::Untrusted { act: TrustedAct::AdoptDatabase(_) | TrustedAct::AdoptUser(_), .. } => {
+                "AdoptionNotPermitted"
+            }
+            Refused::Untrusted { act: TrustedAct::AdminCredentials, .. } => "AdminCredentialsNotPermitted",
+        }
+    }
+}
+
+/// Which end of a share a database is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointRole {
+    /// Documents are read from it (and, two-way, written back).
+    Source,
+    /// Documents are written into it (and, two-way, read back).
+    Target,
+}
+
+/// What a grant of `access` needs consent for.
+pub fn grant_needs(access: Access) -> Vec<ConsentScope> {
+    match access {
+        Access::Member => vec![ConsentScope::Member],
+        Access::Admin => vec![ConsentScope::Admin],
+    }
+}
+
+/// What a share needs consent for on one of its endpoints: a two-way share reads and writes
+/// both ends.
+pub fn share_needs(role: EndpointRole, mode: ShareMode) -> Vec<ConsentScope> {
+    match (role, mode) {
+        (EndpointRole::Source, ShareMode::OneWay) => vec![ConsentScope::ReplicateFrom],
+        (EndpointRole::Target, ShareMode::OneWay) => vec![ConsentScope::ReplicateTo],
+        (_, ShareMode::TwoWay) => vec![ConsentScope::ReplicateFrom, ConsentScope::ReplicateTo],
+    }
+}
+
+fn scope_name(scope: ConsentScope) -> &'static str {
+    match scope {
+        ConsentScope::Member => "member",
+        ConsentScope::Admin => "admin",
+        ConsentScope::ReplicateFrom => "replicateFrom",
+        ConsentScope::ReplicateTo => "replicateTo",
+    }
+}
+
+/// A reference from namespace `from` to `what`, an object in `owner_namespace` with `consents`:
+/// always allowed in the object's own namespace, otherwise only for what its consent names.
+pub fn reference(
+    what: &str,
+    owner_namespace: &str,
+    consents: &[Consent],
+    from: &str,
+    needs: &[ConsentScope],
+) -> Result<(), Refused> {
+    if from == owner_namespace {
+        return Ok(());
+    }
+    let given = consents.iter().find(|c| c.namespace == from).map(|c| c.allow.as_slice()).unwrap_or_default();
+    let covered = |need: &ConsentScope| {
+        given.contains(need) || (*need == ConsentScope::Member && given.contains(&ConsentScope::Admin))
+    };
+    let missing: Vec<&str> = needs.iter().filter(|n| !covered(n)).map(|n| scope_name(*n)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Refused::NoConsent { what: what.into(), from: from.into(), needs: missing.join(", ") })
+}
+
+/// Whether namespace `from` is in the set `policy` describes, for a server in `own`.
+/// `labels` are `from`'s labels, needed only for `Selector` (`None`: the namespace does not
+/// exist). A selector that does not parse matches nothing.
+pub fn in_namespaces(
+    policy: &AllowedNamespaces,
+    own: &str,
+    from: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    if from == own {
+        return true;
+    }
+    match policy.from {
+        NamespacesFrom::Same => false,
+        NamespacesFrom::All => true,
+        NamespacesFrom::Selector => {
+            let (Some(selector), Some(labels)) = (policy.selector.as_ref(), labels) else { return false };
+            selector_matches(selector, labels)
+        }
+    }
+}
+
+fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
+}
+
+/// Whether `policy` needs the namespace's labels to decide.
+pub fn needs_labels(policy: &AllowedNamespaces, own: &str, from: &str) -> bool {
+    from != own && policy.from == NamespacesFrom::Selector
+}
+
+/// An act only trusted namespaces may do: allowed when `trusted`.
+pub fn trusted(act: TrustedAct, from: &str, server: &str, trusted: bool) -> Result<(), Refused> {
+    if trusted { Ok(()) } else { Err(Refused::Untrusted { act, from: from.into(), server: server.into() }) }
+}
+
+/// A CouchDB object named directly (a `couchName` grant): refused when a resource manages it.
+pub fn unmanaged(what: &str, managed_by: Option<&str>) -> Result<(), Refused> {
+    match managed_by {
+        Some(owner) => Err(Refused::Managed { what: what.into(), owner: owner.into() }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ConsentScope::*;
+
+    fn consent(ns: &str, allow: &[ConsentScope]) -> Consent {
+        Consent { namespace: ns.into(), allow: allow.to_vec() }
+    }
+
+    #[test]
+    fn references_need_consent_for_exactly_what_they_do() {
+        let db = "CouchDatabase a/payroll";
+        type Case<'a> = (&'a str, Vec<Consent>, &'a str, Vec<ConsentScope>, Result<(), &'a str>);
+        let cases: Vec<Case> = vec![
+            ("own namespace needs nothing", vec![], "a", vec![Admin, ReplicateTo], Ok(())),
+            ("no consent at all", vec![], "b", vec![Member], Err("member")),
+            ("consent to another namespace", vec![consent("c", &[Member])], "b", vec![Member], Err("member")),
+            ("member consent, member grant", vec![consent("b", &[Member])], "b", vec![Member], Ok(())),
+            ("member consent, admin grant", vec![consent("b", &[Member])], "b", vec![Admin], Err("admin")),
+            ("admin consent covers member", vec![consent("b", &[Admin])], "b", vec![Member], Ok(())),
+            (
+                "grant consent is no share consent",
+                vec![consent("b", &[Admin])],
+                "b",
+                vec![ReplicateFrom],
+                Err("replicateFrom"),
+            ),
+            (
+                "read consent, one-way source",
+                vec![consent("b", &[ReplicateFrom])],
+                "b",
+                share_needs(EndpointRole::Source, ShareMode::OneWay),
+                Ok(()),
+            ),
+            (
+                "read consent, one-way target",
+                vec![consent("b", &[ReplicateFrom])],
+                "b",
+                share_needs(EndpointRole::Target, ShareMode::OneWay),
+                Err("replicateTo"),
+            ),
+            (
+                "read consent, two-way source",
+                vec![consent("b", &[ReplicateFrom])],
+                "b",
+                share_needs(EndpointRole::Source, ShareMode::TwoWay),
+                Err("replicateTo"),
+            ),
+            (
+                "both, two-way target",
+                vec![consent("b", &[ReplicateTo, ReplicateFrom])],
+                "b",
+                share_needs(EndpointRole::Target, ShareMode::TwoWay),
+                Ok(()),
+            ),
+        ];
+        for (what, consents, from, needs, expect) in cases {
+            let got = reference(db, "a", &consents, from, &needs);
+            match expect {
+                Ok(()) => assert_eq!(got, Ok(()), "{what}"),
+                Err(missing) => {
+                    let Err(Refused::NoConsent { needs, from: f, .. }) = &got else { panic!("{what}: {got:?}") };
+                    assert_eq!((needs.as_str(), f.as_str()), (missing, from), "{what}");
+                    assert_eq!(got.as_ref().map_err(Refused::reason), Err("ReferenceNotPermitted"), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusal_says_how_to_consent() {
+        let err = reference("CouchUser a/alice", "a", &[], "b", &[ReplicateFrom]).expect_err("refused");
+        let message = err.to_string();
+        assert!(message.contains("CouchUser a/alice") && message.contains("namespace b"), "{message}");
+        assert!(message.contains("{namespace: b, allow: [replicateFrom]}"), "{message}");
+    }
+
+    #[test]
+    fn namespace_sets_from_same_all_and_selector() {
+        let labels: BTreeMap<String, String> = [("tenant".to_string(), "yes".to_string())].into();
+        let other: BTreeMap<String, String> = [("tenant".to_string(), "no".to_string())].into();
+        let selector = LabelSelector { match_labels: Some(labels.clone()), ..Default::default() };
+        let by_selector = AllowedNamespaces { from: NamespacesFrom::Selector, selector: Some(selector) };
+        let same = AllowedNamespaces::default();
+        let all = AllowedNamespaces { from: NamespacesFrom::All, selector: None };
+        assert!(in_namespaces(&same, "srv", "srv", None), "own namespace is always in");
+        assert!(!in_namespaces(&same, "srv", "b", Some(&labels)));
+        assert!(in_namespaces(&all, "srv", "b", None));
+        assert!(in_namespaces(&by_selector, "srv", "b", Some(&labels)));
+        assert!(!in_namespaces(&by_selector, "srv", "b", Some(&other)));
+        assert!(!in_namespaces(&by_selector, "srv", "b", None), "a namespace that does not exist");
+        assert!(needs_labels(&by_selector, "srv", "b") && !needs_labels(&by_selector, "srv", "srv"));
+        assert!(!needs_labels(&all, "srv", "b"));
+    }
+
+    #[test]
+    fn trusted_acts_and_managed_objects() {
+        let cases = [
+            (TrustedAct::UnmanagedDatabase("hr".into()), "ReferenceNotPermitted"),
+            (TrustedAct::AdoptDatabase("hr".into()), "AdoptionNotPermitted"),
+            (TrustedAct::AdoptUser("hr".into()), "AdoptionNotPermitted"),
+            (TrustedAct::AdminCredentials, "AdminCredentialsNotPermitted"),
+        ];
+        for (act, reason) in cases {
+            assert_eq!(trusted(act.clone(), "b", "a/main", true), Ok(()));
+            let err = trusted(act, "b", "a/main", false).expect_err("untrusted");
+            assert_eq!(err.reason(), reason);
+            assert!(err.to_string().contains("trustedNamespaces"), "{err}");
+        }
+        assert_eq!(unmanaged("database hr", None), Ok(()));
+        let err = unmanaged("database payroll", Some("CouchDatabase a/payroll")).expect_err("managed");
+        assert_eq!(err.reason(), "ReferenceNotPermitted");
+        assert!(err.to_string().contains("CouchDatabase a/payroll"));
+    }
+
+    #[test]
+    fn grant_and_share_needs() {
+        assert_eq!(grant_needs(Access::Member), vec![Member]);
+        assert_eq!(grant_needs(Access::Admin), vec![Admin]);
+        assert_eq!(share_needs(EndpointRole::Source, ShareMode::OneWay), vec![ReplicateFrom]);
+        assert_eq!(share_needs(EndpointRole::Target, ShareMode::OneWay), vec![ReplicateTo]);
+        assert_eq!(share_needs(EndpointRole::Target, ShareMode::TwoWay), vec![ReplicateFrom, ReplicateTo]);
+    }
+}
