@@ -36,11 +36,25 @@ impl Operator {
     /// Like [`Operator::start_logging`], with more environment variables (a `KUBECONFIG` for
     /// another API server, say).
     pub fn start_with_env(namespace: &str, extra: &[&str], filter: &str, env: &[(&str, &std::path::Path)]) -> Self {
+        let mut args = vec!["--namespace", namespace];
+        args.extend_from_slice(extra);
+        Self::spawn(namespace, &args, filter, env)
+    }
+
+    /// The operator watching every namespace (as the chart installs it for a shared server),
+    /// against the API server of `kubeconfig`: only for a private control plane, where no other
+    /// test's resources live.
+    pub fn start_cluster_wide(kubeconfig: &std::path::Path) -> Self {
+        let filter = std::env::var("COUCHSHARE_TEST_LOG").unwrap_or_else(|_| "info,couchshare=debug".into());
+        Self::spawn("all", &[], &filter, &[("KUBECONFIG", kubeconfig)])
+    }
+
+    fn spawn(label: &str, extra: &[&str], filter: &str, env: &[(&str, &std::path::Path)]) -> Self {
         let dir = std::env::var_os("COUCHSHARE_TEST_WORK").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        let log = dir.join(format!("operator-{namespace}-{:08x}.log", rand::random::<u32>()));
+        let log = dir.join(format!("operator-{label}-{:08x}.log", rand::random::<u32>()));
         let file = std::fs::File::create(&log).expect("operator log file");
         let child = Command::new(env!("CARGO_BIN_EXE_couchshare"))
-            .args(["run", "--namespace", namespace, "--resync-interval", "3s", "--max-backoff", "4s"])
+            .args(["run", "--resync-interval", "3s", "--max-backoff", "4s"])
             .args(["--deletion-grace", "10s", "--health-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", filter)

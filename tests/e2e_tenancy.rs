@@ -1,0 +1,463 @@
+//! End-to-end, one CouchServer shared by two tenant namespaces, the operator cluster-wide (as
+//! the chart installs it) on a private control plane: a tenant cannot read, copy or take over
+//! another namespace's objects, or what couchshare does not manage, without the consent of the
+//! object's namespace or the server's trust — and once consent is given and withdrawn, the
+//! access comes and goes. Manifests are YAML through `kubectl apply -f`.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use couchshare::api::{CouchDatabase, CouchGrant, CouchShare, CouchUser};
+use couchshare::couch::{CouchClient, Credentials, Security, UserDoc};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::json;
+use support::operator::{Operator, secret_data, wait_gone, wait_not_ready, wait_ready};
+use support::{couchdb, k8s};
+
+/// A private control plane, the operator watching every namespace, and two tenants.
+struct Tenants {
+    client: Client,
+    couch: CouchClient,
+    kubeconfig: std::path::PathBuf,
+    kubectl: std::path::PathBuf,
+    /// The server's namespace, team A's.
+    a: String,
+    /// Tenant B's namespace.
+    b: String,
+    op: Operator,
+    _plane: k8s::ControlPlane,
+}
+
+impl Tenants {
+    /// Applies YAML in `ns` with kubectl, as a person would; panics with kubectl's message.
+    fn apply(&self, ns: &str, yaml: &str) {
+        let mut child = Command::new(&self.kubectl)
+            .args(["--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .args(["apply", "-n", ns, "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        use std::io::Write;
+        child.stdin.take().expect("kubectl stdin").write_all(yaml.as_bytes()).expect("write manifest");
+        let out = child.wait_with_output().expect("kubectl output");
+        assert!(out.status.success(), "kubectl apply failed: {}\n{yaml}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn api<K>(&self, ns: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// Whether an Event with `reason` was recorded for `name` in `ns`.
+    async fn has_event(&self, ns: &str, name: &str, reason: &str) -> bool {
+        let events: Api<Event> = self.api(ns);
+        let list = events.list(&ListParams::default()).await.expect("list events");
+        list.items
+            .iter()
+            .any(|e| e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason))
+    }
+}
+
+/// Starts the private control plane and the operator, and makes namespaces A (with the
+/// CouchServer `main`, whose spec gets `server_extra`) and B (labelled `tenant: "yes"`).
+async fn tenants(test: &str, server_extra: &str) -> Option<Tenants> {
+    let couch = couchdb::client(test)?;
+    let plane = k8s::ControlPlane::start(test)?;
+    couchdb::ensure_system_databases(&couch).await;
+    let client = plane.client().await;
+    k8s::install_crds(&client).await;
+    let a = k8s::namespace(&client, "team-a").await;
+    let b = k8s::namespace(&client, "team-b").await;
+    let kubectl =
+        std::path::PathBuf::from(std::env::var_os("COUCHSHARE_K8S_BIN").expect("COUCHSHARE_K8S_BIN")).join("kubectl");
+    let op = Operator::start_cluster_wide(&plane.kubeconfig);
+    let env = Tenants { client, couch, kubeconfig: plane.kubeconfig.clone(), kubectl, a, b, op, _plane: plane };
+    env.apply(
+        &env.b,
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {}, labels: {{tenant: \"yes\"}}}}\n", env.b),
+    );
+    let creds = couchdb::admin_credentials();
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    env.apply(
+        &env.a,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: couchdb-admin}}\nstringData: {{username: {}, password: {}}}\n---\n\
+             apiVersion: couchshare.io/v1alpha1\nkind: CouchServer\nmetadata: {{name: main}}\n\
+             spec:\n  url: {url}\n  adminCredentials: {{secretRef: {{name: couchdb-admin}}}}\n{server_extra}",
+            json!(creds.username),
+            json!(creds.password)
+        ),
+    );
+    wait_ready(&env.api::<couchshare::api::CouchServer>(&env.a), "main", &env.op).await;
+    Some(env)
+}
+
+/// A client acting as the CouchUser `name` in `ns`, from its credentials Secret.
+async fn as_user(env: &Tenants, ns: &str, name: &str) -> CouchClient {
+    let data = secret_data(&env.client, ns, &format!("{name}-couchdb")).await.expect("credentials Secret");
+    env.couch.with_credentials(Credentials::new(data["username"].clone(), data["password"].clone()))
+}
+
+async fn can_read(who: &CouchClient, db: &str, id: &str) -> bool {
+    who.get_document(db, id).await.ok().flatten().is_some()
+}
+
+async fn eventually(what: &str, op: &Operator, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("timed out: {what}\noperator log:\n{}", op.tail());
+}
+
+/// What team A and the unmanaged objects look like on CouchDB, to compare after each attempt.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    security: Vec<Security>,
+    replication_docs: usize,
+    loot_docs: u64,
+}
+
+async fn snapshot(env: &Tenants, dbs: &[&str], loot: &str) -> Snapshot {
+    let mut security = Vec::new();
+    for db in dbs {
+        security.push(env.couch.security(db).await.expect("_security"));
+    }
+    let prefix = couchshare::plan::share::replication_doc_prefix(&env.b, "");
+    let replication_docs =
+        env.couch.list_replication_docs_with_prefix("_replicator", &prefix).await.expect("list _replicator").len();
+    let loot_docs = env.couch.database_info(loot).await.expect("loot info").doc_count;
+    Snapshot { security, replication_docs, loot_docs }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_cannot_read_copy_or_take_over_another_namespaces_objects_on_a_shared_server() {
+    let test = "a_tenant_cannot_read_copy_or_take_over_another_namespaces_objects_on_a_shared_server";
+    let Some(env) = tenants(test, "  allowedNamespaces: {from: All}\n").await else { return };
+    let (a, b) = (env.a.clone(), env.b.clone());
+    let tag = couchdb::unique_name("t");
+    let payroll = format!("{tag}-payroll");
+    let alice = format!("{tag}_alice");
+    // Team A: a database, a user with a per-user database, a grant.
+    env.apply(
+        &a,
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: payroll}}\n\
+             spec: {{serverRef: {{name: main}}, name: {payroll}}}\n---\n\
+             apiVersion: couchshare.io/v1alpha1\nkind: CouchUser\nmetadata: {{name: alice}}\n\
+             spec: {{serverRef: {{name: main}}, username: {alice}, perUserDatabase: true}}\n---\n\
+             apiVersion: couchshare.io/v1alpha1\nkind: CouchGrant\nmetadata: {{name: payroll-alice}}\n\
+             spec: {{database: {{name: payroll}}, users: [{{name: alice}}]}}\n"
+        ),
+    );
+    wait_ready(&env.api::<CouchGrant>(&a), "payroll-alice", &env.op).await;
+    let alice_user = wait_ready(&env.api::<CouchUser>(&a), "alice", &env.op).await;
+    let userdb = alice_user.status.and_then(|s| s.per_user_database).expect("alice's per-user database");
+    env.couch.put_document(&payroll, "salary", &json!({"amount": 1})).await.expect("payroll doc");
+    env.couch.put_document(&userdb, "diary", &json!({"text": "private"})).await.expect("userdb doc");
+    // Unmanaged: an archive and its member, made by hand.
+    let archive = format!("{tag}-hr-archive");
+    let hr = format!("hr_{tag}").replace('-', "_");
+    env.couch.create_database(&archive, &Default::default()).await.expect("archive");
+    env.couch.put_user(&UserDoc::new(hr.clone(), vec![], Some("hr-password".into()))).await.expect("hr user");
+    let mut archive_security = Security::default();
+    archive_security.members.names = vec![hr.clone()];
+    env.couch.put_security(&archive, &archive_security).await.expect("archive _security");
+    env.couch.put_document(&archive, "review", &json!({"text": "confidential"})).await.expect("archive doc");
+    // Tenant B: mallory, a database of its own to copy into, and a password for a takeover.
+    env.apply(
+        &b,
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchUser\nmetadata: {{name: mallory}}\n\
+             spec: {{serverRef: {{name: main, namespace: {a}}}, username: {tag}_mallory}}\n---\n\
+             apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: loot}}\n\
+             spec: {{serverRef: {{name: main, namespace: {a}}}, name: {tag}-loot}}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: takeover}}\nstringData: {{password: mallory-was-here}}\n"
+        ),
+    );
+    wait_ready(&env.api::<CouchUser>(&b), "mallory", &env.op).await;
+    wait_ready(&env.api::<CouchDatabase>(&b), "loot", &env.op).await;
+    let loot = format!("{tag}-loot");
+    let mallory = as_user(&env, &b, "mallory").await;
+    assert!(!can_read(&mallory, &payroll, "salary").await && !can_read(&mallory, &userdb, "diary").await);
+    assert!(!can_read(&mallory, &archive, "review").await);
+    let watched = [payroll.as_str(), userdb.as_str(), archive.as_str()];
+    let before = snapshot(&env, &watched, &loot).await;
+
+    let server = format!("{{name: main, namespace: {a}}}");
+    let grant = |name: &str, database: &str, access: &str| {
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchGrant\nmetadata: {{name: {name}}}\n\
+             spec: {{database: {database}, access: {access}, users: [{{name: mallory}}]}}\n"
+        )
+    };
+    let share = |name: &str, source: &str, extra: &str| {
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchShare\nmetadata: {{name: {name}}}\n\
+             spec: {{source: {source}, target: {{database: {{name: loot}}}}, continuous: true{extra}}}\n"
+        )
+    };
+    // Each attempt of the issue's table, plus a share with the admin's credentials.
+    let attempts: Vec<(&str, &str, String, &str)> = vec![
+        (
+            "CouchGrant",
+            "g-payroll",
+            grant("g-payroll", &format!("{{name: payroll, namespace: {a}}}"), "member"),
+            "ReferenceNotPermitted",
+        ),
+        (
+            "CouchGrant",
+            "g-payroll-raw",
+            grant("g-payroll-raw", &format!("{{couchName: {payroll}, serverRef: {server}}}"), "admin"),
+            "ReferenceNotPermitted",
+        ),
+        (
+            "CouchGrant",
+            "g-userdb",
+            grant("g-userdb", &format!("{{couchName: {userdb}, serverRef: {server}}}"), "member"),
+            "ReferenceNotPermitted",
+        ),
+        (
+            "CouchGrant",
+            "g-userdb-ref",
+            grant("g-userdb-ref", &format!("{{userDatabase: {{user: alice, namespace: {a}}}}}"), "member"),
+            "ReferenceNotPermitted",
+        ),
+        (
+            "CouchGrant",
+            "g-archive",
+            grant("g-archive", &format!("{{couchName: {archive}, serverRef: {server}}}"), "member"),
+            "ReferenceNotPermitted",
+        ),
+        (
+            "CouchShare",
+            "s-payroll",
+            share("s-payroll", &format!("{{database: {{name: payroll, namespace: {a}}}}}"), ""),
+            "ReferenceNotPermitted",
+        ),
+        (
+            "CouchShare",
+            "s-userdb",
+            share("s-userdb", &format!("{{userDatabase: {{user: alice, namespace: {a}}}}}"), ""),
+            "ReferenceNotPermitted",
+        ),
+        (
+            "CouchShare",
+            "s-admin",
+            share("s-admin", "{database: {name: loot}}", ", credentials: Admin"),
+            "AdminCredentialsNotPermitted",
+        ),
+        (
+            "CouchDatabase",
+            "archive",
+            format!(
+                "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: archive}}\n\
+                 spec: {{serverRef: {server}, name: {archive}, adopt: true, deletionPolicy: Delete, \
+                 security: {{members: {{names: [{tag}_mallory]}}}}}}\n"
+            ),
+            "AdoptionNotPermitted",
+        ),
+        (
+            "CouchDatabase",
+            "alice-db",
+            format!(
+                "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: alice-db}}\n\
+                 spec: {{serverRef: {server}, name: {userdb}, adopt: true, security: {{members: {{names: [{tag}_mallory]}}}}}}\n"
+            ),
+            "Conflict",
+        ),
+        (
+            "CouchUser",
+            "hr",
+            format!(
+                "apiVersion: couchshare.io/v1alpha1\nkind: CouchUser\nmetadata: {{name: hr}}\n\
+                 spec: {{serverRef: {server}, username: {hr}, adopt: true, password: {{secretRef: {{name: takeover}}}}}}\n"
+            ),
+            "AdoptionNotPermitted",
+        ),
+    ];
+    for (kind, name, yaml, reason) in &attempts {
+        env.apply(&b, yaml);
+        let message = match *kind {
+            "CouchGrant" => ready_message(wait_not_ready(&env.api::<CouchGrant>(&b), name, &env.op, reason).await),
+            "CouchShare" => ready_message(wait_not_ready(&env.api::<CouchShare>(&b), name, &env.op, reason).await),
+            "CouchDatabase" => {
+                ready_message(wait_not_ready(&env.api::<CouchDatabase>(&b), name, &env.op, reason).await)
+            }
+            _ => ready_message(wait_not_ready(&env.api::<CouchUser>(&b), name, &env.op, reason).await),
+        };
+        assert!(!message.contains("password"), "{name}: {message}");
+        // Give a refused resource time to do harm, then look: nothing changed, nothing readable.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(snapshot(&env, &watched, &loot).await, before, "{name} changed CouchDB");
+        assert!(!can_read(&mallory, &payroll, "salary").await, "{name}: mallory reads payroll");
+        assert!(!can_read(&mallory, &userdb, "diary").await, "{name}: mallory reads alice's database");
+        assert!(!can_read(&mallory, &archive, "review").await, "{name}: mallory reads the archive");
+        assert!(env.couch.get_document(&loot, "salary").await.expect("loot").is_none(), "{name}: payroll copied");
+        assert!(env.has_event(&b, name, reason).await, "{name}: no {reason} Event");
+        // No replication user or its Secret for a refused share, no credentials for a refused user.
+        let secrets: Api<Secret> = env.api(&b);
+        assert!(secrets.get_opt(&format!("{name}-replication")).await.expect("get").is_none(), "{name}");
+        assert!(secrets.get_opt(&format!("{name}-couchdb")).await.expect("get").is_none(), "{name}");
+        delete(&env, kind, &b, name).await;
+    }
+    // The existing user's password still works: nobody took it over.
+    let hr_client = env.couch.with_credentials(Credentials::new(hr.clone(), "hr-password"));
+    assert!(can_read(&hr_client, &archive, "review").await, "hr's own password still works");
+    let alice_client = as_user(&env, &a, "alice").await;
+    assert!(can_read(&alice_client, &payroll, "salary").await && can_read(&alice_client, &userdb, "diary").await);
+    assert_eq!(snapshot(&env, &watched, &loot).await, before, "after every refused attempt was deleted");
+}
+
+fn ready_message<K: serde::Serialize>(obj: K) -> String {
+    support::operator::ready(&obj).map(|r| r.2).unwrap_or_default()
+}
+
+async fn delete(env: &Tenants, kind: &str, ns: &str, name: &str) {
+    let dp = DeleteParams::default();
+    match kind {
+        "CouchGrant" => {
+            let api = env.api::<CouchGrant>(ns);
+            api.delete(name, &dp).await.expect("delete");
+            wait_gone(&api, name, &env.op).await;
+        }
+        "CouchShare" => {
+            let api = env.api::<CouchShare>(ns);
+            api.delete(name, &dp).await.expect("delete");
+            wait_gone(&api, name, &env.op).await;
+        }
+        "CouchDatabase" => {
+            let api = env.api::<CouchDatabase>(ns);
+            api.delete(name, &dp).await.expect("delete");
+            wait_gone(&api, name, &env.op).await;
+        }
+        _ => {
+            let api = env.api::<CouchUser>(ns);
+            api.delete(name, &dp).await.expect("delete");
+            wait_gone(&api, name, &env.op).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consent_and_trust_open_the_same_references_and_withdrawing_them_closes_them_within_seconds() {
+    let test = "consent_and_trust_open_the_same_references_and_withdrawing_them_closes_them_within_seconds";
+    // Tenants chosen by label, as a platform team would.
+    let selector = "  allowedNamespaces: {from: Selector, selector: {matchLabels: {tenant: \"yes\"}}}\n";
+    let Some(env) = tenants(test, selector).await else { return };
+    let (a, b) = (env.a.clone(), env.b.clone());
+    let tag = couchdb::unique_name("c");
+    let payroll = format!("{tag}-payroll");
+    let loot = format!("{tag}-loot");
+    let payroll_yaml = |shared_with: &str| {
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: payroll}}\n\
+             spec: {{serverRef: {{name: main}}, name: {payroll}, sharedWith: [{shared_with}]}}\n"
+        )
+    };
+    env.apply(&a, &payroll_yaml(""));
+    wait_ready(&env.api::<CouchDatabase>(&a), "payroll", &env.op).await;
+    env.couch.put_document(&payroll, "salary", &json!({"amount": 1})).await.expect("payroll doc");
+    let archive = format!("{tag}-hr-archive");
+    let hr = format!("hr_{tag}").replace('-', "_");
+    env.couch.create_database(&archive, &Default::default()).await.expect("archive");
+    let mut archive_security = Security::default();
+    archive_security.members.names = vec![hr.clone()];
+    env.couch.put_security(&archive, &archive_security).await.expect("archive _security");
+    env.couch.put_document(&archive, "review", &json!({"text": "confidential"})).await.expect("archive doc");
+    env.apply(
+        &b,
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchUser\nmetadata: {{name: mallory}}\n\
+             spec: {{serverRef: {{name: main, namespace: {a}}}, username: {tag}_mallory}}\n---\n\
+             apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: loot}}\n\
+             spec: {{serverRef: {{name: main, namespace: {a}}}, name: {loot}}}\n---\n\
+             apiVersion: couchshare.io/v1alpha1\nkind: CouchGrant\nmetadata: {{name: read-payroll}}\n\
+             spec: {{database: {{name: payroll, namespace: {a}}}, users: [{{name: mallory}}]}}\n---\n\
+             apiVersion: couchshare.io/v1alpha1\nkind: CouchGrant\nmetadata: {{name: read-archive}}\n\
+             spec: {{database: {{couchName: {archive}, serverRef: {{name: main, namespace: {a}}}}}, users: [{{name: mallory}}]}}\n---\n\
+             apiVersion: couchshare.io/v1alpha1\nkind: CouchShare\nmetadata: {{name: copy-payroll}}\n\
+             spec: {{source: {{database: {{name: payroll, namespace: {a}}}}}, target: {{database: {{name: loot}}}}, \
+             sharingDocument: {{}}}}\n"
+        ),
+    );
+    let grants = env.api::<CouchGrant>(&b);
+    let shares = env.api::<CouchShare>(&b);
+    wait_ready(&env.api::<CouchUser>(&b), "mallory", &env.op).await;
+    wait_not_ready(&grants, "read-payroll", &env.op, "ReferenceNotPermitted").await;
+    wait_not_ready(&grants, "read-archive", &env.op, "ReferenceNotPermitted").await;
+    wait_not_ready(&shares, "copy-payroll", &env.op, "ReferenceNotPermitted").await;
+    let mallory = as_user(&env, &b, "mallory").await;
+    assert!(!can_read(&mallory, &payroll, "salary").await && !can_read(&mallory, &archive, "review").await);
+
+    // Consent in A's namespace, and trust on A's server: the same references now work.
+    env.apply(&a, &payroll_yaml(&format!("{{namespace: {b}, allow: [member, replicateFrom]}}")));
+    env.apply(
+        &a,
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchServer\nmetadata: {{name: main}}\n\
+             spec:\n  url: {}\n  adminCredentials: {{secretRef: {{name: couchdb-admin}}}}\n{selector}  \
+             trustedNamespaces: {{from: Selector, selector: {{matchLabels: {{tenant: \"yes\"}}}}}}\n",
+            std::env::var("COUCHDB_URL").expect("COUCHDB_URL")
+        ),
+    );
+    wait_ready(&grants, "read-payroll", &env.op).await;
+    wait_ready(&grants, "read-archive", &env.op).await;
+    eventually("mallory reads payroll", &env.op, async || can_read(&mallory, &payroll, "salary").await).await;
+    eventually("mallory reads the archive", &env.op, async || can_read(&mallory, &archive, "review").await).await;
+    wait_ready(&shares, "copy-payroll", &env.op).await;
+    eventually("payroll is copied into loot", &env.op, async || {
+        env.couch.get_document(&loot, "salary").await.ok().flatten().is_some()
+    })
+    .await;
+
+    // Withdrawn: within seconds the access goes, the replication stops, both say why.
+    env.apply(&a, &payroll_yaml(""));
+    let started = std::time::Instant::now();
+    eventually("mallory is refused on payroll", &env.op, async || !can_read(&mallory, &payroll, "salary").await).await;
+    wait_not_ready(&grants, "read-payroll", &env.op, "ReferenceNotPermitted").await;
+    wait_not_ready(&shares, "copy-payroll", &env.op, "ReferenceNotPermitted").await;
+    let prefix = couchshare::plan::share::replication_doc_prefix(&b, "copy-payroll");
+    eventually("the replication document is gone", &env.op, async || {
+        env.couch.list_replication_docs_with_prefix("_replicator", &prefix).await.is_ok_and(|d| d.is_empty())
+    })
+    .await;
+    eprintln!("{test}: consent withdrawn, access and replication gone in {:?}", started.elapsed());
+    let security = env.couch.security(&payroll).await.expect("_security");
+    assert!(security.members.names.iter().all(|n| !n.contains("mallory") && !n.contains("repl")), "{security:?}");
+    // Nothing written to payroll after the withdrawal reaches loot.
+    env.couch.put_document(&payroll, "bonus", &json!({"amount": 2})).await.expect("payroll doc");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(env.couch.get_document(&loot, "bonus").await.expect("loot").is_none(), "copied after withdrawal");
+    // The sharing document left the source and the target, and payroll's own data stayed.
+    let sharing = format!("db_sharing-{payroll}--{loot}");
+    assert!(env.couch.get_document(&payroll, &sharing).await.expect("payroll").is_none());
+    assert!(env.couch.get_document(&payroll, "salary").await.expect("payroll").is_some());
+
+    // Trust withdrawn from the server: the unmanaged archive closes too.
+    env.apply(
+        &a,
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchServer\nmetadata: {{name: main}}\n\
+             spec:\n  url: {}\n  adminCredentials: {{secretRef: {{name: couchdb-admin}}}}\n{selector}  \
+             trustedNamespaces: {{from: Same}}\n",
+            std::env::var("COUCHDB_URL").expect("COUCHDB_URL")
+        ),
+    );
+    eventually("mallory is refused on the archive", &env.op, async || !can_read(&mallory, &archive, "review").await)
+        .await;
+    wait_not_ready(&grants, "read-archive", &env.op, "ReferenceNotPermitted").await;
+    assert_eq!(env.couch.security(&archive).await.expect("_security").members.names, vec![hr], "hr's entry stays");
+}
