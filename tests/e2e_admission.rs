@@ -101,7 +101,7 @@ fn invalid_resources() -> Vec<(&'static str, String, &'static str)> {
             format!(
                 "{SERVER}metadata: {{name: bad}}\nspec: {{url: 'http://c:5984', adminCredentials: {{secretRef: {{name: a}}}}, allowedNamespaces: {{from: Selector}}}}\n"
             ),
-            "allowedNamespaces.selector is required when from is Selector",
+            "selector is required when from is Selector",
         ),
         (
             "username with the reserved _ prefix",

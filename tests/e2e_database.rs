@@ -105,7 +105,7 @@ async fn cors_and_require_valid_user_are_applied() {
     if require {
         config["requireValidUser"] = json!(true);
     } else {
-        couchdb::say_skip(&format!(
+        couchdb::skip_lacking(&format!(
             "SKIP {test} (require_valid_user part): server lacks capability requireValidUser (not Apache CouchDB)"
         ));
     }
@@ -155,7 +155,7 @@ async fn a_database_is_created_with_its_options_and_admin_only_security() {
     if caps.partitioned {
         spec["partitioned"] = json!(true);
     } else {
-        couchdb::say_skip(
+        couchdb::skip_lacking(
             "SKIP a_database_is_created_with_its_options_and_admin_only_security (partitioned part): server lacks capability partitioned",
         );
     }

@@ -235,7 +235,7 @@ async fn the_per_user_database_exists_with_its_name_and_security() {
     // With CouchDB's own couch_peruser on, the database it creates is accepted as the user's.
     let info = env.couch.server_info().await.expect("GET /");
     if !info.is_couchdb {
-        couchdb::say_skip(
+        couchdb::skip_lacking(
             "SKIP the_per_user_database_exists_with_its_name_and_security (couch_peruser part): server lacks capability perUserDatabases",
         );
         return;

@@ -58,9 +58,14 @@ pub(crate) fn replication_secret_name(share: &CouchShare) -> String {
     format!("{}-replication", share.name_any())
 }
 
-/// Whether the share (still) needs its scoped user's access on local databases.
+/// Whether the share (still) needs its scoped user's access on local databases: not once it is
+/// revoked or being deleted. Access goes at the deletion mark, not when the object is gone: a
+/// database reconciled on the deletion event may see the share in another watch's store a moment
+/// longer, and taking access away first only stops data flowing earlier.
 pub(crate) fn wants_access(share: &CouchShare) -> bool {
-    share.spec.credentials == ShareCredentials::Scoped && !share.status.as_ref().is_some_and(|s| s.revoked)
+    share.spec.credentials == ShareCredentials::Scoped
+        && share.metadata.deletion_timestamp.is_none()
+        && !share.status.as_ref().is_some_and(|s| s.revoked)
 }
 
 /// What a share contributes to a local database's `_security`: its replication user as member.

@@ -225,7 +225,20 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
             }
         }
     }
+    requeue_databases(ctx, share);
     Ok(())
+}
+
+/// Asks the reconcilers of the CouchDatabases this share touches to recompute `_security`
+/// (without its replication user) now, from this controller's own view of the share: their
+/// watch of shares may lag behind it.
+fn requeue_databases(ctx: &Context, share: &CouchShare) {
+    let Some(trigger) = &ctx.database_trigger else { return };
+    for db in ctx.databases.state() {
+        if super::share::touches_database(share, &db) {
+            let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(db.as_ref()));
+        }
+    }
 }
 
 async fn purge_from_target(

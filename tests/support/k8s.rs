@@ -18,7 +18,9 @@ pub async fn client(test: &str) -> Option<Client> {
         if std::env::var("COUCHSHARE_REQUIRE_K8S").as_deref() == Ok("1") {
             panic!("{test}: COUCHSHARE_REQUIRE_K8S=1 but KUBECONFIG is not set");
         }
-        eprintln!("SKIP {test}: no Kubernetes API server (run through tools/test, or set KUBECONFIG)");
+        super::couchdb::say_skip(&format!(
+            "SKIP {test}: no Kubernetes API server (run through tools/test, or set KUBECONFIG)"
+        ));
         return None;
     }
     Some(Client::try_default().await.expect("a client from KUBECONFIG"))
@@ -108,7 +110,9 @@ impl ControlPlane {
             if std::env::var("COUCHSHARE_REQUIRE_K8S").as_deref() == Ok("1") {
                 panic!("{test}: COUCHSHARE_REQUIRE_K8S=1 but COUCHSHARE_K8S_BIN is not set");
             }
-            eprintln!("SKIP {test}: no COUCHSHARE_K8S_BIN to start a private API server (run through tools/test)");
+            super::couchdb::say_skip(&format!(
+                "SKIP {test}: no COUCHSHARE_K8S_BIN to start a private API server (run through tools/test)"
+            ));
             return None;
         };
         let parent =
