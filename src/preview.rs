@@ -185,8 +185,8 @@ pub async fn preview(couch: &CouchClient, manifests: &Manifests, namespace: &str
             me,
             name: name.clone(),
             create: crate::couch::CreateDatabase {
-                q: db.spec.shards.as_ref().and_then(|s| s.q).and_then(|q| u32::try_from(q).ok()),
-                n: db.spec.shards.as_ref().and_then(|s| s.n).and_then(|n| u32::try_from(n).ok()),
+                q: db.spec.shards.as_ref().and_then(|s| s.count).and_then(|q| u32::try_from(q).ok()),
+                n: db.spec.shards.as_ref().and_then(|s| s.copies).and_then(|n| u32::try_from(n).ok()),
                 partitioned: db.spec.partitioned,
             },
             adopt: db.spec.adopt,

@@ -125,3 +125,33 @@ fn every_spec_field_has_a_description() {
         assert!(missing.is_empty(), "{}: fields without description: {missing:#?}", crd.spec.names.kind);
     }
 }
+
+/// kubectl reads YAML 1.1, where these keys are booleans or null: a field named so would
+/// vanish from what a person writes (`shards: {n: 1}` arrives as `{"false": 1}`).
+#[test]
+fn no_field_is_named_what_yaml_1_1_reads_as_a_boolean_or_null() {
+    const YAML_1_1: [&str; 22] = [
+        "y", "Y", "n", "N", "yes", "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF", "true",
+        "false", "null", "Null", "NULL", "~",
+    ];
+    fn walk(node: &Value, path: &str, out: &mut Vec<String>) {
+        if let Some(props) = node.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                let p = format!("{path}.{k}");
+                if YAML_1_1.contains(&k.as_str()) {
+                    out.push(p.clone());
+                }
+                walk(v, &p, out);
+            }
+        }
+        if let Some(items) = node.get("items") {
+            walk(items, &format!("{path}[]"), out);
+        }
+    }
+    for crd in couchshare::api::crds() {
+        let json = serde_json::to_value(&crd).expect("CRD to JSON");
+        let mut bad = Vec::new();
+        walk(&json["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "", &mut bad);
+        assert!(bad.is_empty(), "{}: fields YAML 1.1 reads as booleans or null: {bad:?}", crd.spec.names.kind);
+    }
+}

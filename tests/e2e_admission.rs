@@ -274,7 +274,12 @@ fn immutable_edits() -> Vec<(&'static str, String, String, &'static str)> {
             db("  name: p\n  partitioned: true\n"),
             "partitioned is immutable",
         ),
-        ("shards", db("  name: s\n  shards: {q: 2}\n"), db("  name: s\n  shards: {q: 4}\n"), "shards is immutable"),
+        (
+            "shards",
+            db("  name: s\n  shards: {count: 2}\n"),
+            db("  name: s\n  shards: {count: 4}\n"),
+            "shards is immutable",
+        ),
         ("username", user("  username: alice\n"), user("  username: alicia\n"), "username is immutable"),
         (
             "un-revoking a share",

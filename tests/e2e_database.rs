@@ -151,7 +151,7 @@ async fn a_database_is_created_with_its_options_and_admin_only_security() {
     main_server(&env).await;
     let caps = env.couch.capabilities().await.expect("capabilities");
     let name = couchdb::unique_name("created");
-    let mut spec = json!({"name": name, "shards": {"q": 2, "n": 1}});
+    let mut spec = json!({"name": name, "shards": {"count": 2, "copies": 1}});
     if caps.partitioned {
         spec["partitioned"] = json!(true);
     } else {
@@ -382,4 +382,37 @@ async fn a_reference_from_a_namespace_the_server_does_not_allow_is_refused() {
             .await;
     wait_ready(&dbs, "tenant-db", &op).await;
     assert!(env.couch.database_exists(&name).await.expect("exists?"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_written_in_yaml_reach_couchdb_and_a_key_kubectl_cannot_keep_is_refused() {
+    let test = "shards_written_in_yaml_reach_couchdb_and_a_key_kubectl_cannot_keep_is_refused";
+    let Some(env) = setup(test).await else { return };
+    main_server(&env).await;
+    let name = couchdb::unique_name("sharded");
+    let manifest = |shards: &str| {
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: sharded\nspec:\n  \
+             serverRef: {{name: main}}\n  name: {name}\n  shards: {shards}\n"
+        )
+    };
+    // The old names: YAML 1.1 reads `n` as `false`. Refused, naming the key, and nothing stored.
+    let Some((ok, said)) = k8s::kubectl_apply(test, &env.ns, &manifest("{q: 4, n: 1}")) else { return };
+    assert!(!ok, "kubectl accepted shards {{q, n}}: {said}");
+    assert!(said.contains("unknown field \"spec.shards.false\""), "kubectl names the key it could not keep: {said}");
+    let dbs = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    assert!(dbs.get_opt("sharded").await.expect("get").is_none(), "nothing half-applied");
+    // The names every parser reads the same.
+    let (ok, said) = k8s::kubectl_apply(test, &env.ns, &manifest("{count: 4, copies: 1}")).expect("kubectl");
+    assert!(ok, "{said}");
+    let db = wait_ready(&dbs, "sharded", &env.op).await;
+    let shards = db.spec.shards.expect("shards kept");
+    assert_eq!((shards.count, shards.copies), (Some(4), Some(1)), "every declared value arrives");
+    let info = env.couch.database_info(&name).await.expect("database info");
+    match info.cluster {
+        Some(cluster) => assert_eq!((cluster.q, cluster.n), (4, 1), "CouchDB created it with the declared shards"),
+        None => couchdb::skip_lacking(&format!(
+            "SKIP {test} (CouchDB shards part): server lacks capability shards (no cluster in GET /{{db}})"
+        )),
+    }
 }

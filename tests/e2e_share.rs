@@ -172,7 +172,7 @@ async fn the_inventory_one_way_share_gives_bob_exactly_the_selected_documents_an
         "source": {"database": {"name": "inventory-alice"}}, "target": {"database": {"name": "inventory-bob"}},
         "mode": "OneWay",
         "selector": {"$or": [{"type": "collection", "_id": "collection:tools"}, {"type": "item", "collection": "collection:tools"}]},
-        "sharingDocument": {"id": "db_sharing-{source}--{target}", "data": {"collection": "collection:tools", "permissions": ["read"]}}
+        "sharingDocument": {"id": "db_sharing-{source}--{target}", "body": {"data": {"collection": "collection:tools", "permissions": ["read"]}}}
     });
     share(&env, "tools", spec).await;
     let s = wait_ready(&shares(&env), "tools", &env.op).await;
@@ -192,7 +192,8 @@ async fn the_inventory_one_way_share_gives_bob_exactly_the_selected_documents_an
     want.sort();
     assert_eq!(got, want, "exactly the selected documents and the sharing document, nothing else");
     let sharing = doc(&env.couch, &bob, &sharing_id).await.expect("sharing document");
-    assert_eq!(sharing["permissions"], json!(["read"]));
+    assert_eq!(sharing["data"]["permissions"], json!(["read"]), "where the Inventory app reads it");
+    assert!(sharing.get("type").is_none(), "no type field added");
     // bob's edits stay his: one-way.
     put(&env.couch, &bob, "item-bobs", json!({"type": "item", "collection": "collection:tools"})).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -213,7 +214,7 @@ async fn a_two_way_share_brings_bobs_edit_back_and_keeps_private_documents_priva
     let spec = json!({
         "source": {"database": {"name": "inventory-alice"}}, "target": {"database": {"name": "inventory-bob"}},
         "mode": "TwoWay", "selector": {"collection": "kitchen"},
-        "sharingDocument": {"id": "db_sharing-{source}--{target}", "data": {"permissions": ["read", "write"]}}
+        "sharingDocument": {"id": "db_sharing-{source}--{target}"}
     });
     share(&env, "kitchen", spec).await;
     let s = wait_ready(&shares(&env), "kitchen", &env.op).await;
@@ -227,6 +228,9 @@ async fn a_two_way_share_brings_bobs_edit_back_and_keeps_private_documents_priva
     })
     .await;
     assert!(doc(&env.couch, &alice, "bob-private").await.is_none(), "bob's private document stays his");
+    // The Inventory app unblocks editing from data.permissions: two-way is read and write.
+    let sharing = doc(&env.couch, &bob, &format!("db_sharing-{alice}--{bob}")).await.expect("sharing document");
+    assert_eq!(sharing["data"]["permissions"], json!(["read", "write"]));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -243,7 +247,7 @@ async fn revoking_stops_replication_removes_the_sharing_document_and_purges_bobs
     let spec = json!({
         "source": {"database": {"name": "inventory-alice"}}, "target": {"database": {"name": "inventory-bob"}},
         "selector": {"shared": true},
-        "sharingDocument": {"id": "db_sharing-{source}--{target}", "data": {"permissions": ["read"]}},
+        "sharingDocument": {"id": "db_sharing-{source}--{target}"},
         "revoke": {"purgeSharedDocuments": true}
     });
     share(&env, "revocable", spec.clone()).await;

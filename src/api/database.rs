@@ -70,18 +70,19 @@ pub struct CouchDatabaseSpec {
     pub shared_with: Vec<Consent>,
 }
 
-/// Shard settings (`q` shards, `n` replicas of each).
+/// Shard settings: CouchDB's `q` and `n`, under names every YAML parser reads the same (YAML
+/// 1.1, which kubectl speaks, reads a key `n` as the boolean `false`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Shards {
-    /// Number of shards.
+    /// Number of shards (CouchDB's `q`); the cluster's default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 256))]
-    pub q: Option<i32>,
-    /// Number of copies of each shard.
+    pub count: Option<i32>,
+    /// Copies of each shard (CouchDB's `n`); the cluster's default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 16))]
-    pub n: Option<i32>,
+    pub copies: Option<i32>,
 }
 
 /// Observed state of a CouchDatabase.

@@ -205,10 +205,13 @@ pub struct SharingDocument {
         {"rule": "!self.startsWith('_')", "message": "sharing document id must not start with _"}
     ]))]
     pub id: String,
-    /// Fields of the document, e.g. `permissions: [read, write]`.
+    /// The document's fields, written exactly as declared (its `_id` comes from `id`; keys
+    /// starting with `_` are refused). Default: the Inventory app's format,
+    /// `{data: {permissions: [read]}}` for `OneWay` and `[read, write]` for `TwoWay`. The
+    /// operator adds only its own record, under the key `couchshare.io/share`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::schema::free_form_object")]
-    pub data: Option<serde_json::Value>,
+    pub body: Option<serde_json::Value>,
 }
 
 fn default_sharing_id() -> String {

@@ -192,8 +192,8 @@ async fn ensure(
         me: owner(db),
         name: name.clone(),
         create: CreateDatabase {
-            q: shards.and_then(|s| s.q).and_then(|q| u32::try_from(q).ok()),
-            n: shards.and_then(|s| s.n).and_then(|n| u32::try_from(n).ok()),
+            q: shards.and_then(|s| s.count).and_then(|q| u32::try_from(q).ok()),
+            n: shards.and_then(|s| s.copies).and_then(|n| u32::try_from(n).ok()),
             partitioned: db.spec.partitioned,
         },
         adopt: db.spec.adopt,

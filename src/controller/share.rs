@@ -291,6 +291,10 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     if let Some(selector) = &share.spec.selector {
         validate_selector(selector).map_err(|e| Error::InvalidSelector(e.to_string()))?;
     }
+    // A sharing document that cannot be written as declared is refused before anything is.
+    if let Some(sd) = &share.spec.sharing_document {
+        sharing_doc(sd.body.as_ref(), share.spec.mode, "", "", &owner(share)).map_err(Error::InvalidSpec)?;
+    }
     // Endpoints in another namespace only with their consent: refused before anything is written.
     let sources = sources(ctx, share, Consent::Check).await?;
     let target = target(ctx, share, Consent::Check).await?;
@@ -354,7 +358,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         let doc_id = match (&share.spec.sharing_document, user) {
             (Some(sd), None) => {
                 let id = sharing_doc_id(&sd.id, source.database(), target.database());
-                ensure_sharing_doc(ctx, &connected, source, &target, sd.data.as_ref(), &id, &me).await?;
+                ensure_sharing_doc(ctx, &connected, share, source, &target, sd.body.as_ref(), &id).await?;
                 sharing_id = Some(id.clone());
                 Some(id)
             }
@@ -492,15 +496,16 @@ fn invalid_or(e: crate::couch::CouchError, url: &str) -> Error {
 async fn ensure_sharing_doc(
     ctx: &Context,
     connected: &Connected,
+    share: &CouchShare,
     source: &Place,
     target: &Place,
-    data: Option<&Value>,
+    body: Option<&Value>,
     id: &str,
-    me: &Owner,
 ) -> Result<(), Error> {
     let client = place_client(ctx, connected, source);
     let url = connected.server.spec.url.clone();
-    let wanted = sharing_doc(data, source.database(), target.database(), me);
+    let wanted = sharing_doc(body, share.spec.mode, source.database(), target.database(), &owner(share))
+        .map_err(Error::InvalidSpec)?;
     let existing = client
         .get_document(source.database(), id)
         .await

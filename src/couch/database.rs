@@ -34,6 +34,18 @@ pub struct DatabaseInfo {
     pub sizes: Option<DatabaseSizes>,
     #[serde(default)]
     pub props: DatabaseProps,
+    /// Sharding on a CouchDB 2+ cluster (absent on servers without shards).
+    #[serde(default)]
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// `cluster` of `GET /{db}`: how the database is sharded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct ClusterInfo {
+    /// Shards.
+    pub q: u32,
+    /// Copies of each shard.
+    pub n: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

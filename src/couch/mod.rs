@@ -18,7 +18,7 @@ mod users;
 
 pub use client::{CouchClient, RequestObserver, RequestRecord, call_template};
 pub use config::{CouchConfig, Credentials, RetryPolicy, install_crypto_provider};
-pub use database::{CreateDatabase, DatabaseInfo, DatabaseProps, DatabaseSizes, Principals, Security};
+pub use database::{ClusterInfo, CreateDatabase, DatabaseInfo, DatabaseProps, DatabaseSizes, Principals, Security};
 pub use documents::{AllDocs, AllDocsQuery, AllDocsRow, AllDocsValue, BulkDocResult, DocWrite, PurgeResult};
 pub use error::{CouchError, TransportKind, redact_url, redact_url_str};
 pub use feeds::{Change, ChangeRev, Changes, ChangesQuery, DbUpdate, DbUpdates, DbUpdatesQuery, FeedMode};

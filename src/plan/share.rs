@@ -15,9 +15,6 @@ pub const SHARE_FIELD: &str = "couchshare.io/share";
 /// Field in replication documents holding the fingerprint of the spec they were written from.
 pub const SPEC_HASH_FIELD: &str = "couchshare.io/spec-hash";
 
-/// The `type` of a sharing document whose data does not set one.
-const SHARING_DOC_TYPE: &str = "couchshare.io/sharing";
-
 /// Which way a replication runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
@@ -472,21 +469,41 @@ pub fn stale_replications(docs: &[Value], owner: &Owner, wanted: &[String]) -> V
         .collect()
 }
 
-/// The sharing document body: `data` (an object, or `{}` when None) plus SHARE_FIELD = owner, "source" and "target" database names,
-/// and "type": "couchshare.io/sharing" unless data sets "type". Without `_id`/`_rev`: fields of `data` starting with `_`
-/// (which CouchDB reserves) are dropped, and so is `data` that is not an object (the CRD schema allows objects only).
-pub fn sharing_doc(data: Option<&Value>, source_db: &str, target_db: &str, owner: &Owner) -> Value {
-    let mut doc: Map<String, Value> = match data {
-        Some(Value::Object(map)) => {
-            map.iter().filter(|(k, _)| !k.starts_with('_')).map(|(k, v)| (k.clone(), v.clone())).collect()
+/// The sharing document: `body` exactly as declared — by default the Inventory app's own
+/// format, `{"data": {"permissions": ["read"]}}` one-way and `["read", "write"]` two-way — plus
+/// the operator's record under the one key [`SHARE_FIELD`] (the share, and the source and
+/// target databases). Nothing else is added: apps key their documents on `type`, so the
+/// operator never writes one. A body that is not an object, or that has a key starting with `_`
+/// (CouchDB reserves them, and would refuse or reinterpret it), or that sets [`SHARE_FIELD`]
+/// itself, is refused with what is wrong: nothing declared is dropped silently.
+pub fn sharing_doc(
+    body: Option<&Value>,
+    mode: crate::api::ShareMode,
+    source_db: &str,
+    target_db: &str,
+    owner: &Owner,
+) -> Result<Value, String> {
+    let mut doc: Map<String, Value> = match body {
+        None => {
+            let permissions = match mode {
+                crate::api::ShareMode::OneWay => json!(["read"]),
+                crate::api::ShareMode::TwoWay => json!(["read", "write"]),
+            };
+            json!({"data": {"permissions": permissions}}).as_object().cloned().unwrap_or_default()
         }
-        _ => Map::new(),
+        Some(Value::Object(map)) => map.clone(),
+        Some(_) => return Err("sharingDocument.body must be an object".into()),
     };
-    doc.insert(SHARE_FIELD.into(), owner_json(owner));
-    doc.insert("source".into(), Value::String(source_db.to_string()));
-    doc.insert("target".into(), Value::String(target_db.to_string()));
-    doc.entry("type").or_insert_with(|| Value::String(SHARING_DOC_TYPE.to_string()));
-    Value::Object(doc)
+    if let Some(key) = doc.keys().find(|k| k.starts_with('_') || k.as_str() == SHARE_FIELD) {
+        return Err(format!(
+            "sharingDocument.body may not set {key:?}: keys starting with _ are CouchDB's, and {SHARE_FIELD} is the operator's"
+        ));
+    }
+    let mut record = owner_json(owner);
+    record["source"] = Value::String(source_db.to_string());
+    record["target"] = Value::String(target_db.to_string());
+    doc.insert(SHARE_FIELD.into(), record);
+    Ok(Value::Object(doc))
 }
 
 /// Whether an existing sharing document matches the wanted body (ignore `_id`, `_rev`, and any field starting with `_`).
@@ -860,19 +877,25 @@ mod tests {
 
     #[test]
     fn sharing_docs_and_matching() {
+        use crate::api::ShareMode::{OneWay, TwoWay};
         let me = owner("me");
-        let plain = sharing_doc(None, "a", "b", &me);
-        assert_eq!(
-            plain,
-            json!({SHARE_FIELD: me.clone(), "source": "a", "target": "b", "type": "couchshare.io/sharing"})
-        );
-        let data = json!({"permissions": ["read", "write"], "type": "app.sharing", "source": "forged", "_rev": "9-x"});
-        let doc = sharing_doc(Some(&data), "a", "b", &me);
-        assert_eq!(
-            doc,
-            json!({"permissions": ["read", "write"], "type": "app.sharing", "source": "a", "target": "b", SHARE_FIELD: me.clone()})
-        );
-        assert_eq!(sharing_doc(Some(&json!("text")), "a", "b", &me), plain, "only objects are data");
+        let record =
+            json!({"kind": "CouchShare", "namespace": "ns", "name": "s-me", "uid": "me", "source": "a", "target": "b"});
+        // The Inventory app's own format by default: data.permissions, no type.
+        let plain = sharing_doc(None, OneWay, "a", "b", &me).expect("default");
+        assert_eq!(plain, json!({"data": {"permissions": ["read"]}, SHARE_FIELD: record.clone()}));
+        let both = sharing_doc(None, TwoWay, "a", "b", &me).expect("default");
+        assert_eq!(both["data"]["permissions"], json!(["read", "write"]));
+        assert!(both.get("type").is_none(), "never a type field: apps key their documents on it");
+        // A declared body, exactly as declared.
+        let body = json!({"data": {"permissions": ["read", "write"], "collection_id": "tools"}, "type": "app.sharing", "source": "mine"});
+        let doc = sharing_doc(Some(&body), OneWay, "a", "b", &me).expect("body");
+        let mut want = body.clone();
+        want[SHARE_FIELD] = record.clone();
+        assert_eq!(doc, want);
+        for bad in [json!("text"), json!({"_rev": "9-x"}), json!({SHARE_FIELD: "forged"})] {
+            assert!(sharing_doc(Some(&bad), OneWay, "a", "b", &me).is_err(), "{bad} is refused, not dropped");
+        }
 
         let mut stored = doc.clone();
         stored["_id"] = json!("db_sharing-a--b");
@@ -881,7 +904,7 @@ mod tests {
         assert!(sharing_doc_matches(&stored, &doc));
         assert!(sharing_doc_matches(&doc, &doc));
         let mut edited = stored.clone();
-        edited["permissions"] = json!(["read"]);
+        edited["data"]["permissions"] = json!(["read"]);
         assert!(!sharing_doc_matches(&edited, &doc));
         let mut extra = stored.clone();
         extra["note"] = json!("by hand");
