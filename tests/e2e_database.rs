@@ -11,7 +11,9 @@ use k8s_openapi::api::core::v1::Event;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
-use support::operator::{Operator, admin_secret, apply_json, ready, server_manifest, wait_not_ready, wait_ready};
+use support::operator::{
+    Operator, admin_secret, apply_json, ready, server_manifest, wait_for, wait_not_ready, wait_ready,
+};
 use support::{couchdb, k8s};
 
 struct Env {
@@ -414,5 +416,43 @@ async fn shards_written_in_yaml_reach_couchdb_and_a_key_kubectl_cannot_keep_is_r
         None => couchdb::skip_lacking(&format!(
             "SKIP {test} (CouchDB shards part): server lacks capability shards (no cluster in GET /{{db}})"
         )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_formed_by_a_seedlist_is_finished_and_its_membership_reported() {
+    let test = "a_cluster_formed_by_a_seedlist_is_finished_and_its_membership_reported";
+    let Some(env) = setup(test).await else { return };
+    let membership = env.couch.membership().await.expect("_membership");
+    if membership.cluster_nodes.len() < 2 {
+        couchdb::skip_lacking(&format!("SKIP {test}: server lacks capability cluster (a single node)"));
+        return;
+    }
+    main_server(&env).await;
+    let servers = Api::<CouchServer>::namespaced(env.client.clone(), &env.ns);
+    let server = wait_for(&servers, "main", &env.op, "finished, all nodes connected", |s| {
+        let healthy = s.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Degraded" && c.status == "False" && c.reason == "AllNodesConnected")
+        });
+        healthy && s.status.as_ref().and_then(|st| st.membership.as_ref()).is_some_and(|m| m.finished)
+    })
+    .await;
+    let status = server.status.expect("status");
+    assert_eq!(status.nodes.len(), membership.cluster_nodes.len());
+    // One admin hash, uuid and auth secret on every node: a session from one node works on all.
+    let creds = couchdb::admin_credentials();
+    for (section, key) in [("admins", creds.username.as_str()), ("couchdb", "uuid"), ("chttpd_auth", "secret")] {
+        let mut values = Vec::new();
+        for node in &membership.cluster_nodes {
+            values.push(env.couch.config_get(node, section, key).await.expect("node config"));
+        }
+        assert!(values[0].is_some(), "[{section}] {key} is set");
+        assert!(values.iter().all(|v| v == &values[0]), "[{section}] {key} is the same on every node");
+    }
+    for db in couchshare::controller::SYSTEM_DATABASES {
+        let info = env.couch.database_info(db).await.expect("system database");
+        assert!(info.cluster.is_some_and(|c| c.n >= 2), "{db} is replicated across the cluster");
     }
 }

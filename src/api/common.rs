@@ -142,4 +142,6 @@ pub mod condition {
     pub const READY: &str = "Ready";
     /// A CouchUser's password in CouchDB matches its source.
     pub const PASSWORD_SYNCED: &str = "PasswordSynced";
+    /// A CouchServer's cluster lacks a node: configured but not connected, or not answering.
+    pub const DEGRADED: &str = "Degraded";
 }

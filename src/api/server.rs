@@ -23,6 +23,7 @@ use super::common::{Condition, CredentialsSecretRef};
     doc = "A CouchDB deployment managed by couchshare: connection, configuration, system databases.",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version"}"#,
+    printcolumn = r#"{"name":"Degraded","type":"string","jsonPath":".status.conditions[?(@.type==\"Degraded\")].status"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -234,6 +235,26 @@ pub struct CouchServerStatus {
     /// The replication budget: `replicator/max_jobs` times the number of nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_budget: Option<ReplicationBudget>,
+    /// Cluster nodes that are missing: configured (`cluster_nodes`) but not connected
+    /// (`all_nodes`), or connected but not answering. The `Degraded` condition names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<MembershipStatus>,
+}
+
+/// How whole a cluster is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MembershipStatus {
+    /// Configured nodes that are not connected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_nodes: Vec<String>,
+    /// Connected nodes that did not answer a request routed to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silent_nodes: Vec<String>,
+    /// Whether the cluster is finished: system databases, and one admin password hash, uuid and
+    /// auth secret on every node (the operator finishes a cluster formed by a seedlist alone).
+    #[serde(default)]
+    pub finished: bool,
 }
 
 /// A configuration key that could not be applied on one node.

@@ -76,6 +76,7 @@ pub struct Metrics {
     server_reachable: Family<Server, Gauge>,
     budget_total: Family<Server, Gauge>,
     budget_used: Family<Server, Gauge>,
+    nodes_missing: Family<Server, Gauge>,
 }
 
 /// The states a replication can report, for clearing the ones it left.
@@ -96,6 +97,7 @@ impl Metrics {
             server_reachable: Family::default(),
             budget_total: Family::default(),
             budget_used: Family::default(),
+            nodes_missing: Family::default(),
             registry: Registry::default(),
         };
         registry.register("reconciles", "Reconciles run, by kind", m.reconciles.clone());
@@ -128,6 +130,11 @@ impl Metrics {
             "server_replication_jobs",
             "Replications couchshare runs on the server",
             m.budget_used.clone(),
+        );
+        registry.register(
+            "server_nodes_missing",
+            "Cluster nodes configured but not connected, or connected but not answering",
+            m.nodes_missing.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -203,6 +210,12 @@ impl Metrics {
             self.budget_total.get_or_create(&s).set(i64::from(total));
             self.budget_used.get_or_create(&s).set(i64::from(used));
         }
+    }
+
+    /// How many of a server's cluster nodes are missing (not connected, or not answering).
+    pub fn server_nodes_missing(&self, namespace: &str, server: &str, missing: usize) {
+        let s = Server { namespace: namespace.into(), server: server.into() };
+        self.nodes_missing.get_or_create(&s).set(i64::try_from(missing).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition.

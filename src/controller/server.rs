@@ -13,9 +13,11 @@ use super::context::{Context, now, object_key};
 use super::error::Error;
 use super::servers::connect;
 use super::status::{NewCondition, apply_status, condition_state, set_condition};
-use crate::api::{CouchServer, NodeConfigFailure, ReplicationBudget, condition};
+use crate::api::{CouchServer, MembershipStatus, NodeConfigFailure, ReplicationBudget, condition};
 use crate::couch::{Capabilities, CouchClient, CouchError, ServerInfo};
+use crate::plan::cluster::{ClusterPlan, NodeSettings, ObservedCluster, plan_cluster};
 use crate::plan::config::{ConfigKey, ConfigLayout, config_changes, desired_config, display_key, replication_budget};
+use sha2::{Digest, Sha256};
 
 /// System databases CouchDB needs and a fresh single node or cluster lacks until set up.
 pub const SYSTEM_DATABASES: [&str; 3] = ["_users", "_replicator", "_global_changes"];
@@ -29,6 +31,15 @@ struct Observed {
     failures: Vec<NodeConfigFailure>,
     budget: ReplicationBudget,
     written: usize,
+    /// The cluster's finishing and membership, on more than one node.
+    cluster: Option<ClusterOutcome>,
+}
+
+/// What a pass found and did about the cluster.
+struct ClusterOutcome {
+    plan: ClusterPlan,
+    /// Finished in this pass.
+    finished_now: bool,
 }
 
 /// Reconciles one CouchServer.
@@ -48,8 +59,43 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
     let mut status = current.clone().unwrap_or_default();
     status.observed_generation = server.metadata.generation;
     let was = condition_state(&status.conditions, condition::READY);
+    let was_degraded = condition_state(&status.conditions, condition::DEGRADED);
+    let mut degraded = false;
+    let mut finished_now = None;
     let outcome = match result {
         Ok(observed) => {
+            let health = observed.cluster.as_ref().map(|c| c.plan.health.clone()).unwrap_or_default();
+            degraded = health.degraded();
+            status.membership = observed.cluster.as_ref().map(|c| MembershipStatus {
+                missing_nodes: c.plan.health.missing.clone(),
+                silent_nodes: c.plan.health.silent.clone(),
+                finished: c.plan.finish_waits.is_none(),
+            });
+            finished_now = observed.cluster.as_ref().filter(|c| c.finished_now).and_then(|c| c.plan.finish.clone());
+            let degraded_condition = match (&observed.cluster, degraded) {
+                (_, true) => NewCondition {
+                    type_: condition::DEGRADED,
+                    status: true,
+                    reason: "NodesMissing".into(),
+                    message: match observed.cluster.as_ref().and_then(|c| c.plan.finish_waits.as_ref()) {
+                        Some(why) => format!("{}; finishing the cluster waits for them ({why})", health.message()),
+                        None => health.message(),
+                    },
+                },
+                (Some(_), false) => NewCondition {
+                    type_: condition::DEGRADED,
+                    status: false,
+                    reason: "AllNodesConnected".into(),
+                    message: health.message(),
+                },
+                (None, false) => NewCondition {
+                    type_: condition::DEGRADED,
+                    status: false,
+                    reason: "SingleNode".into(),
+                    message: "a single node".into(),
+                },
+            };
+            set_condition(&mut status.conditions, degraded_condition, server.metadata.generation, now());
             status.vendor = observed.info.vendor.clone();
             status.version = Some(observed.info.version.clone());
             status.features = observed.info.features.clone();
@@ -98,6 +144,27 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
     let reachable = !matches!(outcome, Err(Error::Unreachable { .. } | Error::Unauthorized(_)));
     let budget = status.replication_budget.as_ref().map(|b| (b.total, b.used));
     super::metrics::metrics().server(&ns, &server.name_any(), reachable, budget);
+    if let Some(m) = &status.membership {
+        let missing = m.missing_nodes.len() + m.silent_nodes.len();
+        super::metrics::metrics().server_nodes_missing(&ns, &server.name_any(), missing);
+    }
+    if let Some(why) = finished_now {
+        let note = format!("cluster finished ({why}): system databases, one admin hash, uuid and secret on every node");
+        ctx.event(server.as_ref(), false, "ClusterFinished", note).await;
+    }
+    let is_degraded = condition_state(&status.conditions, condition::DEGRADED);
+    if was_degraded != is_degraded
+        && let Some((s, reason)) = &is_degraded
+        && (s == "True" || was_degraded.as_ref().is_some_and(|(w, _)| w == "True"))
+    {
+        let note = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::DEGRADED)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.event(server.as_ref(), s == "True", reason, note).await;
+    }
     let is = condition_state(&status.conditions, condition::READY);
     if was != is {
         match &outcome {
@@ -113,7 +180,14 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
     }
     outcome?;
     ctx.reset_backoff(&object_key(server.as_ref()));
-    Ok(Action::requeue(ctx.resync()))
+    // A cluster's membership is looked at every 30 s (nothing reports a node leaving), and a
+    // degraded one every 10 s, so it turns healthy by itself soon after the node returns.
+    let next = match (degraded, status.membership.is_some()) {
+        (true, _) => std::time::Duration::from_secs(10).min(ctx.resync()),
+        (false, true) => std::time::Duration::from_secs(30).min(ctx.resync()),
+        (false, false) => ctx.resync(),
+    };
+    Ok(Action::requeue(next))
 }
 
 async fn observe_and_apply(server: &CouchServer, ctx: &Context) -> Result<Observed, Error> {
@@ -122,6 +196,19 @@ async fn observe_and_apply(server: &CouchServer, ctx: &Context) -> Result<Observ
     let info = couch.server_info().await.map_err(|e| Error::couch("reading GET /", url, e))?;
     let caps = info.capabilities();
     let membership = couch.membership().await.map_err(|e| Error::couch("reading _membership", url, e))?;
+    // A cluster formed by a seedlist alone has no system databases and a different admin hash,
+    // uuid and auth secret on every node: finish it, the way `/_cluster_setup` does.
+    let cluster = if membership.cluster_nodes.len() > 1 {
+        let observed = observe_cluster(&couch, &membership, url).await?;
+        let plan = plan_cluster(&observed);
+        if let Some(why) = &plan.finish {
+            couch.finish_cluster().await.map_err(|e| Error::couch("finishing the cluster", url, e))?;
+            tracing::info!(why = %why, "finished the cluster");
+        }
+        Some(ClusterOutcome { finished_now: plan.finish.is_some(), plan })
+    } else {
+        None
+    };
     let mut nodes = membership.cluster_nodes;
     if nodes.is_empty() {
         nodes = membership.all_nodes;
@@ -162,7 +249,55 @@ async fn observe_and_apply(server: &CouchServer, ctx: &Context) -> Result<Observ
     };
     let failed: std::collections::BTreeSet<&str> = failures.iter().map(|f| f.key.as_str()).collect();
     let applied = desired.keys().map(display_key).filter(|k| !failed.contains(k.as_str())).collect();
-    Ok(Observed { info, caps, nodes, applied, failures, budget, written })
+    Ok(Observed { info, caps, nodes, applied, failures, budget, written, cluster })
+}
+
+/// Reads what finishing and membership health depend on: the system databases, and on every
+/// connected node the admin's password hash, `[couchdb] uuid` and `[chttpd_auth] secret` — kept
+/// only as fingerprints, never logged (the secret signs session cookies).
+async fn observe_cluster(
+    couch: &CouchClient,
+    membership: &crate::couch::Membership,
+    url: &str,
+) -> Result<ObservedCluster, Error> {
+    let mut missing_system_databases = Vec::new();
+    for db in SYSTEM_DATABASES {
+        if !couch.database_exists(db).await.map_err(|e| Error::couch("checking system databases", url, e))? {
+            missing_system_databases.push(db.to_string());
+        }
+    }
+    let fingerprint = |v: Option<String>| v.map(|v| hex::encode(Sha256::digest(v.as_bytes())));
+    let admin = couch.username().map(str::to_owned);
+    let mut settings = BTreeMap::new();
+    for node in &membership.all_nodes {
+        let read = async {
+            let admin_hash = match &admin {
+                Some(name) => couch.config_get(node, "admins", name).await?,
+                None => None,
+            };
+            let uuid = couch.config_get(node, "couchdb", "uuid").await?;
+            let secret = couch.config_get(node, "chttpd_auth", "secret").await?;
+            Ok::<_, CouchError>(NodeSettings {
+                admin_hash: fingerprint(admin_hash),
+                uuid: fingerprint(uuid),
+                secret: fingerprint(secret),
+            })
+        };
+        match read.await {
+            Ok(s) => {
+                settings.insert(node.clone(), s);
+            }
+            Err(e @ CouchError::Transport { .. }) => return Err(Error::couch("reading node configuration", url, e)),
+            // A connected node that cannot answer through its peer: silent, which health reports.
+            Err(e) => tracing::debug!(node, error = %e, "node did not answer"),
+        }
+    }
+    Ok(ObservedCluster {
+        cluster_nodes: membership.cluster_nodes.clone(),
+        all_nodes: membership.all_nodes.clone(),
+        missing_system_databases,
+        settings,
+    })
 }
 
 /// Replications couchshare runs on this server: the replications of every share whose status

@@ -429,10 +429,25 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     status.sharing_document_id = sharing_id;
 
     // State from CouchDB itself: one scheduler read per reconcile of this replicator database.
-    let statuses = ctx
+    let listed = ctx
         .replication_statuses(&url, &connected.couch, &replicator)
         .await
         .map_err(|e| Error::couch("reading _scheduler/docs", &url, e))?;
+    // On a cluster the listing can lag behind the node that runs a job (a one-shot that has
+    // completed is missing from it for a while): ask for those documents one by one.
+    let mut statuses: Vec<crate::couch::ReplicationStatus> =
+        wanted.iter().filter_map(|(id, _, _)| listed.iter().find(|s| &s.doc_id == id).cloned()).collect();
+    for (id, _, _) in &wanted {
+        if !statuses.iter().any(|s| &s.doc_id == id)
+            && let Some(one) = connected
+                .couch
+                .replication_status(&replicator, id)
+                .await
+                .map_err(|e| Error::couch("reading _scheduler/docs", &url, e))?
+        {
+            statuses.push(one);
+        }
+    }
     status.replications = wanted
         .iter()
         .map(|(id, from, to)| {

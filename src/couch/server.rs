@@ -161,6 +161,20 @@ impl CouchClient {
         })
     }
 
+    /// `POST /_cluster_setup {"action": "finish_cluster"}`: creates the system databases with the
+    /// cluster's `n`, and copies this node's admin password hashes, `[couchdb] uuid` and
+    /// `[chttpd_auth] secret` to the other nodes. A cluster already finished answers 400 and
+    /// copies them all the same: that is success here.
+    pub async fn finish_cluster(&self) -> Result<(), CouchError> {
+        let req =
+            Request::new(Method::POST, "/_cluster_setup").json(&serde_json::json!({"action": "finish_cluster"}))?;
+        match self.call::<Value>(req).await {
+            Ok(_) => Ok(()),
+            Err(CouchError::BadRequest { reason, .. }) if reason.contains("already finished") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// One config value of `node` (`_local` for the node answering); `None` when unset.
     pub async fn config_get(&self, node: &str, section: &str, key: &str) -> Result<Option<String>, CouchError> {
         let path = format!("{}/{}", self.config_path(node, section).await?, encode_db(key));

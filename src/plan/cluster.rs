@@ -1,0 +1,226 @@
+//! A clustered CouchDB's own set-up, as the CouchServer reconciler checks it: whether the cluster
+//! is finished — its system databases exist and every node has the same admin password hash,
+//! `[couchdb] uuid` and `[chttpd_auth] secret`, which a `[cluster] seedlist` alone never gives —
+//! and whether its membership is whole. Pure: the controller reads, this decides.
+
+use std::collections::BTreeMap;
+
+/// What the controller read from a cluster. The settings are fingerprints (never the values: the
+/// auth secret signs every session cookie).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedCluster {
+    /// `_membership.cluster_nodes`: the nodes the cluster is configured with.
+    pub cluster_nodes: Vec<String>,
+    /// `_membership.all_nodes`: the nodes connected now.
+    pub all_nodes: Vec<String>,
+    /// System databases that do not exist.
+    pub missing_system_databases: Vec<String>,
+    /// The settings of every connected node that answered; a node that did not is absent.
+    pub settings: BTreeMap<String, NodeSettings>,
+}
+
+/// Fingerprints of the settings every node of one cluster must share.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// The admin's password hash (`[admins]`).
+    pub admin_hash: Option<String>,
+    /// `[couchdb] uuid`.
+    pub uuid: Option<String>,
+    /// `[chttpd_auth] secret`.
+    pub secret: Option<String>,
+}
+
+/// How whole the cluster is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MembershipHealth {
+    /// Configured nodes that are not connected.
+    pub missing: Vec<String>,
+    /// Connected nodes that did not answer a request routed to them.
+    pub silent: Vec<String>,
+}
+
+impl MembershipHealth {
+    /// Whether some node is missing or silent.
+    pub fn degraded(&self) -> bool {
+        !self.missing.is_empty() || !self.silent.is_empty()
+    }
+
+    /// What a person reads in the condition and the Event.
+    pub fn message(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            parts.push(format!("not connected: {}", self.missing.join(", ")));
+        }
+        if !self.silent.is_empty() {
+            parts.push(format!("connected but not answering: {}", self.silent.join(", ")));
+        }
+        if parts.is_empty() { "every cluster node is connected and answers".into() } else { parts.join("; ") }
+    }
+}
+
+/// What to do with the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterPlan {
+    /// Finish the cluster (`POST /_cluster_setup {"action": "finish_cluster"}`), and why.
+    pub finish: Option<String>,
+    /// Finishing is needed but waits until every node is connected (it would leave a missing
+    /// node with its own settings, and place system database shards without it).
+    pub finish_waits: Option<String>,
+    /// Membership health.
+    pub health: MembershipHealth,
+}
+
+/// Decides whether the cluster must be finished, and how whole it is. A single node has nothing
+/// to finish.
+pub fn plan_cluster(observed: &ObservedCluster) -> ClusterPlan {
+    let missing: Vec<String> =
+        observed.cluster_nodes.iter().filter(|n| !observed.all_nodes.contains(n)).cloned().collect();
+    let silent: Vec<String> =
+        observed.all_nodes.iter().filter(|n| !observed.settings.contains_key(*n)).cloned().collect();
+    let health = MembershipHealth { missing, silent };
+    if observed.cluster_nodes.len() < 2 {
+        return ClusterPlan { health, ..ClusterPlan::default() };
+    }
+    let mut why = Vec::new();
+    if !observed.missing_system_databases.is_empty() {
+        why.push(format!("system databases missing: {}", observed.missing_system_databases.join(", ")));
+    }
+    let first = observed.settings.values().next();
+    let differ = |field: fn(&NodeSettings) -> &Option<String>| {
+        first.is_some_and(|f| observed.settings.values().any(|s| field(s) != field(f)))
+    };
+    for (name, field) in [
+        ("the admin password hash", (|s: &NodeSettings| &s.admin_hash) as fn(&NodeSettings) -> &Option<String>),
+        ("[couchdb] uuid", |s: &NodeSettings| &s.uuid),
+        ("[chttpd_auth] secret", |s: &NodeSettings| &s.secret),
+    ] {
+        if differ(field) {
+            why.push(format!("nodes differ in {name}"));
+        }
+    }
+    if why.is_empty() {
+        return ClusterPlan { health, ..ClusterPlan::default() };
+    }
+    let why = why.join("; ");
+    if health.degraded() {
+        ClusterPlan { finish: None, finish_waits: Some(why), health }
+    } else {
+        ClusterPlan { finish: Some(why), finish_waits: None, health }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same(n: &str) -> NodeSettings {
+        NodeSettings { admin_hash: Some(format!("h{n}")), uuid: Some("u".into()), secret: Some("s".into()) }
+    }
+
+    fn cluster(
+        nodes: &[&str],
+        connected: &[&str],
+        answering: &[(&str, NodeSettings)],
+        missing_dbs: &[&str],
+    ) -> ObservedCluster {
+        ObservedCluster {
+            cluster_nodes: nodes.iter().map(|s| s.to_string()).collect(),
+            all_nodes: connected.iter().map(|s| s.to_string()).collect(),
+            missing_system_databases: missing_dbs.iter().map(|s| s.to_string()).collect(),
+            settings: answering.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
+        }
+    }
+
+    #[test]
+    fn plan_cluster_table() {
+        let three = ["n1", "n2", "n3"];
+        fn shared(n: &str) -> (&str, NodeSettings) {
+            (n, same("shared"))
+        }
+        type Case<'a> = (&'a str, ObservedCluster, Option<&'a str>, Option<&'a str>, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                "a single node: nothing to finish",
+                cluster(&["n1"], &["n1"], &[("n1", same("1"))], &["_users"]),
+                None,
+                None,
+                "every cluster node",
+            ),
+            (
+                "finished and whole",
+                cluster(&three, &three, &[shared("n1"), shared("n2"), shared("n3")], &[]),
+                None,
+                None,
+                "every cluster node",
+            ),
+            (
+                "formed by a seedlist only: no system databases, a hash per node",
+                cluster(
+                    &three,
+                    &three,
+                    &[("n1", same("1")), ("n2", same("2")), ("n3", same("3"))],
+                    &["_users", "_replicator"],
+                ),
+                Some("system databases missing: _users, _replicator; nodes differ in the admin password hash"),
+                None,
+                "every cluster node",
+            ),
+            (
+                "system databases made by hand, hashes still differ",
+                cluster(&three, &three, &[("n1", same("1")), shared("n2"), shared("n3")], &[]),
+                Some("nodes differ in the admin password hash"),
+                None,
+                "every cluster node",
+            ),
+            (
+                "an auth secret on one node only",
+                cluster(
+                    &three,
+                    &three,
+                    &[shared("n1"), ("n2", NodeSettings { secret: None, ..same("shared") }), shared("n3")],
+                    &[],
+                ),
+                Some("nodes differ in [chttpd_auth] secret"),
+                None,
+                "every cluster node",
+            ),
+            (
+                "the same everywhere, even unset: nothing to do (no endless finishing)",
+                cluster(
+                    &three,
+                    &three,
+                    &[
+                        ("n1", NodeSettings { secret: None, ..same("x") }),
+                        ("n2", NodeSettings { secret: None, ..same("x") }),
+                        ("n3", NodeSettings { secret: None, ..same("x") }),
+                    ],
+                    &[],
+                ),
+                None,
+                None,
+                "every cluster node",
+            ),
+            (
+                "a node missing: degraded, finishing waits for it",
+                cluster(&three, &["n1", "n2"], &[("n1", same("1")), shared("n2")], &["_users"]),
+                None,
+                Some("system databases missing: _users; nodes differ in the admin password hash"),
+                "not connected: n3",
+            ),
+            (
+                "a node connected but silent: degraded",
+                cluster(&three, &three, &[shared("n1"), shared("n2")], &[]),
+                None,
+                None,
+                "connected but not answering: n3",
+            ),
+        ];
+        for (what, observed, finish, waits, health) in cases {
+            let plan = plan_cluster(&observed);
+            assert_eq!(plan.finish.as_deref(), finish, "{what}");
+            assert_eq!(plan.finish_waits.as_deref(), waits, "{what}");
+            assert!(plan.health.message().starts_with(health), "{what}: {}", plan.health.message());
+            assert_eq!(plan.health.degraded(), !health.starts_with("every"), "{what}");
+        }
+    }
+}
