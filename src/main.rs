@@ -61,6 +61,8 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+// A flag given twice takes the last value (wrappers and tests append their own).
+#[command(args_override_self = true)]
 struct RunArgs {
     /// Kubeconfig file (default: in-cluster config, then KUBECONFIG, then ~/.kube/config).
     #[arg(long)]
@@ -80,6 +82,10 @@ struct RunArgs {
     /// How long deleting a resource keeps retrying an unreachable CouchDB before letting go.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     deletion_grace: Duration,
+    /// `_security` reads per second per CouchServer by the audit that finds hand edits (CouchDB
+    /// reports them in no feed); 0 turns it off.
+    #[arg(long, default_value_t = couchshare::controller::DEFAULT_SECURITY_AUDIT_RATE)]
+    security_audit_rate: f64,
     /// Address of the `/healthz`, `/readyz` and `/metrics` endpoints.
     #[arg(long, default_value = "0.0.0.0:8080")]
     health_addr: SocketAddr,
@@ -138,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
                 resync: args.resync_interval,
                 backoff_max: args.max_backoff,
                 deletion_grace: args.deletion_grace,
+                security_audit_rate: args.security_audit_rate.max(0.0),
                 ..Options::default()
             };
             let leader_election = args.leader_election.then(|| couchshare::controller::LeaderElection {

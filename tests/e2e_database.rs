@@ -268,6 +268,37 @@ async fn security_edited_by_hand_is_restored() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_security_edit_by_hand_is_found_by_the_audit_long_before_a_resync() {
+    let test = "a_security_edit_by_hand_is_found_by_the_audit_long_before_a_resync";
+    let Some(mut env) = setup(test).await else { return };
+    let caps = env.couch.capabilities().await.expect("capabilities");
+    if !couchdb::require_capability(test, &caps, "db_updates") {
+        return;
+    }
+    // No resync to fall back on: a _security edit shows in no CouchDB feed, only the audit finds it.
+    env.op.kill();
+    env.op = Operator::start(&env.ns, &["--resync-interval", "10m"]);
+    main_server(&env).await;
+    let name = couchdb::unique_name("audited");
+    let dbs = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    let spec = json!({"name": name, "security": {"members": {"names": ["alice"]}}});
+    let _: CouchDatabase = apply_json(&env.client, &env.ns, database("audited", spec)).await;
+    wait_ready(&dbs, "audited", &env.op).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut public = env.couch.security(&name).await.expect("_security");
+    public.members.names.clear();
+    env.couch.put_security(&name, &public).await.expect("one wrong click: public");
+    let started = std::time::Instant::now();
+    let restored = couchdb::eventually(Duration::from_secs(20), || async {
+        env.couch.security(&name).await.ok().filter(|s| s.members.names == ["alice"])
+    })
+    .await;
+    assert!(restored.is_some(), "_security restored by the audit\n{}", env.op.tail());
+    eprintln!("{test}: a public _security restored after {:?}", started.elapsed());
+    wait_event(&env.client, &env.ns, "audited", "SecurityApplied", &env.op).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn retain_keeps_the_data_and_delete_removes_the_database() {
     let Some(env) = setup("retain_keeps_the_data_and_delete_removes_the_database").await else { return };
     main_server(&env).await;

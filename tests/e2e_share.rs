@@ -445,6 +445,51 @@ async fn fan_in_collects_every_users_database_and_picks_up_a_user_added_later() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_fan_in_user_whose_database_comes_late_is_picked_up_without_waiting_for_a_resync() {
+    let test = "a_fan_in_user_whose_database_comes_late_is_picked_up_without_waiting_for_a_resync";
+    let Some(mut env) = setup(test).await else { return };
+    // No resync to fall back on: only the events the share waits for may bring it back.
+    env.op.kill();
+    env.op = Operator::start(&env.ns, &["--resync-interval", "10m"]);
+    let analytics = database(&env, "notes-analytics").await;
+    share(
+        &env,
+        "fan-in",
+        json!({"source": {"userDatabases": {"selector": {"matchLabels": {"app": "notes"}}}}, "target": {"database": {"name": "notes-analytics"}}}),
+    )
+    .await;
+    wait_ready(&shares(&env), "fan-in", &env.op).await;
+    // The slow path, forced: the user appears, but its per-user database cannot be made yet
+    // (its password Secret is missing), as when a cluster is slow to create the database.
+    let username = couchdb::unique_name("eve");
+    let manifest = json!({"apiVersion": "couchshare.io/v1alpha1", "kind": "CouchUser",
+        "metadata": {"name": "eve", "labels": {"app": "notes"}},
+        "spec": {"serverRef": {"name": "main"}, "username": username, "perUserDatabase": true,
+                 "password": {"secretRef": {"name": "eve-password"}}}});
+    let _: CouchUser = apply_json(&env.client, &env.ns, manifest).await;
+    let waiting = wait_not_ready(&shares(&env), "fan-in", &env.op, "Waiting").await;
+    assert!(ready(&waiting).is_some_and(|r| r.2.contains("eve")), "the share says whom it waits for");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _: k8s_openapi::api::core::v1::Secret = apply_json(
+        &env.client,
+        &env.ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "eve-password"}, "stringData": {"password": "eve-pass-1"}}),
+    )
+    .await;
+    let eve = wait_ready(&Api::<CouchUser>::namespaced(env.client.clone(), &env.ns), "eve", &env.op).await;
+    let db = eve.status.and_then(|s| s.per_user_database).expect("eve's database");
+    put(&env.couch, &db, "note-eve", json!({"by": "eve"})).await;
+    eventually("eve's note arrives, long before any resync", &env.op, 40, async || {
+        doc(&env.couch, &analytics, "note-eve").await.is_some()
+    })
+    .await;
+    wait_for(&shares(&env), "fan-in", &env.op, "one replication, Ready", |s| {
+        s.status.as_ref().is_some_and(|st| st.replications.len() == 1) && ready(s).is_some_and(|r| r.0 == "True")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_share_in_a_per_tenant_replicator_database_replicates() {
     let test = "a_share_in_a_per_tenant_replicator_database_replicates";
     let Some(env) = setup(test).await else { return };

@@ -77,6 +77,10 @@ pub struct Metrics {
     budget_total: Family<Server, Gauge>,
     budget_used: Family<Server, Gauge>,
     nodes_missing: Family<Server, Gauge>,
+    audit_reads: Family<Server, Counter>,
+    audit_drift: Family<Server, Counter>,
+    audit_cycle_seconds: Family<Server, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    audit_databases: Family<Server, Gauge>,
 }
 
 /// The states a replication can report, for clearing the ones it left.
@@ -98,6 +102,10 @@ impl Metrics {
             budget_total: Family::default(),
             budget_used: Family::default(),
             nodes_missing: Family::default(),
+            audit_reads: Family::default(),
+            audit_drift: Family::default(),
+            audit_cycle_seconds: Family::default(),
+            audit_databases: Family::default(),
             registry: Registry::default(),
         };
         registry.register("reconciles", "Reconciles run, by kind", m.reconciles.clone());
@@ -135,6 +143,22 @@ impl Metrics {
             "server_nodes_missing",
             "Cluster nodes configured but not connected, or connected but not answering",
             m.nodes_missing.clone(),
+        );
+        registry.register("security_audit_reads", "_security reads by the audit", m.audit_reads.clone());
+        registry.register(
+            "security_audit_repairs",
+            "Databases the audit found with _security not as declared, and requeued",
+            m.audit_drift.clone(),
+        );
+        registry.register(
+            "security_audit_cycle_seconds",
+            "How long the last full audit cycle over a server's databases took",
+            m.audit_cycle_seconds.clone(),
+        );
+        registry.register(
+            "security_audit_databases",
+            "Databases the last full audit cycle covered",
+            m.audit_databases.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -216,6 +240,23 @@ impl Metrics {
     pub fn server_nodes_missing(&self, namespace: &str, server: &str, missing: usize) {
         let s = Server { namespace: namespace.into(), server: server.into() };
         self.nodes_missing.get_or_create(&s).set(i64::try_from(missing).unwrap_or(i64::MAX));
+    }
+
+    /// One `_security` read by the audit.
+    pub fn security_audited(&self, namespace: &str, server: &str) {
+        self.audit_reads.get_or_create(&Server { namespace: namespace.into(), server: server.into() }).inc();
+    }
+
+    /// The audit found a database's `_security` not as declared.
+    pub fn security_drift(&self, namespace: &str, server: &str) {
+        self.audit_drift.get_or_create(&Server { namespace: namespace.into(), server: server.into() }).inc();
+    }
+
+    /// A full audit cycle: how long it took and how many databases it covered.
+    pub fn security_audit_cycle(&self, namespace: &str, server: &str, took: std::time::Duration, databases: usize) {
+        let s = Server { namespace: namespace.into(), server: server.into() };
+        self.audit_cycle_seconds.get_or_create(&s).set(took.as_secs_f64());
+        self.audit_databases.get_or_create(&s).set(i64::try_from(databases).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition.

@@ -1,6 +1,7 @@
 //! The operator: one kube-runtime `Controller` per kind, sharing a [`Context`]. The only
 //! module that holds both a Kubernetes client and a CouchDB client.
 
+mod audit;
 mod context;
 mod database;
 mod drift;
@@ -33,7 +34,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-pub use context::{Context, Options};
+pub use context::{Context, DEFAULT_SECURITY_AUDIT_RATE, Options};
 pub use error::Error;
 pub use health::Readiness;
 pub use leader::LeaderElection;

@@ -176,7 +176,8 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
     }
     apply_status(&api, server.as_ref(), current.as_ref(), &status).await?;
     if let Ok(couch) = connect(&ctx, &server).await {
-        super::drift::follow(&ctx, &server, couch);
+        super::drift::follow(&ctx, &server, couch.clone());
+        super::audit::run(&ctx, &server, couch).await;
     }
     outcome?;
     ctx.reset_backoff(&object_key(server.as_ref()));

@@ -299,9 +299,9 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     let sources = sources(ctx, share, Consent::Check).await?;
     let target = target(ctx, share, Consent::Check).await?;
     let mut places: Vec<&Place> = vec![&target];
-    let fan_in: Vec<(Option<String>, Place)> = match sources {
-        Sources::One(p) => vec![(None, p)],
-        Sources::FanIn(list) => list.into_iter().map(|(user, p)| (Some(user), p)).collect(),
+    let (fan_in, waiting): (Vec<(Option<String>, Place)>, Vec<String>) = match sources {
+        Sources::One(p) => (vec![(None, p)], vec![]),
+        Sources::FanIn { ready, waiting } => (ready.into_iter().map(|(user, p)| (Some(user), p)).collect(), waiting),
     };
     places.extend(fan_in.iter().map(|(_, p)| p));
     let server_ref = managing_server(share, &places)?;
@@ -494,6 +494,13 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
             ),
         )
         .await;
+    }
+    // A selected user whose per-user database does not exist yet (slow to create on a cluster):
+    // the share waits, and retries until it is there — no other event would bring it back.
+    if !waiting.is_empty() {
+        return Err(Error::Waiting {
+            what: format!("the per-user database of CouchUser(s) {} (selected by the fan-in)", waiting.join(", ")),
+        });
     }
     // A fan-in with no users yet is Ready: there is nothing to replicate.
     Ok(wanted.is_empty() || replications_ready(&states, share.spec.continuous))

@@ -36,7 +36,11 @@ impl Place {
 /// with each user's CouchDB name.
 pub(crate) enum Sources {
     One(Place),
-    FanIn(Vec<(String, Place)>),
+    /// The users whose database exists, and those still waiting for theirs.
+    FanIn {
+        ready: Vec<(String, Place)>,
+        waiting: Vec<String>,
+    },
 }
 
 /// Why a share cannot be resolved yet (not an error of the spec): something it needs is not Ready.
@@ -117,21 +121,36 @@ async fn remote(ctx: &Context, share_ns: &str, remote: &RemoteDatabase) -> Resul
     })
 }
 
+/// Each selected user's CouchDB name and per-user database.
+pub(crate) type FanInPlaces = Vec<(String, Place)>;
+
 /// The per-user databases of the CouchUsers a fan-in selects (those whose database exists).
 pub(crate) fn fan_in_users(ctx: &Context, share: &CouchShare) -> Result<Vec<(String, Place)>, Error> {
-    let Some(fan_in) = &share.spec.source.user_databases else { return Ok(vec![]) };
+    Ok(fan_in(ctx, share)?.0)
+}
+
+/// A fan-in's users: those whose per-user database exists, and the names of those that declare
+/// one that does not exist yet (the share waits for them: nothing else would requeue it).
+pub(crate) fn fan_in(ctx: &Context, share: &CouchShare) -> Result<(FanInPlaces, Vec<String>), Error> {
+    let Some(fan_in) = &share.spec.source.user_databases else { return Ok((vec![], vec![])) };
     let selector = Selector::try_from(fan_in.selector.clone())
         .map_err(|e| Error::InvalidSpec(format!("source.userDatabases.selector: {e}")))?;
     let ns = share.namespace();
-    let mut out: Vec<(String, Place)> = ctx
-        .users
-        .state()
-        .into_iter()
-        .filter(|u| u.namespace() == ns && u.metadata.deletion_timestamp.is_none() && selector.matches(u.labels()))
-        .filter_map(|u| user_place(&u).map(|p| (u.couch_username().to_string(), p)))
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+    let mut ready = Vec::new();
+    let mut waiting = Vec::new();
+    for u in ctx.users.state() {
+        if u.namespace() != ns || u.metadata.deletion_timestamp.is_some() || !selector.matches(u.labels()) {
+            continue;
+        }
+        match user_place(&u) {
+            Some(p) => ready.push((u.couch_username().to_string(), p)),
+            None if u.spec.per_user_database => waiting.push(u.name_any()),
+            None => {}
+        }
+    }
+    ready.sort_by(|a, b| a.0.cmp(&b.0));
+    waiting.sort();
+    Ok((ready, waiting))
 }
 
 /// Resolves the source.
@@ -148,7 +167,8 @@ pub(crate) async fn sources(ctx: &Context, share: &CouchShare, consent: Consent)
         return Ok(Sources::One(remote(ctx, &ns, r).await?));
     }
     if source.user_databases.is_some() {
-        return Ok(Sources::FanIn(fan_in_users(ctx, share)?));
+        let (ready, waiting) = fan_in(ctx, share)?;
+        return Ok(Sources::FanIn { ready, waiting });
     }
     Err(Error::InvalidSpec("source needs exactly one of database, userDatabase, userDatabases or remote".into()))
 }
