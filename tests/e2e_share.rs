@@ -155,6 +155,39 @@ async fn a_one_way_share_replicates_with_scoped_credentials_and_reports_its_stat
     assert!(s.status.expect("status").replications[0].docs_read.unwrap_or(0) >= 1);
 }
 
+/// A CouchShare of `examples/inventory-sharing/shares.yaml`, as a manifest to apply.
+fn example_share(name: &str) -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/inventory-sharing/shares.yaml");
+    let text = std::fs::read_to_string(path).expect("the example");
+    let doc = k8s::parse_yaml(&text).into_iter().find(|d| d.metadata.name.as_deref() == Some(name)).expect(name);
+    serde_json::to_value(&doc).expect("the example as JSON")
+}
+
+/// The Inventory app's own documents for two collections, `tools` and `kitchen`, as its
+/// sharing guide describes them, plus one of its private documents.
+async fn inventory(couch: &CouchClient, db: &str) {
+    let docs = [
+        ("collection-tools", json!({"type": "collection", "data": {"name": "Tools"}})),
+        ("item-hammer", json!({"type": "item", "data": {"name": "Hammer", "collection_id": "tools"}})),
+        (
+            "item_image-hammer",
+            json!({"type": "item_image", "data": {"_item_collection_id": "tools", "_item_id": "hammer"}}),
+        ),
+        ("image-shelf", json!({"type": "image", "data": {"_item_collection_ids": ["kitchen", "tools"]}})),
+        ("collection-kitchen", json!({"type": "collection", "data": {"name": "Kitchen"}})),
+        ("item-pan", json!({"type": "item", "data": {"name": "Pan", "collection_id": "kitchen"}})),
+        (
+            "item_image-pan",
+            json!({"type": "item_image", "data": {"_item_collection_id": "kitchen", "_item_id": "pan"}}),
+        ),
+        ("image-stove", json!({"type": "image", "data": {"_item_collection_ids": ["kitchen"]}})),
+        ("config-alice", json!({"type": "config", "data": {"uuid": "5a8e9d0c-1f2b-4c3d-9e8f-7a6b5c4d3e2f"}})),
+    ];
+    for (id, body) in docs {
+        put(couch, db, id, body).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_inventory_one_way_share_gives_bob_exactly_the_selected_documents_and_the_sharing_document() {
     let test = "the_inventory_one_way_share_gives_bob_exactly_the_selected_documents_and_the_sharing_document";
@@ -164,72 +197,83 @@ async fn the_inventory_one_way_share_gives_bob_exactly_the_selected_documents_an
     }
     let alice = database(&env, "inventory-alice").await;
     let bob = database(&env, "inventory-bob").await;
-    put(&env.couch, &alice, "collection:tools", json!({"type": "collection", "name": "tools"})).await;
-    put(&env.couch, &alice, "item-hammer", json!({"type": "item", "collection": "collection:tools"})).await;
-    put(&env.couch, &alice, "collection:diary", json!({"type": "collection", "name": "diary"})).await;
-    put(&env.couch, &alice, "item-secret", json!({"type": "item", "collection": "collection:diary"})).await;
-    let spec = json!({
-        "source": {"database": {"name": "inventory-alice"}}, "target": {"database": {"name": "inventory-bob"}},
-        "mode": "OneWay",
-        "selector": {"$or": [{"type": "collection", "_id": "collection:tools"}, {"type": "item", "collection": "collection:tools"}]},
-        "sharingDocument": {"id": "db_sharing-{source}--{target}", "body": {"data": {"collection": "collection:tools", "permissions": ["read"]}}}
-    });
-    share(&env, "tools", spec).await;
-    let s = wait_ready(&shares(&env), "tools", &env.op).await;
-    let sharing_id = format!("db_sharing-{alice}--{bob}");
+    inventory(&env.couch, &alice).await;
+    // The example as users apply it: the app's own selector and sharing document.
+    let manifest = example_share("alice-tools-to-bob");
+    let sharing_id = manifest["spec"]["sharingDocument"]["id"].as_str().expect("sharing id").to_string();
+    let _: CouchShare = apply_json(&env.client, &env.ns, manifest).await;
+    let s = wait_ready(&shares(&env), "alice-tools-to-bob", &env.op).await;
     assert_eq!(s.status.as_ref().and_then(|st| st.sharing_document_id.clone()), Some(sharing_id.clone()));
-    eventually("bob has the shared collection, its item and the sharing document", &env.op, 40, async || {
-        let got = ids(&env.couch, &bob).await;
-        got.contains(&"collection:tools".to_string())
-            && got.contains(&"item-hammer".to_string())
-            && got.contains(&sharing_id)
-    })
+    let mut want: Vec<String> = ["collection-tools", "item-hammer", "item_image-hammer", "image-shelf"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([sharing_id.clone()])
+        .collect();
+    want.sort();
+    eventually(
+        "bob has the tools collection, its item, item image, image and the sharing document",
+        &env.op,
+        40,
+        async || {
+            let got = ids(&env.couch, &bob).await;
+            want.iter().all(|w| got.contains(w))
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut got = ids(&env.couch, &bob).await;
     got.sort();
-    let mut want = vec!["collection:tools".to_string(), "item-hammer".to_string(), sharing_id.clone()];
-    want.sort();
     assert_eq!(got, want, "exactly the selected documents and the sharing document, nothing else");
     let sharing = doc(&env.couch, &bob, &sharing_id).await.expect("sharing document");
     assert_eq!(sharing["data"]["permissions"], json!(["read"]), "where the Inventory app reads it");
     assert!(sharing.get("type").is_none(), "no type field added");
     // bob's edits stay his: one-way.
-    put(&env.couch, &bob, "item-bobs", json!({"type": "item", "collection": "collection:tools"})).await;
+    put(&env.couch, &bob, "item-bobs", json!({"type": "item", "data": {"collection_id": "tools"}})).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(doc(&env.couch, &alice, "item-bobs").await.is_none(), "one-way: nothing flows back");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_two_way_share_brings_bobs_edit_back_and_keeps_private_documents_private() {
-    let test = "a_two_way_share_brings_bobs_edit_back_and_keeps_private_documents_private";
+async fn a_two_way_share_brings_carols_edit_back_and_keeps_private_documents_private() {
+    let test = "a_two_way_share_brings_carols_edit_back_and_keeps_private_documents_private";
     let Some(env) = setup(test).await else { return };
     if !needs(test, &env.caps, &["selector_replication", "scheduler"]) {
         return;
     }
     let alice = database(&env, "inventory-alice").await;
-    let bob = database(&env, "inventory-bob").await;
-    put(&env.couch, &alice, "item-pan", json!({"type": "item", "collection": "kitchen", "name": "pan"})).await;
-    put(&env.couch, &bob, "bob-private", json!({"type": "item", "collection": "garage"})).await;
-    let spec = json!({
-        "source": {"database": {"name": "inventory-alice"}}, "target": {"database": {"name": "inventory-bob"}},
-        "mode": "TwoWay", "selector": {"collection": "kitchen"},
-        "sharingDocument": {"id": "db_sharing-{source}--{target}"}
-    });
-    share(&env, "kitchen", spec).await;
-    let s = wait_ready(&shares(&env), "kitchen", &env.op).await;
+    let carol = database(&env, "inventory-carol").await;
+    inventory(&env.couch, &alice).await;
+    put(&env.couch, &carol, "item-carols-own", json!({"type": "item", "data": {"collection_id": "garage"}})).await;
+    let manifest = example_share("alice-kitchen-with-carol");
+    let sharing_id = manifest["spec"]["sharingDocument"]["id"].as_str().expect("sharing id").to_string();
+    let _: CouchShare = apply_json(&env.client, &env.ns, manifest).await;
+    let s = wait_ready(&shares(&env), "alice-kitchen-with-carol", &env.op).await;
     assert_eq!(s.status.expect("status").replications.len(), 2, "two directions");
-    eventually("bob has the pan", &env.op, 40, async || doc(&env.couch, &bob, "item-pan").await.is_some()).await;
-    let mut pan = doc(&env.couch, &bob, "item-pan").await.expect("pan");
-    pan["name"] = json!("pan (seasoned by bob)");
-    env.couch.put_document(&bob, "item-pan", &pan).await.expect("bob edits");
-    eventually("bob's edit flows back to alice", &env.op, 40, async || {
-        doc(&env.couch, &alice, "item-pan").await.is_some_and(|d| d["name"] == "pan (seasoned by bob)")
+    let mut want: Vec<String> =
+        ["collection-kitchen", "item-pan", "item_image-pan", "image-shelf", "image-stove", "item-carols-own"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([sharing_id.clone()])
+            .collect();
+    want.sort();
+    eventually("carol has the kitchen collection and the sharing document", &env.op, 40, async || {
+        let got = ids(&env.couch, &carol).await;
+        want.iter().all(|w| got.contains(w))
     })
     .await;
-    assert!(doc(&env.couch, &alice, "bob-private").await.is_none(), "bob's private document stays his");
+    let mut got = ids(&env.couch, &carol).await;
+    got.sort();
+    assert_eq!(got, want, "the kitchen documents, the sharing document and her own, nothing else");
+    let mut pan = doc(&env.couch, &carol, "item-pan").await.expect("pan");
+    pan["data"]["name"] = json!("Pan (seasoned by carol)");
+    env.couch.put_document(&carol, "item-pan", &pan).await.expect("carol edits");
+    eventually("carol's edit flows back to alice", &env.op, 40, async || {
+        doc(&env.couch, &alice, "item-pan").await.is_some_and(|d| d["data"]["name"] == "Pan (seasoned by carol)")
+    })
+    .await;
+    assert!(doc(&env.couch, &alice, "item-carols-own").await.is_none(), "carol's own document stays hers");
     // The Inventory app unblocks editing from data.permissions: two-way is read and write.
-    let sharing = doc(&env.couch, &bob, &format!("db_sharing-{alice}--{bob}")).await.expect("sharing document");
+    let sharing = doc(&env.couch, &carol, &sharing_id).await.expect("sharing document");
     assert_eq!(sharing["data"]["permissions"], json!(["read", "write"]));
 }
 
