@@ -370,6 +370,31 @@ async fn a_one_shot_share_completes_and_stays_completed_across_a_restart() {
         json!({"source": {"database": {"name": "inventory-alice"}}, "target": {"database": {"name": "inventory-bob"}}, "continuous": false}),
     )
     .await;
+    // How long after CouchDB says completed the share says so (printed, not asserted).
+    let id = format!("couchshare_{}_once_fwd", env.ns);
+    let (mut couch_done, mut share_done) = (None, None);
+    let started = std::time::Instant::now();
+    while share_done.is_none() && started.elapsed() < Duration::from_secs(45) {
+        if couch_done.is_none()
+            && env
+                .couch
+                .replication_status("_replicator", &id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.state == Some(couchshare::couch::ReplicationState::Completed))
+        {
+            couch_done = Some(std::time::Instant::now());
+        }
+        let now = shares(&env).get("once").await.expect("share");
+        if now.status.as_ref().is_some_and(|st| st.state.as_deref() == Some("completed")) {
+            share_done = Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let (Some(c), Some(s)) = (couch_done, share_done) {
+        eprintln!("{test}: status said completed {:?} after CouchDB did", s.saturating_duration_since(c));
+    }
     let s = wait_for(&shares(&env), "once", &env.op, "completed", |s| {
         s.status.as_ref().is_some_and(|st| st.state.as_deref() == Some("completed"))
     })
