@@ -289,6 +289,9 @@ async fn an_api_server_and_etcd_restart_mid_reconcile_converges_without_restarti
     }
     shares.delete("share-1", &Default::default()).await.expect("delete share-1");
     wait_ready(&dbs, "db-4", &op).await;
+    // A grant is Ready once its user is known; the user itself is written after CouchDB has
+    // hashed its password (slow on CouchDB 3.5): wait for it too.
+    wait_ready(&Api::<CouchUser>::namespaced(client.clone(), &ns), "user-4", &op).await;
     wait_ready(&Api::<CouchGrant>::namespaced(client.clone(), &ns), "grant-4", &op).await;
     wait_gone(&shares, "share-1", &op).await;
     assert!(op.is_running(), "the operator exited:\n{}", op.tail());
