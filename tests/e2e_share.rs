@@ -15,7 +15,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 use support::operator::{
-    Operator, admin_secret, apply_json, manifest as kind, ready, server_manifest, wait_for, wait_not_ready, wait_ready,
+    Operator, admin_secret, apply_json, eventually_true, manifest as kind, ready, server_manifest, wait_for,
+    wait_not_ready, wait_ready,
 };
 use support::{couchdb, k8s};
 
@@ -68,11 +69,6 @@ async fn ids(couch: &CouchClient, db: &str) -> Vec<String> {
     all.rows.into_iter().map(|r| r.key).filter(|k| !k.starts_with("_design/")).collect()
 }
 
-async fn eventually(what: &str, op: &Operator, secs: u64, check: impl AsyncFn() -> bool) {
-    let ok = couchdb::eventually(Duration::from_secs(secs), || async { check().await.then_some(()) }).await;
-    assert!(ok.is_some(), "{what}\n{}", op.tail());
-}
-
 /// The replication documents of this namespace's shares.
 async fn replication_docs(env: &Env) -> Vec<Value> {
     let prefix = format!("couchshare_{}_", env.ns);
@@ -103,7 +99,7 @@ async fn a_one_way_share_replicates_with_scoped_credentials_and_reports_its_stat
     )
     .await;
     let s = wait_ready(&shares(&env), "alice-to-bob", &env.op).await;
-    eventually("bob receives alice's item", &env.op, 30, async || doc(&env.couch, &bob, "item-1").await.is_some())
+    eventually_true("bob receives alice's item", &env.op, 30, async || doc(&env.couch, &bob, "item-1").await.is_some())
         .await;
     let status = s.status.expect("status");
     assert_eq!(status.replications.len(), 1);
@@ -210,7 +206,7 @@ async fn the_inventory_one_way_share_gives_bob_exactly_the_selected_documents_an
         .chain([sharing_id.clone()])
         .collect();
     want.sort();
-    eventually(
+    eventually_true(
         "bob has the tools collection, its item, item image, image and the sharing document",
         &env.op,
         40,
@@ -256,7 +252,7 @@ async fn a_two_way_share_brings_carols_edit_back_and_keeps_private_documents_pri
             .chain([sharing_id.clone()])
             .collect();
     want.sort();
-    eventually("carol has the kitchen collection and the sharing document", &env.op, 40, async || {
+    eventually_true("carol has the kitchen collection and the sharing document", &env.op, 40, async || {
         let got = ids(&env.couch, &carol).await;
         want.iter().all(|w| got.contains(w))
     })
@@ -267,7 +263,7 @@ async fn a_two_way_share_brings_carols_edit_back_and_keeps_private_documents_pri
     let mut pan = doc(&env.couch, &carol, "item-pan").await.expect("pan");
     pan["data"]["name"] = json!("Pan (seasoned by carol)");
     env.couch.put_document(&carol, "item-pan", &pan).await.expect("carol edits");
-    eventually("carol's edit flows back to alice", &env.op, 40, async || {
+    eventually_true("carol's edit flows back to alice", &env.op, 40, async || {
         doc(&env.couch, &alice, "item-pan").await.is_some_and(|d| d["data"]["name"] == "Pan (seasoned by carol)")
     })
     .await;
@@ -297,8 +293,10 @@ async fn revoking_stops_replication_removes_the_sharing_document_and_purges_bobs
     share(&env, "revocable", spec.clone()).await;
     wait_ready(&shares(&env), "revocable", &env.op).await;
     let sharing_id = format!("db_sharing-{alice}--{bob}");
-    eventually("bob has both items and the sharing doc", &env.op, 40, async || ids(&env.couch, &bob).await.len() == 3)
-        .await;
+    eventually_true("bob has both items and the sharing doc", &env.op, 40, async || {
+        ids(&env.couch, &bob).await.len() == 3
+    })
+    .await;
     put(&env.couch, &bob, "bobs-own", json!({"type": "note"})).await;
 
     let mut revoked = spec.clone();
@@ -344,10 +342,12 @@ async fn deleting_a_share_stops_it_and_a_restart_never_resurrects_it() {
     .await;
     wait_ready(&shares(&env), "temp", &env.op).await;
     put(&env.couch, &alice, "before", json!({"v": 1})).await;
-    eventually("replicating", &env.op, 30, async || doc(&env.couch, &bob, "before").await.is_some()).await;
+    eventually_true("replicating", &env.op, 30, async || doc(&env.couch, &bob, "before").await.is_some()).await;
     shares(&env).delete("temp", &DeleteParams::default()).await.expect("delete share");
-    eventually("the share is gone", &env.op, 30, async || shares(&env).get_opt("temp").await.ok().flatten().is_none())
-        .await;
+    eventually_true("the share is gone", &env.op, 30, async || {
+        shares(&env).get_opt("temp").await.ok().flatten().is_none()
+    })
+    .await;
     assert!(replication_docs(&env).await.is_empty(), "replication documents deleted");
     env.op.kill();
     env.op = Operator::start(&env.ns, &[]);
@@ -434,8 +434,10 @@ async fn killing_the_operator_mid_way_duplicates_nothing() {
         json!({"source": {"database": {"name": "inventory-alice"}}, "target": {"database": {"name": "inventory-bob"}}});
     share(&env, "crashy", spec).await;
     // Kill it as soon as the first replication document exists, before status is written.
-    eventually("a replication document is written", &env.op, 30, async || !replication_docs(&env).await.is_empty())
-        .await;
+    eventually_true("a replication document is written", &env.op, 30, async || {
+        !replication_docs(&env).await.is_empty()
+    })
+    .await;
     env.op.kill();
     let first = replication_docs(&env).await;
     env.op = Operator::start(&env.ns, &[]);
@@ -492,7 +494,7 @@ async fn fan_in_collects_every_users_database_and_picks_up_a_user_added_later() 
     .await;
     let s = wait_ready(&shares(&env), "fan-in", &env.op).await;
     assert_eq!(s.status.expect("status").replications.len(), 3, "one replication per matching user");
-    eventually("analytics has the three users' notes", &env.op, 40, async || {
+    eventually_true("analytics has the three users' notes", &env.op, 40, async || {
         let got = ids(&env.couch, &analytics).await;
         ["note-ana", "note-ben", "note-cleo"].iter().all(|n| got.contains(&n.to_string()))
     })
@@ -504,8 +506,10 @@ async fn fan_in_collects_every_users_database_and_picks_up_a_user_added_later() 
         "metadata": {"name": "dora", "labels": {"app": "notes"}},
         "spec": {"serverRef": {"name": "main"}, "username": username, "perUserDatabase": true}});
     let _: CouchUser = apply_json(&env.client, &env.ns, manifest).await;
-    eventually("dora's note arrives", &env.op, 40, async || doc(&env.couch, &analytics, "note-dora").await.is_some())
-        .await;
+    eventually_true("dora's note arrives", &env.op, 40, async || {
+        doc(&env.couch, &analytics, "note-dora").await.is_some()
+    })
+    .await;
     // The fourth replication shows up first as not yet running, then the share is Ready again.
     wait_for(&shares(&env), "fan-in", &env.op, "four replications, Ready", |s| {
         s.status.as_ref().is_some_and(|st| st.replications.len() == 4) && ready(s).is_some_and(|r| r.0 == "True")
@@ -548,7 +552,7 @@ async fn a_fan_in_user_whose_database_comes_late_is_picked_up_without_waiting_fo
     let eve = wait_ready(&Api::<CouchUser>::namespaced(env.client.clone(), &env.ns), "eve", &env.op).await;
     let db = eve.status.and_then(|s| s.per_user_database).expect("eve's database");
     put(&env.couch, &db, "note-eve", json!({"by": "eve"})).await;
-    eventually("eve's note arrives, long before any resync", &env.op, 40, async || {
+    eventually_true("eve's note arrives, long before any resync", &env.op, 40, async || {
         doc(&env.couch, &analytics, "note-eve").await.is_some()
     })
     .await;
@@ -578,7 +582,7 @@ async fn a_share_in_a_per_tenant_replicator_database_replicates() {
     )
     .await;
     wait_ready(&shares(&env), "tenant", &env.op).await;
-    eventually("bob receives the item through the tenant's replicator", &env.op, 40, async || {
+    eventually_true("bob receives the item through the tenant's replicator", &env.op, 40, async || {
         doc(&env.couch, &bob, "tenant-item").await.is_some()
     })
     .await;

@@ -6,16 +6,15 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use couchshare::api::{CouchDatabase, CouchGrant, CouchShare, CouchUser};
 use couchshare::couch::{CouchClient, Credentials, Security, UserDoc};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams};
 use serde_json::json;
-use support::operator::{Operator, secret_data, wait_gone, wait_not_ready, wait_ready};
+use support::operator::{Operator, eventually_true, secret_data, wait_gone, wait_not_ready, wait_ready};
 use support::{couchdb, k8s};
 
 /// A private control plane, the operator watching every namespace, and two tenants.
@@ -35,19 +34,8 @@ struct Tenants {
 impl Tenants {
     /// Applies YAML in `ns` with kubectl, as a person would; panics with kubectl's message.
     fn apply(&self, ns: &str, yaml: &str) {
-        let mut child = Command::new(&self.kubectl)
-            .args(["--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .args(["apply", "-n", ns, "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        use std::io::Write;
-        child.stdin.take().expect("kubectl stdin").write_all(yaml.as_bytes()).expect("write manifest");
-        let out = child.wait_with_output().expect("kubectl output");
-        assert!(out.status.success(), "kubectl apply failed: {}\n{yaml}", String::from_utf8_lossy(&out.stderr));
+        let (ok, said) = k8s::kubectl(&self.kubectl, Some(&self.kubeconfig), ns, yaml);
+        assert!(ok, "kubectl apply failed: {said}\n{yaml}");
     }
 
     fn api<K>(&self, ns: &str) -> Api<K>
@@ -55,6 +43,12 @@ impl Tenants {
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// The API of a couchshare `kind` in `ns`, for code that treats every kind alike.
+    fn dynamic(&self, ns: &str, kind: &str) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk(couchshare::api::GROUP, couchshare::api::VERSION, kind);
+        Api::namespaced_with(self.client.clone(), ns, &ApiResource::from_gvk(&gvk))
     }
 
     /// Whether an Event with `reason` was recorded for `name` in `ns`.
@@ -109,17 +103,6 @@ async fn as_user(env: &Tenants, ns: &str, name: &str) -> CouchClient {
 
 async fn can_read(who: &CouchClient, db: &str, id: &str) -> bool {
     who.get_document(db, id).await.ok().flatten().is_some()
-}
-
-async fn eventually(what: &str, op: &Operator, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("timed out: {what}\noperator log:\n{}", op.tail());
 }
 
 /// What team A and the unmanaged objects look like on CouchDB, to compare after each attempt.
@@ -290,14 +273,9 @@ async fn a_tenant_cannot_read_copy_or_take_over_another_namespaces_objects_on_a_
     ];
     for (kind, name, yaml, reason) in &attempts {
         env.apply(&b, yaml);
-        let message = match *kind {
-            "CouchGrant" => ready_message(wait_not_ready(&env.api::<CouchGrant>(&b), name, &env.op, reason).await),
-            "CouchShare" => ready_message(wait_not_ready(&env.api::<CouchShare>(&b), name, &env.op, reason).await),
-            "CouchDatabase" => {
-                ready_message(wait_not_ready(&env.api::<CouchDatabase>(&b), name, &env.op, reason).await)
-            }
-            _ => ready_message(wait_not_ready(&env.api::<CouchUser>(&b), name, &env.op, reason).await),
-        };
+        let api = env.dynamic(&b, kind);
+        let refused = wait_not_ready(&api, name, &env.op, reason).await;
+        let message = support::operator::ready(&refused).map(|r| r.2).unwrap_or_default();
         assert!(!message.contains("password"), "{name}: {message}");
         // Give a refused resource time to do harm, then look: nothing changed, nothing readable.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -311,7 +289,8 @@ async fn a_tenant_cannot_read_copy_or_take_over_another_namespaces_objects_on_a_
         let secrets: Api<Secret> = env.api(&b);
         assert!(secrets.get_opt(&format!("{name}-replication")).await.expect("get").is_none(), "{name}");
         assert!(secrets.get_opt(&format!("{name}-couchdb")).await.expect("get").is_none(), "{name}");
-        delete(&env, kind, &b, name).await;
+        api.delete(name, &DeleteParams::default()).await.expect("delete");
+        wait_gone(&api, name, &env.op).await;
     }
     // The existing user's password still works: nobody took it over.
     let hr_client = env.couch.with_credentials(Credentials::new(hr.clone(), "hr-password"));
@@ -319,36 +298,6 @@ async fn a_tenant_cannot_read_copy_or_take_over_another_namespaces_objects_on_a_
     let alice_client = as_user(&env, &a, "alice").await;
     assert!(can_read(&alice_client, &payroll, "salary").await && can_read(&alice_client, &userdb, "diary").await);
     assert_eq!(snapshot(&env, &watched, &loot).await, before, "after every refused attempt was deleted");
-}
-
-fn ready_message<K: serde::Serialize>(obj: K) -> String {
-    support::operator::ready(&obj).map(|r| r.2).unwrap_or_default()
-}
-
-async fn delete(env: &Tenants, kind: &str, ns: &str, name: &str) {
-    let dp = DeleteParams::default();
-    match kind {
-        "CouchGrant" => {
-            let api = env.api::<CouchGrant>(ns);
-            api.delete(name, &dp).await.expect("delete");
-            wait_gone(&api, name, &env.op).await;
-        }
-        "CouchShare" => {
-            let api = env.api::<CouchShare>(ns);
-            api.delete(name, &dp).await.expect("delete");
-            wait_gone(&api, name, &env.op).await;
-        }
-        "CouchDatabase" => {
-            let api = env.api::<CouchDatabase>(ns);
-            api.delete(name, &dp).await.expect("delete");
-            wait_gone(&api, name, &env.op).await;
-        }
-        _ => {
-            let api = env.api::<CouchUser>(ns);
-            api.delete(name, &dp).await.expect("delete");
-            wait_gone(&api, name, &env.op).await;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -415,10 +364,11 @@ async fn consent_and_trust_open_the_same_references_and_withdrawing_them_closes_
     );
     wait_ready(&grants, "read-payroll", &env.op).await;
     wait_ready(&grants, "read-archive", &env.op).await;
-    eventually("mallory reads payroll", &env.op, async || can_read(&mallory, &payroll, "salary").await).await;
-    eventually("mallory reads the archive", &env.op, async || can_read(&mallory, &archive, "review").await).await;
+    eventually_true("mallory reads payroll", &env.op, 30, async || can_read(&mallory, &payroll, "salary").await).await;
+    eventually_true("mallory reads the archive", &env.op, 30, async || can_read(&mallory, &archive, "review").await)
+        .await;
     wait_ready(&shares, "copy-payroll", &env.op).await;
-    eventually("payroll is copied into loot", &env.op, async || {
+    eventually_true("payroll is copied into loot", &env.op, 30, async || {
         env.couch.get_document(&loot, "salary").await.ok().flatten().is_some()
     })
     .await;
@@ -426,11 +376,14 @@ async fn consent_and_trust_open_the_same_references_and_withdrawing_them_closes_
     // Withdrawn: within seconds the access goes, the replication stops, both say why.
     env.apply(&a, &payroll_yaml(""));
     let started = std::time::Instant::now();
-    eventually("mallory is refused on payroll", &env.op, async || !can_read(&mallory, &payroll, "salary").await).await;
+    eventually_true("mallory is refused on payroll", &env.op, 30, async || {
+        !can_read(&mallory, &payroll, "salary").await
+    })
+    .await;
     wait_not_ready(&grants, "read-payroll", &env.op, "ReferenceNotPermitted").await;
     wait_not_ready(&shares, "copy-payroll", &env.op, "ReferenceNotPermitted").await;
     let prefix = couchshare::plan::share::replication_doc_prefix(&b, "copy-payroll");
-    eventually("the replication document is gone", &env.op, async || {
+    eventually_true("the replication document is gone", &env.op, 30, async || {
         env.couch.list_replication_docs_with_prefix("_replicator", &prefix).await.is_ok_and(|d| d.is_empty())
     })
     .await;
@@ -456,8 +409,10 @@ async fn consent_and_trust_open_the_same_references_and_withdrawing_them_closes_
             std::env::var("COUCHDB_URL").expect("COUCHDB_URL")
         ),
     );
-    eventually("mallory is refused on the archive", &env.op, async || !can_read(&mallory, &archive, "review").await)
-        .await;
+    eventually_true("mallory is refused on the archive", &env.op, 30, async || {
+        !can_read(&mallory, &archive, "review").await
+    })
+    .await;
     wait_not_ready(&grants, "read-archive", &env.op, "ReferenceNotPermitted").await;
     assert_eq!(env.couch.security(&archive).await.expect("_security").members.names, vec![hr], "hr's entry stays");
 }

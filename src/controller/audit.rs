@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::context::Context;
+use super::context::{Context, keep_task, server_exists};
 use super::servers::server_key;
 use crate::api::CouchServer;
 use crate::couch::CouchClient;
@@ -24,60 +24,55 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     if rate <= 0.0 || !couch.capabilities().await.is_ok_and(|c| c.db_updates) {
         return;
     }
-    let key = (server.namespace().unwrap_or_default(), server.name_any());
-    let fingerprint = format!("{}|{}", server.spec.url, server.uid().unwrap_or_default());
-    let mut auditors = ctx.auditors.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((fp, handle)) = auditors.get(&key) {
-        if *fp == fingerprint && !handle.is_finished() {
-            return;
-        }
-        handle.abort();
-    }
+    let server_ref = (server.namespace().unwrap_or_default(), server.name_any());
     let databases = ctx.databases.clone();
     let servers = ctx.servers.clone();
     let recorded = ctx.security.clone();
-    let server_ref = key.clone();
     let pause = Duration::from_secs_f64(1.0 / rate);
-    let handle = tokio::spawn(async move {
-        loop {
-            let still_there =
-                servers.state().iter().any(|s| (s.namespace().unwrap_or_default(), s.name_any()) == server_ref);
-            if !still_there {
-                return;
-            }
-            let started = Instant::now();
-            let mut audited = 0usize;
-            let cycle: Vec<_> = databases
-                .state()
-                .into_iter()
-                .filter(|d| d.metadata.deletion_timestamp.is_none())
-                .filter(|d| server_key(d.as_ref(), &d.spec.server_ref) == server_ref)
-                .collect();
-            for db in cycle {
-                let name = db.couch_name().to_string();
-                let key = (server_ref.0.clone(), server_ref.1.clone(), name.clone());
-                // Only what a reconcile left in this process: it is the declared state right now.
-                let Some(want) = recorded.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned() else {
-                    continue;
-                };
-                tokio::time::sleep(pause).await;
-                audited += 1;
-                super::metrics::metrics().security_audited(&server_ref.0, &server_ref.1);
-                match couch.security(&name).await {
-                    Ok(actual) if !security_matches(&actual, &want) => {
-                        tracing::info!(database = %name, "_security differs from the declared state; requeueing");
-                        super::metrics::metrics().security_drift(&server_ref.0, &server_ref.1);
-                        let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
+    keep_task(&ctx.auditors, server, move || {
+        tokio::spawn(async move {
+            loop {
+                if !server_exists(&servers, &server_ref) {
+                    return;
+                }
+                let started = Instant::now();
+                let mut audited = 0usize;
+                let cycle: Vec<_> = databases
+                    .state()
+                    .into_iter()
+                    .filter(|d| d.metadata.deletion_timestamp.is_none())
+                    .filter(|d| server_key(d.as_ref(), &d.spec.server_ref) == server_ref)
+                    .collect();
+                for db in cycle {
+                    let name = db.couch_name().to_string();
+                    let key = (server_ref.0.clone(), server_ref.1.clone(), name.clone());
+                    // Only what a reconcile left in this process: it is the declared state right now.
+                    let Some(want) = recorded.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned() else {
+                        continue;
+                    };
+                    tokio::time::sleep(pause).await;
+                    audited += 1;
+                    super::metrics::metrics().security_audited(&server_ref.0, &server_ref.1);
+                    match couch.security(&name).await {
+                        Ok(actual) if !security_matches(&actual, &want) => {
+                            tracing::info!(database = %name, "_security differs from the declared state; requeueing");
+                            super::metrics::metrics().security_drift(&server_ref.0, &server_ref.1);
+                            let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(database = %name, error = %e, "audit read failed"),
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(database = %name, error = %e, "audit read failed"),
+                }
+                super::metrics::metrics().security_audit_cycle(
+                    &server_ref.0,
+                    &server_ref.1,
+                    started.elapsed(),
+                    audited,
+                );
+                if audited == 0 {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }
-            super::metrics::metrics().security_audit_cycle(&server_ref.0, &server_ref.1, started.elapsed(), audited);
-            if audited == 0 {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
+        })
     });
-    auditors.insert(key, (fingerprint, handle));
 }

@@ -62,8 +62,35 @@ pub(crate) struct CachedClient {
 /// and database.
 pub(crate) type RecordedSecurity = HashMap<(String, String, String), crate::couch::Security>;
 
-/// A running `_db_updates` follower and what it was started for (URL and server UID).
+/// A running per-server task (the `_db_updates` follower, the `_security` audit) and what it
+/// was started for (URL and server UID).
 pub(crate) type Follower = (String, tokio::task::JoinHandle<()>);
+
+/// Keeps one task per CouchServer in `tasks`: a running one started for the same URL and UID
+/// stays, one started for another URL or UID (or finished) is replaced by `start()`.
+pub(crate) fn keep_task(
+    tasks: &Mutex<HashMap<(String, String), Follower>>,
+    server: &CouchServer,
+    start: impl FnOnce() -> tokio::task::JoinHandle<()>,
+) {
+    use kube::ResourceExt;
+    let key = (server.namespace().unwrap_or_default(), server.name_any());
+    let fingerprint = format!("{}|{}", server.spec.url, server.uid().unwrap_or_default());
+    let mut tasks = tasks.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((fp, handle)) = tasks.get(&key) {
+        if *fp == fingerprint && !handle.is_finished() {
+            return;
+        }
+        handle.abort();
+    }
+    tasks.insert(key, (fingerprint, start()));
+}
+
+/// Whether the CouchServer `key` still exists: a per-server task ends when it does not.
+pub(crate) fn server_exists(servers: &Store<CouchServer>, key: &(String, String)) -> bool {
+    use kube::ResourceExt;
+    servers.state().iter().any(|s| (s.namespace().unwrap_or_default(), s.name_any()) == *key)
+}
 
 /// The controllers' caches of every watched object, for lookups across kinds.
 pub struct Stores {

@@ -179,14 +179,17 @@ async fn ensure(
     let url = server.spec.url.clone();
     let server_id = server_key(db, &db.spec.server_ref);
     let observation = observe(&couch, &server_id, &name, &url, ctx).await?;
-    // Adopting needs a namespace the server trusts; asked only of a database that adopts.
-    let adopt_refused = if db.spec.adopt {
+    // Adopting needs a namespace the server trusts; asked only when adopting could happen: an
+    // existing database this resource does not own yet.
+    let observed = &observation.observed;
+    let previously_owned = status.couch_name.as_deref() == Some(name.as_str());
+    let not_ours = observed.owner.as_ref().map_or(!previously_owned, |o| o.uid != owner(db).uid);
+    let adopt_refused = if db.spec.adopt && observed.exists && not_ours {
         super::tenancy::require_trust(ctx, &server, &ns, TrustedAct::AdoptDatabase(name.clone())).await?.err()
     } else {
         None
     };
     let grants = super::grant::grants_for_database(ctx, db, &server).await?;
-    let previously_owned = status.couch_name.as_deref() == Some(name.as_str());
     let shards = db.spec.shards.as_ref();
     let intent = DatabaseIntent {
         me: owner(db),

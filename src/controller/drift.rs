@@ -10,7 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::context::{Context, jitter};
+use super::context::{Context, jitter, keep_task, server_exists};
 use super::servers::server_key;
 use crate::api::{CouchDatabase, CouchServer};
 use crate::couch::{CouchClient, DbUpdatesQuery, FeedMode};
@@ -22,70 +22,60 @@ pub type DatabaseTrigger = UnboundedSender<ObjectRef<CouchDatabase>>;
 /// URL replaces it).
 pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     let Some(trigger) = ctx.database_trigger.clone() else { return };
-    let key = (server.namespace().unwrap_or_default(), server.name_any());
-    let fingerprint = format!("{}|{}", server.spec.url, server.uid().unwrap_or_default());
-    let mut followers = ctx.followers.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((fp, handle)) = followers.get(&key) {
-        if *fp == fingerprint && !handle.is_finished() {
-            return;
-        }
-        handle.abort();
-    }
+    let server_ref = (server.namespace().unwrap_or_default(), server.name_any());
     let databases = ctx.databases.clone();
     let created_here = ctx.created_here.clone();
     let servers = ctx.servers.clone();
-    let server_ref = key.clone();
-    let handle = tokio::spawn(async move {
-        let mut since = Value::String("now".into());
-        let mut failures = 0u32;
-        loop {
-            let still_there =
-                servers.state().iter().any(|s| (s.namespace().unwrap_or_default(), s.name_any()) == server_ref);
-            if !still_there {
-                return;
-            }
-            let query = DbUpdatesQuery {
-                feed: FeedMode::Longpoll,
-                since: Some(since.clone()),
-                timeout: Some(Duration::from_secs(25)),
-            };
-            match couch.db_updates(&query).await {
-                Ok(updates) => {
-                    failures = 0;
-                    for update in &updates.results {
-                        if !matches!(update.kind.as_str(), "deleted" | "created") {
-                            continue;
-                        }
-                        // The creation of a database this process just created is not drift.
-                        let ours = (server_ref.0.clone(), server_ref.1.clone(), update.db_name.clone());
-                        if update.kind == "created"
-                            && created_here.lock().unwrap_or_else(|e| e.into_inner()).remove(&ours)
-                        {
-                            continue;
-                        }
-                        for db in databases.state() {
-                            if server_key(db.as_ref(), &db.spec.server_ref) == server_ref
-                                && db.couch_name() == update.db_name
-                            {
-                                tracing::debug!(database = %update.db_name, kind = %update.kind, "database event; requeueing");
-                                let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
-                            }
-                        }
-                    }
-                    since = updates.last_seq;
-                }
-                Err(crate::couch::CouchError::NotSupported { .. }) => {
-                    tracing::info!("server has no _db_updates; drift is found by the periodic resync only");
+    keep_task(&ctx.followers, server, move || {
+        tokio::spawn(async move {
+            let mut since = Value::String("now".into());
+            let mut failures = 0u32;
+            loop {
+                if !server_exists(&servers, &server_ref) {
                     return;
                 }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tracing::debug!(error = %e, "_db_updates failed; retrying");
-                    let delay = Duration::from_millis(500).saturating_mul(1 << failures.min(6));
-                    tokio::time::sleep(jitter(delay, 0.2)).await;
+                let query = DbUpdatesQuery {
+                    feed: FeedMode::Longpoll,
+                    since: Some(since.clone()),
+                    timeout: Some(Duration::from_secs(25)),
+                };
+                match couch.db_updates(&query).await {
+                    Ok(updates) => {
+                        failures = 0;
+                        for update in &updates.results {
+                            if !matches!(update.kind.as_str(), "deleted" | "created") {
+                                continue;
+                            }
+                            // The creation of a database this process just created is not drift.
+                            let ours = (server_ref.0.clone(), server_ref.1.clone(), update.db_name.clone());
+                            if update.kind == "created"
+                                && created_here.lock().unwrap_or_else(|e| e.into_inner()).remove(&ours)
+                            {
+                                continue;
+                            }
+                            for db in databases.state() {
+                                if server_key(db.as_ref(), &db.spec.server_ref) == server_ref
+                                    && db.couch_name() == update.db_name
+                                {
+                                    tracing::debug!(database = %update.db_name, kind = %update.kind, "database event; requeueing");
+                                    let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
+                                }
+                            }
+                        }
+                        since = updates.last_seq;
+                    }
+                    Err(crate::couch::CouchError::NotSupported { .. }) => {
+                        tracing::info!("server has no _db_updates; drift is found by the periodic resync only");
+                        return;
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::debug!(error = %e, "_db_updates failed; retrying");
+                        let delay = Duration::from_millis(500).saturating_mul(1 << failures.min(6));
+                        tokio::time::sleep(jitter(delay, 0.2)).await;
+                    }
                 }
             }
-        }
+        })
     });
-    followers.insert(key, (fingerprint, handle));
 }

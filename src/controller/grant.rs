@@ -300,15 +300,9 @@ fn user_ns(grant_ns: &str, reference: &UserDatabaseRef) -> String {
 /// store does not have it yet); it must declare a per-user database.
 async fn user_of(ctx: &Context, grant_ns: &str, reference: &UserDatabaseRef) -> Result<Arc<CouchUser>, Error> {
     let ns = user_ns(grant_ns, reference);
-    let cached = ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&reference.user).within(&ns));
-    let user = match cached {
-        Some(u) => u,
-        None => Api::<CouchUser>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&reference.user)
-            .await?
-            .map(Arc::new)
-            .ok_or_else(|| Error::Waiting { what: format!("CouchUser {ns}/{}", reference.user) })?,
-    };
+    let user = super::servers::stored_or_read(ctx, &ctx.users, &ns, &reference.user)
+        .await?
+        .ok_or_else(|| Error::Waiting { what: format!("CouchUser {ns}/{}", reference.user) })?;
     if !user.spec.per_user_database {
         return Err(Error::InvalidSpec(format!("CouchUser {ns}/{} has no perUserDatabase: true", reference.user)));
     }
@@ -353,22 +347,20 @@ async fn contributes_to(
 ) -> Result<bool, Error> {
     let from = grant.namespace().unwrap_or_default();
     let target = &grant.spec.database;
-    let aimed = if let (Some(name), Some(r)) = (&target.couch_name, &target.server_ref) {
-        if name != couch_name || &server_key(grant, r) != server {
-            return Ok(false);
-        }
-        couch_name_refusal(ctx, &connected.server, server, couch_name, &from).await?.is_none()
-    } else if let Some(reference) = &target.user_database {
-        let ns = user_ns(&from, reference);
-        let user = ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&reference.user).within(&ns));
-        user.is_some_and(|u| {
-            u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(couch_name)
-                && &server_key(u.as_ref(), &u.spec.server_ref) == server
-                && user_database_reference(&u, &from, &grant_needs(grant.spec.access)).is_ok()
-        })
-    } else {
-        false
-    };
+    if let (Some(name), Some(r)) = (&target.couch_name, &target.server_ref) {
+        // The trust check covers `allowedNamespaces` too.
+        return Ok(name == couch_name
+            && &server_key(grant, r) == server
+            && couch_name_refusal(ctx, &connected.server, server, couch_name, &from).await?.is_none());
+    }
+    let Some(reference) = &target.user_database else { return Ok(false) };
+    let ns = user_ns(&from, reference);
+    let user = ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&reference.user).within(&ns));
+    let aimed = user.is_some_and(|u| {
+        u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(couch_name)
+            && &server_key(u.as_ref(), &u.spec.server_ref) == server
+            && user_database_reference(&u, &from, &grant_needs(grant.spec.access)).is_ok()
+    });
     Ok(aimed && namespace_allowed(ctx, &connected.server, &from).await?)
 }
 

@@ -123,22 +123,35 @@ pub async fn namespace_allowed(ctx: &Context, server: &CouchServer, from: &str) 
 /// namespace, and its admin credentials work for building a client.
 pub async fn resolve(ctx: &Context, from: &str, reference: &ServerRef) -> Result<Connected, Error> {
     let namespace = reference.namespace.clone().unwrap_or_else(|| from.to_string());
-    // From the watch's store; read from the API server only when the store does not have it
-    // (not listed yet, or created a moment ago).
-    let cached = ctx.servers.get(&kube::runtime::reflector::ObjectRef::new(&reference.name).within(&namespace));
-    let server = match cached {
-        Some(server) => server,
-        None => Api::<CouchServer>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(&reference.name)
-            .await?
-            .map(Arc::new)
-            .ok_or_else(|| Error::ServerNotFound { namespace: namespace.clone(), name: reference.name.clone() })?,
-    };
+    let server = stored_or_read(ctx, &ctx.servers, &namespace, &reference.name)
+        .await?
+        .ok_or_else(|| Error::ServerNotFound { namespace: namespace.clone(), name: reference.name.clone() })?;
     if !namespace_allowed(ctx, &server, from).await? {
         return Err(Error::NotAllowed { namespace, name: reference.name.clone(), from: from.into() });
     }
     let couch = connect(ctx, &server).await?;
     Ok(Connected { server, couch })
+}
+
+/// An object from a watch's store, or read from the API server when the store does not have it
+/// (not listed yet, or created a moment ago).
+pub(crate) async fn stored_or_read<K>(
+    ctx: &Context,
+    store: &kube::runtime::reflector::Store<K>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Arc<K>>, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+{
+    if let Some(found) = store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)) {
+        return Ok(Some(found));
+    }
+    Ok(Api::<K>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?.map(Arc::new))
 }
 
 /// The namespace/name key of the server a reference points to.

@@ -2,6 +2,8 @@
 //! server's selector needs them, the consent recorded on a referenced CouchDatabase or
 //! CouchUser, and which resource manages a CouchDB name on a server.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -12,26 +14,35 @@ use super::servers::server_key;
 use crate::api::{AllowedNamespaces, ConsentScope, CouchDatabase, CouchServer, CouchUser};
 use crate::plan::tenancy::{self, Refused, TrustedAct};
 
-/// Whether namespace `from` is in `policy`'s set, for `server`.
-async fn in_set(ctx: &Context, server: &CouchServer, policy: &AllowedNamespaces, from: &str) -> Result<bool, Error> {
+/// Namespace `from`'s labels, read only when one of `policies` needs them to decide.
+async fn labels_for(
+    ctx: &Context,
+    server: &CouchServer,
+    policies: &[&AllowedNamespaces],
+    from: &str,
+) -> Result<Option<BTreeMap<String, String>>, Error> {
     let own = server.namespace().unwrap_or_default();
-    let labels = if tenancy::needs_labels(policy, &own, from) {
-        Api::<Namespace>::all(ctx.client.clone()).get_opt(from).await?.map(|ns| ns.labels().clone())
-    } else {
-        None
-    };
-    Ok(tenancy::in_namespaces(policy, &own, from, labels.as_ref()))
+    if !policies.iter().any(|p| tenancy::needs_labels(p, &own, from)) {
+        return Ok(None);
+    }
+    Ok(Api::<Namespace>::all(ctx.client.clone()).get_opt(from).await?.map(|ns| ns.labels().clone()))
 }
 
 /// Whether resources in namespace `from` may use `server` at all (`allowedNamespaces`).
 pub(crate) async fn allowed(ctx: &Context, server: &CouchServer, from: &str) -> Result<bool, Error> {
-    in_set(ctx, server, &server.spec.allowed_namespaces, from).await
+    let policy = &server.spec.allowed_namespaces;
+    let labels = labels_for(ctx, server, &[policy], from).await?;
+    Ok(tenancy::in_namespaces(policy, &server.namespace().unwrap_or_default(), from, labels.as_ref()))
 }
 
 /// Whether namespace `from` may reach what couchshare does not manage on `server`: allowed and
-/// trusted.
+/// trusted (one read of its labels for both).
 pub(crate) async fn trusted(ctx: &Context, server: &CouchServer, from: &str) -> Result<bool, Error> {
-    Ok(allowed(ctx, server, from).await? && in_set(ctx, server, &server.spec.trusted_namespaces, from).await?)
+    let (allowed, trusted) = (&server.spec.allowed_namespaces, &server.spec.trusted_namespaces);
+    let labels = labels_for(ctx, server, &[allowed, trusted], from).await?;
+    let own = server.namespace().unwrap_or_default();
+    Ok(tenancy::in_namespaces(allowed, &own, from, labels.as_ref())
+        && tenancy::in_namespaces(trusted, &own, from, labels.as_ref()))
 }
 
 /// `Ok` when namespace `from` may do `act` on `server`, else the refusal.

@@ -303,8 +303,10 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     let me = owner(user);
     let (doc, observed) = observe_user(&couch, &username, &url, ctx, &me).await?;
     let previously_owned = status.username.as_deref() == Some(username.as_str());
-    // Adopting needs a namespace the server trusts; asked only of a user that adopts.
-    let adopt_refused = if user.spec.adopt {
+    // Adopting needs a namespace the server trusts; asked only when adopting could happen: an
+    // existing user this resource does not own yet.
+    let not_ours = observed.owner.as_ref().map_or(!previously_owned, |o| o.uid != me.uid);
+    let adopt_refused = if user.spec.adopt && observed.exists && not_ours {
         super::tenancy::require_trust(ctx, &server, &ns, TrustedAct::AdoptUser(username.clone())).await?.err()
     } else {
         None

@@ -171,15 +171,30 @@ impl Drop for ControlPlane {
 /// `KUBECONFIG`, as a person applies a manifest: whether it succeeded, and what kubectl said.
 /// `None` (after a SKIP) without a kubectl; with `COUCHSHARE_REQUIRE_K8S=1` that fails instead.
 pub fn kubectl_apply(test: &str, ns: &str, yaml: &str) -> Option<(bool, String)> {
-    use std::io::Write;
-    let Some(kubectl) = std::env::var_os("COUCHSHARE_KUBECTL") else {
+    let Some(binary) = std::env::var_os("COUCHSHARE_KUBECTL") else {
         if std::env::var("COUCHSHARE_REQUIRE_K8S").as_deref() == Ok("1") {
             panic!("{test}: COUCHSHARE_REQUIRE_K8S=1 but COUCHSHARE_KUBECTL is not set");
         }
         super::couchdb::say_skip(&format!("SKIP {test}: COUCHSHARE_KUBECTL is not set (run through tools/test)"));
         return None;
     };
-    let mut child = std::process::Command::new(kubectl)
+    Some(kubectl(std::path::Path::new(&binary), None, ns, yaml))
+}
+
+/// `kubectl apply -n NS -f -` of `yaml` with this kubectl, against `kubeconfig` (default:
+/// `KUBECONFIG`): whether it succeeded, and what kubectl said.
+pub fn kubectl(
+    kubectl: &std::path::Path,
+    kubeconfig: Option<&std::path::Path>,
+    ns: &str,
+    yaml: &str,
+) -> (bool, String) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(kubectl);
+    if let Some(config) = kubeconfig {
+        cmd.arg("--kubeconfig").arg(config);
+    }
+    let mut child = cmd
         .args(["apply", "-n", ns, "-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -189,5 +204,5 @@ pub fn kubectl_apply(test: &str, ns: &str, yaml: &str) -> Option<(bool, String)>
     child.stdin.take().expect("kubectl stdin").write_all(yaml.as_bytes()).expect("write the manifest");
     let out = child.wait_with_output().expect("kubectl output");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Some((out.status.success(), said))
+    (out.status.success(), said)
 }

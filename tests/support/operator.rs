@@ -125,6 +125,12 @@ where
     panic!("timed out waiting for {name}: {what}\nlast status: {status:#?}\noperator log:\n{}", op.tail());
 }
 
+/// Waits until `check` says yes, for at most `secs`; panics with `what` and the operator's log.
+pub async fn eventually_true(what: &str, op: &Operator, secs: u64, check: impl AsyncFn() -> bool) {
+    let ok = super::couchdb::eventually(Duration::from_secs(secs), || async { check().await.then_some(()) }).await;
+    assert!(ok.is_some(), "timed out: {what}\noperator log:\n{}", op.tail());
+}
+
 /// Waits until the object is `Ready=True`.
 pub async fn wait_ready<K>(api: &Api<K>, name: &str, op: &Operator) -> K
 where
