@@ -199,8 +199,9 @@ async fn observe_and_apply(server: &CouchServer, ctx: &Context) -> Result<Observ
     let membership = couch.membership().await.map_err(|e| Error::couch("reading _membership", url, e))?;
     // A cluster formed by a seedlist alone has no system databases and a different admin hash,
     // uuid and auth secret on every node: finish it, the way `/_cluster_setup` does.
+    let missing = missing_system_databases(&couch, url).await?;
     let cluster = if membership.cluster_nodes.len() > 1 {
-        let observed = observe_cluster(&couch, &membership, url).await?;
+        let observed = observe_cluster(&couch, &membership, missing.clone(), url).await?;
         let plan = plan_cluster(&observed);
         if let Some(why) = &plan.finish {
             couch.finish_cluster().await.map_err(|e| Error::couch("finishing the cluster", url, e))?;
@@ -214,7 +215,10 @@ async fn observe_and_apply(server: &CouchServer, ctx: &Context) -> Result<Observ
     if nodes.is_empty() {
         nodes = membership.all_nodes;
     }
-    ensure_system_databases(&couch, url).await?;
+    // What finishing a cluster did not create (a single node, or a cluster waiting for a node).
+    if !cluster.as_ref().is_some_and(|c| c.finished_now) {
+        create_system_databases(&couch, &missing, url).await?;
+    }
 
     let layout = if caps.node_config { ConfigLayout::Clustered } else { ConfigLayout::Legacy };
     let desired = server.spec.config.as_ref().map(|c| desired_config(c, layout)).unwrap_or_default();
@@ -259,14 +263,9 @@ async fn observe_and_apply(server: &CouchServer, ctx: &Context) -> Result<Observ
 async fn observe_cluster(
     couch: &CouchClient,
     membership: &crate::couch::Membership,
+    missing_system_databases: Vec<String>,
     url: &str,
 ) -> Result<ObservedCluster, Error> {
-    let mut missing_system_databases = Vec::new();
-    for db in SYSTEM_DATABASES {
-        if !couch.database_exists(db).await.map_err(|e| Error::couch("checking system databases", url, e))? {
-            missing_system_databases.push(db.to_string());
-        }
-    }
     let fingerprint = |v: Option<String>| v.map(|v| hex::encode(Sha256::digest(v.as_bytes())));
     let admin = couch.username().map(str::to_owned);
     let mut settings = BTreeMap::new();
@@ -316,16 +315,24 @@ fn replications_on(ctx: &Context, server: &CouchServer) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-async fn ensure_system_databases(couch: &CouchClient, url: &str) -> Result<(), Error> {
+/// The system databases that do not exist.
+async fn missing_system_databases(couch: &CouchClient, url: &str) -> Result<Vec<String>, Error> {
+    let mut missing = Vec::new();
     for db in SYSTEM_DATABASES {
-        let exists = couch.database_exists(db).await.map_err(|e| Error::couch("checking system databases", url, e))?;
-        if !exists {
-            match couch.create_database(db, &Default::default()).await {
-                Ok(()) | Err(CouchError::PreconditionFailed { .. }) => {
-                    tracing::info!(database = db, "created system database");
-                }
-                Err(e) => return Err(Error::couch("creating system databases", url, e)),
+        if !couch.database_exists(db).await.map_err(|e| Error::couch("checking system databases", url, e))? {
+            missing.push(db.to_string());
+        }
+    }
+    Ok(missing)
+}
+
+async fn create_system_databases(couch: &CouchClient, missing: &[String], url: &str) -> Result<(), Error> {
+    for db in missing {
+        match couch.create_database(db, &Default::default()).await {
+            Ok(()) | Err(CouchError::PreconditionFailed { .. }) => {
+                tracing::info!(database = %db, "created system database");
             }
+            Err(e) => return Err(Error::couch("creating system databases", url, e)),
         }
     }
     Ok(())
