@@ -257,8 +257,14 @@ async fn the_per_user_database_exists_with_its_name_and_security() {
     let cu = wait_ready(&users, "ben", &env.op).await;
     let expected = format!("userdb-{}", hex::encode(&second));
     assert_eq!(cu.status.expect("status").per_user_database.as_deref(), Some(expected.as_str()));
-    let security = env.couch.security(&expected).await.expect("exists");
-    assert_eq!(security.members.names, vec![second.clone()]);
+    // couch_peruser creates the database and writes its `_security` asynchronously (on a
+    // cluster, after the operator may have written its own): the user is its member once both
+    // have run, with no change to the CouchUser.
+    let member = couchdb::eventually(Duration::from_secs(20), || async {
+        env.couch.security(&expected).await.ok().filter(|s| s.members.names == [second.clone()])
+    })
+    .await;
+    assert!(member.is_some(), "{second} is the member of {expected}\n{}", env.op.tail());
     let off = json!({"config": {"perUserDatabases": {"enabled": false}}});
     let _: CouchServer = apply_json(&env.client, &env.ns, server_manifest("main", &url, off)).await;
 }
