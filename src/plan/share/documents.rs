@@ -1,0 +1,433 @@
+//! Replication documents: endpoints (credentials never in a URL), the body, its fingerprint,
+//! and whether an existing document is kept, rewritten or refused.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{SHARE_FIELD, SPEC_HASH_FIELD, owner_json, recorded_owner};
+use crate::couch;
+use crate::plan::ownership::{Owner, Refusal};
+
+/// Credentials for one endpoint of a replication document (never logged: `Debug` redacts the password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EndpointAuth {
+    /// CouchDB username.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for EndpointAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointAuth").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+/// One end of a replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Server URL without trailing slash or credentials.
+    pub base_url: String,
+    /// Database name (not encoded).
+    pub database: String,
+    /// Credentials the replicator uses there, if any.
+    pub auth: Option<EndpointAuth>,
+}
+
+/// How a server takes credentials in replication endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointStyle {
+    /// `{"url", "auth": {"basic": {"username", "password"}}}` (CouchDB >= 3.2).
+    AuthObject,
+    /// `{"url", "headers": {"Authorization": "Basic <b64>"}}`.
+    BasicHeader,
+}
+
+/// `base_url/encoded-database`, any credentials in `base_url` dropped.
+fn endpoint_url(endpoint: &Endpoint) -> String {
+    let mut base = endpoint.base_url.clone();
+    if let Ok(mut parsed) = url::Url::parse(&base)
+        && (!parsed.username().is_empty() || parsed.password().is_some())
+        && parsed.set_username("").is_ok()
+        && parsed.set_password(None).is_ok()
+    {
+        base = parsed.to_string();
+    }
+    format!("{}/{}", base.trim_end_matches('/'), couch::encode_db(&endpoint.database))
+}
+
+/// The JSON of an endpoint: url = base_url + "/" + percent-encoded database,
+/// credentials never inside the URL.
+pub fn endpoint_json(endpoint: &Endpoint, style: EndpointStyle) -> Value {
+    let mut out = Map::new();
+    out.insert("url".into(), Value::String(endpoint_url(endpoint)));
+    if let Some(auth) = &endpoint.auth {
+        match style {
+            EndpointStyle::AuthObject => {
+                out.insert("auth".into(), json!({ "basic": { "username": auth.username, "password": auth.password } }));
+            }
+            EndpointStyle::BasicHeader => {
+                let token = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", auth.username, auth.password).as_bytes());
+                out.insert("headers".into(), json!({ "Authorization": format!("Basic {token}") }));
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Everything one replication document says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicationSpec {
+    /// Document id in the replicator database.
+    pub id: String,
+    /// Where documents come from.
+    pub source: Endpoint,
+    /// Where documents go.
+    pub target: Endpoint,
+    /// Keep replicating, or replicate once.
+    pub continuous: bool,
+    /// Mango selector (see [`replication_selector`]).
+    pub selector: Option<Value>,
+    /// The CouchShare.
+    pub owner: Owner,
+}
+
+/// The fingerprint of a ReplicationSpec (sha256 hex, first 32 chars) over source/target url+database+username+password,
+/// continuous and selector (canonical JSON) — a change of any of them changes it. Used to tell "spec changed" from "restart".
+pub fn spec_hash(spec: &ReplicationSpec) -> String {
+    let endpoint = |e: &Endpoint| {
+        json!({
+            "url": endpoint_url(e),
+            "username": e.auth.as_ref().map(|a| a.username.as_str()),
+            "password": e.auth.as_ref().map(|a| a.password.as_str()),
+        })
+    };
+    let fingerprinted = json!({
+        "v": "couchshare.io/replication/v1",
+        "source": endpoint(&spec.source),
+        "target": endpoint(&spec.target),
+        "continuous": spec.continuous,
+        "selector": spec.selector,
+    });
+    let mut text = String::new();
+    canonical_json(&fingerprinted, &mut text);
+    hex::encode(Sha256::digest(text.as_bytes()))[..32].to_string()
+}
+
+/// JSON with object keys sorted, whatever order the map keeps.
+fn canonical_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(&Value::String(key.clone()), out);
+                out.push(':');
+                canonical_json(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        // Scalars serialize the same whatever the map order; writing to a String cannot fail.
+        scalar => {
+            let _ = write!(out, "{scalar}");
+        }
+    }
+}
+
+/// The `_replicator` document body (without `_id`/`_rev`): source, target (endpoint_json), continuous,
+/// selector (when Some), "create_target": false, SHARE_FIELD: owner (serialized Owner), SPEC_HASH_FIELD: spec_hash.
+pub fn replication_doc(spec: &ReplicationSpec, style: EndpointStyle) -> Value {
+    let mut doc = Map::new();
+    doc.insert("source".into(), endpoint_json(&spec.source, style));
+    doc.insert("target".into(), endpoint_json(&spec.target, style));
+    doc.insert("continuous".into(), Value::Bool(spec.continuous));
+    if let Some(selector) = &spec.selector {
+        doc.insert("selector".into(), selector.clone());
+    }
+    doc.insert("create_target".into(), Value::Bool(false));
+    doc.insert(SHARE_FIELD.into(), owner_json(&spec.owner));
+    doc.insert(SPEC_HASH_FIELD.into(), Value::String(spec_hash(spec)));
+    Value::Object(doc)
+}
+/// What to do with one replication document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicationAction {
+    /// Missing: write it.
+    Create(Value),
+    /// Written from another spec: rewrite it in place (rev given) so CouchDB restarts the job.
+    Update {
+        /// The revision to replace.
+        rev: String,
+        /// The new body (without `_id`/`_rev`).
+        body: Value,
+    },
+    /// Up to date (including a completed one-shot replication whose spec did not change: never re-run).
+    Keep,
+}
+
+/// Decides, from the existing document (as read from `_replicator`, with `_rev`, maybe `_replication_state`), what to do.
+/// Up to date means: its SPEC_HASH_FIELD equals spec_hash(spec). A document without our SHARE_FIELD, or whose owner uid differs,
+/// is not ours: `Refusal::Conflict` for a different owner, `Refusal::AlreadyExists` when it has no (well-formed) owner field.
+/// An existing document of ours without a `_rev` (which CouchDB always returns) is written as new: `Create`.
+pub fn plan_replication(
+    spec: &ReplicationSpec,
+    existing: Option<&Value>,
+    style: EndpointStyle,
+) -> Result<ReplicationAction, Refusal> {
+    let Some(existing) = existing else {
+        return Ok(ReplicationAction::Create(replication_doc(spec, style)));
+    };
+    let what = format!("replication document {}", spec.id);
+    match recorded_owner(existing) {
+        None => return Err(Refusal::AlreadyExists { what }),
+        Some(owner) if owner.uid != spec.owner.uid => return Err(Refusal::Conflict { what, owner }),
+        Some(_) => {}
+    }
+    let hash = spec_hash(spec);
+    if existing.get(SPEC_HASH_FIELD).and_then(Value::as_str) == Some(hash.as_str()) {
+        return Ok(ReplicationAction::Keep);
+    }
+    let body = replication_doc(spec, style);
+    Ok(match existing.get("_rev").and_then(Value::as_str) {
+        Some(rev) => ReplicationAction::Update { rev: rev.to_string(), body },
+        None => ReplicationAction::Create(body),
+    })
+}
+
+/// Replication documents (as listed from `_replicator`) owned by this share (SHARE_FIELD.uid == owner.uid) whose ids are not in `wanted`:
+/// returned as (id, rev) to delete (a fan-in user gone, a TwoWay turned OneWay). Documents without `_id` or `_rev` are skipped.
+pub fn stale_replications(docs: &[Value], owner: &Owner, wanted: &[String]) -> Vec<(String, String)> {
+    docs.iter()
+        .filter(|doc| recorded_owner(doc).is_some_and(|o| o.uid == owner.uid))
+        .filter_map(|doc| {
+            let id = doc.get("_id")?.as_str()?;
+            let rev = doc.get("_rev")?.as_str()?;
+            (!wanted.iter().any(|w| w == id)).then(|| (id.to_string(), rev.to_string()))
+        })
+        .collect()
+}
+
+/// The sharing document: `body` exactly as declared — by default the Inventory app's own
+/// format, `{"data": {"permissions": ["read"]}}` one-way and `["read", "write"]` two-way — plus
+/// the operator's record under the one key [`SHARE_FIELD`] (the share, and the source and
+/// target databases). Nothing else is added: apps key their documents on `type`, so the
+/// operator never writes one. A body that is not an object, or that has a key starting with `_`
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(uid: &str) -> Owner {
+        Owner { kind: "CouchShare".into(), namespace: "ns".into(), name: format!("s-{uid}"), uid: uid.into() }
+    }
+
+    fn auth(username: &str, password: &str) -> Option<EndpointAuth> {
+        Some(EndpointAuth { username: username.into(), password: password.into() })
+    }
+
+    fn spec() -> ReplicationSpec {
+        ReplicationSpec {
+            id: "couchshare-ns-s-fwd".into(),
+            source: Endpoint {
+                base_url: "http://couch:5984".into(),
+                database: "team/a".into(),
+                auth: auth("repl", "s3cret:pw"),
+            },
+            target: Endpoint { base_url: "https://remote.example/couch".into(), database: "b".into(), auth: None },
+            continuous: true,
+            selector: Some(json!({"type": "task"})),
+            owner: owner("me"),
+        }
+    }
+
+    #[test]
+    fn endpoints_never_carry_credentials_in_the_url() {
+        let e = spec().source;
+        let obj = endpoint_json(&e, EndpointStyle::AuthObject);
+        assert_eq!(
+            obj,
+            json!({"url": "http://couch:5984/team%2Fa", "auth": {"basic": {"username": "repl", "password": "s3cret:pw"}}})
+        );
+        let header = endpoint_json(&e, EndpointStyle::BasicHeader);
+        let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("repl:s3cret:pw"));
+        assert_eq!(header, json!({"url": "http://couch:5984/team%2Fa", "headers": {"Authorization": expected}}));
+        assert_eq!(expected, "Basic cmVwbDpzM2NyZXQ6cHc=");
+        for v in [&obj, &header] {
+            let url = v["url"].as_str().expect("url");
+            assert!(!url.contains("s3cret") && !url.contains('@'), "{url}");
+        }
+        let anonymous = Endpoint { base_url: "https://h/couch/".into(), database: "b".into(), auth: None };
+        assert_eq!(endpoint_json(&anonymous, EndpointStyle::AuthObject), json!({"url": "https://h/couch/b"}));
+        let leaky = Endpoint { base_url: "http://u:p@h:5984".into(), database: "b".into(), auth: None };
+        assert_eq!(endpoint_json(&leaky, EndpointStyle::BasicHeader), json!({"url": "http://h:5984/b"}));
+        let debug = format!("{:?}", e);
+        assert!(debug.contains("repl") && !debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn spec_hash_follows_what_the_replication_does() {
+        let base = spec_hash(&spec());
+        assert_eq!(base.len(), 32);
+        assert!(base.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(base, spec_hash(&spec()));
+        let unchanged: Vec<(&str, ReplicationSpec)> = vec![
+            ("id", ReplicationSpec { id: "other".into(), ..spec() }),
+            ("owner", ReplicationSpec { owner: owner("other"), ..spec() }),
+        ];
+        for (what, s) in unchanged {
+            assert_eq!(spec_hash(&s), base, "{what} must not change the hash");
+        }
+        let ab = ReplicationSpec { selector: Some(json!({"a": 1, "b": {"$in": [1]}})), ..spec() };
+        let ba = ReplicationSpec { selector: Some(json!({"b": {"$in": [1]}, "a": 1})), ..spec() };
+        assert_eq!(spec_hash(&ab), spec_hash(&ba), "selector key order must not change the hash");
+        let mut password = spec();
+        password.source.auth = auth("repl", "rotated");
+        let mut username = spec();
+        username.source.auth = auth("repl2", "s3cret:pw");
+        let mut no_auth = spec();
+        no_auth.source.auth = None;
+        let mut database = spec();
+        database.target.database = "c".into();
+        let mut url = spec();
+        url.target.base_url = "https://elsewhere.example".into();
+        let changed: Vec<(&str, ReplicationSpec)> = vec![
+            ("selector", ReplicationSpec { selector: Some(json!({"type": "note"})), ..spec() }),
+            ("no selector", ReplicationSpec { selector: None, ..spec() }),
+            ("continuous", ReplicationSpec { continuous: false, ..spec() }),
+            ("password", password),
+            ("username", username),
+            ("credentials dropped", no_auth),
+            ("database", database),
+            ("url", url),
+        ];
+        for (what, s) in changed {
+            assert_ne!(spec_hash(&s), base, "{what} must change the hash");
+        }
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let mut a = String::new();
+        canonical_json(&json!({"b": [{"z": 1, "a": "x\"y"}], "a": null}), &mut a);
+        assert_eq!(a, r#"{"a":null,"b":[{"a":"x\"y","z":1}]}"#);
+    }
+
+    #[test]
+    fn replication_docs_carry_owner_and_hash() {
+        let s = spec();
+        let doc = replication_doc(&s, EndpointStyle::AuthObject);
+        assert_eq!(doc["source"], endpoint_json(&s.source, EndpointStyle::AuthObject));
+        assert_eq!(doc["target"], json!({"url": "https://remote.example/couch/b"}));
+        assert_eq!(doc["continuous"], json!(true));
+        assert_eq!(doc["selector"], json!({"type": "task"}));
+        assert_eq!(doc["create_target"], json!(false));
+        assert_eq!(doc[SHARE_FIELD], serde_json::to_value(&s.owner).expect("owner"));
+        assert_eq!(doc[SPEC_HASH_FIELD], json!(spec_hash(&s)));
+        assert!(doc.get("_id").is_none() && doc.get("_rev").is_none());
+        let unfiltered = replication_doc(&ReplicationSpec { selector: None, ..spec() }, EndpointStyle::BasicHeader);
+        assert!(unfiltered.get("selector").is_none());
+    }
+
+    #[test]
+    fn plan_replication_table() {
+        let s = spec();
+        let body = replication_doc(&s, EndpointStyle::AuthObject);
+        let with = |extra: Value| {
+            let mut doc = body.clone();
+            doc["_id"] = json!(s.id);
+            doc["_rev"] = json!("3-abc");
+            if let (Some(doc), Value::Object(extra)) = (doc.as_object_mut(), extra) {
+                doc.extend(extra);
+            }
+            doc
+        };
+        let mut no_owner = with(json!({}));
+        no_owner.as_object_mut().expect("object").remove(SHARE_FIELD);
+        type Expect = Result<ReplicationAction, &'static str>;
+        let cases: Vec<(&str, Option<Value>, Expect)> = vec![
+            ("missing: create", None, Ok(ReplicationAction::Create(body.clone()))),
+            ("same hash: keep", Some(with(json!({}))), Ok(ReplicationAction::Keep)),
+            (
+                "completed one-shot, same hash: keep, never re-run",
+                Some(with(json!({"_replication_state": "completed", "continuous": false}))),
+                Ok(ReplicationAction::Keep),
+            ),
+            (
+                "another spec: update in place",
+                Some(with(json!({SPEC_HASH_FIELD: "0123"}))),
+                Ok(ReplicationAction::Update { rev: "3-abc".into(), body: body.clone() }),
+            ),
+            (
+                "no hash at all: update",
+                Some(with(json!({SPEC_HASH_FIELD: null}))),
+                Ok(ReplicationAction::Update { rev: "3-abc".into(), body: body.clone() }),
+            ),
+            ("another share's: conflict", Some(with(json!({SHARE_FIELD: owner("other")}))), Err("Conflict")),
+            ("nobody's: already exists", Some(no_owner), Err("AlreadyExists")),
+            ("malformed owner: already exists", Some(with(json!({SHARE_FIELD: "me"}))), Err("AlreadyExists")),
+        ];
+        for (what, existing, expect) in cases {
+            let got = plan_replication(&s, existing.as_ref(), EndpointStyle::AuthObject).map_err(|e| match e {
+                Refusal::AlreadyExists { what } => {
+                    assert_eq!(what, "replication document couchshare-ns-s-fwd");
+                    "AlreadyExists"
+                }
+                Refusal::Conflict { what, owner: o } => {
+                    assert_eq!(what, "replication document couchshare-ns-s-fwd");
+                    assert_eq!(o, owner("other"));
+                    "Conflict"
+                }
+                Refusal::NotPermitted(r) => r.reason(),
+            });
+            assert_eq!(got, expect, "{what}");
+        }
+    }
+
+    #[test]
+    fn stale_replications_are_ours_and_unwanted() {
+        let me = owner("me");
+        let doc = |id: &str, o: Option<Owner>| {
+            let mut d = json!({"_id": id, "_rev": format!("1-{id}"), "source": "a", "target": "b"});
+            if let Some(o) = o {
+                d[SHARE_FIELD] = serde_json::to_value(o).expect("owner");
+            }
+            d
+        };
+        let docs = vec![
+            doc("couchshare-ns-s-fwd", Some(me.clone())),
+            doc("couchshare-ns-s-back", Some(me.clone())),
+            doc("couchshare-ns-s-fwd-616c696365", Some(me.clone())),
+            doc("couchshare-ns-t-fwd", Some(owner("other"))),
+            doc("by-hand", None),
+            json!({"_id": "no-rev", SHARE_FIELD: me.clone()}),
+        ];
+        let wanted = vec!["couchshare-ns-s-fwd".to_string()];
+        assert_eq!(
+            stale_replications(&docs, &me, &wanted),
+            vec![
+                ("couchshare-ns-s-back".to_string(), "1-couchshare-ns-s-back".to_string()),
+                ("couchshare-ns-s-fwd-616c696365".to_string(), "1-couchshare-ns-s-fwd-616c696365".to_string()),
+            ]
+        );
+        assert_eq!(stale_replications(&docs[..1], &me, &wanted), vec![]);
+        assert_eq!(stale_replications(&docs, &owner("nobody"), &[]), vec![]);
+    }
+}
