@@ -589,3 +589,82 @@ async fn a_share_in_a_per_tenant_replicator_database_replicates() {
     let docs = env.couch.list_replication_docs(&replicator).await.expect("tenant replicator");
     assert_eq!(docs.len(), 1, "the replication document lives in {replicator}");
 }
+
+/// Events recorded for the object `name` in the test namespace: (reason, message).
+async fn events_for(env: &Env, name: &str) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let list = events.list(&Default::default()).await.expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_fan_in_takes_the_replication_user_out_of_every_per_user_database() {
+    let test = "revoking_a_fan_in_takes_the_replication_user_out_of_every_per_user_database";
+    let Some(env) = setup(test).await else { return };
+    database(&env, "fan-revoke-analytics").await;
+    let users = Api::<CouchUser>::namespaced(env.client.clone(), &env.ns);
+    let mut userdbs = Vec::new();
+    for name in ["eve", "finn"] {
+        let manifest = json!({"apiVersion": "couchshare.io/v1alpha1", "kind": "CouchUser",
+            "metadata": {"name": name, "labels": {"app": "fan-revoke"}},
+            "spec": {"serverRef": {"name": "main"}, "username": couchdb::unique_name(name), "perUserDatabase": true}});
+        let _: CouchUser = apply_json(&env.client, &env.ns, manifest).await;
+        let u = wait_ready(&users, name, &env.op).await;
+        userdbs.push(u.status.and_then(|s| s.per_user_database).expect("per-user database"));
+    }
+    let spec = json!({"source": {"userDatabases": {"selector": {"matchLabels": {"app": "fan-revoke"}}}},
+                      "target": {"database": {"name": "fan-revoke-analytics"}}});
+    share(&env, "fan-revoke", spec.clone()).await;
+    let s = wait_ready(&shares(&env), "fan-revoke", &env.op).await;
+    let user = s.status.and_then(|st| st.replication_user).expect("a scoped replication user");
+    for db in &userdbs {
+        let security = env.couch.security(db).await.expect("_security");
+        assert!(security.members.names.contains(&user), "{db} lets the replication user in while shared");
+    }
+    let mut revoked = spec;
+    revoked["revoke"] = json!({"revoked": true});
+    share(&env, "fan-revoke", revoked).await;
+    wait_for(&shares(&env), "fan-revoke", &env.op, "revoked", |s| s.status.as_ref().is_some_and(|st| st.revoked)).await;
+    assert!(replication_docs(&env).await.is_empty(), "replication documents are gone");
+    for db in &userdbs {
+        let security = env.couch.security(db).await.expect("_security");
+        assert!(!security.members.names.contains(&user), "{db} still lets {user} in after revocation: {security:?}");
+    }
+    assert!(env.couch.get_user(&user).await.expect("get user").is_none(), "the scoped user is removed");
+    let events = events_for(&env, "fan-revoke").await;
+    assert!(!events.iter().any(|(reason, _)| reason == "CleanupSkipped"), "no misleading clean-up Event: {events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_endpoint_without_a_client_is_refused_and_nothing_goes_to_the_local_server() {
+    let test = "a_remote_endpoint_without_a_client_is_refused_and_nothing_goes_to_the_local_server";
+    let Some(env) = setup(test).await else { return };
+    let local = database(&env, "remote-victim").await;
+    let target = database(&env, "remote-target").await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "partner"},
+                        "stringData": {"username": "partner", "password": "partner-pw"}});
+    let _: k8s_openapi::api::core::v1::Secret = apply_json(&env.client, &env.ns, secret).await;
+    // The schema takes the URL (it starts with http:// and has no credentials); no HTTP client
+    // can be built for it. The remote database has the local one's name: a write meant for the
+    // remote that went to the local server instead would land there.
+    share(
+        &env,
+        "bad-remote",
+        json!({"serverRef": {"name": "main"},
+               "source": {"remote": {"url": "http://bad host:5984", "database": local, "credentialsSecretRef": {"name": "partner"}}},
+               "target": {"database": {"name": "remote-target"}},
+               "sharingDocument": {"id": "db_sharing-{source}--{target}"}}),
+    )
+    .await;
+    let s = wait_not_ready(&shares(&env), "bad-remote", &env.op, "RemoteUnusable").await;
+    let message = ready(&s).map(|r| r.2).unwrap_or_default();
+    assert!(message.contains("bad host"), "names the remote: {message}");
+    assert!(!message.contains("partner-pw"), "no secret in the message");
+    assert_eq!(ids(&env.couch, &local).await, Vec::<String>::new(), "nothing written to the local {local}");
+    assert_eq!(ids(&env.couch, &target).await, Vec::<String>::new(), "nothing written to the target");
+    assert!(replication_docs(&env).await.is_empty(), "no replication document");
+}

@@ -61,6 +61,14 @@ pub enum Error {
     /// A Mango selector is not well formed.
     #[error("{0}")]
     InvalidSelector(String),
+    /// A share's remote endpoint cannot be used (no client can be built for its URL): nothing
+    /// meant for it is sent anywhere else.
+    #[error("remote endpoint {0}")]
+    RemoteUnusable(String),
+    /// CouchDB's replicator refused a replication document for a reason other than its selector
+    /// (its `before_doc_update` check: an endpoint it cannot parse, another user's document).
+    #[error("CouchDB refused the replication document: {0}")]
+    ReplicationRefused(String),
     /// The spec cannot be acted on (what admission could not check).
     #[error("{0}")]
     InvalidSpec(String),
@@ -121,6 +129,8 @@ impl Error {
             Error::Waiting { .. } => "Waiting",
             Error::InvalidSelector(_) => "InvalidSelector",
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::RemoteUnusable(_) => "RemoteUnusable",
+            Error::ReplicationRefused(_) => "ReplicationRefused",
             Error::Tls(_) => "InvalidTLS",
             Error::Unreachable { .. } => "Unreachable",
             Error::Unauthorized(_) => "Unauthorized",

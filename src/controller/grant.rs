@@ -92,12 +92,12 @@ pub(crate) async fn grants_for_database(
     // Shares with scoped credentials need their replication user as a member.
     for share in ctx.shares.state() {
         let from = share.namespace().unwrap_or_default();
-        if super::share::wants_access(&share)
-            && super::share::touches_database(&share, db)
-            && super::share::database_permitted(&share, db)
+        if super::share_refs::wants_access(&share)
+            && super::share_refs::touches_database(&share, db)
+            && super::share_refs::database_permitted(&share, db)
             && namespace_allowed(ctx, server, &from).await?
         {
-            out.push(super::share::contribution(&share));
+            out.push(super::share_refs::contribution(&share));
         }
     }
     Ok(out)
@@ -391,9 +391,9 @@ pub(crate) async fn write_unmanaged(
         }
     }
     for share in ctx.shares.state() {
-        let live = share.uid().as_deref() != leaving && super::share::wants_access(&share);
-        if live && super::share::touches_user_database(&share, ctx, server, couch_name) {
-            contributions.push(super::share::contribution(&share));
+        let live = share.uid().as_deref() != leaving && super::share_refs::wants_access(&share);
+        if live && super::share_refs::touches_user_database(&share, ctx, server, couch_name) {
+            contributions.push(super::share_refs::contribution(&share));
         }
     }
     let actual = connected.couch.security(couch_name).await.map_err(|e| {

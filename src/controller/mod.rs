@@ -15,7 +15,9 @@ mod server;
 mod servers;
 mod share;
 mod share_endpoints;
+mod share_refs;
 mod share_revoke;
+mod share_user;
 mod status;
 mod tenancy;
 mod user;
@@ -275,7 +277,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         })
         .watches_stream(watched_when::<CouchShare>(&client, ns, watches::share_for_databases), {
             let databases = databases.clone();
-            move |share: CouchShare| matching(&databases, |d| share::touches_database(&share, d))
+            move |share: CouchShare| matching(&databases, |d| share_refs::touches_database(&share, d))
         })
         .reconcile_on(futures::stream::unfold(triggered, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }))
         .with_config(controller_config.clone())
@@ -332,7 +334,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let share_controller = share_controller
         .watches_stream(watched::<CouchDatabase>(&client, ns), {
             let shares = shares.clone();
-            move |db: CouchDatabase| matching(&shares, |s| share::touches_database(s, &db))
+            move |db: CouchDatabase| matching(&shares, |s| share_refs::touches_database(s, &db))
         })
         .watches_stream(watched::<CouchUser>(&client, ns), {
             let shares = shares.clone();

@@ -7,10 +7,11 @@ use kube::core::{Selector, SelectorExt};
 
 use super::context::Context;
 use super::error::Error;
-use super::servers::{secret_value, server_key};
+use super::servers::{Connected, secret_value, server_key};
 use super::tenancy::{database_reference, user_database_reference};
 use crate::api::{CouchDatabase, CouchShare, CouchUser, ObjectRef, RemoteDatabase, ServerRef, UserDatabaseRef};
-use crate::plan::share::EndpointAuth;
+use crate::couch::CouchClient;
+use crate::plan::share::{End, EndpointAuth};
 use crate::plan::tenancy::{EndpointRole, share_needs};
 
 /// Where one end of a replication is.
@@ -219,4 +220,49 @@ pub(crate) fn managing_server(share: &CouchShare, places: &[&Place]) -> Result<S
         .first()
         .map(|(ns, name)| ServerRef { name: name.clone(), namespace: Some(ns.clone()) })
         .ok_or_else(|| Error::InvalidSpec("serverRef is required when both source and target are remote".into()))
+}
+
+impl Place {
+    /// The place as the share plan sees it.
+    pub fn end(&self) -> crate::plan::share::End {
+        match self {
+            Place::Local { database, .. } => crate::plan::share::End::Local { database: database.clone() },
+            Place::Remote { base_url, database, auth } => crate::plan::share::End::Remote {
+                base_url: base_url.clone(),
+                database: database.clone(),
+                auth: auth.clone(),
+            },
+        }
+    }
+}
+
+/// A client for a remote endpoint with its credentials, reused while URL and credentials stay
+/// the same. When none can be built (a URL no HTTP client takes), the share fails with
+/// `RemoteUnusable`: nothing meant for the remote ever goes to another server.
+pub(crate) fn remote_client(ctx: &Context, base_url: &str, auth: &EndpointAuth) -> Result<CouchClient, Error> {
+    use sha2::{Digest, Sha256};
+    let key = format!("remote|{base_url}|{}", auth.username);
+    let fingerprint: [u8; 32] = Sha256::digest(format!("{base_url}\n{}\n{}", auth.username, auth.password)).into();
+    let mut clients = ctx.couch_clients.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cached) = clients.get(&key)
+        && cached.fingerprint == fingerprint
+    {
+        return Ok(cached.client.clone());
+    }
+    let mut config = crate::couch::CouchConfig::new(
+        base_url.to_string(),
+        Some(crate::couch::Credentials::new(auth.username.clone(), auth.password.clone())),
+    );
+    config.retry = crate::couch::RetryPolicy::none();
+    let client = CouchClient::new(config).map_err(|e| Error::RemoteUnusable(e.to_string()))?;
+    clients.insert(key, super::context::CachedClient { fingerprint, versions: None, client: client.clone() });
+    Ok(client)
+}
+
+/// A client for the server a place is on: the managed server's admin, or the remote's own.
+pub(crate) fn place_client(ctx: &Context, connected: &Connected, end: &End) -> Result<CouchClient, Error> {
+    match end {
+        End::Local { .. } => Ok(connected.couch.clone()),
+        End::Remote { base_url, auth, .. } => remote_client(ctx, base_url, auth),
+    }
 }

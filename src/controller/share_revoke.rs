@@ -14,8 +14,8 @@ use kube::runtime::controller::Action;
 use super::context::Context;
 use super::error::Error;
 use super::servers::{Connected, resolve_for_cleanup};
-use super::share::{owner, place_client, replication_secret_name, replicator_db};
-use super::share_endpoints::{Consent, Place, Sources, sources, target};
+use super::share_endpoints::{Consent, Place, Sources, place_client, sources, target};
+use super::share_refs::{owner, replication_secret_name, replicator_db};
 use crate::api::{CouchShare, ServerRef};
 use crate::couch::{CouchClient, CouchError};
 use crate::plan::share::{replication_doc_prefix, replication_username, stale_replications};
@@ -31,7 +31,15 @@ fn server_ref(share: &CouchShare) -> Option<ServerRef> {
     share.spec.server_ref.clone()
 }
 
-/// Stops every replication of the share and waits until the scheduler has dropped them.
+/// How long one pass waits for the scheduler to drop a stopped replication before it returns
+/// `Waiting` and is retried.
+const SCHEDULER_DROP_WAIT: Duration = Duration::from_secs(2);
+
+/// Stops every replication of the share: deletes its documents, then waits until the scheduler
+/// has dropped their jobs (a job can still write until then). Jobs still scheduled after
+/// [`SCHEDULER_DROP_WAIT`] make it `Waiting`: nothing that could flow back is removed before
+/// they are gone, and the next pass looks again (for the ids the share's status recorded, as
+/// the documents are gone by then).
 async fn stop_replications(share: &CouchShare, connected: &Connected) -> Result<usize, Error> {
     let url = connected.server.spec.url.clone();
     let replicator = replicator_db(share);
@@ -53,17 +61,50 @@ async fn stop_replications(share: &CouchShare, connected: &Connected) -> Result<
             Err(e) => return Err(Error::couch("deleting a replication document", &url, e)),
         }
     }
-    // The scheduler drops a job shortly after its document goes; until then it may still write.
-    for (id, _) in &ours {
-        for _ in 0..60 {
-            match connected.couch.replication_status(&replicator, id).await {
-                Ok(None) | Err(CouchError::NotFound { .. }) => break,
-                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
-                Err(e) => return Err(Error::couch("waiting for the scheduler", &url, e)),
-            }
+    let mut ids: Vec<String> = ours.iter().map(|(id, _)| id.clone()).collect();
+    for recorded in share.status.iter().flat_map(|s| s.replications.iter()) {
+        if !ids.contains(&recorded.id) {
+            ids.push(recorded.id.clone());
         }
     }
+    let scheduled = |id: String| {
+        let (couch, replicator, url) = (connected.couch.clone(), replicator.clone(), url.clone());
+        async move {
+            match couch.replication_status(&replicator, &id).await {
+                Ok(None) | Err(CouchError::NotFound { .. }) => Ok(false),
+                Ok(Some(_)) => Ok(true),
+                Err(e) => Err(Error::couch("waiting for the scheduler", &url, e)),
+            }
+        }
+    };
+    wait_dropped(&ids, scheduled, SCHEDULER_DROP_WAIT).await?;
     Ok(ours.len())
+}
+
+/// Polls `scheduled` until none of `ids` is scheduled, for at most `wait`; then `Waiting`,
+/// naming the jobs still there.
+async fn wait_dropped<F>(ids: &[String], scheduled: impl Fn(String) -> F, wait: Duration) -> Result<(), Error>
+where
+    F: std::future::Future<Output = Result<bool, Error>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        let mut left = Vec::new();
+        for id in ids {
+            if scheduled(id.clone()).await? {
+                left.push(id.clone());
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= wait {
+            return Err(Error::Waiting {
+                what: format!("the scheduler to drop the stopped replication(s) {}", left.join(", ")),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Purges documents (every leaf revision) from a database; never deletes, which would replicate.
@@ -103,22 +144,16 @@ pub(crate) async fn withdraw(share: &CouchShare, ctx: &Context) -> Result<(), Er
     };
     let url = connected.server.spec.url.clone();
     let stopped = stop_replications(share, &connected).await?;
-    let endpoints = match (sources(ctx, share, Consent::Ignore).await, target(ctx, share, Consent::Ignore).await) {
-        (Ok(Sources::One(source)), Ok(target)) => Some((source, target)),
-        _ => None,
-    };
-    if let Some((source, target)) = &endpoints {
-        if let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone()) {
-            let caps =
-                connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
-            delete_sharing_document(ctx, &connected, source, &id).await?;
-            purge_from_target(ctx, share, &connected, target, &[id], caps.purge).await?;
-        }
-        for place in [source, target] {
-            if let Place::Local { database, managed: false, server } = place {
-                super::grant::write_unmanaged(ctx, &connected, server, database, share.uid().as_deref()).await?;
-            }
-        }
+    let endpoints = endpoints(ctx, share).await;
+    if let Some(Endpoints::One { source, target }) = &endpoints
+        && let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone())
+    {
+        let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
+        delete_sharing_document(ctx, &connected, source, &id).await?;
+        purge_from_target(ctx, share, &connected, target, &[id], caps.purge).await?;
+    }
+    if let Some(endpoints) = &endpoints {
+        take_unmanaged_access(ctx, share, &connected, endpoints).await?;
     }
     if stopped > 0 {
         ctx.event(share, true, "Stopped", format!("{stopped} replication(s) stopped: the share is not permitted"))
@@ -129,7 +164,7 @@ pub(crate) async fn withdraw(share: &CouchShare, ctx: &Context) -> Result<(), Er
 
 async fn delete_sharing_document(ctx: &Context, connected: &Connected, source: &Place, id: &str) -> Result<(), Error> {
     let url = connected.server.spec.url.clone();
-    let client = place_client(ctx, connected, source);
+    let client = place_client(ctx, connected, &source.end())?;
     if let Some(doc) = client
         .get_document(source.database(), id)
         .await
@@ -140,6 +175,45 @@ async fn delete_sharing_document(ctx: &Context, connected: &Connected, source: &
             .delete_document(source.database(), id, rev)
             .await
             .map_err(|e| Error::couch("deleting the sharing document", &url, e))?;
+    }
+    Ok(())
+}
+
+/// What a share ran between, resolved whatever the consent (revocation stops what ran).
+enum Endpoints {
+    /// One source and the target.
+    One { source: Place, target: Place },
+    /// A fan-in: the selected users' per-user databases and the target.
+    FanIn { sources: Vec<Place>, target: Place },
+}
+
+/// The share's endpoints, or `None` when its source or target is gone.
+async fn endpoints(ctx: &Context, share: &CouchShare) -> Option<Endpoints> {
+    match (sources(ctx, share, Consent::Ignore).await, target(ctx, share, Consent::Ignore).await) {
+        (Ok(Sources::One(source)), Ok(target)) => Some(Endpoints::One { source, target }),
+        (Ok(Sources::FanIn { ready, .. }), Ok(target)) => {
+            Some(Endpoints::FanIn { sources: ready.into_iter().map(|(_, p)| p).collect(), target })
+        }
+        _ => None,
+    }
+}
+
+/// Recomputes, without this share, the `_security` of every per-user database it used (those
+/// are written entry by entry; a CouchDatabase's reconciler drops the share's entry itself).
+async fn take_unmanaged_access(
+    ctx: &Context,
+    share: &CouchShare,
+    connected: &Connected,
+    endpoints: &Endpoints,
+) -> Result<(), Error> {
+    let places: Vec<&Place> = match endpoints {
+        Endpoints::One { source, target } => vec![source, target],
+        Endpoints::FanIn { sources, target } => sources.iter().chain(std::iter::once(target)).collect(),
+    };
+    for place in places {
+        if let Place::Local { database, managed: false, server } = place {
+            super::grant::write_unmanaged(ctx, connected, server, database, share.uid().as_deref()).await?;
+        }
     }
     Ok(())
 }
@@ -160,12 +234,9 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
     tracing::info!(stopped, "replications stopped");
 
     // 2 and 3. The sharing document: deleted from the source, purged from the target.
-    let endpoints = match (sources(ctx, share, Consent::Ignore).await, target(ctx, share, Consent::Ignore).await) {
-        (Ok(Sources::One(source)), Ok(target)) => Some((source, target)),
-        _ => None,
-    };
+    let endpoints = endpoints(ctx, share).await;
     let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
-    if let Some((source, target)) = &endpoints {
+    if let Some(Endpoints::One { source, target }) = &endpoints {
         if let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone()) {
             delete_sharing_document(ctx, &connected, source, &id).await?;
             purge_from_target(ctx, share, &connected, target, &[id], caps.purge).await?;
@@ -173,7 +244,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
         if share.spec.revoke.as_ref().is_some_and(|r| r.purge_shared_documents)
             && let Some(selector) = &share.spec.selector
         {
-            let client = place_client(ctx, &connected, target);
+            let client = place_client(ctx, &connected, &target.end())?;
             match client.find_ids(target.database(), selector).await {
                 Ok(ids) => {
                     let ids: Vec<String> = ids.into_iter().filter(|id| !id.starts_with("_design/")).collect();
@@ -190,7 +261,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
                 }
             }
         }
-    } else {
+    } else if endpoints.is_none() {
         ctx.event(share, true, "CleanupSkipped", "source or target is gone; sharing document left as it is".into())
             .await;
     }
@@ -218,12 +289,8 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
         secrets.delete(&replication_secret_name(share), &DeleteParams::default()).await?;
     }
     // Per-user databases are written entry by entry: recompute them without this share.
-    if let Some((source, target)) = &endpoints {
-        for place in [source, target] {
-            if let Place::Local { database, managed: false, server } = place {
-                super::grant::write_unmanaged(ctx, &connected, server, database, share.uid().as_deref()).await?;
-            }
-        }
+    if let Some(endpoints) = &endpoints {
+        take_unmanaged_access(ctx, share, &connected, endpoints).await?;
     }
     requeue_databases(ctx, share);
     Ok(())
@@ -235,7 +302,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
 fn requeue_databases(ctx: &Context, share: &CouchShare) {
     let Some(trigger) = &ctx.database_trigger else { return };
     for db in ctx.databases.state() {
-        if super::share::touches_database(share, &db) {
+        if super::share_refs::touches_database(share, &db) {
             let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(db.as_ref()));
         }
     }
@@ -264,7 +331,7 @@ async fn purge_from_target(
         .await;
         return Ok(());
     }
-    let client = place_client(ctx, connected, target);
+    let client = place_client(ctx, connected, &target.end())?;
     match purge(&client, target.database(), ids, &url).await {
         Ok(n) => {
             tracing::info!(purged = n, database = target.database(), "purged from the target");
@@ -300,5 +367,23 @@ pub(crate) async fn cleanup(share: Arc<CouchShare>, ctx: &Context) -> Result<Act
             ctx.event(share.as_ref(), true, "CleanupSkipped", format!("revocation incomplete: {e}")).await;
             Ok(Action::await_change())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_job_the_scheduler_keeps_makes_revocation_wait_instead_of_carrying_on() {
+        let ids = vec!["couchshare_ns_s_fwd".to_string()];
+        let still_there = |_: String| async { Ok(true) };
+        let waited = wait_dropped(&ids, still_there, Duration::from_millis(150)).await;
+        match waited {
+            Err(Error::Waiting { what }) => assert!(what.contains("couchshare_ns_s_fwd"), "{what}"),
+            other => panic!("expected Waiting, got {other:?}"),
+        }
+        let gone = |_: String| async { Ok(false) };
+        assert!(wait_dropped(&ids, gone, Duration::from_millis(150)).await.is_ok());
     }
 }

@@ -225,12 +225,6 @@ pub fn stale_replications(docs: &[Value], owner: &Owner, wanted: &[String]) -> V
         .collect()
 }
 
-/// The sharing document: `body` exactly as declared — by default the Inventory app's own
-/// format, `{"data": {"permissions": ["read"]}}` one-way and `["read", "write"]` two-way — plus
-/// the operator's record under the one key [`SHARE_FIELD`] (the share, and the source and
-/// target databases). Nothing else is added: apps key their documents on `type`, so the
-/// operator never writes one. A body that is not an object, or that has a key starting with `_`
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,35 @@ pub fn replication_username(namespace: &str, name: &str) -> String {
     format!("couchshare-repl-{}", &hex::encode(digest)[..20])
 }
 
+/// Field of the scoped user's document: fingerprint of the password it was given.
+pub const PASSWORD_FIELD: &str = "couchshare.io/password-fingerprint";
+
+/// The scoped replication user's document to write, or `None` when the one in `_users` is up
+/// to date: it was given this password (`fingerprint`) by this share (`owner.uid`). Anything
+/// else in the existing document is kept.
+pub fn replication_user_update(
+    existing: Option<&crate::couch::UserDoc>,
+    username: &str,
+    password: &str,
+    fingerprint: &str,
+    owner: &crate::plan::ownership::Owner,
+) -> Option<crate::couch::UserDoc> {
+    use serde_json::Value;
+    let up_to_date = existing.is_some_and(|d| {
+        d.extra.get(PASSWORD_FIELD).and_then(Value::as_str) == Some(fingerprint)
+            && d.extra.get(super::SHARE_FIELD).and_then(|o| o.get("uid")).and_then(Value::as_str)
+                == Some(owner.uid.as_str())
+    });
+    if up_to_date {
+        return None;
+    }
+    let mut doc = existing.cloned().unwrap_or_else(|| crate::couch::UserDoc::new(username.to_string(), vec![], None));
+    doc.password = Some(password.to_string());
+    doc.extra.insert(PASSWORD_FIELD.into(), Value::String(fingerprint.to_string()));
+    doc.extra.insert(super::SHARE_FIELD.into(), super::owner_json(owner));
+    Some(doc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +143,25 @@ mod tests {
             format!("couchshare-repl-{}", &hex::encode(Sha256::digest(b"ns/share"))[..20]),
             "sha256 of <namespace>/<name>"
         );
+    }
+
+    #[test]
+    fn the_replication_user_is_written_only_when_its_password_or_owner_changed() {
+        let me = crate::plan::ownership::Owner {
+            kind: "CouchShare".into(),
+            namespace: "ns".into(),
+            name: "s".into(),
+            uid: "u1".into(),
+        };
+        let first = replication_user_update(None, "repl", "pw", "fp1", &me).expect("created");
+        assert_eq!((first.name.as_str(), first.password.as_deref()), ("repl", Some("pw")));
+        let mut stored = first.clone();
+        stored.password = None;
+        stored.rev = Some("1-a".into());
+        assert_eq!(replication_user_update(Some(&stored), "repl", "pw", "fp1", &me), None, "up to date");
+        let changed = replication_user_update(Some(&stored), "repl", "pw2", "fp2", &me).expect("new password");
+        assert_eq!((changed.rev.as_deref(), changed.password.as_deref()), (Some("1-a"), Some("pw2")));
+        let other = crate::plan::ownership::Owner { uid: "u2".into(), ..me };
+        assert!(replication_user_update(Some(&stored), "repl", "pw", "fp1", &other).is_some(), "re-owned");
     }
 }

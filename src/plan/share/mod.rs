@@ -10,12 +10,16 @@ use crate::plan::ownership::Owner;
 
 mod documents;
 mod ids;
+mod pass;
+mod refs;
 mod selector;
 mod sharing;
 mod state;
 
 pub use documents::*;
 pub use ids::*;
+pub use pass::*;
+pub use refs::*;
 pub use selector::*;
 pub use sharing::*;
 pub use state::*;

@@ -5,6 +5,11 @@ use serde_json::{Map, Value, json};
 use super::{SHARE_FIELD, owner_json};
 use crate::plan::ownership::Owner;
 
+/// The sharing document: `body` exactly as declared — by default the Inventory app's own
+/// format, `{"data": {"permissions": ["read"]}}` one-way and `["read", "write"]` two-way — plus
+/// the operator's record under the one key [`SHARE_FIELD`] (the share, and the source and
+/// target databases). Nothing else is added: apps key their documents on `type`, so the
+/// operator never writes one. A body that is not an object, or that has a key starting with `_`
 /// (CouchDB reserves them, and would refuse or reinterpret it), or that sets [`SHARE_FIELD`]
 /// itself, is refused with what is wrong: nothing declared is dropped silently.
 pub fn sharing_doc(

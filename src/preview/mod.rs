@@ -8,16 +8,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser, ShareCredentials, ShareMode};
+use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use crate::couch::{CouchClient, CouchError};
 use crate::plan::config::{ConfigLayout, config_changes, desired_config, display_key};
 use crate::plan::database::{DatabaseIntent, DatabaseStep, ObservedDatabase, Owner, plan_database};
 use crate::plan::grant::merge_unmanaged;
 use crate::plan::security::{GrantEntries, desired_security};
-use crate::plan::share::{Direction, replication_doc_id, replication_username};
+use crate::plan::share::{contribution, touches_database, wants_access};
+
+mod share;
+mod users;
 
 /// Everything read from the manifest directory.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Manifests {
     /// CouchServers.
     pub servers: Vec<CouchServer>,
@@ -89,6 +92,23 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()>
     Ok(())
 }
 
+/// The manifests as `kubectl apply -n namespace` stores them: each in its own namespace, or in
+/// `namespace` when it names none (references between them are resolved by namespace).
+fn in_namespace(manifests: &Manifests, namespace: &str) -> Manifests {
+    fn set<K: kube::Resource>(objects: &mut [K], namespace: &str) {
+        for o in objects {
+            o.meta_mut().namespace.get_or_insert_with(|| namespace.to_string());
+        }
+    }
+    let mut out = manifests.clone();
+    set(&mut out.servers, namespace);
+    set(&mut out.databases, namespace);
+    set(&mut out.users, namespace);
+    set(&mut out.grants, namespace);
+    set(&mut out.shares, namespace);
+    out
+}
+
 fn name_of<K: kube::Resource>(obj: &K) -> String {
     obj.meta().name.clone().unwrap_or_default()
 }
@@ -106,14 +126,9 @@ fn grant_entries(grant: &CouchGrant, users: &[CouchUser]) -> GrantEntries {
     GrantEntries { access: grant.spec.access, names, roles: grant.spec.roles.clone() }
 }
 
-fn share_touches(share: &CouchShare, db: &CouchDatabase) -> bool {
-    let n = name_of(db);
-    share.spec.source.database.as_ref().is_some_and(|r| r.name == n)
-        || share.spec.target.database.as_ref().is_some_and(|r| r.name == n)
-}
-
 /// The lines `couchshare plan` prints: `+` creates, `~` changes, `=` unchanged, `!` refused.
 pub async fn preview(couch: &CouchClient, manifests: &Manifests, namespace: &str) -> Result<Vec<String>, PreviewError> {
+    let manifests = &in_namespace(manifests, namespace);
     let mut lines = Vec::new();
     let caps = couch.capabilities().await?;
     let layout = if caps.node_config { ConfigLayout::Clustered } else { ConfigLayout::Legacy };
@@ -156,14 +171,8 @@ pub async fn preview(couch: &CouchClient, manifests: &Manifests, namespace: &str
             .filter(|g| g.spec.database.name.as_deref() == Some(name_of(db).as_str()))
             .map(|g| grant_entries(g, &manifests.users))
             .collect();
-        for share in
-            manifests.shares.iter().filter(|s| s.spec.credentials == ShareCredentials::Scoped && share_touches(s, db))
-        {
-            grants.push(GrantEntries {
-                access: crate::api::Access::Member,
-                names: vec![replication_username(namespace, &name_of(share))],
-                roles: vec![],
-            });
+        for share in manifests.shares.iter().filter(|s| wants_access(s) && touches_database(s, db)) {
+            grants.push(contribution(share));
         }
         let exists = couch.database_exists(&name).await?;
         let recorded: Option<Owner> = if exists {
@@ -234,34 +243,7 @@ pub async fn preview(couch: &CouchClient, manifests: &Manifests, namespace: &str
         }
     }
     for user in &manifests.users {
-        let username = user.couch_username();
-        match couch.get_user(username).await? {
-            None => lines.push(format!(
-                "+ CouchUser {}: create user {username} with roles {:?}",
-                name_of(user),
-                user.spec.roles
-            )),
-            Some(doc) => {
-                let mut have = doc.roles.clone();
-                let mut want = user.spec.roles.clone();
-                have.sort();
-                want.sort();
-                if have != want {
-                    lines.push(format!("~ CouchUser {}: roles of {username}: {have:?} -> {want:?}", name_of(user)));
-                } else {
-                    lines.push(format!(
-                        "= CouchUser {}: user {username} unchanged (password not compared)",
-                        name_of(user)
-                    ));
-                }
-            }
-        }
-        if user.spec.per_user_database {
-            let db = crate::plan::user::per_user_database_name(crate::plan::user::DEFAULT_USERDB_PREFIX, username);
-            if !couch.database_exists(&db).await? {
-                lines.push(format!("+ CouchUser {}: create per-user database {db}", name_of(user)));
-            }
-        }
+        users::preview_user(couch, user, &mut lines).await?;
     }
     for grant in manifests.grants.iter().filter(|g| g.spec.database.couch_name.is_some()) {
         let Some(db) = grant.spec.database.couch_name.as_deref() else { continue };
@@ -290,41 +272,7 @@ pub async fn preview(couch: &CouchClient, manifests: &Manifests, namespace: &str
         }
     }
     for share in &manifests.shares {
-        let replicator = share.spec.replicator_database.clone().unwrap_or_else(|| crate::couch::REPLICATOR_DB.into());
-        let mut directions = vec![Direction::Forward];
-        if share.spec.mode == ShareMode::TwoWay {
-            directions.push(Direction::Backward);
-        }
-        if share.spec.source.user_databases.is_some() {
-            lines.push(format!(
-                "~ CouchShare {}: one replication per selected CouchUser (resolved in the cluster)",
-                name_of(share)
-            ));
-            continue;
-        }
-        if let Some(selector) = &share.spec.selector
-            && let Err(e) = crate::plan::share::validate_selector(selector)
-        {
-            lines.push(format!("! CouchShare {}: {e}", name_of(share)));
-            continue;
-        }
-        for direction in directions {
-            let id = replication_doc_id(namespace, &name_of(share), direction, None);
-            if couch.get_replication_doc(&replicator, &id).await?.is_some() {
-                lines.push(format!(
-                    "= CouchShare {}: replication {id} exists (rewritten only if its spec changed)",
-                    name_of(share)
-                ));
-            } else {
-                lines.push(format!("+ CouchShare {}: write replication document {replicator}/{id}", name_of(share)));
-            }
-        }
-        if share.spec.credentials == ShareCredentials::Scoped {
-            let user = replication_username(namespace, &name_of(share));
-            if couch.get_user(&user).await?.is_none() {
-                lines.push(format!("+ CouchShare {}: create scoped replication user {user}", name_of(share)));
-            }
-        }
+        share::preview_share(couch, &caps, manifests, share, &mut lines).await?;
     }
     Ok(lines)
 }

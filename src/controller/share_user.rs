@@ -1,0 +1,97 @@
+//! A share's credentials stage: its scoped replication user (password in a Secret, `_users`
+//! document written only when [`replication_user_update`] says so) and that user's access to
+//! the local databases it replicates, as CouchDB itself sees it.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::context::Context;
+use super::error::Error;
+use super::servers::{Connected, secret_value};
+use super::share_endpoints::Place;
+use super::share_refs::{contribution, owner, replication_secret_name};
+use crate::api::CouchShare;
+use crate::plan::grant::grants_present;
+use crate::plan::share::{EndpointAuth, replication_user_update, replication_username};
+use crate::plan::user::password_fingerprint;
+
+/// The scoped replication user: its password from its Secret (made when missing), and its
+/// `_users` document written only when it is not up to date.
+pub(crate) async fn ensure_replication_user(
+    ctx: &Context,
+    share: &CouchShare,
+    connected: &Connected,
+) -> Result<EndpointAuth, Error> {
+    let url = &connected.server.spec.url;
+    let ns = share.namespace().unwrap_or_default();
+    let me = owner(share);
+    let username = replication_username(&me.namespace, &me.name);
+    let secret_name = replication_secret_name(share);
+    let password = match secret_value(ctx, &ns, &secret_name, "password").await {
+        Ok(p) if !p.is_empty() => p,
+        Ok(_) | Err(Error::SecretNotFound { .. } | Error::SecretKeyMissing { .. }) => {
+            use rand::Rng;
+            let p: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(40).map(char::from).collect();
+            let secret = serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": secret_name, "labels": {"app.kubernetes.io/managed-by": "couchshare"},
+                             "annotations": {"couchshare.io/owner": format!("CouchShare/{}", me.name), "couchshare.io/owner-uid": me.uid}},
+                "type": "Opaque",
+                "stringData": {"username": username, "password": p},
+            });
+            Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+                .patch(
+                    &secret_name,
+                    &kube::api::PatchParams::apply(super::status::FIELD_MANAGER).force(),
+                    &kube::api::Patch::Apply(&secret),
+                )
+                .await?;
+            p
+        }
+        Err(e) => return Err(e),
+    };
+    let fingerprint = password_fingerprint(&me.uid, &password);
+    let existing =
+        connected.couch.get_user(&username).await.map_err(|e| Error::couch("reading the replication user", url, e))?;
+    if let Some(doc) = replication_user_update(existing.as_ref(), &username, &password, &fingerprint, &me) {
+        connected.couch.put_user(&doc).await.map_err(|e| Error::couch("writing the replication user", url, e))?;
+        tracing::info!(username = %username, "wrote scoped replication user");
+    }
+    Ok(EndpointAuth { username, password })
+}
+
+/// The local databases the scoped user cannot use yet. A CouchDatabase's reconciler merges the
+/// share's entry (the share waits for it); a per-user database is written here, entry by
+/// entry. Then CouchDB is asked as the user: its auth cache follows `_users` asynchronously.
+pub(crate) async fn access_missing(
+    ctx: &Context,
+    share: &CouchShare,
+    connected: &Connected,
+    places: &[&Place],
+    auth: &EndpointAuth,
+) -> Result<Vec<String>, Error> {
+    let url = &connected.server.spec.url;
+    let as_user =
+        connected.couch.with_credentials(crate::couch::Credentials::new(auth.username.clone(), auth.password.clone()));
+    let mut missing = Vec::new();
+    for place in places {
+        let Place::Local { database, managed, server } = place else { continue };
+        if *managed {
+            let security =
+                connected.couch.security(database).await.map_err(|e| Error::couch("reading _security", url, e))?;
+            if !grants_present(&security, &contribution(share)) {
+                missing.push(database.clone());
+                continue;
+            }
+        } else {
+            super::grant::write_unmanaged(ctx, connected, server, database, None).await?;
+        }
+        match as_user.database_info(database).await {
+            Ok(_) => {}
+            Err(e) if e.is_access_denied() => missing.push(database.clone()),
+            Err(e) => return Err(Error::couch("checking the replication user's access", url, e)),
+        }
+    }
+    Ok(missing)
+}

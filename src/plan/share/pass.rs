@@ -1,0 +1,382 @@
+//! One pass of a CouchShare, decided without servers: from what the share wants (its resolved
+//! endpoints and credentials) and what was read from CouchDB, the writes to make, in order, and
+//! the status to report. The reconciler observes, calls [`plan_share`], executes the steps; the
+//! dry run (`couchshare plan`) prints them.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{
+    Direction, Endpoint, EndpointAuth, EndpointStyle, ReplicationAction, ReplicationSpec, plan_replication,
+    replication_doc_id, replication_selector, replications_ready, sharing_doc, sharing_doc_id, sharing_doc_matches,
+    stale_replications, summary_state, validate_selector,
+};
+use crate::api::{ReplicationStatus, ShareMode};
+use crate::couch::{self, ReplicationState};
+use crate::plan::ownership::{Owner, Refusal};
+
+/// One end of a replication, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// A database on the managed server (reached by the replicator at the intent's `local_base`).
+    Local {
+        /// Its CouchDB name.
+        database: String,
+    },
+    /// A database on another CouchDB.
+    Remote {
+        /// Server URL, no credentials, no trailing slash.
+        base_url: String,
+        /// Database name.
+        database: String,
+        /// The credentials the share was given for it.
+        auth: EndpointAuth,
+    },
+}
+
+impl End {
+    /// The database name.
+    pub fn database(&self) -> &str {
+        match self {
+            End::Local { database } | End::Remote { database, .. } => database,
+        }
+    }
+}
+
+/// What a share wants, with every reference resolved.
+#[derive(Debug, Clone)]
+pub struct ShareIntent {
+    /// The CouchShare.
+    pub owner: Owner,
+    /// One-way or two-way.
+    pub mode: ShareMode,
+    /// Continuous or one-shot.
+    pub continuous: bool,
+    /// The share's Mango selector, if any.
+    pub selector: Option<Value>,
+    /// The sharing document: id template and declared body.
+    pub sharing_document: Option<(String, Option<Value>)>,
+    /// The replicator database.
+    pub replicator: String,
+    /// How the server takes endpoint credentials.
+    pub style: EndpointStyle,
+    /// The managed server's URL as the replicator reaches it.
+    pub local_base: String,
+    /// The credentials the replicator uses on the managed server.
+    pub local_auth: EndpointAuth,
+    /// The sources: one, or one per fan-in user (with that user's CouchDB name).
+    pub sources: Vec<(Option<String>, End)>,
+    /// The target.
+    pub target: End,
+    /// Fan-in users whose per-user database does not exist yet.
+    pub waiting: Vec<String>,
+    /// The server's replication budget (replicator/max_jobs × nodes), when known.
+    pub budget: Option<i32>,
+}
+
+/// What was read from CouchDB for one pass.
+#[derive(Debug, Clone, Default)]
+pub struct ObservedShare {
+    /// Local databases the replication user cannot use yet (always empty with admin credentials).
+    pub access_missing: Vec<String>,
+    /// Whether the replicator database exists.
+    pub replicator_exists: bool,
+    /// The sharing document as read from each source, by (database, id); `None`: missing.
+    pub sharing_docs: BTreeMap<(String, String), Option<Value>>,
+    /// The share's replication documents, as listed from the replicator database.
+    pub replication_docs: Vec<Value>,
+    /// The scheduler's state of the share's replications (missing ones are not known yet).
+    pub statuses: Vec<couch::ReplicationStatus>,
+}
+
+/// One write, in the order they are made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShareStep {
+    /// Create the (per-tenant) replicator database.
+    CreateReplicator(String),
+    /// Write the sharing document into a source (`body` carries `_rev` when it replaces one).
+    PutSharingDocument {
+        /// The source it goes into.
+        end: End,
+        /// Its id.
+        id: String,
+        /// The whole body.
+        body: Value,
+    },
+    /// Write a replication document (`body` carries `_rev` when it replaces one).
+    PutReplication {
+        /// Its id.
+        id: String,
+        /// The whole body.
+        body: Value,
+    },
+    /// Delete a replication document the share no longer wants.
+    DeleteReplication {
+        /// Its id.
+        id: String,
+        /// Its revision.
+        rev: String,
+    },
+}
+
+/// How the pass ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareOutcome {
+    /// Every replication is running, or completed (one-shot); or there is nothing to replicate.
+    Replicating,
+    /// Not there yet: `reason` is `ReplicationPending` or `ReplicationFailing`.
+    Pending {
+        /// Condition reason.
+        reason: &'static str,
+        /// Condition message.
+        message: String,
+    },
+    /// Something the share needs is not there yet (named).
+    Waiting(String),
+}
+
+/// The status one pass reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareReport {
+    /// Per replication, its state from the scheduler.
+    pub replications: Vec<ReplicationStatus>,
+    /// The least healthy state (`idle` with no replications).
+    pub state: String,
+    /// Changes still to replicate, summed.
+    pub changes_pending: Option<i64>,
+    /// The sharing document's id, when there is one.
+    pub sharing_document_id: Option<String>,
+}
+
+/// A whole pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharePlan {
+    /// The writes, in order.
+    pub steps: Vec<ShareStep>,
+    /// The status to report; `None` keeps the one reported before (the pass stopped early).
+    pub report: Option<ShareReport>,
+    /// How it ends.
+    pub outcome: ShareOutcome,
+    /// Replications wanted and the budget they exceed.
+    pub over_budget: Option<(usize, i32)>,
+}
+
+/// Why a share cannot run as declared (nothing is written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShareRefusal {
+    /// The selector is not a valid Mango selector.
+    #[error("{0}")]
+    InvalidSelector(String),
+    /// The sharing document cannot be written as declared.
+    #[error("{0}")]
+    InvalidSharingDocument(String),
+    /// A replication document of the same id belongs to someone else.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+/// What can be refused from the spec alone, before anything is resolved or written.
+pub fn validate_share(
+    selector: Option<&Value>,
+    sharing_body: Option<Option<&Value>>,
+    mode: ShareMode,
+    owner: &Owner,
+) -> Result<(), ShareRefusal> {
+    if let Some(selector) = selector {
+        validate_selector(selector).map_err(|e| ShareRefusal::InvalidSelector(e.to_string()))?;
+    }
+    if let Some(body) = sharing_body {
+        sharing_doc(body, mode, "", "", owner).map_err(ShareRefusal::InvalidSharingDocument)?;
+    }
+    Ok(())
+}
+
+/// One replication the share wants: its spec and the databases it runs between.
+struct Wanted {
+    spec: ReplicationSpec,
+    from: String,
+    to: String,
+}
+
+fn endpoint(end: &End, intent: &ShareIntent) -> Endpoint {
+    match end {
+        End::Local { database } => Endpoint {
+            base_url: intent.local_base.clone(),
+            database: database.clone(),
+            auth: Some(intent.local_auth.clone()),
+        },
+        End::Remote { base_url, database, auth } => {
+            Endpoint { base_url: base_url.clone(), database: database.clone(), auth: Some(auth.clone()) }
+        }
+    }
+}
+
+/// The sharing document's id for a source, when the share has one (never for a fan-in source).
+fn sharing_id(intent: &ShareIntent, user: Option<&str>, source: &End) -> Option<String> {
+    match (&intent.sharing_document, user) {
+        (Some((template, _)), None) => Some(sharing_doc_id(template, source.database(), intent.target.database())),
+        _ => None,
+    }
+}
+
+fn wanted(intent: &ShareIntent) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    let mut directions = vec![Direction::Forward];
+    if intent.mode == ShareMode::TwoWay {
+        directions.push(Direction::Backward);
+    }
+    for (user, source) in &intent.sources {
+        let selector =
+            replication_selector(intent.selector.as_ref(), sharing_id(intent, user.as_deref(), source).as_deref());
+        for direction in &directions {
+            let (from, to) = match direction {
+                Direction::Forward => (source, &intent.target),
+                Direction::Backward => (&intent.target, source),
+            };
+            let spec = ReplicationSpec {
+                id: replication_doc_id(&intent.owner.namespace, &intent.owner.name, *direction, user.as_deref()),
+                source: endpoint(from, intent),
+                target: endpoint(to, intent),
+                continuous: intent.continuous,
+                selector: selector.clone(),
+                owner: intent.owner.clone(),
+            };
+            out.push(Wanted { spec, from: from.database().to_string(), to: to.database().to_string() });
+        }
+    }
+    out
+}
+
+/// The ids of the replication documents the share wants (for reading their states).
+pub fn wanted_ids(intent: &ShareIntent) -> Vec<String> {
+    wanted(intent).into_iter().map(|w| w.spec.id).collect()
+}
+
+/// The (database, id) of each sharing document the share wants (for reading them).
+pub fn wanted_sharing_docs(intent: &ShareIntent) -> Vec<(End, String)> {
+    intent
+        .sources
+        .iter()
+        .filter_map(|(user, source)| Some((source.clone(), sharing_id(intent, user.as_deref(), source)?)))
+        .collect()
+}
+
+/// Decides one pass. Refuses before any write when the share cannot run as declared.
+pub fn plan_share(intent: &ShareIntent, observed: &ObservedShare) -> Result<SharePlan, ShareRefusal> {
+    let sharing_body = intent.sharing_document.as_ref().map(|(_, body)| body.as_ref());
+    validate_share(intent.selector.as_ref(), sharing_body, intent.mode, &intent.owner)?;
+    if let Some(database) = observed.access_missing.first() {
+        return Ok(SharePlan {
+            steps: vec![],
+            report: None,
+            outcome: ShareOutcome::Waiting(format!("the replication user's access to {database}")),
+            over_budget: None,
+        });
+    }
+    let wanted = wanted(intent);
+    let mut steps = Vec::new();
+    if intent.replicator != couch::REPLICATOR_DB && !observed.replicator_exists {
+        steps.push(ShareStep::CreateReplicator(intent.replicator.clone()));
+    }
+    let mut sharing_document_id = None;
+    for (end, id) in wanted_sharing_docs(intent) {
+        let body =
+            sharing_doc(sharing_body.flatten(), intent.mode, end.database(), intent.target.database(), &intent.owner)
+                .map_err(ShareRefusal::InvalidSharingDocument)?;
+        let existing = observed.sharing_docs.get(&(end.database().to_string(), id.clone())).cloned().flatten();
+        if !existing.as_ref().is_some_and(|e| sharing_doc_matches(e, &body)) {
+            let mut body = body;
+            if let Some(rev) = existing.as_ref().and_then(|e| e.get("_rev")).cloned() {
+                body["_rev"] = rev;
+            }
+            steps.push(ShareStep::PutSharingDocument { end: end.clone(), id: id.clone(), body });
+        }
+        sharing_document_id = Some(id);
+    }
+    // Every document is checked before any is written: one that is someone else's refuses the
+    // whole pass.
+    for w in &wanted {
+        let existing =
+            observed.replication_docs.iter().find(|d| d.get("_id").and_then(Value::as_str) == Some(&w.spec.id));
+        match plan_replication(&w.spec, existing, intent.style)? {
+            ReplicationAction::Create(body) => steps.push(ShareStep::PutReplication { id: w.spec.id.clone(), body }),
+            ReplicationAction::Update { rev, mut body } => {
+                body["_rev"] = Value::String(rev);
+                steps.push(ShareStep::PutReplication { id: w.spec.id.clone(), body });
+            }
+            ReplicationAction::Keep => {}
+        }
+    }
+    let ids: Vec<String> = wanted.iter().map(|w| w.spec.id.clone()).collect();
+    for (id, rev) in stale_replications(&observed.replication_docs, &intent.owner, &ids) {
+        steps.push(ShareStep::DeleteReplication { id, rev });
+    }
+    let report = report(&wanted, observed, sharing_document_id);
+    let over_budget = intent
+        .budget
+        .filter(|total| i32::try_from(wanted.len()).unwrap_or(i32::MAX) > *total)
+        .map(|total| (wanted.len(), total));
+    let states: Vec<Option<&str>> = report.replications.iter().map(|r| r.state.as_deref()).collect();
+    let outcome = if !intent.waiting.is_empty() {
+        ShareOutcome::Waiting(format!(
+            "the per-user database of CouchUser(s) {} (selected by the fan-in)",
+            intent.waiting.join(", ")
+        ))
+    } else if wanted.is_empty() || replications_ready(&states, intent.continuous) {
+        ShareOutcome::Replicating
+    } else {
+        let error = report.replications.iter().find_map(|r| r.error.clone());
+        let message = match error {
+            Some(e) => format!("replication is {}: {e}", report.state),
+            None => format!("replication is {}", report.state),
+        };
+        let failing = matches!(report.state.as_str(), "failed" | "error" | "crashing");
+        ShareOutcome::Pending { reason: if failing { "ReplicationFailing" } else { "ReplicationPending" }, message }
+    };
+    Ok(SharePlan { steps, report: Some(report), outcome, over_budget })
+}
+
+/// The name CouchShare status gives a scheduler state.
+pub fn state_name(state: &ReplicationState) -> String {
+    match state {
+        ReplicationState::Initializing => "initializing".into(),
+        ReplicationState::Running => "running".into(),
+        ReplicationState::Pending => "pending".into(),
+        ReplicationState::Crashing => "crashing".into(),
+        ReplicationState::Failed => "failed".into(),
+        ReplicationState::Completed => "completed".into(),
+        ReplicationState::Error => "error".into(),
+        ReplicationState::Other(s) => s.clone(),
+    }
+}
+
+fn report(wanted: &[Wanted], observed: &ObservedShare, sharing_document_id: Option<String>) -> ShareReport {
+    let replications: Vec<ReplicationStatus> = wanted
+        .iter()
+        .map(|w| {
+            let s = observed.statuses.iter().find(|s| s.doc_id == w.spec.id);
+            let count = |n: u64| i64::try_from(n).ok();
+            ReplicationStatus {
+                id: w.spec.id.clone(),
+                source: w.from.clone(),
+                target: w.to.clone(),
+                state: s.and_then(|s| s.state.as_ref()).map(state_name),
+                docs_read: s.and_then(|s| count(s.info.docs_read)),
+                docs_written: s.and_then(|s| count(s.info.docs_written)),
+                doc_write_failures: s.and_then(|s| count(s.info.doc_write_failures)),
+                changes_pending: s.and_then(|s| s.info.changes_pending).and_then(count),
+                last_updated: s.and_then(|s| s.last_updated.clone()),
+                error: s.and_then(|s| s.info.error.clone()),
+            }
+        })
+        .collect();
+    let states: Vec<Option<&str>> = replications.iter().map(|r| r.state.as_deref()).collect();
+    let state = if states.is_empty() { "idle".to_string() } else { summary_state(&states) };
+    let changes_pending = replications.iter().filter_map(|r| r.changes_pending).reduce(|a, b| a + b);
+    ShareReport { replications, state, changes_pending, sharing_document_id }
+}
+
+#[cfg(test)]
+#[path = "pass_tests.rs"]
+mod tests;
