@@ -193,20 +193,53 @@ impl<K: Reconciled> Pass<K> {
         let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
         apply_status(&api, obj, self.current.as_ref(), &self.status).await?;
         let changed = was != condition_state(self.status.conditions(), condition::READY);
-        let mut notes = std::mem::take(&mut self.events);
-        match &result {
-            Ok(outcome) => {
-                notes.extend(outcome.events.iter().cloned());
-                notes.extend(outcome.on_transition.clone().filter(|_| changed));
-            }
-            Err(e) if changed => notes.push(Note::warning(e.reason(), e.to_string())),
-            Err(_) => {}
-        }
-        for note in notes {
+        for note in notes(std::mem::take(&mut self.events), &result, changed) {
             ctx.event(obj, note.warning, &note.reason, note.message).await;
         }
         let outcome = result?;
         ctx.reset_backoff(&object_key(obj));
         Ok(outcome.requeue)
+    }
+}
+
+/// The Events of a pass, in order: the pass's own, the outcome's, then the transition's when
+/// `Ready` changed.
+fn notes(mut events: Vec<Note>, result: &Result<Outcome, Error>, changed: bool) -> Vec<Note> {
+    match result {
+        Ok(outcome) => {
+            events.extend(outcome.events.iter().cloned());
+            events.extend(outcome.on_transition.clone().filter(|_| changed));
+        }
+        Err(e) if changed => events.push(Note::warning(e.reason(), e.to_string())),
+        Err(_) => {}
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons(notes: Vec<Note>) -> Vec<String> {
+        notes.into_iter().map(|n| n.reason).collect()
+    }
+
+    #[test]
+    fn events_only_on_transitions_besides_what_the_pass_did() {
+        let ok = || {
+            Ok(Outcome::new(NewCondition::ready("Ready", "ok"), Action::await_change())
+                .on_transition(Note::normal("Ready", "ok")))
+        };
+        let did = || ok().map(|o| o.with_event(Note::normal("Created", "created")));
+        let failed = || Err(Error::Waiting { what: "x".into() });
+        let own = || vec![Note::normal("ReplicationState", "running")];
+        assert!(reasons(notes(vec![], &ok(), false)).is_empty(), "nothing changed: no Event");
+        assert_eq!(reasons(notes(vec![], &ok(), true)), ["Ready"]);
+        assert_eq!(reasons(notes(vec![], &did(), false)), ["Created"], "what the pass did, transition or not");
+        assert_eq!(reasons(notes(vec![], &failed(), false)), Vec::<String>::new(), "the same failure again");
+        let first_failure = notes(vec![], &failed(), true);
+        assert!(first_failure[0].warning);
+        assert_eq!(reasons(first_failure), ["Waiting"]);
+        assert_eq!(reasons(notes(own(), &failed(), true)), ["ReplicationState", "Waiting"], "the pass's own first");
     }
 }
