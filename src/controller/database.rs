@@ -4,17 +4,20 @@
 
 use std::sync::Arc;
 
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
-use super::context::{Context, now, object_key};
+use super::context::Context;
 use super::error::Error;
 use super::finalize::reconcile_with_finalizer;
+/// Where share_revoke finds it.
+pub(crate) use super::finalize::within_grace;
 use super::servers::{Connected, resolve, resolve_for_cleanup, server_key};
-use super::status::{NewCondition, apply_status, condition_state, set_condition};
-use crate::api::{CouchDatabase, CouchDatabaseStatus, condition};
+use super::status::{NewCondition, apply_status};
+use super::tail::{Note, Outcome, Pass};
+use crate::api::{CouchDatabase, CouchDatabaseStatus};
 use crate::couch::{CouchClient, CreateDatabase};
 use crate::plan::database::{
     DatabaseIntent, DatabaseOutcome, DatabaseStep, DeletionStep, OWNER_DOC_ID, ObservedDatabase, Owner, plan_database,
@@ -115,52 +118,35 @@ async fn observe(
 async fn apply(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
     let ns = db.namespace().unwrap_or_default();
     let api: Api<CouchDatabase> = Api::namespaced(ctx.client.clone(), &ns);
-    let current = db.status.clone();
-    let mut status = current.clone().unwrap_or_default();
-    let was = condition_state(&status.conditions, condition::READY);
-    let result = ensure(&db, ctx, &api, &mut status).await;
-    status.observed_generation = db.metadata.generation;
-    let generation = db.metadata.generation;
-    match &result {
-        Ok(_) => {
-            // One message whatever this pass did (the Events say that): a status that changed
-            // with each pass's outcome would be written twice for every change.
-            let message = "database matches the declared state";
-            set_condition(&mut status.conditions, NewCondition::ready("Ready", message), generation, now());
+    let mut pass = Pass::begin(db.as_ref());
+    let result = ensure(&db, ctx, &api, &mut pass.status).await;
+    let written = matches!(&result, Ok((outcome, _)) if *outcome != DatabaseOutcome::Unchanged);
+    let action = pass.finish(ctx, db.as_ref(), result.map(|(outcome, name)| outcome_of(outcome, &name, ctx))).await?;
+    super::access::requeue_for_database(ctx, db.as_ref(), written);
+    Ok(action)
+}
+
+/// The tail's outcome: one message whatever this pass did (the Events say that), since a status
+/// that changed with each pass's outcome would be written twice for every change.
+fn outcome_of(outcome: DatabaseOutcome, name: &str, ctx: &Context) -> Outcome {
+    let ready = Outcome::new(
+        NewCondition::ready("Ready", "database matches the declared state"),
+        Action::requeue(ctx.resync()),
+    );
+    let did = match outcome {
+        DatabaseOutcome::Created => Note::normal("Created", format!("created database {name}")),
+        DatabaseOutcome::Adopted => Note::normal("Adopted", format!("adopted existing database {name}")),
+        DatabaseOutcome::Recreated => {
+            Note::normal("DriftRepaired", format!("database {name} was deleted out of band; recreated"))
         }
-        Err(e) => set_condition(&mut status.conditions, NewCondition::not_ready(e), generation, now()),
-    }
-    apply_status(&api, db.as_ref(), current.as_ref(), &status).await?;
-    let is = condition_state(&status.conditions, condition::READY);
-    match &result {
-        Ok((outcome, name)) => {
-            let event = match outcome {
-                DatabaseOutcome::Created => Some(("Created", format!("created database {name}"))),
-                DatabaseOutcome::Adopted => Some(("Adopted", format!("adopted existing database {name}"))),
-                DatabaseOutcome::Recreated => {
-                    Some(("DriftRepaired", format!("database {name} was deleted out of band; recreated")))
-                }
-                DatabaseOutcome::SecurityRestored => {
-                    Some(("SecurityApplied", format!("_security of {name} set to the declared state")))
-                }
-                DatabaseOutcome::Unchanged => {
-                    (was != is).then(|| ("Ready", format!("database {name} matches the declared state")))
-                }
-            };
-            if let Some((reason, note)) = event {
-                ctx.event(db.as_ref(), false, reason, note).await;
-            }
-            super::grant::requeue_for_database(ctx, db.as_ref(), *outcome != DatabaseOutcome::Unchanged);
-            ctx.reset_backoff(&object_key(db.as_ref()));
-            Ok(Action::requeue(ctx.resync()))
+        DatabaseOutcome::SecurityRestored => {
+            Note::normal("SecurityApplied", format!("_security of {name} set to the declared state"))
         }
-        Err(e) => {
-            if was != is {
-                ctx.event(db.as_ref(), true, e.reason(), e.to_string()).await;
-            }
-            Err(result.err().unwrap_or_else(|| Error::Finalizer("unreachable".into())))
+        DatabaseOutcome::Unchanged => {
+            return ready.on_transition(Note::normal("Ready", format!("database {name} matches the declared state")));
         }
-    }
+    };
+    ready.with_event(did)
 }
 
 /// Resolve → observe → plan → apply. Fills the observed fields of `status`.
@@ -189,7 +175,7 @@ async fn ensure(
     } else {
         None
     };
-    let grants = super::grant::grants_for_database(ctx, db, &server).await?;
+    let grants = super::access::grants_for_database(ctx, db, &server).await?;
     let shards = db.spec.shards.as_ref();
     let intent = DatabaseIntent {
         me: owner(db),
@@ -312,13 +298,4 @@ async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error>
         }
     }
     Ok(Action::await_change())
-}
-
-/// Whether a deletion that cannot reach CouchDB should keep trying.
-pub(crate) fn within_grace<K: Resource>(obj: &K, ctx: &Context) -> bool {
-    let Some(deleted) = obj.meta().deletion_timestamp.as_ref() else {
-        return true;
-    };
-    let age = jiff::Timestamp::now().duration_since(deleted.0);
-    age.as_secs_f64() < ctx.options.deletion_grace.as_secs_f64()
 }

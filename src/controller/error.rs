@@ -69,12 +69,24 @@ pub enum Error {
     /// (its `before_doc_update` check: an endpoint it cannot parse, another user's document).
     #[error("CouchDB refused the replication document: {0}")]
     ReplicationRefused(String),
-    /// The spec cannot be acted on (what admission could not check).
+    /// The spec cannot be acted on (what admission could not check). Only for what a change of
+    /// the resource's spec fixes: the reconciler waits for one.
     #[error("{0}")]
     InvalidSpec(String),
-    /// The TLS settings could not be used.
+    /// The TLS settings could not be used (a CA certificate that does not parse).
     #[error("TLS configuration: {0}")]
     Tls(String),
+    /// A CouchDB client could not be built for reasons that are not the spec's (the HTTP stack,
+    /// the TLS provider).
+    #[error("CouchDB client: {0}")]
+    ClientConfig(String),
+    /// The operator could not start (a port that cannot be bound).
+    #[error("startup: {0}")]
+    Startup(String),
+    /// The operator failed on its own data (a value it could not encode): a bug, never the
+    /// spec's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// CouchDB could not be reached.
     #[error("CouchDB at {url} is unreachable: {source}")]
     Unreachable {
@@ -132,6 +144,9 @@ impl Error {
             Error::RemoteUnusable(_) => "RemoteUnusable",
             Error::ReplicationRefused(_) => "ReplicationRefused",
             Error::Tls(_) => "InvalidTLS",
+            Error::ClientConfig(_) => "ClientConfigFailed",
+            Error::Startup(_) => "StartupFailed",
+            Error::Internal(_) => "InternalError",
             Error::Unreachable { .. } => "Unreachable",
             Error::Unauthorized(_) => "Unauthorized",
             Error::Couch { .. } => "CouchDBError",
@@ -159,6 +174,27 @@ impl Error {
         }
     }
 
+    /// Whether only a change of the resource helps (`Action::await_change()`): what the spec
+    /// says is wrong. Neither transient nor this: retried at the resync.
+    pub fn waits_for_change(&self) -> bool {
+        matches!(self, Error::InvalidSpec(_) | Error::InvalidSelector(_) | Error::Tls(_))
+    }
+
+    /// Maps a failure to build a CouchDB client: a bad URL is the spec's, a bad CA
+    /// certificate the TLS settings', anything else the client's own.
+    pub fn client_config(source: CouchError) -> Self {
+        let CouchError::InvalidConfig(message) = &source else {
+            return Error::ClientConfig(source.to_string());
+        };
+        if message.starts_with("CouchDB URL") {
+            Error::InvalidSpec(source.to_string())
+        } else if message.contains("CA") {
+            Error::Tls(message.clone())
+        } else {
+            Error::ClientConfig(message.clone())
+        }
+    }
+
     /// Maps a CouchDB error from `step`, telling an unreachable server apart.
     pub fn couch(step: &'static str, url: &str, source: CouchError) -> Self {
         if matches!(source, CouchError::Transport { .. }) {
@@ -174,5 +210,48 @@ impl Error {
 impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Self {
         Error::Kube(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_and_policies() {
+        // (error, reason, transient, waits for a change of the spec)
+        let cases: Vec<(Error, &str, bool, bool)> = vec![
+            (Error::InvalidSpec("x".into()), "InvalidSpec", false, true),
+            (Error::InvalidSelector("x".into()), "InvalidSelector", false, true),
+            (Error::Tls("x".into()), "InvalidTLS", false, true),
+            (Error::ClientConfig("x".into()), "ClientConfigFailed", false, false),
+            (Error::Startup("x".into()), "StartupFailed", false, false),
+            (Error::Internal("x".into()), "InternalError", false, false),
+            (Error::ConfigFailed("x".into()), "ConfigFailed", true, false),
+            (Error::Waiting { what: "x".into() }, "Waiting", true, false),
+            (Error::Finalizer("x".into()), "FinalizerError", true, false),
+            (Error::Leadership("x".into()), "LeadershipError", false, false),
+        ];
+        for (error, reason, transient, waits) in cases {
+            assert_eq!(error.reason(), reason, "{error:?}");
+            assert_eq!(error.is_transient(), transient, "{error:?}");
+            assert_eq!(error.waits_for_change(), waits, "{error:?}");
+            assert!(!(transient && waits), "{error:?}: one policy");
+        }
+    }
+
+    #[test]
+    fn client_build_failures_blame_the_right_part() {
+        let cases = [
+            ("CouchDB URL \"ftp://x\" must start with http:// or https://", "InvalidSpec"),
+            ("CA certificate PEM: bad base64", "InvalidTLS"),
+            ("the CA PEM holds no certificate", "InvalidTLS"),
+            ("HTTP client: builder error", "ClientConfigFailed"),
+            ("TLS: no protocol versions", "ClientConfigFailed"),
+        ];
+        for (message, reason) in cases {
+            let error = Error::client_config(CouchError::InvalidConfig(message.into()));
+            assert_eq!(error.reason(), reason, "{message}");
+        }
     }
 }

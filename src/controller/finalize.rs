@@ -1,6 +1,6 @@
 //! The step every reconciler with cleanup starts with: run apply or cleanup inside
 //! kube-runtime's `finalizer()`, in a span naming the object, with the finalizer's own errors
-//! mapped onto ours.
+//! mapped onto ours; and how long a cleanup keeps trying.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -85,4 +85,14 @@ where
     };
     let patch = serde_json::from_value(ops).map_err(|e| Error::Finalizer(e.to_string()))?;
     Ok(api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await?)
+}
+
+/// Whether a cleanup that cannot reach CouchDB should keep trying: until `deletion_grace` after
+/// the deletion mark, then it gives up with a `CleanupSkipped` Event.
+pub(crate) fn within_grace<K: Resource>(obj: &K, ctx: &Context) -> bool {
+    let Some(deleted) = obj.meta().deletion_timestamp.as_ref() else {
+        return true;
+    };
+    let age = jiff::Timestamp::now().duration_since(deleted.0);
+    age.as_secs_f64() < ctx.options.deletion_grace.as_secs_f64()
 }

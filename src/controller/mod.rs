@@ -1,8 +1,10 @@
 //! The operator: one kube-runtime `Controller` per kind, sharing a [`Context`]. The only
 //! module that holds both a Kubernetes client and a CouchDB client.
 
+mod access;
 mod audit;
 mod context;
+mod credentials;
 mod database;
 mod drift;
 mod error;
@@ -19,7 +21,9 @@ mod share_refs;
 mod share_revoke;
 mod share_user;
 mod status;
+mod tail;
 mod tenancy;
+mod unmanaged;
 mod user;
 mod watches;
 
@@ -110,7 +114,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &Error, ctx: 
         }
         tracing::warn!(object = %key, reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed");
         Action::requeue(delay)
-    } else if matches!(error, Error::InvalidSpec(_) | Error::InvalidSelector(_) | Error::Tls(_)) {
+    } else if error.waits_for_change() {
         tracing::warn!(object = %key, reason = error.reason(), error = %error, "invalid spec; waiting for a change");
         Action::await_change()
     } else {
@@ -195,7 +199,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let ready = Readiness::default();
     let bound = health::serve(config.health_addr, ready.clone())
         .await
-        .map_err(|e| Error::InvalidSpec(format!("cannot serve health endpoints on {}: {e}", config.health_addr)))?;
+        .map_err(|e| Error::Startup(format!("cannot serve health endpoints on {}: {e}", config.health_addr)))?;
     tracing::info!(address = %bound, "serving /healthz, /readyz and /metrics");
     // A standby is ready (it serves probes and waits); only the leader reconciles.
     ready.set(true);

@@ -102,10 +102,7 @@ pub async fn connect(ctx: &Context, server: &CouchServer) -> Result<CouchClient,
     config.retry =
         RetryPolicy { max_retries: 2, max_total_delay: std::time::Duration::from_secs(2), ..RetryPolicy::default() };
     let client = CouchClient::new(config)
-        .map_err(|e| match e {
-            crate::couch::CouchError::InvalidConfig(m) if m.contains("CA") => Error::Tls(m),
-            other => Error::InvalidSpec(other.to_string()),
-        })?
+        .map_err(Error::client_config)?
         .with_observer(std::sync::Arc::new(|r| super::metrics::metrics().couch_request(r)));
     ctx.couch_clients
         .lock()

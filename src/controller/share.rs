@@ -5,17 +5,17 @@
 use std::sync::Arc;
 
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 use serde_json::Value;
 
-use super::context::{Context, now, object_key};
+use super::context::Context;
 use super::error::Error;
 use super::finalize::reconcile_with_finalizer;
 use super::servers::{Connected, resolve, secret_value};
 use super::share_endpoints::{Consent, Place, Sources, managing_server, place_client, remote_client, sources, target};
 use super::share_refs::{owner, replicator_db};
-use super::status::{NewCondition, apply_status, condition_state, set_condition};
+use super::status::NewCondition;
+use super::tail::{Note, Outcome, Pass};
 use crate::api::{CouchShare, CouchShareStatus, ShareCredentials, condition};
 use crate::couch::CouchError;
 use crate::plan::share::{
@@ -30,79 +30,61 @@ pub async fn reconcile(share: Arc<CouchShare>, ctx: Arc<Context>) -> Result<Acti
 }
 
 async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
-    let ns = share.namespace().unwrap_or_default();
-    let api: Api<CouchShare> = Api::namespaced(ctx.client.clone(), &ns);
-    let current = share.status.clone();
-    let mut status = current.clone().unwrap_or_default();
-    let generation = share.metadata.generation;
-    status.observed_generation = generation;
-    let was = condition_state(&status.conditions, condition::READY);
+    let mut pass = Pass::begin(share.as_ref());
     // A revoked share is never resurrected: nothing is written again.
-    if status.revoked {
+    if pass.status.revoked {
         return Ok(Action::await_change());
     }
     if share.spec.revoke.as_ref().is_some_and(|r| r.revoked) {
         super::share_revoke::revoke(&share, ctx).await?;
-        status.revoked = true;
-        status.state = Some("revoked".into());
-        status.changes_pending = None;
-        status.replications.clear();
-        set_condition(
-            &mut status.conditions,
-            NewCondition {
-                type_: condition::READY,
-                status: false,
-                reason: "Revoked".into(),
-                message: "the share was revoked and cleaned up".into(),
-            },
-            generation,
-            now(),
-        );
-        apply_status(&api, share.as_ref(), current.as_ref(), &status).await?;
-        ctx.event(share.as_ref(), false, "Revoked", "replications stopped, sharing document removed".into()).await;
-        return Ok(Action::await_change());
+        pass.status.revoked = true;
+        pass.status.state = Some("revoked".into());
+        pass.status.changes_pending = None;
+        pass.status.replications.clear();
+        let revoked = NewCondition {
+            type_: condition::READY,
+            status: false,
+            reason: "Revoked".into(),
+            message: "the share was revoked and cleaned up".into(),
+        };
+        let outcome = Outcome::new(revoked, Action::await_change())
+            .with_event(Note::normal("Revoked", "replications stopped, sharing document removed"));
+        return pass.finish(ctx, share.as_ref(), Ok(outcome)).await;
     }
-    let result = pass(&share, ctx, &mut status).await;
+    let result = ensure(&share, ctx, &mut pass.status).await;
     // Not (or no longer) permitted: whatever ran while it was is stopped, in revocation order.
     if matches!(result, Err(Error::NotPermitted(_))) {
         super::share_revoke::withdraw(&share, ctx).await?;
-        status.replications.clear();
-        status.changes_pending = None;
-        status.sharing_document_id = None;
-        status.state = Some("stopped".into());
+        pass.status.replications.clear();
+        pass.status.changes_pending = None;
+        pass.status.sharing_document_id = None;
+        pass.status.state = Some("stopped".into());
     }
-    let (condition, action) = match &result {
-        Ok(Settled::Replicating) => (
+    let previous_state = pass.current().and_then(|s| s.state.clone());
+    if pass.status.state != previous_state
+        && let Some(state) = pass.status.state.clone()
+    {
+        let note = format!("replication is now {state}");
+        pass.events.push(if matches!(state.as_str(), "failed" | "error" | "crashing") {
+            Note::warning("ReplicationState", note)
+        } else {
+            Note::normal("ReplicationState", note)
+        });
+    }
+    let outcome = result.map(|settled| match settled {
+        Settled::Replicating => Outcome::new(
             NewCondition::ready("Replicating", "every replication is running or completed"),
             Action::requeue(ctx.resync()),
         ),
-        Ok(Settled::Pending { reason, message }) => (
-            NewCondition { type_: condition::READY, status: false, reason: (*reason).into(), message: message.clone() },
+        Settled::Pending { reason, message } => Outcome::new(
+            NewCondition { type_: condition::READY, status: false, reason: reason.into(), message },
             Action::requeue(std::time::Duration::from_secs(2).min(ctx.options.resync)),
         ),
-        Err(e) => (NewCondition::not_ready(e), Action::requeue(ctx.resync())),
-    };
-    set_condition(&mut status.conditions, condition, generation, now());
-    let previous_state = current.as_ref().and_then(|s| s.state.clone());
-    apply_status(&api, share.as_ref(), current.as_ref(), &status).await?;
-    if status.state != previous_state
-        && let Some(state) = &status.state
-    {
-        let warn = matches!(state.as_str(), "failed" | "error" | "crashing");
-        ctx.event(share.as_ref(), warn, "ReplicationState", format!("replication is now {state}")).await;
-    }
-    let is = condition_state(&status.conditions, condition::READY);
-    if was != is
-        && let Err(e) = &result
-    {
-        ctx.event(share.as_ref(), true, e.reason(), e.to_string()).await;
-    }
-    result?;
-    ctx.reset_backoff(&object_key(share.as_ref()));
-    Ok(action)
+    });
+    pass.finish(ctx, share.as_ref(), outcome).await
 }
 
-/// How a pass that did not fail ends (waiting is an error: it is retried with backoff).
+/// How a pass that did not fail ends.
 enum Settled {
     /// Every replication is running or completed, or there is nothing to replicate.
     Replicating,
@@ -118,8 +100,9 @@ fn refused(refusal: ShareRefusal) -> Error {
     }
 }
 
-/// One pass: observe, plan, execute, and the plan's status into `status`.
-async fn pass(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus) -> Result<Settled, Error> {
+/// One pass: observe, plan, execute, and the plan's status into `status`. Waiting is an error
+/// (retried with backoff), so a pass that returns ends replicating or pending.
+async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus) -> Result<Settled, Error> {
     let ns = share.namespace().unwrap_or_default();
     let me = owner(share);
     let sharing_body = share.spec.sharing_document.as_ref().map(|sd| sd.body.as_ref());

@@ -212,7 +212,7 @@ async fn take_unmanaged_access(
     };
     for place in places {
         if let Place::Local { database, managed: false, server } = place {
-            super::grant::write_unmanaged(ctx, connected, server, database, share.uid().as_deref()).await?;
+            super::unmanaged::write_unmanaged(ctx, connected, server, database, share.uid().as_deref()).await?;
         }
     }
     Ok(())
@@ -362,7 +362,7 @@ pub(crate) async fn cleanup(share: Arc<CouchShare>, ctx: &Context) -> Result<Act
                 .await;
             Ok(Action::await_change())
         }
-        Err(e) if e.is_transient() && super::database::within_grace(share.as_ref(), ctx) => Err(e),
+        Err(e) if e.is_transient() && super::finalize::within_grace(share.as_ref(), ctx) => Err(e),
         Err(e) => {
             ctx.event(share.as_ref(), true, "CleanupSkipped", format!("revocation incomplete: {e}")).await;
             Ok(Action::await_change())

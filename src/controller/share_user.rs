@@ -85,7 +85,7 @@ pub(crate) async fn access_missing(
                 continue;
             }
         } else {
-            super::grant::write_unmanaged(ctx, connected, server, database, None).await?;
+            super::unmanaged::write_unmanaged(ctx, connected, server, database, None).await?;
         }
         match as_user.database_info(database).await {
             Ok(_) => {}

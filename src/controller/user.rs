@@ -2,38 +2,33 @@
 //! write the credentials Secret (first, so a generated password is never lost) → write the
 //! user → ensure the per-user database → status.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
-use rand::Rng;
-use rand::distr::Alphanumeric;
-use serde_json::Value;
 
-use super::context::{Context, now, object_key};
+use super::context::Context;
+use super::credentials::{
+    OWNER_UID_ANNOTATION, apply_secret, desired_password, desired_secret, rotation_generation, secret_up_to_date,
+};
 use super::error::Error;
-use super::finalize::reconcile_with_finalizer;
-use super::servers::{Connected, resolve, resolve_for_cleanup, secret_value, server_key};
-use super::status::{FIELD_MANAGER, NewCondition, apply_status, condition_state, set_condition};
+use super::finalize::{reconcile_with_finalizer, within_grace};
+use super::servers::{Connected, resolve, resolve_for_cleanup, server_key};
+use super::status::NewCondition;
+use super::tail::{Note, Outcome, Pass};
 use crate::api::{CouchUser, CouchUserStatus, DeletionPolicy, condition};
 use crate::couch::{CouchClient, CouchError, UserDoc};
 use crate::plan::ownership::{self, Claim, Owner};
 use crate::plan::tenancy::TrustedAct;
 use crate::plan::user::{
-    DEFAULT_USERDB_PREFIX, OWNER_FIELD, ObservedUser, UserIntent, UserOutcome, credentials_data, password_fingerprint,
+    DEFAULT_USERDB_PREFIX, OWNER_FIELD, ObservedUser, UserIntent, UserOutcome, password_fingerprint,
     per_user_database_name, plan_user, with_owner,
 };
 
-/// Annotation on a credentials Secret: the rotation generation its generated password is for.
-pub const ROTATION_ANNOTATION: &str = "couchshare.io/rotation-generation";
-/// Annotation on a credentials Secret: the UID of the CouchUser that writes it.
-pub const OWNER_UID_ANNOTATION: &str = "couchshare.io/owner-uid";
-/// Length of generated passwords.
-pub const GENERATED_PASSWORD_LEN: usize = 40;
+/// Where the watches (`mod.rs`) find it.
+pub(crate) use super::credentials::credentials_secret_name;
 
 /// Reconciles one CouchUser.
 pub async fn reconcile(user: Arc<CouchUser>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -47,11 +42,6 @@ fn owner(user: &CouchUser) -> Owner {
         name: user.name_any(),
         uid: user.uid().unwrap_or_default(),
     }
-}
-
-/// Name of the credentials Secret: `spec.credentialsSecret.name` or `<name>-couchdb`.
-pub fn credentials_secret_name(user: &CouchUser) -> String {
-    user.spec.credentials_secret.name.clone().unwrap_or_else(|| format!("{}-couchdb", user.name_any()))
 }
 
 fn claim(user: &CouchUser) -> Claim {
@@ -70,93 +60,6 @@ fn earlier_claimant(user: &CouchUser, ctx: &Context) -> Option<Owner> {
         .map(|u| claim(&u))
         .collect::<Vec<_>>();
     ownership::earlier_claimant(&claim(user), others)
-}
-
-/// The password the user must have, and whether it was generated just now.
-struct Password {
-    value: String,
-    fresh: bool,
-}
-
-async fn desired_password(user: &CouchUser, ctx: &Context, existing: Option<&Secret>) -> Result<Password, Error> {
-    let ns = user.namespace().unwrap_or_default();
-    if let Some(source) = &user.spec.password {
-        let value = secret_value(ctx, &ns, &source.secret_ref.name, &source.secret_ref.key).await?;
-        if value.is_empty() {
-            return Err(Error::SecretKeyMissing {
-                namespace: ns,
-                name: source.secret_ref.name.clone(),
-                key: source.secret_ref.key.clone(),
-            });
-        }
-        return Ok(Password { value, fresh: false });
-    }
-    let generation = rotation_generation(user).to_string();
-    let reusable = existing.filter(|s| s.annotations().get(ROTATION_ANNOTATION) == Some(&generation)).and_then(|s| {
-        s.data.as_ref()?.get("password").and_then(|b| String::from_utf8(b.0.clone()).ok()).filter(|p| !p.is_empty())
-    });
-    match reusable {
-        Some(value) => Ok(Password { value, fresh: false }),
-        None => {
-            let value: String =
-                rand::rng().sample_iter(Alphanumeric).take(GENERATED_PASSWORD_LEN).map(char::from).collect();
-            Ok(Password { value, fresh: true })
-        }
-    }
-}
-
-fn rotation_generation(user: &CouchUser) -> i64 {
-    user.spec.rotation.as_ref().map(|r| r.generation).unwrap_or(0)
-}
-
-/// The Secret as the operator wants it: only the keys, labels and annotations it writes.
-fn desired_secret(user: &CouchUser, server_url: &str, username: &str, password: &str, userdb: Option<&str>) -> Secret {
-    let mut databases = user.spec.credentials_secret.databases.clone();
-    if let Some(db) = userdb {
-        databases.push(db.to_string());
-    }
-    let data: BTreeMap<String, ByteString> = credentials_data(server_url, username, password, &databases)
-        .into_iter()
-        .map(|(k, v)| (k, ByteString(v.into_bytes())))
-        .collect();
-    let mut labels = user.spec.credentials_secret.labels.clone();
-    labels.insert("app.kubernetes.io/managed-by".into(), "couchshare".into());
-    let mut annotations = user.spec.credentials_secret.annotations.clone();
-    annotations.insert("couchshare.io/owner".into(), format!("CouchUser/{}", user.name_any()));
-    annotations.insert(OWNER_UID_ANNOTATION.into(), user.uid().unwrap_or_default());
-    if user.spec.password.is_none() {
-        annotations.insert(ROTATION_ANNOTATION.into(), rotation_generation(user).to_string());
-    }
-    let mut secret = Secret { data: Some(data), type_: Some("Opaque".into()), ..Default::default() };
-    secret.metadata.name = Some(credentials_secret_name(user));
-    secret.metadata.labels = Some(labels);
-    secret.metadata.annotations = Some(annotations);
-    secret
-}
-
-/// Whether `existing` already carries everything `desired` does (extra keys, labels and
-/// annotations of others are not ours to judge).
-fn secret_up_to_date(existing: Option<&Secret>, desired: &Secret) -> bool {
-    let Some(existing) = existing else { return false };
-    let contains = |have: Option<&BTreeMap<String, String>>, want: Option<&BTreeMap<String, String>>| {
-        want.into_iter().flatten().all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
-    };
-    let data_ok = desired.data.iter().flatten().all(|(k, v)| existing.data.as_ref().and_then(|d| d.get(k)) == Some(v));
-    data_ok
-        && contains(existing.metadata.labels.as_ref(), desired.metadata.labels.as_ref())
-        && contains(existing.metadata.annotations.as_ref(), desired.metadata.annotations.as_ref())
-}
-
-/// Server-side applies the operator's part of the Secret under its field manager: keys,
-/// labels and annotations written by others are never removed.
-async fn apply_secret(ctx: &Context, ns: &str, secret: &Secret) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let mut body = serde_json::to_value(secret).map_err(|e| Error::InvalidSpec(format!("Secret: {e}")))?;
-    body["apiVersion"] = Value::String("v1".into());
-    body["kind"] = Value::String("Secret".into());
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
-    Ok(())
 }
 
 async fn observe_user(
@@ -218,65 +121,37 @@ async fn ensure_per_user_database(couch: &CouchClient, db: &str, username: &str,
 }
 
 async fn apply(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
-    let ns = user.namespace().unwrap_or_default();
-    let api: Api<CouchUser> = Api::namespaced(ctx.client.clone(), &ns);
-    let current = user.status.clone();
-    let mut status = current.clone().unwrap_or_default();
-    let was = condition_state(&status.conditions, condition::READY);
-    let result = ensure(&user, ctx, &mut status).await;
-    let generation = user.metadata.generation;
-    status.observed_generation = generation;
-    match &result {
-        Ok(_) => {
-            set_condition(
-                &mut status.conditions,
-                NewCondition::ready("Ready", "user matches the declared state"),
-                generation,
-                now(),
-            );
-            set_condition(
-                &mut status.conditions,
-                NewCondition {
-                    type_: condition::PASSWORD_SYNCED,
-                    status: true,
-                    reason: "PasswordSynced".into(),
-                    message: "CouchDB has the declared password".into(),
-                },
-                generation,
-                now(),
-            );
+    let mut pass = Pass::begin(user.as_ref());
+    let result = ensure(&user, ctx, &mut pass.status).await;
+    let result = result.map(|(outcome, username)| outcome_of(outcome, &username, ctx));
+    pass.finish(ctx, user.as_ref(), result).await
+}
+
+/// The tail's outcome: Ready and PasswordSynced, an Event for what the pass did, or for a
+/// transition when it did nothing.
+fn outcome_of(outcome: UserOutcome, username: &str, ctx: &Context) -> Outcome {
+    let synced = NewCondition {
+        type_: condition::PASSWORD_SYNCED,
+        status: true,
+        reason: "PasswordSynced".into(),
+        message: "CouchDB has the declared password".into(),
+    };
+    let ready =
+        Outcome::new(NewCondition::ready("Ready", "user matches the declared state"), Action::requeue(ctx.resync()))
+            .with_condition(synced);
+    let did = match outcome {
+        UserOutcome::Created => Note::normal("Created", format!("created user {username}")),
+        UserOutcome::Adopted => Note::normal("Adopted", format!("adopted existing user {username}")),
+        UserOutcome::Recreated => {
+            Note::normal("DriftRepaired", format!("user {username} was deleted out of band; recreated"))
         }
-        Err(e) => set_condition(&mut status.conditions, NewCondition::not_ready(e), generation, now()),
-    }
-    apply_status(&api, user.as_ref(), current.as_ref(), &status).await?;
-    let is = condition_state(&status.conditions, condition::READY);
-    match result {
-        Ok((outcome, username)) => {
-            let event = match outcome {
-                UserOutcome::Created => Some(("Created", format!("created user {username}"))),
-                UserOutcome::Adopted => Some(("Adopted", format!("adopted existing user {username}"))),
-                UserOutcome::Recreated => {
-                    Some(("DriftRepaired", format!("user {username} was deleted out of band; recreated")))
-                }
-                UserOutcome::PasswordChanged => Some(("PasswordChanged", format!("password of {username} changed"))),
-                UserOutcome::Updated => Some(("Updated", format!("user {username} updated to the declared roles"))),
-                UserOutcome::Unchanged => {
-                    (was != is).then(|| ("Ready", format!("user {username} matches the declared state")))
-                }
-            };
-            if let Some((reason, note)) = event {
-                ctx.event(user.as_ref(), false, reason, note).await;
-            }
-            ctx.reset_backoff(&object_key(user.as_ref()));
-            Ok(Action::requeue(ctx.resync()))
+        UserOutcome::PasswordChanged => Note::normal("PasswordChanged", format!("password of {username} changed")),
+        UserOutcome::Updated => Note::normal("Updated", format!("user {username} updated to the declared roles")),
+        UserOutcome::Unchanged => {
+            return ready.on_transition(Note::normal("Ready", format!("user {username} matches the declared state")));
         }
-        Err(e) => {
-            if was != is {
-                ctx.event(user.as_ref(), true, e.reason(), e.to_string()).await;
-            }
-            Err(e)
-        }
-    }
+    };
+    ready.with_event(did)
 }
 
 async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -> Result<(UserOutcome, String), Error> {
@@ -340,7 +215,10 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
         let mut doc = doc.unwrap_or_else(|| UserDoc::new(username.clone(), vec![], None));
         doc.roles = user.spec.roles.clone();
         doc.password = write.set_password.then(|| password.value.clone());
-        doc.extra.insert(OWNER_FIELD.into(), serde_json::to_value(&me).map_err(|e| Error::InvalidSpec(e.to_string()))?);
+        doc.extra.insert(
+            OWNER_FIELD.into(),
+            serde_json::to_value(&me).map_err(|e| Error::Internal(format!("encoding the owner record: {e}")))?,
+        );
         couch.put_user(&doc).await.map_err(|e| Error::couch("writing the user", &url, e))?;
         tracing::info!(username = %username, password_changed = write.set_password, "wrote user");
     }
@@ -416,7 +294,7 @@ async fn cleanup(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
             )
             .await
         }
-        Err(e) if e.is_transient() && super::database::within_grace(user.as_ref(), ctx) => return Err(e),
+        Err(e) if e.is_transient() && within_grace(user.as_ref(), ctx) => return Err(e),
         Err(e) => ctx.event(user.as_ref(), true, "CleanupSkipped", format!("user {username} not deleted: {e}")).await,
     }
     Ok(Action::await_change())

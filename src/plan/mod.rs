@@ -7,6 +7,7 @@ pub mod database;
 pub mod grant;
 pub mod ownership;
 pub mod security;
+pub mod server;
 pub mod share;
 pub mod tenancy;
 pub mod user;

@@ -1,0 +1,120 @@
+//! What grants (and shares) contribute to a database's `_security`: the part where the grant
+//! and database reconcilers meet. The database reconciler merges the contributions to the
+//! CouchDatabases it manages (their only writer); [`super::unmanaged`] writes them to the
+//! databases no CouchDatabase manages.
+
+use kube::{Resource, ResourceExt};
+
+use super::context::Context;
+use super::error::Error;
+use super::servers::{namespace_allowed, server_key};
+use super::status::condition_state;
+use super::tenancy::database_reference;
+use crate::api::{CouchDatabase, CouchGrant, CouchServer, UserDatabaseRef, condition};
+use crate::plan::security::GrantEntries;
+use crate::plan::tenancy::grant_needs;
+
+/// A grant's contribution, with the referenced CouchUsers that do not exist.
+pub(crate) struct Resolved {
+    pub entries: GrantEntries,
+    pub missing: Vec<String>,
+}
+
+/// Resolves a grant's users to CouchDB usernames, through the CouchUsers the watch knows.
+/// Users on another server than the database's count as missing.
+pub(crate) fn resolve_grant(grant: &CouchGrant, ctx: &Context, server: &(String, String)) -> Resolved {
+    let ns = grant.namespace().unwrap_or_default();
+    let mut names: Vec<String> = grant.spec.usernames.clone();
+    let mut missing = Vec::new();
+    let users = ctx.users.state();
+    for reference in &grant.spec.users {
+        let user_ns = reference.namespace.clone().unwrap_or_else(|| ns.clone());
+        let found = users.iter().find(|u| {
+            u.namespace().as_deref() == Some(user_ns.as_str())
+                && u.name_any() == reference.name
+                && u.metadata.deletion_timestamp.is_none()
+        });
+        match found {
+            Some(u) if &server_key(u.as_ref(), &u.spec.server_ref) == server => {
+                names.push(u.couch_username().to_string())
+            }
+            Some(_) => missing.push(format!("{user_ns}/{} (on another CouchServer)", reference.name)),
+            None => missing.push(format!("{user_ns}/{}", reference.name)),
+        }
+    }
+    names.sort();
+    names.dedup();
+    let mut roles = grant.spec.roles.clone();
+    roles.sort();
+    roles.dedup();
+    Resolved { entries: GrantEntries { access: grant.spec.access, names, roles }, missing }
+}
+
+/// Whether `grant` targets the CouchDatabase `db`.
+pub(crate) fn targets(grant: &CouchGrant, db: &CouchDatabase) -> bool {
+    let Some(name) = &grant.spec.database.name else { return false };
+    let grant_ns = grant.namespace().unwrap_or_default();
+    let ns = grant.spec.database.namespace.as_deref().unwrap_or(&grant_ns);
+    db.name_any() == *name && db.namespace().as_deref() == Some(ns)
+}
+
+/// The contributions of every live grant on a CouchDatabase whose namespace the server allows.
+pub(crate) async fn grants_for_database(
+    ctx: &Context,
+    db: &CouchDatabase,
+    server: &CouchServer,
+) -> Result<Vec<GrantEntries>, Error> {
+    let key = (server.namespace().unwrap_or_default(), server.name_any());
+    let mut out = Vec::new();
+    for grant in ctx.grants.state() {
+        if grant.metadata.deletion_timestamp.is_some() || !targets(&grant, db) {
+            continue;
+        }
+        let from = grant.namespace().unwrap_or_default();
+        // From another namespace, only with the database's consent: withdrawing it drops the entries.
+        if database_reference(db, &from, &grant_needs(grant.spec.access)).is_err()
+            || !namespace_allowed(ctx, server, &from).await?
+        {
+            continue;
+        }
+        out.push(resolve_grant(&grant, ctx, &key).entries);
+    }
+    // Shares with scoped credentials need their replication user as a member.
+    for share in ctx.shares.state() {
+        let from = share.namespace().unwrap_or_default();
+        if super::share_refs::wants_access(&share)
+            && super::share_refs::touches_database(&share, db)
+            && super::share_refs::database_permitted(&share, db)
+            && namespace_allowed(ctx, server, &from).await?
+        {
+            out.push(super::share_refs::contribution(&share));
+        }
+    }
+    Ok(out)
+}
+
+/// Requeues the grants on `db` after its reconciler merged them: all of them when it wrote
+/// `_security`, else those not Ready yet. Saves them waiting for their poll.
+pub(crate) fn requeue_for_database(ctx: &Context, db: &CouchDatabase, security_written: bool) {
+    let Some(trigger) = &ctx.grant_trigger else { return };
+    for grant in ctx.grants.state() {
+        let ready = grant.status.as_ref().is_some_and(|s| {
+            condition_state(&s.conditions, condition::READY).is_some_and(|(status, _)| status == "True")
+        });
+        if targets(&grant, db) && (security_written || !ready) {
+            let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(grant.as_ref()));
+        }
+    }
+}
+
+/// The CouchDatabases whose `_security` a grant feeds.
+pub(crate) fn database_refs(grant: &CouchGrant) -> Option<kube::runtime::reflector::ObjectRef<CouchDatabase>> {
+    let name = grant.spec.database.name.as_ref()?;
+    let ns = grant.spec.database.namespace.clone().or_else(|| grant.meta().namespace.clone())?;
+    Some(kube::runtime::reflector::ObjectRef::new(name).within(&ns))
+}
+
+/// The namespace of the CouchUser a `userDatabase` reference names.
+pub(crate) fn user_ns(grant_ns: &str, reference: &UserDatabaseRef) -> String {
+    reference.namespace.clone().unwrap_or_else(|| grant_ns.to_string())
+}

@@ -1,0 +1,273 @@
+//! What the CouchServer reconciler does with a server, decided from what it read: finish a
+//! cluster formed by a seedlist alone, create missing system databases, write the declared
+//! configuration values a node lacks, and the status — nodes, membership health, the
+//! replication budget, what the server cannot do. Pure: the controller reads, this decides.
+
+use std::collections::BTreeMap;
+
+use super::cluster::{ClusterPlan, NodeSettings, ObservedCluster, plan_cluster};
+use super::config::{ConfigKey, ConfigLayout, config_changes, desired_config, display_key, replication_budget};
+use crate::api::{MembershipStatus, NodeConfigFailure, ReplicationBudget, ServerConfig};
+use crate::couch::{Capabilities, Membership, ServerInfo};
+
+/// System databases CouchDB needs and a fresh single node or cluster lacks until set up.
+pub const SYSTEM_DATABASES: [&str; 3] = ["_users", "_replicator", "_global_changes"];
+
+/// How often a cluster's membership is looked at (nothing reports a node leaving).
+pub const CLUSTER_POLL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a degraded cluster is looked at, so it turns healthy soon after the node returns.
+pub const DEGRADED_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the spec asks of the server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerIntent<'a> {
+    /// `spec.config`.
+    pub config: Option<&'a ServerConfig>,
+}
+
+/// What to read before planning: the declared keys, on the nodes that hold a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigReads {
+    /// Every node with `/_node/{node}/_config`; the first only without it (one configuration
+    /// for the whole server).
+    pub nodes: Vec<String>,
+    /// The declared values.
+    pub desired: BTreeMap<ConfigKey, String>,
+}
+
+/// The nodes a server reports: `cluster_nodes`, or `all_nodes` when that is empty.
+pub fn server_nodes(membership: &Membership) -> Vec<String> {
+    if membership.cluster_nodes.is_empty() { membership.all_nodes.clone() } else { membership.cluster_nodes.clone() }
+}
+
+/// Which configuration the controller reads, and where.
+pub fn config_reads(intent: &ServerIntent, caps: &Capabilities, membership: &Membership) -> ConfigReads {
+    let layout = if caps.node_config { ConfigLayout::Clustered } else { ConfigLayout::Legacy };
+    let desired = intent.config.map(|c| desired_config(c, layout)).unwrap_or_default();
+    let nodes = server_nodes(membership);
+    let nodes = if caps.node_config { nodes } else { nodes.into_iter().take(1).collect() };
+    ConfigReads { nodes, desired }
+}
+
+/// What the controller read from the server.
+#[derive(Debug, Clone)]
+pub struct ObservedServer {
+    /// `GET /`.
+    pub info: ServerInfo,
+    /// `/_membership`.
+    pub membership: Membership,
+    /// System databases that do not exist.
+    pub missing_system_databases: Vec<String>,
+    /// Fingerprints of each answering node's cluster settings; read only on a cluster of more
+    /// than one node.
+    pub cluster_settings: BTreeMap<String, NodeSettings>,
+    /// The declared keys' values on each node of [`ConfigReads::nodes`], or why the node could
+    /// not be read.
+    pub node_config: BTreeMap<String, Result<BTreeMap<ConfigKey, Option<String>>, String>>,
+    /// `replicator/max_jobs` on the first configuration node, when it could be read.
+    pub max_jobs: Option<String>,
+    /// Replications couchshare's shares run on this server.
+    pub replications_used: i32,
+}
+
+/// One thing to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerStep {
+    /// `POST /_cluster_setup {"action": "finish_cluster"}`, and why.
+    FinishCluster(String),
+    /// Create these system databases ("already exists" is success).
+    CreateSystemDatabases(Vec<String>),
+    /// Write one configuration value on one node.
+    SetConfig {
+        /// The node.
+        node: String,
+        /// `(section, key)`.
+        key: ConfigKey,
+        /// The value.
+        value: String,
+    },
+}
+
+/// The `Degraded` condition, before timestamps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Degraded {
+    /// Some node is missing or silent.
+    pub status: bool,
+    /// `NodesMissing`, `AllNodesConnected` or `SingleNode`.
+    pub reason: &'static str,
+    /// Message for people.
+    pub message: String,
+}
+
+/// The status once the steps are done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedServerStatus {
+    /// Vendor, version and features from `GET /`.
+    pub info: ServerInfo,
+    /// What the server cannot do, named as in the status.
+    pub unsupported: Vec<String>,
+    /// The server's nodes.
+    pub nodes: Vec<String>,
+    /// Every declared key (`section/key`); the controller drops those that failed.
+    pub declared: Vec<String>,
+    /// Nodes whose configuration could not be read: every declared key failed there.
+    pub failures: Vec<NodeConfigFailure>,
+    /// `max_jobs` (as the first configuration node has it after the steps) × nodes.
+    pub budget: ReplicationBudget,
+    /// Membership health, on a cluster.
+    pub membership: Option<MembershipStatus>,
+    /// The `Degraded` condition.
+    pub degraded: Degraded,
+    /// Why the cluster is finished in this pass (for the Event).
+    pub finished_now: Option<String>,
+    /// When to look again (`None`: the resync).
+    pub poll: Option<std::time::Duration>,
+}
+
+impl PlannedServerStatus {
+    /// The `Ready=True` message.
+    pub fn connected_message(&self) -> String {
+        format!(
+            "connected to {} {} ({} node{})",
+            self.info.vendor.as_deref().unwrap_or("CouchDB-compatible server"),
+            self.info.version,
+            self.nodes.len(),
+            if self.nodes.len() == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// The steps and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerPlan {
+    /// Steps in order.
+    pub steps: Vec<ServerStep>,
+    /// The status they lead to.
+    pub status: PlannedServerStatus,
+}
+
+/// Decides what to do with a server.
+pub fn plan_server(intent: &ServerIntent, observed: &ObservedServer) -> ServerPlan {
+    let caps = observed.info.capabilities();
+    let reads = config_reads(intent, &caps, &observed.membership);
+    let nodes = server_nodes(&observed.membership);
+    let cluster = (observed.membership.cluster_nodes.len() > 1).then(|| {
+        plan_cluster(&ObservedCluster {
+            cluster_nodes: observed.membership.cluster_nodes.clone(),
+            all_nodes: observed.membership.all_nodes.clone(),
+            missing_system_databases: observed.missing_system_databases.clone(),
+            settings: observed.cluster_settings.clone(),
+        })
+    });
+    let finished_now = cluster.as_ref().and_then(|c| c.finish.clone());
+    let mut steps = Vec::new();
+    // Finishing a cluster creates the system databases; otherwise (a single node, or a cluster
+    // waiting for a node) they are created one by one.
+    match &finished_now {
+        Some(why) => steps.push(ServerStep::FinishCluster(why.clone())),
+        None if !observed.missing_system_databases.is_empty() => {
+            steps.push(ServerStep::CreateSystemDatabases(observed.missing_system_databases.clone()))
+        }
+        None => {}
+    }
+    let mut failures = Vec::new();
+    for node in &reads.nodes {
+        match observed.node_config.get(node) {
+            Some(Ok(values)) => steps.extend(
+                config_changes(&reads.desired, values).into_iter().map(|(key, value)| ServerStep::SetConfig {
+                    node: node.clone(),
+                    key,
+                    value,
+                }),
+            ),
+            Some(Err(message)) => failures.extend(reads.desired.keys().map(|k| NodeConfigFailure {
+                node: node.clone(),
+                key: display_key(k),
+                message: message.clone(),
+            })),
+            None => {}
+        }
+    }
+    let max_jobs_key: ConfigKey = ("replicator".into(), "max_jobs".into());
+    let first = reads.nodes.first();
+    let max_jobs = steps
+        .iter()
+        .find_map(|s| match s {
+            ServerStep::SetConfig { node, key, value } if Some(node) == first && *key == max_jobs_key => {
+                Some(value.clone())
+            }
+            _ => None,
+        })
+        .or_else(|| observed.max_jobs.clone());
+    let (per_node, total) = replication_budget(max_jobs.as_deref(), nodes.len());
+    let budget = ReplicationBudget {
+        max_jobs_per_node: per_node,
+        nodes: i32::try_from(nodes.len()).unwrap_or(i32::MAX),
+        total,
+        used: observed.replications_used,
+    };
+    let degraded = degraded(cluster.as_ref());
+    let poll = match (degraded.status, cluster.is_some()) {
+        (true, _) => Some(DEGRADED_POLL),
+        (false, true) => Some(CLUSTER_POLL),
+        (false, false) => None,
+    };
+    let status = PlannedServerStatus {
+        unsupported: unsupported(&caps),
+        info: observed.info.clone(),
+        nodes,
+        declared: reads.desired.keys().map(display_key).collect(),
+        failures,
+        budget,
+        membership: cluster.as_ref().map(|c| MembershipStatus {
+            missing_nodes: c.health.missing.clone(),
+            silent_nodes: c.health.silent.clone(),
+            finished: c.finish_waits.is_none(),
+        }),
+        degraded,
+        finished_now,
+        poll,
+    };
+    ServerPlan { steps, status }
+}
+
+fn degraded(cluster: Option<&ClusterPlan>) -> Degraded {
+    let health = cluster.map(|c| c.health.clone()).unwrap_or_default();
+    match cluster {
+        _ if health.degraded() => Degraded {
+            status: true,
+            reason: "NodesMissing",
+            message: match cluster.and_then(|c| c.finish_waits.as_ref()) {
+                Some(why) => format!("{}; finishing the cluster waits for them ({why})", health.message()),
+                None => health.message(),
+            },
+        },
+        Some(_) => Degraded { status: false, reason: "AllNodesConnected", message: health.message() },
+        None => Degraded { status: false, reason: "SingleNode", message: "a single node".into() },
+    }
+}
+
+/// The declared keys that did not fail, for `status.appliedConfig`.
+pub fn applied_config(declared: &[String], failures: &[NodeConfigFailure]) -> Vec<String> {
+    let failed: std::collections::BTreeSet<&str> = failures.iter().map(|f| f.key.as_str()).collect();
+    declared.iter().filter(|k| !failed.contains(k.as_str())).cloned().collect()
+}
+
+/// The capabilities this server lacks, named as in the status.
+pub fn unsupported(caps: &Capabilities) -> Vec<String> {
+    let flags = [
+        ("scheduler", caps.scheduler),
+        ("nodeConfig", caps.node_config),
+        ("purge", caps.purge),
+        ("selectorReplication", caps.selector_replication),
+        ("authObjectInEndpoints", caps.auth_object_in_endpoints),
+        ("partitioned", caps.partitioned),
+        ("perUserDatabases", caps.peruser),
+        ("dbUpdates", caps.db_updates),
+    ];
+    flags.iter().filter(|(_, has)| !has).map(|(name, _)| name.to_string()).collect()
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
