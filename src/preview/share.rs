@@ -91,11 +91,12 @@ fn endpoints(m: &Manifests, share: &CouchShare) -> Result<Endpoints, String> {
 }
 
 /// A replication document with what the dry run cannot know taken out: credentials, the
-/// fingerprint over them, CouchDB's own `_` fields.
+/// fingerprint over them, and what CouchDB adds itself (`_` fields; `owner`, the writer the
+/// replicator records).
 fn without_credentials(doc: &Value) -> Value {
     let mut doc = doc.clone();
     if let Some(map) = doc.as_object_mut() {
-        map.retain(|k, _| !k.starts_with('_') && k != SPEC_HASH_FIELD);
+        map.retain(|k, _| !k.starts_with('_') && k != SPEC_HASH_FIELD && k != "owner");
         for end in ["source", "target"] {
             if let Some(e) = map.get_mut(end).and_then(Value::as_object_mut) {
                 e.remove("auth");
