@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use super::context::{Context, keep_task, server_exists};
+use super::keys::ServerKey;
 use super::servers::server_key;
 use crate::api::CouchServer;
 use crate::couch::CouchClient;
@@ -24,7 +24,7 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     if rate <= 0.0 || !couch.capabilities().await.is_ok_and(|c| c.db_updates) {
         return;
     }
-    let server_ref = (server.namespace().unwrap_or_default(), server.name_any());
+    let server_ref = ServerKey::of(server);
     let databases = ctx.databases.clone();
     let servers = ctx.servers.clone();
     let recorded = ctx.security.clone();
@@ -45,18 +45,18 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                     .collect();
                 for db in cycle {
                     let name = db.couch_name().to_string();
-                    let key = (server_ref.0.clone(), server_ref.1.clone(), name.clone());
+                    let key = (server_ref.clone(), name.clone());
                     // Only what a reconcile left in this process: it is the declared state right now.
                     let Some(want) = recorded.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned() else {
                         continue;
                     };
                     tokio::time::sleep(pause).await;
                     audited += 1;
-                    super::metrics::metrics().security_audited(&server_ref.0, &server_ref.1);
+                    super::metrics::metrics().security_audited(&server_ref.namespace, &server_ref.name);
                     match couch.security(&name).await {
                         Ok(actual) if !security_matches(&actual, &want) => {
                             tracing::info!(database = %name, "_security differs from the declared state; requeueing");
-                            super::metrics::metrics().security_drift(&server_ref.0, &server_ref.1);
+                            super::metrics::metrics().security_drift(&server_ref.namespace, &server_ref.name);
                             let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
                         }
                         Ok(_) => {}
@@ -64,8 +64,8 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                     }
                 }
                 super::metrics::metrics().security_audit_cycle(
-                    &server_ref.0,
-                    &server_ref.1,
+                    &server_ref.namespace,
+                    &server_ref.name,
                     started.elapsed(),
                     audited,
                 );

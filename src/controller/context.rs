@@ -14,6 +14,8 @@ use rand::Rng;
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use crate::couch::CouchClient;
 
+use super::keys::ServerKey;
+
 /// Tunables of the operator process.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -60,7 +62,7 @@ pub(crate) struct CachedClient {
 
 /// The `_security` each managed database was last brought to, by server namespace, server name
 /// and database.
-pub(crate) type RecordedSecurity = HashMap<(String, String, String), crate::couch::Security>;
+pub(crate) type RecordedSecurity = HashMap<(ServerKey, String), crate::couch::Security>;
 
 /// A running per-server task (the `_db_updates` follower, the `_security` audit) and what it
 /// was started for (URL and server UID).
@@ -69,12 +71,12 @@ pub(crate) type Follower = (String, tokio::task::JoinHandle<()>);
 /// Keeps one task per CouchServer in `tasks`: a running one started for the same URL and UID
 /// stays, one started for another URL or UID (or finished) is replaced by `start()`.
 pub(crate) fn keep_task(
-    tasks: &Mutex<HashMap<(String, String), Follower>>,
+    tasks: &Mutex<HashMap<ServerKey, Follower>>,
     server: &CouchServer,
     start: impl FnOnce() -> tokio::task::JoinHandle<()>,
 ) {
     use kube::ResourceExt;
-    let key = (server.namespace().unwrap_or_default(), server.name_any());
+    let key = ServerKey::of(server);
     let fingerprint = format!("{}|{}", server.spec.url, server.uid().unwrap_or_default());
     let mut tasks = tasks.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((fp, handle)) = tasks.get(&key) {
@@ -87,9 +89,8 @@ pub(crate) fn keep_task(
 }
 
 /// Whether the CouchServer `key` still exists: a per-server task ends when it does not.
-pub(crate) fn server_exists(servers: &Store<CouchServer>, key: &(String, String)) -> bool {
-    use kube::ResourceExt;
-    servers.state().iter().any(|s| (s.namespace().unwrap_or_default(), s.name_any()) == *key)
+pub(crate) fn server_exists(servers: &Store<CouchServer>, key: &ServerKey) -> bool {
+    servers.state().iter().any(|s| ServerKey::of(s) == *key)
 }
 
 /// The controllers' caches of every watched object, for lookups across kinds.
@@ -136,9 +137,9 @@ pub struct Context {
     /// Requeues CouchGrants when their database's reconciler has merged them into `_security`.
     pub(crate) grant_trigger: Option<GrantTrigger>,
     /// One `_db_updates` follower per CouchServer, with what it was started for.
-    pub(crate) followers: Mutex<HashMap<(String, String), Follower>>,
+    pub(crate) followers: Mutex<HashMap<ServerKey, Follower>>,
     /// One `_security` auditor per CouchServer, with what it was started for.
-    pub(crate) auditors: Mutex<HashMap<(String, String), Follower>>,
+    pub(crate) auditors: Mutex<HashMap<ServerKey, Follower>>,
     failures: Mutex<HashMap<String, u32>>,
     /// The `_security` each managed database was last brought to by its reconciler, by
     /// server namespace, server name and database: grants check themselves against it
@@ -146,7 +147,7 @@ pub struct Context {
     pub(crate) security: std::sync::Arc<Mutex<RecordedSecurity>>,
     /// Databases this process created, by server namespace, server name and database, until
     /// `_db_updates` reports their creation: that event is ours, not drift.
-    pub(crate) created_here: std::sync::Arc<Mutex<std::collections::HashSet<(String, String, String)>>>,
+    pub(crate) created_here: std::sync::Arc<Mutex<std::collections::HashSet<(ServerKey, String)>>>,
     /// `_scheduler/docs` per server and replicator database, read at most once per
     /// [`SCHEDULER_TTL`] however many shares ask.
     scheduler: tokio::sync::Mutex<HashMap<String, SchedulerRead>>,
@@ -229,24 +230,20 @@ impl Context {
     }
 
     /// Records the `_security` a database reconciler left `database` on `server` with.
-    pub(crate) fn record_security(&self, server: &(String, String), database: &str, security: crate::couch::Security) {
-        let key = (server.0.clone(), server.1.clone(), database.to_string());
+    pub(crate) fn record_security(&self, server: &ServerKey, database: &str, security: crate::couch::Security) {
+        let key = (server.clone(), database.to_string());
         self.security.lock().unwrap_or_else(|e| e.into_inner()).insert(key, security);
     }
 
     /// The `_security` recorded for `database` on `server`, if its reconciler ran in this process.
-    pub(crate) fn recorded_security(
-        &self,
-        server: &(String, String),
-        database: &str,
-    ) -> Option<crate::couch::Security> {
-        let key = (server.0.clone(), server.1.clone(), database.to_string());
+    pub(crate) fn recorded_security(&self, server: &ServerKey, database: &str) -> Option<crate::couch::Security> {
+        let key = (server.clone(), database.to_string());
         self.security.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
     }
 
     /// Notes that this process is creating `database` on `server`, when a `_db_updates`
     /// follower runs for it (it takes the note back when the creation event arrives).
-    pub(crate) fn note_created(&self, server: &(String, String), database: &str) {
+    pub(crate) fn note_created(&self, server: &ServerKey, database: &str) {
         let following = self
             .followers
             .lock()
@@ -254,14 +251,14 @@ impl Context {
             .get(server)
             .is_some_and(|(_, handle)| !handle.is_finished());
         if following {
-            let key = (server.0.clone(), server.1.clone(), database.to_string());
+            let key = (server.clone(), database.to_string());
             self.created_here.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
         }
     }
 
     /// Forgets the `_security` of a database (deleted, or its reconcile failed).
-    pub(crate) fn forget_security(&self, server: &(String, String), database: &str) {
-        let key = (server.0.clone(), server.1.clone(), database.to_string());
+    pub(crate) fn forget_security(&self, server: &ServerKey, database: &str) {
+        let key = (server.clone(), database.to_string());
         self.security.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     }
 

@@ -72,7 +72,7 @@ struct Observation {
 
 async fn observe(
     couch: &CouchClient,
-    server: &(String, String),
+    server: &super::ServerKey,
     name: &str,
     url: &str,
     ctx: &Context,

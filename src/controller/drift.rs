@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::context::{Context, jitter, keep_task, server_exists};
+use super::keys::ServerKey;
 use super::servers::server_key;
 use crate::api::{CouchDatabase, CouchServer};
 use crate::couch::{CouchClient, DbUpdatesQuery, FeedMode};
@@ -22,7 +22,7 @@ pub type DatabaseTrigger = UnboundedSender<ObjectRef<CouchDatabase>>;
 /// URL replaces it).
 pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     let Some(trigger) = ctx.database_trigger.clone() else { return };
-    let server_ref = (server.namespace().unwrap_or_default(), server.name_any());
+    let server_ref = ServerKey::of(server);
     let databases = ctx.databases.clone();
     let created_here = ctx.created_here.clone();
     let servers = ctx.servers.clone();
@@ -47,7 +47,7 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                                 continue;
                             }
                             // The creation of a database this process just created is not drift.
-                            let ours = (server_ref.0.clone(), server_ref.1.clone(), update.db_name.clone());
+                            let ours = (server_ref.clone(), update.db_name.clone());
                             if update.kind == "created"
                                 && created_here.lock().unwrap_or_else(|e| e.into_inner()).remove(&ours)
                             {

@@ -32,7 +32,7 @@ pub(crate) struct Resolved {
 
 /// Resolves a grant's users to CouchDB usernames, through the CouchUsers the watch knows.
 /// Users on another server than the database's count as missing.
-pub(crate) fn resolve_grant(grant: &CouchGrant, ctx: &Context, server: &(String, String)) -> Resolved {
+pub(crate) fn resolve_grant(grant: &CouchGrant, ctx: &Context, server: &super::ServerKey) -> Resolved {
     let ns = grant.namespace().unwrap_or_default();
     let mut names: Vec<String> = grant.spec.usernames.clone();
     let mut missing = Vec::new();
@@ -74,7 +74,7 @@ pub(crate) async fn grants_for_database(
     db: &CouchDatabase,
     server: &CouchServer,
 ) -> Result<Vec<GrantEntries>, Error> {
-    let key = (server.namespace().unwrap_or_default(), server.name_any());
+    let key = super::ServerKey::of(server);
     let mut out = Vec::new();
     for grant in ctx.grants.state() {
         if grant.metadata.deletion_timestamp.is_some() || !targets(&grant, db) {
@@ -119,8 +119,7 @@ pub(crate) fn requeue_for_database(ctx: &Context, db: &CouchDatabase, security_w
 
 /// The absolute reference of a CouchDatabase's server.
 fn server_of(db: &CouchDatabase) -> ServerRef {
-    let (namespace, name) = server_key(db, &db.spec.server_ref);
-    ServerRef { name, namespace: Some(namespace) }
+    server_key(db, &db.spec.server_ref).to_ref()
 }
 
 /// Reconciles one CouchGrant.
@@ -227,7 +226,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
         database_reference(&db, &ns, &grant_needs(grant.spec.access))?;
         let server_ref = server_of(&db);
         let connected = resolve(ctx, &ns, &server_ref).await?;
-        let key = (server_ref.namespace.clone().unwrap_or_default(), server_ref.name.clone());
+        let key = super::ServerKey::referenced(db.as_ref(), &server_ref);
         let resolved = resolve_grant(grant, ctx, &key);
         record(status, &resolved, db.couch_name());
         let Some(couch_name) = db.status.as_ref().and_then(|s| s.couch_name.clone()) else {
@@ -263,7 +262,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
         let user = user_of(ctx, &ns, reference).await?;
         user_database_reference(&user, &ns, &grant_needs(grant.spec.access))?;
         let key = server_key(user.as_ref(), &user.spec.server_ref);
-        let connected = resolve(ctx, &ns, &ServerRef { name: key.1.clone(), namespace: Some(key.0.clone()) }).await?;
+        let connected = resolve(ctx, &ns, &key.to_ref()).await?;
         let couch_name =
             user.status.as_ref().and_then(|s| s.per_user_database.clone()).ok_or_else(|| Error::Waiting {
                 what: format!("the per-user database of CouchUser {}/{}", user_ns(&ns, reference), reference.user),
@@ -314,7 +313,7 @@ async fn user_of(ctx: &Context, grant_ns: &str, reference: &UserDatabaseRef) -> 
 async fn couch_name_refusal(
     ctx: &Context,
     server: &CouchServer,
-    key: &(String, String),
+    key: &super::ServerKey,
     couch_name: &str,
     from: &str,
 ) -> Result<Option<Refused>, Error> {
@@ -327,7 +326,7 @@ async fn couch_name_refusal(
 
 /// Asks the reconciler of the CouchDatabase naming `couch_name` on `server` to rewrite its
 /// `_security` (it is its only writer, and drops what no permitted grant contributes).
-fn requeue_managers(ctx: &Context, server: &(String, String), couch_name: &str) {
+fn requeue_managers(ctx: &Context, server: &super::ServerKey, couch_name: &str) {
     let Some(trigger) = &ctx.database_trigger else { return };
     for db in ctx.databases.state() {
         if db.couch_name() == couch_name && &server_key(db.as_ref(), &db.spec.server_ref) == server {
@@ -342,7 +341,7 @@ async fn contributes_to(
     ctx: &Context,
     grant: &CouchGrant,
     connected: &super::servers::Connected,
-    server: &(String, String),
+    server: &super::ServerKey,
     couch_name: &str,
 ) -> Result<bool, Error> {
     let from = grant.namespace().unwrap_or_default();
@@ -376,12 +375,12 @@ fn record(status: &mut CouchGrantStatus, resolved: &Resolved, database: &str) {
 pub(crate) async fn write_unmanaged(
     ctx: &Context,
     connected: &super::servers::Connected,
-    server: &(String, String),
+    server: &super::ServerKey,
     couch_name: &str,
     leaving: Option<&str>,
 ) -> Result<(), Error> {
     let url = connected.server.spec.url.clone();
-    let lock = ctx.database_lock(&format!("{}/{}/{couch_name}", server.0, server.1));
+    let lock = ctx.database_lock(&format!("{server}/{couch_name}"));
     let _held = lock.lock().await;
     let mut contributions = Vec::new();
     for g in ctx.grants.state() {
@@ -429,8 +428,7 @@ async fn cleanup(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error>
             else {
                 return Ok(Action::await_change());
             };
-            let (namespace, server) = server_key(user.as_ref(), &user.spec.server_ref);
-            (name, ServerRef { name: server, namespace: Some(namespace) })
+            (name, server_key(user.as_ref(), &user.spec.server_ref).to_ref())
         }
     };
     let (couch_name, server_ref) = (&couch_name, &server_ref);

@@ -9,6 +9,7 @@ mod error;
 mod finalize;
 mod grant;
 mod health;
+mod keys;
 mod leader;
 mod metrics;
 mod server;
@@ -37,6 +38,7 @@ use kube::{Client, Resource, ResourceExt};
 pub use context::{Context, DEFAULT_SECURITY_AUDIT_RATE, Options};
 pub use error::Error;
 pub use health::Readiness;
+pub use keys::ServerKey;
 pub use leader::LeaderElection;
 pub use server::SYSTEM_DATABASES;
 
@@ -178,13 +180,13 @@ fn uses_user_database(share: &CouchShare, user: &CouchUser) -> bool {
 
 /// Whether a grant names a database on this server directly (`couchName`): the server's trust
 /// decides whether it may.
-fn grant_on_server(grant: &CouchGrant, key: &(String, String)) -> bool {
+fn grant_on_server(grant: &CouchGrant, key: &ServerKey) -> bool {
     grant.spec.database.server_ref.as_ref().is_some_and(|r| &servers::server_key(grant, r) == key)
 }
 
 /// Whether a share runs (or ran) on this server: its allowed and trusted namespaces matter.
-fn share_on_server(share: &CouchShare, key: &(String, String)) -> bool {
-    let recorded = share.status.as_ref().and_then(|s| s.server.as_deref()) == Some(&format!("{}/{}", key.0, key.1));
+fn share_on_server(share: &CouchShare, key: &ServerKey) -> bool {
+    let recorded = share.status.as_ref().and_then(|s| s.server.as_deref()) == Some(&key.to_string());
     recorded || share.spec.server_ref.as_ref().is_some_and(|r| &servers::server_key(share, r) == key)
 }
 
@@ -256,7 +258,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let databases_by_server = databases.clone();
     let database_controller = database_controller
         .watches_stream(server_spec_changes(&client, ns), move |server: CouchServer| {
-            let key = (server.namespace().unwrap_or_default(), server.name_any());
+            let key = ServerKey::of(&server);
             matching(&databases_by_server, |d| servers::server_key(d, &d.spec.server_ref) == key)
         })
         .watches_stream(watched_when::<CouchGrant>(&client, ns, declared), |grant: CouchGrant| {
@@ -298,7 +300,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
             })
         })
         .watches_stream(server_spec_changes(&client, ns), move |server: CouchServer| {
-            let key = (server.namespace().unwrap_or_default(), server.name_any());
+            let key = ServerKey::of(&server);
             matching(&users_by_server, |u| servers::server_key(u, &u.spec.server_ref) == key)
         })
         .with_config(controller_config)
@@ -317,7 +319,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         .watches_stream(server_spec_changes(&client, ns), {
             let grants = grants.clone();
             move |server: CouchServer| {
-                let key = (server.namespace().unwrap_or_default(), server.name_any());
+                let key = ServerKey::of(&server);
                 matching(&grants, |g| grant_on_server(g, &key))
             }
         })
@@ -341,7 +343,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         .watches_stream(server_spec_changes(&client, ns), {
             let shares = shares.clone();
             move |server: CouchServer| {
-                let key = (server.namespace().unwrap_or_default(), server.name_any());
+                let key = ServerKey::of(&server);
                 matching(&shares, |s| share_on_server(s, &key))
             }
         })

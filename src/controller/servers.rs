@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::context::{CachedClient, Context};
 use super::error::Error;
+use super::keys::ServerKey;
 use crate::api::{CouchServer, ServerRef};
 use crate::couch::{CouchClient, CouchConfig, Credentials, RetryPolicy};
 
@@ -154,10 +155,9 @@ where
     Ok(Api::<K>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?.map(Arc::new))
 }
 
-/// The namespace/name key of the server a reference points to.
-pub fn server_key<K: Resource>(obj: &K, reference: &ServerRef) -> (String, String) {
-    let ns = reference.namespace.clone().unwrap_or_else(|| obj.meta().namespace.clone().unwrap_or_default());
-    (ns, reference.name.clone())
+/// The key of the server a reference points to.
+pub fn server_key<K: Resource>(obj: &K, reference: &ServerRef) -> ServerKey {
+    ServerKey::referenced(obj, reference)
 }
 
 /// Resolves a reference while cleaning up: a server, Secret or permission that is gone is not

@@ -593,7 +593,7 @@ pub(crate) fn database_permitted(share: &CouchShare, db: &crate::api::CouchDatab
 pub(crate) fn touches_user_database(
     share: &CouchShare,
     ctx: &Context,
-    server: &(String, String),
+    server: &super::ServerKey,
     couch_name: &str,
 ) -> bool {
     let ns = share.namespace().unwrap_or_default();

@@ -18,7 +18,7 @@ use crate::plan::tenancy::{EndpointRole, share_needs};
 pub(crate) enum Place {
     /// A database on the managed server: `managed` is true for a CouchDatabase (whose
     /// reconciler writes `_security`), false for a per-user database (written entry by entry).
-    Local { database: String, managed: bool, server: (String, String) },
+    Local { database: String, managed: bool, server: super::ServerKey },
     /// A database on another CouchDB.
     Remote { base_url: String, database: String, auth: EndpointAuth },
 }
@@ -192,7 +192,7 @@ pub(crate) async fn target(ctx: &Context, share: &CouchShare, consent: Consent) 
 /// The server whose `_replicator` runs the share: `serverRef`, or the one server of its local
 /// endpoints (which must all be on one server).
 pub(crate) fn managing_server(share: &CouchShare, places: &[&Place]) -> Result<ServerRef, Error> {
-    let locals: Vec<&(String, String)> = places
+    let locals: Vec<&super::ServerKey> = places
         .iter()
         .filter_map(|p| match p {
             Place::Local { server, .. } => Some(server),
@@ -213,10 +213,10 @@ pub(crate) fn managing_server(share: &CouchShare, places: &[&Place]) -> Result<S
         {
             return Err(Error::InvalidSpec("serverRef differs from the server of the local endpoints".into()));
         }
-        return Ok(ServerRef { name: key.1, namespace: Some(key.0) });
+        return Ok(key.to_ref());
     }
     locals
         .first()
-        .map(|(ns, name)| ServerRef { name: name.clone(), namespace: Some(ns.clone()) })
+        .map(|key| key.to_ref())
         .ok_or_else(|| Error::InvalidSpec("serverRef is required when both source and target are remote".into()))
 }

@@ -73,7 +73,7 @@ pub(crate) fn user_database_reference(user: &CouchUser, from: &str, needs: &[Con
 
 /// The live resource that manages the CouchDB database `name` on `server`, as the watches know:
 /// a CouchDatabase naming it, or a CouchUser whose per-user database it is.
-pub(crate) fn database_manager(ctx: &Context, server: &(String, String), name: &str) -> Option<String> {
+pub(crate) fn database_manager(ctx: &Context, server: &super::ServerKey, name: &str) -> Option<String> {
     let database = ctx.databases.state().into_iter().find(|d| {
         d.metadata.deletion_timestamp.is_none()
             && d.couch_name() == name
@@ -89,7 +89,7 @@ pub(crate) fn database_manager(ctx: &Context, server: &(String, String), name: &
 /// The live CouchUser whose per-user database `name` on `server` is.
 pub(crate) fn per_user_database_owner(
     ctx: &Context,
-    server: &(String, String),
+    server: &super::ServerKey,
     name: &str,
 ) -> Option<std::sync::Arc<CouchUser>> {
     ctx.users.state().into_iter().find(|u| {
