@@ -17,7 +17,7 @@ use super::finalize::reconcile_with_finalizer;
 use super::servers::{Connected, resolve, secret_value};
 use super::share_endpoints::{Consent, Place, Sources, managing_server, sources, target};
 use super::status::{NewCondition, apply_status, condition_state, set_condition};
-use crate::api::{CouchShare, CouchShareStatus, ReplicationStatus, ShareCredentials, ShareMode, condition};
+use crate::api::{CouchShare, CouchShareStatus, ReplicationStatus, ShareCredentials, ShareMode, condition, labels};
 use crate::couch::{CouchClient, ReplicationState, UserDoc};
 use crate::plan::grant::grants_present;
 use crate::plan::ownership::Owner;
@@ -209,8 +209,8 @@ async fn ensure_replication_user(
             let p: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(40).map(char::from).collect();
             let secret = serde_json::json!({
                 "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": secret_name, "labels": {"app.kubernetes.io/managed-by": "couchshare"},
-                             "annotations": {"couchshare.io/owner": format!("CouchShare/{}", me.name), "couchshare.io/owner-uid": me.uid}},
+                "metadata": {"name": secret_name, "labels": {(labels::MANAGED_BY_LABEL): labels::MANAGED_BY},
+                             "annotations": {(labels::OWNER_ANNOTATION): format!("CouchShare/{}", me.name), (labels::OWNER_UID_ANNOTATION): me.uid}},
                 "type": "Opaque",
                 "stringData": {"username": username, "password": p},
             });

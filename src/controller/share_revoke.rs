@@ -213,7 +213,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(secret) = secrets.get_opt(&replication_secret_name(share)).await?
-        && secret.annotations().get("couchshare.io/owner-uid") == Some(&me.uid)
+        && secret.annotations().get(crate::api::labels::OWNER_UID_ANNOTATION) == Some(&me.uid)
     {
         secrets.delete(&replication_secret_name(share), &DeleteParams::default()).await?;
     }
