@@ -48,6 +48,7 @@ fn claim(db: &CouchDatabase) -> Claim {
 fn earlier_claimant(db: &CouchDatabase, ctx: &Context) -> Option<Owner> {
     let me = (server_key(db, &db.spec.server_ref), db.couch_name().to_string());
     let others = ctx
+        .stores
         .databases
         .state()
         .into_iter()
@@ -60,7 +61,7 @@ fn earlier_claimant(db: &CouchDatabase, ctx: &Context) -> Option<Owner> {
 
 /// Whether a CouchDatabase with this UID still exists (as far as the watch knows).
 fn owner_alive(ctx: &Context, uid: &str) -> bool {
-    ctx.databases.state().iter().any(|d| d.uid().as_deref() == Some(uid))
+    ctx.stores.databases.state().iter().any(|d| d.uid().as_deref() == Some(uid))
 }
 
 struct Observation {
@@ -151,7 +152,7 @@ async fn apply(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
                 ctx.event(db.as_ref(), false, reason, note).await;
             }
             super::grant::requeue_for_database(ctx, db.as_ref(), *outcome != DatabaseOutcome::Unchanged);
-            ctx.reset_backoff(&object_key(db.as_ref()));
+            ctx.backoff.reset(&object_key(db.as_ref()));
             Ok(Action::requeue(ctx.resync()))
         }
         Err(e) => {
@@ -205,7 +206,7 @@ async fn ensure(
         earlier_claimant: if previously_owned { None } else { earlier_claimant(db, ctx) },
         security: desired_security(&db.spec.security, &grants, db.spec.public),
     };
-    ctx.forget_security(&server_id, &name);
+    ctx.ledger.forget(&server_id, &name);
     let plan = plan_database(&intent, &observation.observed)?;
     let creates = plan.steps.iter().any(|s| matches!(s, DatabaseStep::Create(_)));
     if creates && !previously_owned {
@@ -245,7 +246,7 @@ async fn ensure(
             }
         }
     }
-    ctx.record_security(&server_id, &name, intent.security.clone());
+    ctx.ledger.record(&server_id, &name, intent.security.clone());
     // Documents written above are `_local` (not counted): the info read first is still right,
     // unless the database was just created.
     let info = match (observation.info, creates) {
@@ -277,7 +278,7 @@ async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::await_change());
     };
     let url = connected.server.spec.url.clone();
-    ctx.forget_security(&server_key(db.as_ref(), &db.spec.server_ref), &name);
+    ctx.ledger.forget(&server_key(db.as_ref(), &db.spec.server_ref), &name);
     let result = async {
         let server_id = server_key(db.as_ref(), &db.spec.server_ref);
         let observation = observe(&connected.couch, &server_id, &name, &url, ctx).await?;

@@ -36,7 +36,7 @@ pub(crate) fn resolve_grant(grant: &CouchGrant, ctx: &Context, server: &super::S
     let ns = grant.namespace().unwrap_or_default();
     let mut names: Vec<String> = grant.spec.usernames.clone();
     let mut missing = Vec::new();
-    let users = ctx.users.state();
+    let users = ctx.stores.users.state();
     for reference in &grant.spec.users {
         let user_ns = reference.namespace.clone().unwrap_or_else(|| ns.clone());
         let found = users.iter().find(|u| {
@@ -76,7 +76,7 @@ pub(crate) async fn grants_for_database(
 ) -> Result<Vec<GrantEntries>, Error> {
     let key = super::ServerKey::of(server);
     let mut out = Vec::new();
-    for grant in ctx.grants.state() {
+    for grant in ctx.stores.grants.state() {
         if grant.metadata.deletion_timestamp.is_some() || !targets(&grant, db) {
             continue;
         }
@@ -90,7 +90,7 @@ pub(crate) async fn grants_for_database(
         out.push(resolve_grant(&grant, ctx, &key).entries);
     }
     // Shares with scoped credentials need their replication user as a member.
-    for share in ctx.shares.state() {
+    for share in ctx.stores.shares.state() {
         let from = share.namespace().unwrap_or_default();
         if super::share::wants_access(&share)
             && super::share::touches_database(&share, db)
@@ -107,7 +107,7 @@ pub(crate) async fn grants_for_database(
 /// `_security`, else those not Ready yet. Saves them waiting for their poll.
 pub(crate) fn requeue_for_database(ctx: &Context, db: &CouchDatabase, security_written: bool) {
     let Some(trigger) = &ctx.grant_trigger else { return };
-    for grant in ctx.grants.state() {
+    for grant in ctx.stores.grants.state() {
         let ready = grant.status.as_ref().is_some_and(|s| {
             condition_state(&s.conditions, condition::READY).is_some_and(|(status, _)| status == "True")
         });
@@ -199,7 +199,7 @@ async fn apply(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error> {
     }
     match result {
         Ok(_) => {
-            ctx.reset_backoff(&object_key(grant.as_ref()));
+            ctx.backoff.reset(&object_key(grant.as_ref()));
             Ok(action)
         }
         Err(e) => Err(e),
@@ -214,7 +214,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
         // From the watch's store, not a GET: the database watch requeues the grant on changes.
         // Only a database not claimed yet is read from the API server, since its reconciler
         // may have claimed it a moment before its watch event arrives.
-        let cached = ctx.databases.get(&kube::runtime::reflector::ObjectRef::new(db_name).within(&db_ns));
+        let cached = ctx.stores.databases.get(&kube::runtime::reflector::ObjectRef::new(db_name).within(&db_ns));
         let db = match cached {
             Some(db) if db.status.as_ref().is_some_and(|s| s.couch_name.is_some()) => db,
             _ => Api::<CouchDatabase>::namespaced(ctx.client.clone(), &db_ns)
@@ -238,7 +238,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
         }
         // What the database's reconciler (the only writer) last left `_security` with; read
         // from CouchDB only when it has not run in this process yet.
-        if let Some(security) = ctx.recorded_security(&key, &couch_name) {
+        if let Some(security) = ctx.ledger.recorded(&key, &couch_name) {
             return Ok(if grants_present(&security, &resolved.entries) { Outcome::Applied } else { Outcome::Pending });
         }
         // A HEAD first, because pouchdb-server creates a missing database when its `_security`
@@ -299,7 +299,7 @@ fn user_ns(grant_ns: &str, reference: &UserDatabaseRef) -> String {
 /// store does not have it yet); it must declare a per-user database.
 async fn user_of(ctx: &Context, grant_ns: &str, reference: &UserDatabaseRef) -> Result<Arc<CouchUser>, Error> {
     let ns = user_ns(grant_ns, reference);
-    let user = super::servers::stored_or_read(ctx, &ctx.users, &ns, &reference.user)
+    let user = super::servers::stored_or_read(ctx, &ctx.stores.users, &ns, &reference.user)
         .await?
         .ok_or_else(|| Error::Waiting { what: format!("CouchUser {ns}/{}", reference.user) })?;
     if !user.spec.per_user_database {
@@ -328,7 +328,7 @@ async fn couch_name_refusal(
 /// `_security` (it is its only writer, and drops what no permitted grant contributes).
 fn requeue_managers(ctx: &Context, server: &super::ServerKey, couch_name: &str) {
     let Some(trigger) = &ctx.database_trigger else { return };
-    for db in ctx.databases.state() {
+    for db in ctx.stores.databases.state() {
         if db.couch_name() == couch_name && &server_key(db.as_ref(), &db.spec.server_ref) == server {
             let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(db.as_ref()));
         }
@@ -354,7 +354,7 @@ async fn contributes_to(
     }
     let Some(reference) = &target.user_database else { return Ok(false) };
     let ns = user_ns(&from, reference);
-    let user = ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&reference.user).within(&ns));
+    let user = ctx.stores.users.get(&kube::runtime::reflector::ObjectRef::new(&reference.user).within(&ns));
     let aimed = user.is_some_and(|u| {
         u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(couch_name)
             && &server_key(u.as_ref(), &u.spec.server_ref) == server
@@ -383,13 +383,13 @@ pub(crate) async fn write_unmanaged(
     let lock = ctx.database_lock(&format!("{server}/{couch_name}"));
     let _held = lock.lock().await;
     let mut contributions = Vec::new();
-    for g in ctx.grants.state() {
+    for g in ctx.stores.grants.state() {
         let live = g.metadata.deletion_timestamp.is_none() && g.uid().as_deref() != leaving;
         if live && contributes_to(ctx, &g, connected, server, couch_name).await? {
             contributions.push(resolve_grant(&g, ctx, server).entries);
         }
     }
-    for share in ctx.shares.state() {
+    for share in ctx.stores.shares.state() {
         let live = share.uid().as_deref() != leaving && super::share::wants_access(&share);
         if live && super::share::touches_user_database(&share, ctx, server, couch_name) {
             contributions.push(super::share::contribution(&share));
@@ -421,7 +421,7 @@ async fn cleanup(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error>
         (Some(name), Some(r)) => (name.clone(), r.clone()),
         _ => {
             let user = grant.spec.database.user_database.as_ref().and_then(|r| {
-                ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&r.user).within(&user_ns(&ns, r)))
+                ctx.stores.users.get(&kube::runtime::reflector::ObjectRef::new(&r.user).within(&user_ns(&ns, r)))
             });
             let Some((name, user)) =
                 user.and_then(|u| u.status.as_ref().and_then(|s| s.per_user_database.clone()).map(|n| (n, u)))

@@ -3,6 +3,8 @@
 //! module that holds both a Kubernetes client and a CouchDB client.
 
 mod audit;
+mod backoff;
+mod clients;
 mod context;
 mod database;
 mod drift;
@@ -12,14 +14,17 @@ mod grant;
 mod health;
 mod keys;
 mod leader;
+mod ledger;
 mod metrics;
 mod reflectors;
+mod scheduler;
 mod server;
 mod servers;
 mod share;
 mod share_endpoints;
 mod share_revoke;
 mod status;
+mod tasks;
 mod tenancy;
 mod user;
 mod watches;
@@ -124,9 +129,9 @@ fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &Error, ctx: 
 macro_rules! measured {
     ($kind:literal, $f:path) => {
         |obj, ctx| async move {
-            let started = std::time::Instant::now();
+            let (started, metrics) = (std::time::Instant::now(), ctx.metrics.clone());
             let result = $f(obj, ctx).await;
-            metrics::metrics().reconciled($kind, started.elapsed(), result.as_ref().err().map(Error::reason));
+            metrics.reconciled($kind, started.elapsed(), result.as_ref().err().map(Error::reason));
             result
         }
     };
@@ -135,7 +140,8 @@ macro_rules! measured {
 /// Runs the controllers until SIGTERM or Ctrl-C (or until a lost lease).
 pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let ready = Readiness::default();
-    let bound = health::serve(config.health_addr, ready.clone())
+    let metrics = Arc::new(metrics::Metrics::new());
+    let bound = health::serve(config.health_addr, ready.clone(), metrics.clone())
         .await
         .map_err(|e| Error::InvalidSpec(format!("cannot serve health endpoints on {}: {e}", config.health_addr)))?;
     tracing::info!(address = %bound, "serving /healthz, /readyz and /metrics");
@@ -156,6 +162,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         config.options.clone(),
         reflectors.stores(),
         context::Triggers { databases: Some(database_trigger), grants: Some(grant_trigger) },
+        metrics,
     ));
 
     let per_kind = controller::Config::default().concurrency(config.concurrency);

@@ -143,10 +143,10 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
     };
     let reachable = !matches!(outcome, Err(Error::Unreachable { .. } | Error::Unauthorized(_)));
     let budget = status.replication_budget.as_ref().map(|b| (b.total, b.used));
-    super::metrics::metrics().server(&ns, &server.name_any(), reachable, budget);
+    ctx.metrics.server(&ns, &server.name_any(), reachable, budget);
     if let Some(m) = &status.membership {
         let missing = m.missing_nodes.len() + m.silent_nodes.len();
-        super::metrics::metrics().server_nodes_missing(&ns, &server.name_any(), missing);
+        ctx.metrics.server_nodes_missing(&ns, &server.name_any(), missing);
     }
     if let Some(why) = finished_now {
         let note = format!("cluster finished ({why}): system databases, one admin hash, uuid and secret on every node");
@@ -180,7 +180,7 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
         super::audit::run(&ctx, &server, couch).await;
     }
     outcome?;
-    ctx.reset_backoff(&object_key(server.as_ref()));
+    ctx.backoff.reset(&object_key(server.as_ref()));
     // A cluster's membership is looked at every 30 s (nothing reports a node leaving), and a
     // degraded one every 10 s, so it turns healthy by itself soon after the node returns.
     let next = match (degraded, status.membership.is_some()) {
@@ -305,6 +305,7 @@ async fn observe_cluster(
 fn replications_on(ctx: &Context, server: &CouchServer) -> i32 {
     let key = format!("{}/{}", server.namespace().unwrap_or_default(), server.name_any());
     let n: usize = ctx
+        .stores
         .shares
         .state()
         .iter()

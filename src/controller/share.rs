@@ -184,7 +184,7 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
     }
     match result {
         Ok(_) => {
-            ctx.reset_backoff(&object_key(share.as_ref()));
+            ctx.backoff.reset(&object_key(share.as_ref()));
             Ok(action)
         }
         Err(e) => Err(e),
@@ -418,7 +418,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         .map_err(|e| Error::couch("listing replication documents", &url, e))?;
     let wanted_ids: Vec<String> = wanted.iter().map(|w| w.0.clone()).collect();
     for (id, rev) in stale_replications(&docs, &me, &wanted_ids) {
-        super::metrics::metrics().forget_replication(&me.namespace, &me.name, &id);
+        ctx.metrics.forget_replication(&me.namespace, &me.name, &id);
         connected
             .couch
             .delete_replication_doc(&replicator, &id, &rev)
@@ -430,7 +430,8 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
 
     // State from CouchDB itself: one scheduler read per reconcile of this replicator database.
     let listed = ctx
-        .replication_statuses(&url, &connected.couch, &replicator)
+        .scheduler
+        .statuses(&url, &connected.couch, &replicator)
         .await
         .map_err(|e| Error::couch("reading _scheduler/docs", &url, e))?;
     // On a cluster the listing can lag behind the node that runs a job (a one-shot that has
@@ -468,14 +469,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         .collect();
     for r in &status.replications {
         let state = r.state.as_deref().unwrap_or("unknown");
-        super::metrics::metrics().replication(
-            &me.namespace,
-            &me.name,
-            &r.id,
-            state,
-            r.changes_pending,
-            r.doc_write_failures,
-        );
+        ctx.metrics.replication(&me.namespace, &me.name, &r.id, state, r.changes_pending, r.doc_write_failures);
     }
     let states: Vec<Option<&str>> = status.replications.iter().map(|r| r.state.as_deref()).collect();
     status.state = Some(if states.is_empty() { "idle".to_string() } else { summary_state(&states) });
@@ -597,7 +591,7 @@ pub(crate) fn touches_user_database(
     couch_name: &str,
 ) -> bool {
     let ns = share.namespace().unwrap_or_default();
-    let users = ctx.users.state();
+    let users = ctx.stores.users.state();
     let user_db = |user_ns: &str, name: &str, role: EndpointRole| {
         users.iter().any(|u| {
             u.namespace().as_deref() == Some(user_ns)

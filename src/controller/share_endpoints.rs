@@ -138,7 +138,7 @@ pub(crate) fn fan_in(ctx: &Context, share: &CouchShare) -> Result<(FanInPlaces, 
     let ns = share.namespace();
     let mut ready = Vec::new();
     let mut waiting = Vec::new();
-    for u in ctx.users.state() {
+    for u in ctx.stores.users.state() {
         if u.namespace() != ns || u.metadata.deletion_timestamp.is_some() || !selector.matches(u.labels()) {
             continue;
         }

@@ -32,7 +32,7 @@ fn server_ref(share: &CouchShare) -> Option<ServerRef> {
 }
 
 /// Stops every replication of the share and waits until the scheduler has dropped them.
-async fn stop_replications(share: &CouchShare, connected: &Connected) -> Result<usize, Error> {
+async fn stop_replications(ctx: &Context, share: &CouchShare, connected: &Connected) -> Result<usize, Error> {
     let url = connected.server.spec.url.clone();
     let replicator = replicator_db(share);
     let me = owner(share);
@@ -47,7 +47,7 @@ async fn stop_replications(share: &CouchShare, connected: &Connected) -> Result<
     };
     let ours = stale_replications(&docs, &me, &[]);
     for (id, rev) in &ours {
-        super::metrics::metrics().forget_replication(&me.namespace, &me.name, id);
+        ctx.metrics.forget_replication(&me.namespace, &me.name, id);
         match connected.couch.delete_replication_doc(&replicator, id, rev).await {
             Ok(_) | Err(CouchError::NotFound { .. }) => {}
             Err(e) => return Err(Error::couch("deleting a replication document", &url, e)),
@@ -102,7 +102,7 @@ pub(crate) async fn withdraw(share: &CouchShare, ctx: &Context) -> Result<(), Er
         Err(e) => return Err(e),
     };
     let url = connected.server.spec.url.clone();
-    let stopped = stop_replications(share, &connected).await?;
+    let stopped = stop_replications(ctx, share, &connected).await?;
     let endpoints = match (sources(ctx, share, Consent::Ignore).await, target(ctx, share, Consent::Ignore).await) {
         (Ok(Sources::One(source)), Ok(target)) => Some((source, target)),
         _ => None,
@@ -156,7 +156,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
     };
     let url = connected.server.spec.url.clone();
     // 1. Stop replicating, before anything is removed that could flow back.
-    let stopped = stop_replications(share, &connected).await?;
+    let stopped = stop_replications(ctx, share, &connected).await?;
     tracing::info!(stopped, "replications stopped");
 
     // 2 and 3. The sharing document: deleted from the source, purged from the target.
@@ -234,7 +234,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
 /// watch of shares may lag behind it.
 fn requeue_databases(ctx: &Context, share: &CouchShare) {
     let Some(trigger) = &ctx.database_trigger else { return };
-    for db in ctx.databases.state() {
+    for db in ctx.stores.databases.state() {
         if super::share::touches_database(share, &db) {
             let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(db.as_ref()));
         }

@@ -59,6 +59,7 @@ fn claim(user: &CouchUser) -> Claim {
 fn earlier_claimant(user: &CouchUser, ctx: &Context) -> Option<Owner> {
     let me = (server_key(user, &user.spec.server_ref), user.couch_username().to_string());
     let others = ctx
+        .stores
         .users
         .state()
         .into_iter()
@@ -172,8 +173,8 @@ async fn observe_user(
     let owner_alive = owner.as_ref().is_some_and(|o| {
         o.uid != me.uid
             && match o.kind.as_str() {
-                "CouchShare" => ctx.shares.state().iter().any(|s| s.uid().as_deref() == Some(&o.uid)),
-                _ => ctx.users.state().iter().any(|u| u.uid().as_deref() == Some(&o.uid)),
+                "CouchShare" => ctx.stores.shares.state().iter().any(|s| s.uid().as_deref() == Some(&o.uid)),
+                _ => ctx.stores.users.state().iter().any(|u| u.uid().as_deref() == Some(&o.uid)),
             }
     });
     let observed = ObservedUser {
@@ -264,7 +265,7 @@ async fn apply(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
             if let Some((reason, note)) = event {
                 ctx.event(user.as_ref(), false, reason, note).await;
             }
-            ctx.reset_backoff(&object_key(user.as_ref()));
+            ctx.backoff.reset(&object_key(user.as_ref()));
             Ok(Action::requeue(ctx.resync()))
         }
         Err(e) => {
