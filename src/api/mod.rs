@@ -4,6 +4,7 @@
 mod common;
 mod database;
 mod grant;
+pub mod labels;
 mod schema;
 mod server;
 mod share;

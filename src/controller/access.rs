@@ -22,11 +22,11 @@ pub(crate) struct Resolved {
 
 /// Resolves a grant's users to CouchDB usernames, through the CouchUsers the watch knows.
 /// Users on another server than the database's count as missing.
-pub(crate) fn resolve_grant(grant: &CouchGrant, ctx: &Context, server: &(String, String)) -> Resolved {
+pub(crate) fn resolve_grant(grant: &CouchGrant, ctx: &Context, server: &super::ServerKey) -> Resolved {
     let ns = grant.namespace().unwrap_or_default();
     let mut names: Vec<String> = grant.spec.usernames.clone();
     let mut missing = Vec::new();
-    let users = ctx.users.state();
+    let users = ctx.stores.users.state();
     for reference in &grant.spec.users {
         let user_ns = reference.namespace.clone().unwrap_or_else(|| ns.clone());
         let found = users.iter().find(|u| {
@@ -64,9 +64,9 @@ pub(crate) async fn grants_for_database(
     db: &CouchDatabase,
     server: &CouchServer,
 ) -> Result<Vec<GrantEntries>, Error> {
-    let key = (server.namespace().unwrap_or_default(), server.name_any());
+    let key = super::ServerKey::of(server);
     let mut out = Vec::new();
-    for grant in ctx.grants.state() {
+    for grant in ctx.stores.grants.state() {
         if grant.metadata.deletion_timestamp.is_some() || !targets(&grant, db) {
             continue;
         }
@@ -80,7 +80,7 @@ pub(crate) async fn grants_for_database(
         out.push(resolve_grant(&grant, ctx, &key).entries);
     }
     // Shares with scoped credentials need their replication user as a member.
-    for share in ctx.shares.state() {
+    for share in ctx.stores.shares.state() {
         let from = share.namespace().unwrap_or_default();
         if super::share_refs::wants_access(&share)
             && super::share_refs::touches_database(&share, db)
@@ -97,7 +97,7 @@ pub(crate) async fn grants_for_database(
 /// `_security`, else those not Ready yet. Saves them waiting for their poll.
 pub(crate) fn requeue_for_database(ctx: &Context, db: &CouchDatabase, security_written: bool) {
     let Some(trigger) = &ctx.grant_trigger else { return };
-    for grant in ctx.grants.state() {
+    for grant in ctx.stores.grants.state() {
         let ready = grant.status.as_ref().is_some_and(|s| {
             condition_state(&s.conditions, condition::READY).is_some_and(|(status, _)| status == "True")
         });

@@ -6,11 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::context::{Context, keep_task, server_exists};
+use super::context::Context;
+use super::keys::ServerKey;
 use super::servers::server_key;
+use super::tasks::{Task, server_exists};
 use crate::api::CouchServer;
 use crate::couch::CouchClient;
 use crate::plan::security::security_matches;
@@ -24,12 +25,13 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     if rate <= 0.0 || !couch.capabilities().await.is_ok_and(|c| c.db_updates) {
         return;
     }
-    let server_ref = (server.namespace().unwrap_or_default(), server.name_any());
-    let databases = ctx.databases.clone();
-    let servers = ctx.servers.clone();
-    let recorded = ctx.security.clone();
+    let server_ref = ServerKey::of(server);
+    let databases = ctx.stores.databases.clone();
+    let servers = ctx.stores.servers.clone();
+    let ledger = ctx.ledger.clone();
+    let metrics = ctx.metrics.clone();
     let pause = Duration::from_secs_f64(1.0 / rate);
-    keep_task(&ctx.auditors, server, move || {
+    ctx.tasks.keep(Task::Auditor, server, move || {
         tokio::spawn(async move {
             loop {
                 if !server_exists(&servers, &server_ref) {
@@ -45,30 +47,24 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                     .collect();
                 for db in cycle {
                     let name = db.couch_name().to_string();
-                    let key = (server_ref.0.clone(), server_ref.1.clone(), name.clone());
                     // Only what a reconcile left in this process: it is the declared state right now.
-                    let Some(want) = recorded.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned() else {
+                    let Some(want) = ledger.recorded(&server_ref, &name) else {
                         continue;
                     };
                     tokio::time::sleep(pause).await;
                     audited += 1;
-                    super::metrics::metrics().security_audited(&server_ref.0, &server_ref.1);
+                    metrics.security_audited(&server_ref.namespace, &server_ref.name);
                     match couch.security(&name).await {
                         Ok(actual) if !security_matches(&actual, &want) => {
                             tracing::info!(database = %name, "_security differs from the declared state; requeueing");
-                            super::metrics::metrics().security_drift(&server_ref.0, &server_ref.1);
+                            metrics.security_drift(&server_ref.namespace, &server_ref.name);
                             let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
                         }
                         Ok(_) => {}
                         Err(e) => tracing::debug!(database = %name, error = %e, "audit read failed"),
                     }
                 }
-                super::metrics::metrics().security_audit_cycle(
-                    &server_ref.0,
-                    &server_ref.1,
-                    started.elapsed(),
-                    audited,
-                );
+                metrics.security_audit_cycle(&server_ref.namespace, &server_ref.name, started.elapsed(), audited);
                 if audited == 0 {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }

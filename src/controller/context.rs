@@ -1,18 +1,26 @@
-//! What every reconciler shares: the Kubernetes client, the Event recorder, the options,
-//! per-object failure counts for backoff, caches of CouchDB clients and watched objects.
+//! What every reconciler shares, in parts with one contract each: the watched objects
+//! ([`Stores`]), the CouchDB clients (`clients`), the `_security` ledger (`ledger`), the
+//! per-server tasks (`tasks`), the backoff (`backoff`), the `_scheduler/docs` reads
+//! (`scheduler`) and the metrics; plus the Kubernetes client, the Event recorder and the options.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 use rand::Rng;
 
+use super::backoff::Backoff;
+use super::clients::ClientCache;
+use super::keys::ServerKey;
+use super::ledger::Ledger;
+use super::metrics::Metrics;
+use super::scheduler::SchedulerCache;
+use super::tasks::{Task, Tasks};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
-use crate::couch::CouchClient;
 
 /// Tunables of the operator process.
 #[derive(Debug, Clone)]
@@ -49,49 +57,6 @@ impl Default for Options {
 /// (1,290 sequential reads a second; see the README).
 pub const DEFAULT_SECURITY_AUDIT_RATE: f64 = 50.0;
 
-/// A CouchDB client built from a CouchServer's URL, Secret and CA, reused while they stay the same.
-pub(crate) struct CachedClient {
-    pub fingerprint: [u8; 32],
-    /// URL and the resourceVersions of the Secrets it was built from, when known: while they
-    /// are the same, the client is reused without reading the Secrets again.
-    pub versions: Option<String>,
-    pub client: CouchClient,
-}
-
-/// The `_security` each managed database was last brought to, by server namespace, server name
-/// and database.
-pub(crate) type RecordedSecurity = HashMap<(String, String, String), crate::couch::Security>;
-
-/// A running per-server task (the `_db_updates` follower, the `_security` audit) and what it
-/// was started for (URL and server UID).
-pub(crate) type Follower = (String, tokio::task::JoinHandle<()>);
-
-/// Keeps one task per CouchServer in `tasks`: a running one started for the same URL and UID
-/// stays, one started for another URL or UID (or finished) is replaced by `start()`.
-pub(crate) fn keep_task(
-    tasks: &Mutex<HashMap<(String, String), Follower>>,
-    server: &CouchServer,
-    start: impl FnOnce() -> tokio::task::JoinHandle<()>,
-) {
-    use kube::ResourceExt;
-    let key = (server.namespace().unwrap_or_default(), server.name_any());
-    let fingerprint = format!("{}|{}", server.spec.url, server.uid().unwrap_or_default());
-    let mut tasks = tasks.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((fp, handle)) = tasks.get(&key) {
-        if *fp == fingerprint && !handle.is_finished() {
-            return;
-        }
-        handle.abort();
-    }
-    tasks.insert(key, (fingerprint, start()));
-}
-
-/// Whether the CouchServer `key` still exists: a per-server task ends when it does not.
-pub(crate) fn server_exists(servers: &Store<CouchServer>, key: &(String, String)) -> bool {
-    use kube::ResourceExt;
-    servers.state().iter().any(|s| (s.namespace().unwrap_or_default(), s.name_any()) == *key)
-}
-
 /// The controllers' caches of every watched object, for lookups across kinds.
 pub struct Stores {
     /// CouchServers.
@@ -108,102 +73,13 @@ pub struct Stores {
     pub secrets: Store<kube::api::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>,
 }
 
-/// Shared by every reconcile.
-pub struct Context {
-    /// The Kubernetes client.
-    pub client: Client,
-    /// Publishes Events.
-    pub recorder: Recorder,
-    /// Tunables.
-    pub options: Options,
-    /// Every CouchDatabase, as last seen by the controller's watch.
-    pub databases: Store<CouchDatabase>,
-    /// Every CouchServer, as last seen by the controller's watch.
-    pub servers: Store<CouchServer>,
-    /// Every CouchUser, as last seen by the controller's watch.
-    pub users: Store<CouchUser>,
-    /// Every CouchGrant, as last seen by the controller's watch.
-    pub grants: Store<CouchGrant>,
-    /// Every CouchShare, as last seen by the controller's watch.
-    pub shares: Store<CouchShare>,
-    /// Every Secret's metadata, as last seen by the watch.
-    pub secrets: Store<kube::api::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>,
-    /// One lock per unmanaged database whose `_security` grants write (read-modify-write).
-    locks: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
-    pub(crate) couch_clients: Mutex<HashMap<String, CachedClient>>,
-    /// Requeues CouchDatabases from CouchDB's own feeds (see `drift`).
-    pub(crate) database_trigger: Option<super::drift::DatabaseTrigger>,
-    /// Requeues CouchGrants when their database's reconciler has merged them into `_security`.
-    pub(crate) grant_trigger: Option<GrantTrigger>,
-    /// One `_db_updates` follower per CouchServer, with what it was started for.
-    pub(crate) followers: Mutex<HashMap<(String, String), Follower>>,
-    /// One `_security` auditor per CouchServer, with what it was started for.
-    pub(crate) auditors: Mutex<HashMap<(String, String), Follower>>,
-    failures: Mutex<HashMap<String, u32>>,
-    /// The `_security` each managed database was last brought to by its reconciler, by
-    /// server namespace, server name and database: grants check themselves against it
-    /// instead of reading `_security` again (that reconciler is its only writer).
-    pub(crate) security: std::sync::Arc<Mutex<RecordedSecurity>>,
-    /// Databases this process created, by server namespace, server name and database, until
-    /// `_db_updates` reports their creation: that event is ours, not drift.
-    pub(crate) created_here: std::sync::Arc<Mutex<std::collections::HashSet<(String, String, String)>>>,
-    /// `_scheduler/docs` per server and replicator database, read at most once per
-    /// [`SCHEDULER_TTL`] however many shares ask.
-    scheduler: tokio::sync::Mutex<HashMap<String, SchedulerRead>>,
-}
-
-/// Where a database reconciler asks for its grants to be looked at again.
-pub type GrantTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchGrant>>;
-
-/// Channels by which one controller requeues another's objects.
-#[derive(Default)]
-pub struct Triggers {
-    /// To the CouchDatabase controller.
-    pub databases: Option<super::drift::DatabaseTrigger>,
-    /// To the CouchGrant controller.
-    pub grants: Option<GrantTrigger>,
-}
-
-/// One `_scheduler/docs` read and when it was made.
-type SchedulerRead = (std::time::Instant, std::sync::Arc<Vec<crate::couch::ReplicationStatus>>);
-
-/// How long one `_scheduler/docs` read serves every share on the same replicator database.
-pub const SCHEDULER_TTL: Duration = Duration::from_secs(1);
-
-impl Context {
-    /// A context for the controllers.
-    pub fn new(client: Client, options: Options, stores: Stores, triggers: Triggers) -> Self {
-        let Stores { servers, databases, users, grants, shares, secrets } = stores;
-        let reporter = Reporter { controller: "couchshare".into(), instance: std::env::var("POD_NAME").ok() };
-        Context {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            options,
-            databases,
-            servers,
-            users,
-            grants,
-            shares,
-            secrets,
-            locks: Mutex::default(),
-            couch_clients: Mutex::default(),
-            database_trigger: triggers.databases,
-            grant_trigger: triggers.grants,
-            followers: Mutex::default(),
-            auditors: Mutex::default(),
-            failures: Mutex::default(),
-            security: std::sync::Arc::default(),
-            created_here: std::sync::Arc::default(),
-            scheduler: tokio::sync::Mutex::default(),
-        }
-    }
-
-    /// Waits until every watch has listed its objects once. Reconcilers read each other's
-    /// stores: a database reconciled before the shares were listed would write `_security`
-    /// without their replication users, cutting off running replications. (The Secret
-    /// metadata store is not waited for: a client is built from a Secret read when the store
-    /// lacks it.)
-    pub async fn stores_ready(&self) {
+impl Stores {
+    /// Waits until every watch of the five kinds has listed its objects once. Reconcilers read
+    /// each other's stores: a database reconciled before the shares were listed would write
+    /// `_security` without their replication users, cutting off running replications. (The
+    /// Secret metadata store is not waited for: a client is built from a Secret read when the
+    /// store lacks it.)
+    pub async fn ready(&self) {
         // Polled, not awaited: a store's readiness wakes only one of many waiters, and the
         // others slept until their own timeout.
         fn ready<K: kube::runtime::reflector::Lookup + Clone + 'static>(store: &Store<K>) -> bool
@@ -228,41 +104,100 @@ impl Context {
         }
     }
 
-    /// Records the `_security` a database reconciler left `database` on `server` with.
-    pub(crate) fn record_security(&self, server: &(String, String), database: &str, security: crate::couch::Security) {
-        let key = (server.0.clone(), server.1.clone(), database.to_string());
-        self.security.lock().unwrap_or_else(|e| e.into_inner()).insert(key, security);
+    /// Whether the object of an [`object_key`] is in its kind's store (a key of another kind
+    /// counts as present: nothing here says it is gone).
+    pub fn has(&self, key: &str) -> bool {
+        fn within<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, ns: &str, name: &str) -> bool {
+            store.get(&ObjectRef::new(name).within(ns)).is_some()
+        }
+        let mut parts = key.splitn(3, '/');
+        let (Some(kind), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else { return true };
+        match kind {
+            "CouchServer" => within(&self.servers, ns, name),
+            "CouchDatabase" => within(&self.databases, ns, name),
+            "CouchUser" => within(&self.users, ns, name),
+            "CouchGrant" => within(&self.grants, ns, name),
+            "CouchShare" => within(&self.shares, ns, name),
+            _ => true,
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Tunables.
+    pub options: Options,
+    /// Every watched object, as last seen by its kind's one watch.
+    pub stores: Stores,
+    /// The admin CouchDB client of each CouchServer.
+    pub(crate) clients: ClientCache,
+    /// The `_security` each managed database was last brought to (one writer: the database
+    /// reconciler; see `ledger`).
+    pub(crate) ledger: Arc<Ledger>,
+    /// The `_db_updates` follower and `_security` auditor of each CouchServer.
+    pub(crate) tasks: Tasks,
+    /// Consecutive failures per object, for the retry delay.
+    pub(crate) backoff: Backoff,
+    /// `_scheduler/docs` reads, shared by the shares on one replicator database.
+    pub(crate) scheduler: SchedulerCache,
+    /// The process's metrics (served on `/metrics`).
+    pub(crate) metrics: Arc<Metrics>,
+    /// Requeues CouchDatabases from CouchDB's own feeds (see `drift`).
+    pub(crate) database_trigger: Option<super::drift::DatabaseTrigger>,
+    /// Requeues CouchGrants when their database's reconciler has merged them into `_security`.
+    pub(crate) grant_trigger: Option<GrantTrigger>,
+    /// One lock per unmanaged database whose `_security` grants write (read-modify-write).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Where a database reconciler asks for its grants to be looked at again.
+pub type GrantTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchGrant>>;
+
+/// Channels by which one controller requeues another's objects.
+#[derive(Default)]
+pub struct Triggers {
+    /// To the CouchDatabase controller.
+    pub databases: Option<super::drift::DatabaseTrigger>,
+    /// To the CouchGrant controller.
+    pub grants: Option<GrantTrigger>,
+}
+
+impl Context {
+    /// A context for the controllers.
+    pub fn new(client: Client, options: Options, stores: Stores, triggers: Triggers, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter { controller: "couchshare".into(), instance: std::env::var("POD_NAME").ok() };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            backoff: Backoff::new(options.backoff_base, options.backoff_max),
+            options,
+            stores,
+            clients: ClientCache::default(),
+            ledger: Arc::default(),
+            tasks: Tasks::default(),
+            scheduler: SchedulerCache::default(),
+            metrics,
+            database_trigger: triggers.databases,
+            grant_trigger: triggers.grants,
+            locks: Mutex::default(),
+        }
     }
 
-    /// The `_security` recorded for `database` on `server`, if its reconciler ran in this process.
-    pub(crate) fn recorded_security(
-        &self,
-        server: &(String, String),
-        database: &str,
-    ) -> Option<crate::couch::Security> {
-        let key = (server.0.clone(), server.1.clone(), database.to_string());
-        self.security.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
+    /// Waits until every watch has listed its objects once (see [`Stores::ready`]).
+    pub async fn stores_ready(&self) {
+        self.stores.ready().await
     }
 
     /// Notes that this process is creating `database` on `server`, when a `_db_updates`
     /// follower runs for it (it takes the note back when the creation event arrives).
-    pub(crate) fn note_created(&self, server: &(String, String), database: &str) {
-        let following = self
-            .followers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(server)
-            .is_some_and(|(_, handle)| !handle.is_finished());
-        if following {
-            let key = (server.0.clone(), server.1.clone(), database.to_string());
-            self.created_here.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+    pub(crate) fn note_created(&self, server: &ServerKey, database: &str) {
+        if self.tasks.running(Task::Follower, server) {
+            self.ledger.note_created(server, database);
         }
-    }
-
-    /// Forgets the `_security` of a database (deleted, or its reconcile failed).
-    pub(crate) fn forget_security(&self, server: &(String, String), database: &str) {
-        let key = (server.0.clone(), server.1.clone(), database.to_string());
-        self.security.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     }
 
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
@@ -279,46 +214,15 @@ impl Context {
         }
     }
 
-    /// The delay before retrying `key` after its n-th consecutive transient failure:
-    /// exponential from `backoff_base`, capped at `backoff_max`, with ±20% jitter.
+    /// The delay before retrying `key` after another transient failure; first forgets the
+    /// failures of objects that are gone (deleted while failing: only a success resets).
     pub fn next_backoff(&self, key: &str) -> Duration {
-        let n = {
-            let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            let n = failures.entry(key.to_string()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        let exp = self.options.backoff_base.saturating_mul(1u32 << n.saturating_sub(1).min(16));
-        jitter(exp.min(self.options.backoff_max), 0.2)
-    }
-
-    /// Forgets the failures of `key` after a success.
-    pub fn reset_backoff(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-    }
-
-    /// The replication states of a replicator database: one paged `_scheduler/docs` read
-    /// serves every share reconciled within [`SCHEDULER_TTL`].
-    pub async fn replication_statuses(
-        &self,
-        server: &str,
-        couch: &crate::couch::CouchClient,
-        replicator: &str,
-    ) -> Result<std::sync::Arc<Vec<crate::couch::ReplicationStatus>>, crate::couch::CouchError> {
-        let key = format!("{server}|{replicator}");
-        let mut cache = self.scheduler.lock().await;
-        if let Some((at, statuses)) = cache.get(&key)
-            && at.elapsed() < SCHEDULER_TTL
-        {
-            return Ok(statuses.clone());
-        }
-        let statuses = std::sync::Arc::new(couch.replication_statuses(replicator).await?);
-        cache.insert(key, (std::time::Instant::now(), statuses.clone()));
-        Ok(statuses)
+        self.backoff.prune(|k| self.stores.has(k));
+        self.backoff.next(key)
     }
 
     /// The lock serialising `_security` writes to one unmanaged database.
-    pub fn database_lock(&self, key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    pub fn database_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_string()).or_default().clone()
     }
 

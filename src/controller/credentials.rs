@@ -19,10 +19,7 @@ use super::status::FIELD_MANAGER;
 use crate::api::CouchUser;
 use crate::plan::user::credentials_data;
 
-/// Annotation on a credentials Secret: the rotation generation its generated password is for.
-pub const ROTATION_ANNOTATION: &str = "couchshare.io/rotation-generation";
-/// Annotation on a credentials Secret: the UID of the CouchUser that writes it.
-pub const OWNER_UID_ANNOTATION: &str = "couchshare.io/owner-uid";
+pub use crate::api::labels::{OWNER_UID_ANNOTATION, ROTATION_ANNOTATION};
 /// Length of generated passwords.
 pub const GENERATED_PASSWORD_LEN: usize = 40;
 
@@ -89,9 +86,9 @@ pub(crate) fn desired_secret(
         .map(|(k, v)| (k, ByteString(v.into_bytes())))
         .collect();
     let mut labels = user.spec.credentials_secret.labels.clone();
-    labels.insert("app.kubernetes.io/managed-by".into(), "couchshare".into());
+    labels.insert(crate::api::labels::MANAGED_BY_LABEL.into(), crate::api::labels::MANAGED_BY.into());
     let mut annotations = user.spec.credentials_secret.annotations.clone();
-    annotations.insert("couchshare.io/owner".into(), format!("CouchUser/{}", user.name_any()));
+    annotations.insert(crate::api::labels::OWNER_ANNOTATION.into(), format!("CouchUser/{}", user.name_any()));
     annotations.insert(OWNER_UID_ANNOTATION.into(), user.uid().unwrap_or_default());
     if user.spec.password.is_none() {
         annotations.insert(ROTATION_ANNOTATION.into(), rotation_generation(user).to_string());

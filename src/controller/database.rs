@@ -12,8 +12,6 @@ use serde_json::Value;
 use super::context::Context;
 use super::error::Error;
 use super::finalize::reconcile_with_finalizer;
-/// Where share_revoke finds it.
-pub(crate) use super::finalize::within_grace;
 use super::servers::{Connected, resolve, resolve_for_cleanup, server_key};
 use super::status::{NewCondition, apply_status};
 use super::tail::{Note, Outcome, Pass};
@@ -51,6 +49,7 @@ fn claim(db: &CouchDatabase) -> Claim {
 fn earlier_claimant(db: &CouchDatabase, ctx: &Context) -> Option<Owner> {
     let me = (server_key(db, &db.spec.server_ref), db.couch_name().to_string());
     let others = ctx
+        .stores
         .databases
         .state()
         .into_iter()
@@ -63,7 +62,7 @@ fn earlier_claimant(db: &CouchDatabase, ctx: &Context) -> Option<Owner> {
 
 /// Whether a CouchDatabase with this UID still exists (as far as the watch knows).
 fn owner_alive(ctx: &Context, uid: &str) -> bool {
-    ctx.databases.state().iter().any(|d| d.uid().as_deref() == Some(uid))
+    ctx.stores.databases.state().iter().any(|d| d.uid().as_deref() == Some(uid))
 }
 
 struct Observation {
@@ -75,7 +74,7 @@ struct Observation {
 
 async fn observe(
     couch: &CouchClient,
-    server: &(String, String),
+    server: &super::ServerKey,
     name: &str,
     url: &str,
     ctx: &Context,
@@ -191,7 +190,7 @@ async fn ensure(
         earlier_claimant: if previously_owned { None } else { earlier_claimant(db, ctx) },
         security: desired_security(&db.spec.security, &grants, db.spec.public),
     };
-    ctx.forget_security(&server_id, &name);
+    ctx.ledger.forget(&server_id, &name);
     let plan = plan_database(&intent, &observation.observed)?;
     let creates = plan.steps.iter().any(|s| matches!(s, DatabaseStep::Create(_)));
     if creates && !previously_owned {
@@ -231,7 +230,7 @@ async fn ensure(
             }
         }
     }
-    ctx.record_security(&server_id, &name, intent.security.clone());
+    ctx.ledger.record(&server_id, &name, intent.security.clone());
     // Documents written above are `_local` (not counted): the info read first is still right,
     // unless the database was just created.
     let info = match (observation.info, creates) {
@@ -263,7 +262,7 @@ async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::await_change());
     };
     let url = connected.server.spec.url.clone();
-    ctx.forget_security(&server_key(db.as_ref(), &db.spec.server_ref), &name);
+    ctx.ledger.forget(&server_key(db.as_ref(), &db.spec.server_ref), &name);
     let result = async {
         let server_id = server_key(db.as_ref(), &db.spec.server_ref);
         let observation = observe(&connected.couch, &server_id, &name, &url, ctx).await?;
@@ -292,7 +291,7 @@ async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error>
             .await
         }
         Ok(_) => {}
-        Err(e) if e.is_transient() && within_grace(db.as_ref(), ctx) => return Err(e),
+        Err(e) if e.is_transient() && super::finalize::within_grace(db.as_ref(), ctx) => return Err(e),
         Err(e) => {
             ctx.event(db.as_ref(), true, "CleanupSkipped", format!("database {name} not deleted: {e}")).await;
         }

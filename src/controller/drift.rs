@@ -5,13 +5,15 @@
 
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::context::{Context, jitter, keep_task, server_exists};
+use super::backoff::delay;
+use super::context::Context;
+use super::keys::ServerKey;
 use super::servers::server_key;
+use super::tasks::{Task, server_exists};
 use crate::api::{CouchDatabase, CouchServer};
 use crate::couch::{CouchClient, DbUpdatesQuery, FeedMode};
 
@@ -22,11 +24,11 @@ pub type DatabaseTrigger = UnboundedSender<ObjectRef<CouchDatabase>>;
 /// URL replaces it).
 pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     let Some(trigger) = ctx.database_trigger.clone() else { return };
-    let server_ref = (server.namespace().unwrap_or_default(), server.name_any());
-    let databases = ctx.databases.clone();
-    let created_here = ctx.created_here.clone();
-    let servers = ctx.servers.clone();
-    keep_task(&ctx.followers, server, move || {
+    let server_ref = ServerKey::of(server);
+    let databases = ctx.stores.databases.clone();
+    let ledger = ctx.ledger.clone();
+    let servers = ctx.stores.servers.clone();
+    ctx.tasks.keep(Task::Follower, server, move || {
         tokio::spawn(async move {
             let mut since = Value::String("now".into());
             let mut failures = 0u32;
@@ -47,10 +49,7 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                                 continue;
                             }
                             // The creation of a database this process just created is not drift.
-                            let ours = (server_ref.0.clone(), server_ref.1.clone(), update.db_name.clone());
-                            if update.kind == "created"
-                                && created_here.lock().unwrap_or_else(|e| e.into_inner()).remove(&ours)
-                            {
+                            if update.kind == "created" && ledger.created_here(&server_ref, &update.db_name) {
                                 continue;
                             }
                             for db in databases.state() {
@@ -71,8 +70,8 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         tracing::debug!(error = %e, "_db_updates failed; retrying");
-                        let delay = Duration::from_millis(500).saturating_mul(1 << failures.min(6));
-                        tokio::time::sleep(jitter(delay, 0.2)).await;
+                        let pause = delay(Duration::from_millis(500), Duration::from_secs(32), failures.saturating_add(1));
+                        tokio::time::sleep(pause).await;
                     }
                 }
             }

@@ -20,20 +20,14 @@ use super::servers::{resolve, resolve_for_cleanup, server_key};
 use super::status::NewCondition;
 use super::tail::{Note, Outcome, Pass};
 use super::tenancy::{database_reference, user_database_reference};
-use super::unmanaged::{couch_name_refusal, requeue_managers};
+use super::unmanaged::{couch_name_refusal, requeue_managers, write_unmanaged};
 use crate::api::{CouchDatabase, CouchGrant, CouchGrantStatus, CouchUser, ServerRef, UserDatabaseRef, condition};
 use crate::plan::grant::grants_present;
 use crate::plan::tenancy::grant_needs;
 
-/// Where the watches (`mod.rs`) find them.
-pub(crate) use super::access::{database_refs, targets};
-/// Where the share reconcilers find it.
-pub(crate) use super::unmanaged::write_unmanaged;
-
 /// The absolute reference of a CouchDatabase's server.
 fn server_of(db: &CouchDatabase) -> ServerRef {
-    let (namespace, name) = server_key(db, &db.spec.server_ref);
-    ServerRef { name, namespace: Some(namespace) }
+    server_key(db, &db.spec.server_ref).to_ref()
 }
 
 /// Reconciles one CouchGrant.
@@ -102,7 +96,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
         // From the watch's store, not a GET: the database watch requeues the grant on changes.
         // Only a database not claimed yet is read from the API server, since its reconciler
         // may have claimed it a moment before its watch event arrives.
-        let cached = ctx.databases.get(&kube::runtime::reflector::ObjectRef::new(db_name).within(&db_ns));
+        let cached = ctx.stores.databases.get(&kube::runtime::reflector::ObjectRef::new(db_name).within(&db_ns));
         let db = match cached {
             Some(db) if db.status.as_ref().is_some_and(|s| s.couch_name.is_some()) => db,
             _ => Api::<CouchDatabase>::namespaced(ctx.client.clone(), &db_ns)
@@ -114,7 +108,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
         database_reference(&db, &ns, &grant_needs(grant.spec.access))?;
         let server_ref = server_of(&db);
         let connected = resolve(ctx, &ns, &server_ref).await?;
-        let key = (server_ref.namespace.clone().unwrap_or_default(), server_ref.name.clone());
+        let key = super::ServerKey::referenced(db.as_ref(), &server_ref);
         let resolved = resolve_grant(grant, ctx, &key);
         record(status, &resolved, db.couch_name());
         let Some(couch_name) = db.status.as_ref().and_then(|s| s.couch_name.clone()) else {
@@ -126,7 +120,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
         }
         // What the database's reconciler (the only writer) last left `_security` with; read
         // from CouchDB only when it has not run in this process yet.
-        if let Some(security) = ctx.recorded_security(&key, &couch_name) {
+        if let Some(security) = ctx.ledger.recorded(&key, &couch_name) {
             return Ok(if grants_present(&security, &resolved.entries) { Found::Applied } else { Found::Pending });
         }
         // A HEAD first, because pouchdb-server creates a missing database when its `_security`
@@ -150,7 +144,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
         let user = user_of(ctx, &ns, reference).await?;
         user_database_reference(&user, &ns, &grant_needs(grant.spec.access))?;
         let key = server_key(user.as_ref(), &user.spec.server_ref);
-        let connected = resolve(ctx, &ns, &ServerRef { name: key.1.clone(), namespace: Some(key.0.clone()) }).await?;
+        let connected = resolve(ctx, &ns, &key.to_ref()).await?;
         let couch_name =
             user.status.as_ref().and_then(|s| s.per_user_database.clone()).ok_or_else(|| Error::Waiting {
                 what: format!("the per-user database of CouchUser {}/{}", user_ns(&ns, reference), reference.user),
@@ -183,7 +177,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
 /// store does not have it yet); it must declare a per-user database.
 async fn user_of(ctx: &Context, grant_ns: &str, reference: &UserDatabaseRef) -> Result<Arc<CouchUser>, Error> {
     let ns = user_ns(grant_ns, reference);
-    let user = super::servers::stored_or_read(ctx, &ctx.users, &ns, &reference.user)
+    let user = super::servers::stored_or_read(ctx, &ctx.stores.users, &ns, &reference.user)
         .await?
         .ok_or_else(|| Error::Waiting { what: format!("CouchUser {ns}/{}", reference.user) })?;
     if !user.spec.per_user_database {
@@ -207,15 +201,14 @@ async fn cleanup(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error>
         (Some(name), Some(r)) => (name.clone(), r.clone()),
         _ => {
             let user = grant.spec.database.user_database.as_ref().and_then(|r| {
-                ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&r.user).within(&user_ns(&ns, r)))
+                ctx.stores.users.get(&kube::runtime::reflector::ObjectRef::new(&r.user).within(&user_ns(&ns, r)))
             });
             let Some((name, user)) =
                 user.and_then(|u| u.status.as_ref().and_then(|s| s.per_user_database.clone()).map(|n| (n, u)))
             else {
                 return Ok(Action::await_change());
             };
-            let (namespace, server) = server_key(user.as_ref(), &user.spec.server_ref);
-            (name, ServerRef { name: server, namespace: Some(namespace) })
+            (name, server_key(user.as_ref(), &user.spec.server_ref).to_ref())
         }
     };
     let (couch_name, server_ref) = (&couch_name, &server_ref);

@@ -9,6 +9,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use super::metrics::Metrics;
+
 /// Set once every controller is running.
 #[derive(Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
@@ -24,10 +26,10 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn metrics(State(metrics): State<Arc<Metrics>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        super::metrics::metrics().encode(),
+        metrics.encode(),
     )
 }
 
@@ -36,14 +38,14 @@ async fn readyz(State(ready): State<Readiness>) -> (StatusCode, &'static str) {
 }
 
 /// Binds `addr` and serves the probes in the background; returns the bound address.
-pub async fn serve(addr: SocketAddr, ready: Readiness) -> std::io::Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr, ready: Readiness, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(ready);
+        .with_state(ready)
+        .merge(Router::new().route("/metrics", get(self::metrics)).with_state(metrics));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "health server stopped");

@@ -1,7 +1,6 @@
 //! Prometheus metrics, served on `/metrics`: reconciles by kind, CouchDB requests by call,
 //! replication state per share, reachability and replication budget per server.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -87,7 +86,8 @@ pub struct Metrics {
 const STATES: [&str; 8] = ["initializing", "running", "pending", "crashing", "error", "failed", "completed", "unknown"];
 
 impl Metrics {
-    fn new() -> Self {
+    /// The metrics of a process, all zero.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("couchshare");
         let m = Metrics {
             reconciles: Family::default(),
@@ -267,12 +267,6 @@ impl Metrics {
         }
         out
     }
-}
-
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
 }
 
 #[cfg(test)]

@@ -39,10 +39,10 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
     let result = ensure(&server, &ctx, &mut pass).await;
     let reachable = !matches!(result, Err(Error::Unreachable { .. } | Error::Unauthorized(_)));
     let budget = pass.status.replication_budget.as_ref().map(|b| (b.total, b.used));
-    super::metrics::metrics().server(&ns, &server.name_any(), reachable, budget);
+    ctx.metrics.server(&ns, &server.name_any(), reachable, budget);
     if let Some(m) = &pass.status.membership {
         let missing = m.missing_nodes.len() + m.silent_nodes.len();
-        super::metrics::metrics().server_nodes_missing(&ns, &server.name_any(), missing);
+        ctx.metrics.server_nodes_missing(&ns, &server.name_any(), missing);
     }
     let action = pass.finish(&ctx, server.as_ref(), result).await;
     if let Ok(couch) = connect(&ctx, &server).await {
@@ -227,6 +227,7 @@ async fn observe_cluster(
 fn replications_on(ctx: &Context, server: &CouchServer) -> i32 {
     let key = format!("{}/{}", server.namespace().unwrap_or_default(), server.name_any());
     let n: usize = ctx
+        .stores
         .shares
         .state()
         .iter()

@@ -8,8 +8,9 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::context::{CachedClient, Context};
+use super::context::Context;
 use super::error::Error;
+use super::keys::ServerKey;
 use crate::api::{CouchServer, ServerRef};
 use crate::couch::{CouchClient, CouchConfig, Credentials, RetryPolicy};
 
@@ -53,7 +54,7 @@ pub async fn secret_values<const N: usize>(
 /// The resourceVersion of a Secret as the metadata watch last saw it.
 fn secret_version(ctx: &Context, namespace: &str, name: &str) -> Option<String> {
     let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
-    ctx.secrets.get(&key).and_then(|s| s.metadata.resource_version.clone())
+    ctx.stores.secrets.get(&key).and_then(|s| s.metadata.resource_version.clone())
 }
 
 /// A client for `server`, built from its admin Secret and CA; reused while they are unchanged.
@@ -61,7 +62,7 @@ pub async fn connect(ctx: &Context, server: &CouchServer) -> Result<CouchClient,
     let ns = server.namespace().unwrap_or_default();
     let secret = &server.spec.admin_credentials.secret_ref;
     let ca_ref = server.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref());
-    let key = format!("{ns}/{}", server.name_any());
+    let key = ServerKey::of(server);
     // While the URL and the Secrets' versions are unchanged, the cached client is still right.
     let versions = secret_version(ctx, &ns, &secret.name).and_then(|admin| {
         let ca = match ca_ref {
@@ -70,11 +71,8 @@ pub async fn connect(ctx: &Context, server: &CouchServer) -> Result<CouchClient,
         };
         Some(format!("{}|{}|{admin}|{ca}", server.spec.url, server.uid().unwrap_or_default()))
     });
-    if let Some(versions) = &versions {
-        let cache = ctx.couch_clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cached) = cache.get(&key).filter(|c| c.versions.as_ref() == Some(versions)) {
-            return Ok(cached.client.clone());
-        }
+    if let Some(client) = versions.as_deref().and_then(|v| ctx.clients.by_versions(&key, v)) {
+        return Ok(client);
     }
     let [username, password] =
         secret_values(ctx, &ns, &secret.name, [secret.username_key.as_str(), secret.password_key.as_str()]).await?;
@@ -88,12 +86,8 @@ pub async fn connect(ctx: &Context, server: &CouchServer) -> Result<CouchClient,
         hash.update([0]);
     }
     let fingerprint: [u8; 32] = hash.finalize().into();
-    {
-        let mut cache = ctx.couch_clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cached) = cache.get_mut(&key).filter(|c| c.fingerprint == fingerprint) {
-            cached.versions = versions;
-            return Ok(cached.client.clone());
-        }
+    if let Some(client) = ctx.clients.by_fingerprint(&key, &fingerprint, &versions) {
+        return Ok(client);
     }
     let mut config = CouchConfig::new(server.spec.url.clone(), Some(Credentials::new(username, password)));
     config.ca_pem = ca.map(String::into_bytes);
@@ -101,13 +95,11 @@ pub async fn connect(ctx: &Context, server: &CouchServer) -> Result<CouchClient,
     // The controller backs off per object itself: retry briefly inside a call only.
     config.retry =
         RetryPolicy { max_retries: 2, max_total_delay: std::time::Duration::from_secs(2), ..RetryPolicy::default() };
-    let client = CouchClient::new(config)
-        .map_err(Error::client_config)?
-        .with_observer(std::sync::Arc::new(|r| super::metrics::metrics().couch_request(r)));
-    ctx.couch_clients
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, CachedClient { fingerprint, versions, client: client.clone() });
+    let client = CouchClient::new(config).map_err(Error::client_config)?.with_observer({
+        let metrics = ctx.metrics.clone();
+        std::sync::Arc::new(move |r| metrics.couch_request(r))
+    });
+    ctx.clients.insert(key, fingerprint, versions, client.clone());
     Ok(client)
 }
 
@@ -120,7 +112,7 @@ pub async fn namespace_allowed(ctx: &Context, server: &CouchServer, from: &str) 
 /// namespace, and its admin credentials work for building a client.
 pub async fn resolve(ctx: &Context, from: &str, reference: &ServerRef) -> Result<Connected, Error> {
     let namespace = reference.namespace.clone().unwrap_or_else(|| from.to_string());
-    let server = stored_or_read(ctx, &ctx.servers, &namespace, &reference.name)
+    let server = stored_or_read(ctx, &ctx.stores.servers, &namespace, &reference.name)
         .await?
         .ok_or_else(|| Error::ServerNotFound { namespace: namespace.clone(), name: reference.name.clone() })?;
     if !namespace_allowed(ctx, &server, from).await? {
@@ -151,10 +143,9 @@ where
     Ok(Api::<K>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?.map(Arc::new))
 }
 
-/// The namespace/name key of the server a reference points to.
-pub fn server_key<K: Resource>(obj: &K, reference: &ServerRef) -> (String, String) {
-    let ns = reference.namespace.clone().unwrap_or_else(|| obj.meta().namespace.clone().unwrap_or_default());
-    (ns, reference.name.clone())
+/// The key of the server a reference points to.
+pub fn server_key<K: Resource>(obj: &K, reference: &ServerRef) -> ServerKey {
+    ServerKey::referenced(obj, reference)
 }
 
 /// Resolves a reference while cleaning up: a server, Secret or permission that is gone is not

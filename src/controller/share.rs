@@ -177,7 +177,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         let before = status.replications.len();
         for r in &report.replications {
             let state = r.state.as_deref().unwrap_or("unknown");
-            super::metrics::metrics().replication(
+            ctx.metrics.replication(
                 &intent.owner.namespace,
                 &intent.owner.name,
                 &r.id,
@@ -243,7 +243,8 @@ async fn observe(
         .await
         .map_err(|e| Error::couch("listing replication documents", url, e))?;
     let listed = ctx
-        .replication_statuses(url, couch, replicator)
+        .scheduler
+        .statuses(url, couch, replicator)
         .await
         .map_err(|e| Error::couch("reading _scheduler/docs", url, e))?;
     for id in wanted_ids(intent) {
@@ -289,7 +290,7 @@ async fn execute(ctx: &Context, connected: &Connected, intent: &ShareIntent, ste
                 tracing::info!(id = %id, "wrote replication document");
             }
             ShareStep::DeleteReplication { id, rev } => {
-                super::metrics::metrics().forget_replication(&intent.owner.namespace, &intent.owner.name, id);
+                ctx.metrics.forget_replication(&intent.owner.namespace, &intent.owner.name, id);
                 couch
                     .delete_replication_doc(replicator, id, rev)
                     .await

@@ -19,7 +19,7 @@ use crate::plan::tenancy::{EndpointRole, share_needs};
 pub(crate) enum Place {
     /// A database on the managed server: `managed` is true for a CouchDatabase (whose
     /// reconciler writes `_security`), false for a per-user database (written entry by entry).
-    Local { database: String, managed: bool, server: (String, String) },
+    Local { database: String, managed: bool, server: super::ServerKey },
     /// A database on another CouchDB.
     Remote { base_url: String, database: String, auth: EndpointAuth },
 }
@@ -139,7 +139,7 @@ pub(crate) fn fan_in(ctx: &Context, share: &CouchShare) -> Result<(FanInPlaces, 
     let ns = share.namespace();
     let mut ready = Vec::new();
     let mut waiting = Vec::new();
-    for u in ctx.users.state() {
+    for u in ctx.stores.users.state() {
         if u.namespace() != ns || u.metadata.deletion_timestamp.is_some() || !selector.matches(u.labels()) {
             continue;
         }
@@ -193,7 +193,7 @@ pub(crate) async fn target(ctx: &Context, share: &CouchShare, consent: Consent) 
 /// The server whose `_replicator` runs the share: `serverRef`, or the one server of its local
 /// endpoints (which must all be on one server).
 pub(crate) fn managing_server(share: &CouchShare, places: &[&Place]) -> Result<ServerRef, Error> {
-    let locals: Vec<&(String, String)> = places
+    let locals: Vec<&super::ServerKey> = places
         .iter()
         .filter_map(|p| match p {
             Place::Local { server, .. } => Some(server),
@@ -214,11 +214,11 @@ pub(crate) fn managing_server(share: &CouchShare, places: &[&Place]) -> Result<S
         {
             return Err(Error::InvalidSpec("serverRef differs from the server of the local endpoints".into()));
         }
-        return Ok(ServerRef { name: key.1, namespace: Some(key.0) });
+        return Ok(key.to_ref());
     }
     locals
         .first()
-        .map(|(ns, name)| ServerRef { name: name.clone(), namespace: Some(ns.clone()) })
+        .map(|key| key.to_ref())
         .ok_or_else(|| Error::InvalidSpec("serverRef is required when both source and target are remote".into()))
 }
 
@@ -243,20 +243,14 @@ pub(crate) fn remote_client(ctx: &Context, base_url: &str, auth: &EndpointAuth) 
     use sha2::{Digest, Sha256};
     let key = format!("remote|{base_url}|{}", auth.username);
     let fingerprint: [u8; 32] = Sha256::digest(format!("{base_url}\n{}\n{}", auth.username, auth.password)).into();
-    let mut clients = ctx.couch_clients.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(cached) = clients.get(&key)
-        && cached.fingerprint == fingerprint
-    {
-        return Ok(cached.client.clone());
-    }
-    let mut config = crate::couch::CouchConfig::new(
-        base_url.to_string(),
-        Some(crate::couch::Credentials::new(auth.username.clone(), auth.password.clone())),
-    );
-    config.retry = crate::couch::RetryPolicy::none();
-    let client = CouchClient::new(config).map_err(|e| Error::RemoteUnusable(e.to_string()))?;
-    clients.insert(key, super::context::CachedClient { fingerprint, versions: None, client: client.clone() });
-    Ok(client)
+    ctx.clients.remote(&key, fingerprint, || {
+        let mut config = crate::couch::CouchConfig::new(
+            base_url.to_string(),
+            Some(crate::couch::Credentials::new(auth.username.clone(), auth.password.clone())),
+        );
+        config.retry = crate::couch::RetryPolicy::none();
+        CouchClient::new(config).map_err(|e| Error::RemoteUnusable(e.to_string()))
+    })
 }
 
 /// A client for the server a place is on: the managed server's admin, or the remote's own.

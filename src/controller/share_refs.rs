@@ -32,11 +32,11 @@ pub(crate) fn database_permitted(share: &CouchShare, db: &crate::api::CouchDatab
 pub(crate) fn touches_user_database(
     share: &CouchShare,
     ctx: &Context,
-    server: &(String, String),
+    server: &super::ServerKey,
     couch_name: &str,
 ) -> bool {
     let ns = share.namespace().unwrap_or_default();
-    let users = ctx.users.state();
+    let users = ctx.stores.users.state();
     let user_db = |user_ns: &str, name: &str, role: EndpointRole| {
         users.iter().any(|u| {
             u.namespace().as_deref() == Some(user_ns)

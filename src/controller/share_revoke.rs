@@ -40,7 +40,7 @@ const SCHEDULER_DROP_WAIT: Duration = Duration::from_secs(2);
 /// [`SCHEDULER_DROP_WAIT`] make it `Waiting`: nothing that could flow back is removed before
 /// they are gone, and the next pass looks again (for the ids the share's status recorded, as
 /// the documents are gone by then).
-async fn stop_replications(share: &CouchShare, connected: &Connected) -> Result<usize, Error> {
+async fn stop_replications(ctx: &Context, share: &CouchShare, connected: &Connected) -> Result<usize, Error> {
     let url = connected.server.spec.url.clone();
     let replicator = replicator_db(share);
     let me = owner(share);
@@ -55,7 +55,7 @@ async fn stop_replications(share: &CouchShare, connected: &Connected) -> Result<
     };
     let ours = stale_replications(&docs, &me, &[]);
     for (id, rev) in &ours {
-        super::metrics::metrics().forget_replication(&me.namespace, &me.name, id);
+        ctx.metrics.forget_replication(&me.namespace, &me.name, id);
         match connected.couch.delete_replication_doc(&replicator, id, rev).await {
             Ok(_) | Err(CouchError::NotFound { .. }) => {}
             Err(e) => return Err(Error::couch("deleting a replication document", &url, e)),
@@ -143,7 +143,7 @@ pub(crate) async fn withdraw(share: &CouchShare, ctx: &Context) -> Result<(), Er
         Err(e) => return Err(e),
     };
     let url = connected.server.spec.url.clone();
-    let stopped = stop_replications(share, &connected).await?;
+    let stopped = stop_replications(ctx, share, &connected).await?;
     let endpoints = endpoints(ctx, share).await;
     if let Some(Endpoints::One { source, target }) = &endpoints
         && let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone())
@@ -230,7 +230,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
     };
     let url = connected.server.spec.url.clone();
     // 1. Stop replicating, before anything is removed that could flow back.
-    let stopped = stop_replications(share, &connected).await?;
+    let stopped = stop_replications(ctx, share, &connected).await?;
     tracing::info!(stopped, "replications stopped");
 
     // 2 and 3. The sharing document: deleted from the source, purged from the target.
@@ -284,7 +284,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(secret) = secrets.get_opt(&replication_secret_name(share)).await?
-        && secret.annotations().get("couchshare.io/owner-uid") == Some(&me.uid)
+        && secret.annotations().get(crate::api::labels::OWNER_UID_ANNOTATION) == Some(&me.uid)
     {
         secrets.delete(&replication_secret_name(share), &DeleteParams::default()).await?;
     }
@@ -301,7 +301,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
 /// watch of shares may lag behind it.
 fn requeue_databases(ctx: &Context, share: &CouchShare) {
     let Some(trigger) = &ctx.database_trigger else { return };
-    for db in ctx.databases.state() {
+    for db in ctx.stores.databases.state() {
         if super::share_refs::touches_database(share, &db) {
             let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(db.as_ref()));
         }

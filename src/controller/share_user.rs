@@ -11,7 +11,7 @@ use super::error::Error;
 use super::servers::{Connected, secret_value};
 use super::share_endpoints::Place;
 use super::share_refs::{contribution, owner, replication_secret_name};
-use crate::api::CouchShare;
+use crate::api::{CouchShare, labels};
 use crate::plan::grant::grants_present;
 use crate::plan::share::{EndpointAuth, replication_user_update, replication_username};
 use crate::plan::user::password_fingerprint;
@@ -35,8 +35,8 @@ pub(crate) async fn ensure_replication_user(
             let p: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(40).map(char::from).collect();
             let secret = serde_json::json!({
                 "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": secret_name, "labels": {"app.kubernetes.io/managed-by": "couchshare"},
-                             "annotations": {"couchshare.io/owner": format!("CouchShare/{}", me.name), "couchshare.io/owner-uid": me.uid}},
+                "metadata": {"name": secret_name, "labels": {(labels::MANAGED_BY_LABEL): labels::MANAGED_BY},
+                             "annotations": {(labels::OWNER_ANNOTATION): format!("CouchShare/{}", me.name), (labels::OWNER_UID_ANNOTATION): me.uid}},
                 "type": "Opaque",
                 "stringData": {"username": username, "password": p},
             });

@@ -196,7 +196,7 @@ impl<K: Reconciled> Pass<K> {
             ctx.event(obj, note.warning, &note.reason, note.message).await;
         }
         let outcome = result?;
-        ctx.reset_backoff(&object_key(obj));
+        ctx.backoff.reset(&object_key(obj));
         Ok(outcome.requeue)
     }
 }

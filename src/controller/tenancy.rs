@@ -73,8 +73,8 @@ pub(crate) fn user_database_reference(user: &CouchUser, from: &str, needs: &[Con
 
 /// The live resource that manages the CouchDB database `name` on `server`, as the watches know:
 /// a CouchDatabase naming it, or a CouchUser whose per-user database it is.
-pub(crate) fn database_manager(ctx: &Context, server: &(String, String), name: &str) -> Option<String> {
-    let database = ctx.databases.state().into_iter().find(|d| {
+pub(crate) fn database_manager(ctx: &Context, server: &super::ServerKey, name: &str) -> Option<String> {
+    let database = ctx.stores.databases.state().into_iter().find(|d| {
         d.metadata.deletion_timestamp.is_none()
             && d.couch_name() == name
             && &server_key(d.as_ref(), &d.spec.server_ref) == server
@@ -89,10 +89,10 @@ pub(crate) fn database_manager(ctx: &Context, server: &(String, String), name: &
 /// The live CouchUser whose per-user database `name` on `server` is.
 pub(crate) fn per_user_database_owner(
     ctx: &Context,
-    server: &(String, String),
+    server: &super::ServerKey,
     name: &str,
 ) -> Option<std::sync::Arc<CouchUser>> {
-    ctx.users.state().into_iter().find(|u| {
+    ctx.stores.users.state().into_iter().find(|u| {
         u.metadata.deletion_timestamp.is_none()
             && u.spec.per_user_database
             && u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(name)

@@ -18,7 +18,7 @@ use crate::plan::tenancy::{self, Refused, TrustedAct, grant_needs};
 pub(crate) async fn couch_name_refusal(
     ctx: &Context,
     server: &CouchServer,
-    key: &(String, String),
+    key: &super::ServerKey,
     couch_name: &str,
     from: &str,
 ) -> Result<Option<Refused>, Error> {
@@ -31,9 +31,9 @@ pub(crate) async fn couch_name_refusal(
 
 /// Asks the reconciler of the CouchDatabase naming `couch_name` on `server` to rewrite its
 /// `_security` (it is its only writer, and drops what no permitted grant contributes).
-pub(crate) fn requeue_managers(ctx: &Context, server: &(String, String), couch_name: &str) {
+pub(crate) fn requeue_managers(ctx: &Context, server: &super::ServerKey, couch_name: &str) {
     let Some(trigger) = &ctx.database_trigger else { return };
-    for db in ctx.databases.state() {
+    for db in ctx.stores.databases.state() {
         if db.couch_name() == couch_name && &server_key(db.as_ref(), &db.spec.server_ref) == server {
             let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(db.as_ref()));
         }
@@ -46,7 +46,7 @@ async fn contributes_to(
     ctx: &Context,
     grant: &CouchGrant,
     connected: &Connected,
-    server: &(String, String),
+    server: &super::ServerKey,
     couch_name: &str,
 ) -> Result<bool, Error> {
     let from = grant.namespace().unwrap_or_default();
@@ -59,7 +59,7 @@ async fn contributes_to(
     }
     let Some(reference) = &target.user_database else { return Ok(false) };
     let ns = user_ns(&from, reference);
-    let user = ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&reference.user).within(&ns));
+    let user = ctx.stores.users.get(&kube::runtime::reflector::ObjectRef::new(&reference.user).within(&ns));
     let aimed = user.is_some_and(|u| {
         u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(couch_name)
             && &server_key(u.as_ref(), &u.spec.server_ref) == server
@@ -73,21 +73,21 @@ async fn contributes_to(
 pub(crate) async fn write_unmanaged(
     ctx: &Context,
     connected: &Connected,
-    server: &(String, String),
+    server: &super::ServerKey,
     couch_name: &str,
     leaving: Option<&str>,
 ) -> Result<(), Error> {
     let url = connected.server.spec.url.clone();
-    let lock = ctx.database_lock(&format!("{}/{}/{couch_name}", server.0, server.1));
+    let lock = ctx.database_lock(&format!("{server}/{couch_name}"));
     let _held = lock.lock().await;
     let mut contributions = Vec::new();
-    for g in ctx.grants.state() {
+    for g in ctx.stores.grants.state() {
         let live = g.metadata.deletion_timestamp.is_none() && g.uid().as_deref() != leaving;
         if live && contributes_to(ctx, &g, connected, server, couch_name).await? {
             contributions.push(resolve_grant(&g, ctx, server).entries);
         }
     }
-    for share in ctx.shares.state() {
+    for share in ctx.stores.shares.state() {
         let live = share.uid().as_deref() != leaving && super::share_refs::wants_access(&share);
         if live && super::share_refs::touches_user_database(&share, ctx, server, couch_name) {
             contributions.push(super::share_refs::contribution(&share));

@@ -11,7 +11,8 @@ use kube::runtime::controller::Action;
 
 use super::context::Context;
 use super::credentials::{
-    OWNER_UID_ANNOTATION, apply_secret, desired_password, desired_secret, rotation_generation, secret_up_to_date,
+    OWNER_UID_ANNOTATION, apply_secret, credentials_secret_name, desired_password, desired_secret, rotation_generation,
+    secret_up_to_date,
 };
 use super::error::Error;
 use super::finalize::{reconcile_with_finalizer, within_grace};
@@ -26,9 +27,6 @@ use crate::plan::user::{
     DEFAULT_USERDB_PREFIX, OWNER_FIELD, ObservedUser, UserIntent, UserOutcome, password_fingerprint,
     per_user_database_name, plan_user, with_owner,
 };
-
-/// Where the watches (`mod.rs`) find it.
-pub(crate) use super::credentials::credentials_secret_name;
 
 /// Reconciles one CouchUser.
 pub async fn reconcile(user: Arc<CouchUser>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -52,6 +50,7 @@ fn claim(user: &CouchUser) -> Claim {
 fn earlier_claimant(user: &CouchUser, ctx: &Context) -> Option<Owner> {
     let me = (server_key(user, &user.spec.server_ref), user.couch_username().to_string());
     let others = ctx
+        .stores
         .users
         .state()
         .into_iter()
@@ -78,8 +77,8 @@ async fn observe_user(
     let owner_alive = owner.as_ref().is_some_and(|o| {
         o.uid != me.uid
             && match o.kind.as_str() {
-                "CouchShare" => ctx.shares.state().iter().any(|s| s.uid().as_deref() == Some(&o.uid)),
-                _ => ctx.users.state().iter().any(|u| u.uid().as_deref() == Some(&o.uid)),
+                "CouchShare" => ctx.stores.shares.state().iter().any(|s| s.uid().as_deref() == Some(&o.uid)),
+                _ => ctx.stores.users.state().iter().any(|u| u.uid().as_deref() == Some(&o.uid)),
             }
     });
     let observed = ObservedUser {

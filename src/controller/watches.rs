@@ -1,16 +1,15 @@
-//! How the controllers watch: one backoff per watch, and predicates that keep a controller from
+//! How the controllers watch their kinds' shared streams: predicates that keep a controller from
 //! reconciling on writes that cannot change its result (above all, its own status writes).
 
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use futures::Stream;
+use kube::Resource;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
-use super::scoped;
+use super::reflectors::Shared;
 use crate::api::{CouchDatabase, CouchShare};
 
 /// What every watched kind is.
@@ -36,40 +35,16 @@ impl<K> Watched for K where
 {
 }
 
-/// Watch events of one kind as a trigger stream. Each watch backs off on its own: after an API
-/// server restart every watch gets `410 Expired` once and relists, and one watch's errors must
-/// not pause the others (a controller's shared trigger backoff would serialise those relists
-/// behind an ever longer pause).
-pub(crate) fn watched<K: Watched>(
-    client: &Client,
-    ns: Option<&str>,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
-    watcher(scoped::<K>(client, ns), watcher::Config::default()).default_backoff().touched_objects()
-}
-
-/// Like [`watched`], passing an object only when `predicate` says it changed (and on first sight).
-pub(crate) fn watched_when<K: Watched>(
-    client: &Client,
-    ns: Option<&str>,
-    predicate: fn(&K) -> Option<u64>,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
-    watched::<K>(client, ns).predicate_filter(predicate, Default::default())
-}
-
-/// A controller for `K` that reconciles an object when what it declares changed — spec
-/// (generation), deletion, labels or annotations — and not on its own writes: its status, and
-/// the finalizer it adds in the same pass that applies (see `finalize`), would otherwise make
-/// every reconcile run twice. The store still sees every write. The periodic resync and the
-/// other watches cover the rest.
-pub(crate) fn controller_for<K: Watched>(client: &Client, ns: Option<&str>) -> Controller<K> {
-    let (reader, writer) = reflector::store();
-    let own = watcher(scoped::<K>(client, ns), watcher::Config::default())
-        .default_backoff()
-        .modify(forget_managed_fields)
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(declared::<K>, Default::default());
-    Controller::for_stream(own, reader).trigger_backoff(NoPause)
+/// A controller for `K` on its kind's shared watch, reconciling an object when what it declares
+/// changed — spec (generation), deletion, labels or annotations — and not on its own writes: its
+/// status, and the finalizer it adds in the same pass that applies (see `finalize`), would
+/// otherwise make every reconcile run twice. The store still sees every write. The periodic
+/// resync and the other watches cover the rest.
+pub(crate) fn controller_for<K: Watched>(shared: &mut Shared<K>) -> Controller<K> {
+    let own = shared.applied().predicate_filter(declared::<K>, Default::default());
+    // Each watch backs off on its own (see `reflectors`): a controller's shared trigger backoff
+    // would serialise the relists after an API server restart behind an ever longer pause.
+    Controller::for_stream(own, shared.store()).trigger_backoff(NoPause)
 }
 
 /// Drops `managedFields` before an object is cached: nothing reads them, and at a thousand

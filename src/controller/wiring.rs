@@ -1,0 +1,183 @@
+//! What requeues what: each controller on its kind's shared watch, and the watches of related
+//! kinds (with the predicate each needs) that map a change to the objects it matters to.
+
+use futures::Stream;
+use kube::ResourceExt;
+use kube::api::PartialObjectMeta;
+use kube::runtime::controller::{Config, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{predicates, watcher};
+
+use super::reflectors::{Reflectors, Shared};
+use super::servers::server_key;
+use super::watches::{controller_for, database_for_grants, declared, share_for_databases};
+use super::{ServerKey, access, credentials, share_refs};
+use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use k8s_openapi::api::core::v1::Secret;
+
+/// References to every object in `store` that `related` picks: the mapper of a watch.
+fn matching<K>(store: &Store<K>, related: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.state().into_iter().filter(|o| related(o)).map(|o| ObjectRef::from_obj(o.as_ref())).collect()
+}
+
+/// CouchServer changes that matter to the resources on it: spec changes, not status writes
+/// (a server's status changes with every share; requeueing every database and user on each
+/// would be a reconcile storm).
+fn server_spec_changes(
+    servers: &mut Shared<CouchServer>,
+) -> impl Stream<Item = Result<CouchServer, watcher::Error>> + Send + 'static {
+    servers.touched_when(predicates::generation)
+}
+
+/// A stream of requests from another part of the operator, as a trigger.
+fn requests<K: kube::Resource<DynamicType = ()> + Send + Sync + 'static>(
+    rx: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<K>>,
+) -> impl Stream<Item = ObjectRef<K>> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+}
+
+fn uses_secret(server: &CouchServer, secret: &str) -> bool {
+    server.spec.admin_credentials.secret_ref.name == secret
+        || server.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()).is_some_and(|c| c.name == secret)
+}
+
+/// Whether a grant names this CouchUser, as a member or admin, or for its per-user database.
+fn refers_to_user(grant: &CouchGrant, user: &CouchUser) -> bool {
+    let grant_ns = grant.namespace().unwrap_or_default();
+    let is_user = |name: &str, ns: Option<&str>| {
+        name == user.name_any() && ns.unwrap_or(&grant_ns) == user.namespace().unwrap_or_default()
+    };
+    grant.spec.users.iter().any(|r| is_user(&r.name, r.namespace.as_deref()))
+        || grant.spec.database.user_database.as_ref().is_some_and(|r| is_user(&r.user, r.namespace.as_deref()))
+}
+
+/// Whether CouchUser changes matter to a share: a fan-in over its namespace's users, or a
+/// per-user database it names (in any namespace: that user's consent can change).
+fn uses_user_database(share: &CouchShare, user: &CouchUser) -> bool {
+    let ns = share.namespace().unwrap_or_default();
+    let names = |r: &Option<crate::api::UserDatabaseRef>| {
+        r.as_ref().is_some_and(|r| {
+            r.user == user.name_any() && r.namespace.as_deref().unwrap_or(&ns) == user.namespace().unwrap_or_default()
+        })
+    };
+    (share.spec.source.user_databases.is_some() && share.namespace() == user.namespace())
+        || names(&share.spec.source.user_database)
+        || names(&share.spec.target.user_database)
+}
+
+/// Whether a grant names a database on this server directly (`couchName`): the server's trust
+/// decides whether it may.
+fn grant_on_server(grant: &CouchGrant, key: &ServerKey) -> bool {
+    grant.spec.database.server_ref.as_ref().is_some_and(|r| &server_key(grant, r) == key)
+}
+
+/// Whether a share runs (or ran) on this server: its allowed and trusted namespaces matter.
+fn share_on_server(share: &CouchShare, key: &ServerKey) -> bool {
+    let recorded = share.status.as_ref().and_then(|s| s.server.as_deref()) == Some(&key.to_string());
+    recorded || share.spec.server_ref.as_ref().is_some_and(|r| &server_key(share, r) == key)
+}
+
+/// A change to an admin or CA Secret requeues the servers that use it (metadata only).
+pub(crate) fn servers(r: &mut Reflectors, config: Config) -> Controller<CouchServer> {
+    let servers = r.servers.store();
+    controller_for(&mut r.servers)
+        .watches_stream(r.secrets.touched(), move |secret: PartialObjectMeta<Secret>| {
+            let (sns, sname) = (secret.namespace(), secret.name_any());
+            matching(&servers, |s| s.namespace() == sns && uses_secret(s, &sname))
+        })
+        .with_config(config)
+}
+
+/// A database follows its server's spec, the grants and users whose entries its `_security`
+/// holds, the shares whose replication users it holds, and CouchDB's own feeds (`requested`:
+/// `_db_updates` and the `_security` audit).
+pub(crate) fn databases(
+    r: &mut Reflectors,
+    config: Config,
+    requested: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<CouchDatabase>>,
+) -> Controller<CouchDatabase> {
+    let (databases, grants) = (r.databases.store(), r.grants.store());
+    let by_server = databases.clone();
+    controller_for(&mut r.databases)
+        .watches_stream(server_spec_changes(&mut r.servers), move |server: CouchServer| {
+            let key = ServerKey::of(&server);
+            matching(&by_server, |d| server_key(d, &d.spec.server_ref) == key)
+        })
+        .watches_stream(r.grants.touched_when(declared), |grant: CouchGrant| access::database_refs(&grant))
+        .watches_stream(r.users.touched_when(declared), move |user: CouchUser| {
+            grants
+                .state()
+                .into_iter()
+                .filter(|g| refers_to_user(g, &user))
+                .filter_map(|g| access::database_refs(&g))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(r.shares.touched_when(share_for_databases), move |share: CouchShare| {
+            matching(&databases, |d| share_refs::touches_database(&share, d))
+        })
+        .reconcile_on(requests(requested))
+        .with_config(config)
+}
+
+/// A user follows its password and credentials Secrets (edited, deleted) and its server's spec.
+pub(crate) fn users(r: &mut Reflectors, config: Config) -> Controller<CouchUser> {
+    let by_secret = r.users.store();
+    let by_server = by_secret.clone();
+    controller_for(&mut r.users)
+        .watches_stream(r.secrets.touched(), move |secret: PartialObjectMeta<Secret>| {
+            let (sns, sname) = (secret.namespace(), secret.name_any());
+            matching(&by_secret, |u| {
+                u.namespace() == sns
+                    && (u.spec.password.as_ref().is_some_and(|p| p.secret_ref.name == sname)
+                        || credentials::credentials_secret_name(u) == sname)
+            })
+        })
+        .watches_stream(server_spec_changes(&mut r.servers), move |server: CouchServer| {
+            let key = ServerKey::of(&server);
+            matching(&by_server, |u| server_key(u, &u.spec.server_ref) == key)
+        })
+        .with_config(config)
+}
+
+/// A grant follows its users (appearing, renamed, deleted), its database's state, its server's
+/// trust, and the database reconciler's merges (`requested`).
+pub(crate) fn grants(
+    r: &mut Reflectors,
+    config: Config,
+    requested: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<CouchGrant>>,
+) -> Controller<CouchGrant> {
+    let by_user = r.grants.store();
+    let (by_database, by_server) = (by_user.clone(), by_user.clone());
+    controller_for(&mut r.grants)
+        .watches_stream(r.users.touched_when(declared), move |user: CouchUser| {
+            matching(&by_user, |g| refers_to_user(g, &user))
+        })
+        .watches_stream(r.databases.touched_when(database_for_grants), move |db: CouchDatabase| {
+            matching(&by_database, |g| access::targets(g, &db))
+        })
+        .watches_stream(server_spec_changes(&mut r.servers), move |server: CouchServer| {
+            let key = ServerKey::of(&server);
+            matching(&by_server, |g| grant_on_server(g, &key))
+        })
+        .reconcile_on(requests(requested))
+        .with_config(config)
+}
+
+/// A share follows its databases, the users whose databases it replicates, and its server's spec.
+pub(crate) fn shares(r: &mut Reflectors, config: Config) -> Controller<CouchShare> {
+    let by_database = r.shares.store();
+    let (by_user, by_server) = (by_database.clone(), by_database.clone());
+    controller_for(&mut r.shares)
+        .watches_stream(r.databases.touched(), move |db: CouchDatabase| {
+            matching(&by_database, |s| share_refs::touches_database(s, &db))
+        })
+        .watches_stream(r.users.touched(), move |user: CouchUser| matching(&by_user, |s| uses_user_database(s, &user)))
+        .watches_stream(server_spec_changes(&mut r.servers), move |server: CouchServer| {
+            let key = ServerKey::of(&server);
+            matching(&by_server, |s| share_on_server(s, &key))
+        })
+        .with_config(config)
+}
