@@ -199,7 +199,7 @@ fn counter_by(text: &str, family: &str, label: &str, keep: impl Fn(&str) -> bool
 /// Writes the API server has served (POST, PUT, PATCH, DELETE), by `verb resource`, from its
 /// own metrics: who made them is not recorded, so the caller subtracts its own.
 async fn api_writes(client: &Client) -> anyhow::Result<BTreeMap<String, f64>> {
-    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let req = axum::http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
