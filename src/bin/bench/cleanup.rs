@@ -91,10 +91,49 @@ async fn ours(couch: &CouchClient, created: &Created<'_>) -> anyhow::Result<Ours
 }
 
 /// Deletes everything `created` names on CouchDB (replication documents first, so nothing
-/// replicates into a database being deleted); carries on past single failures, and fails if
-/// anything is left.
+/// replicates into a database being deleted); fails if anything is left.
+///
+/// Requests the operator had in flight when it was stopped can still land (a database
+/// creation takes a second on a busy CouchDB), so it looks again, 2 s apart, until two looks
+/// in a row find nothing, for up to a minute.
 pub async fn clean(couch: &CouchClient, created: &Created<'_>) -> anyhow::Result<Removed> {
-    let found = ours(couch, created).await?;
+    let mut removed = Removed::default();
+    let (mut empty_looks, mut last_error) = (0, None);
+    for _ in 0..30 {
+        let found = ours(couch, created).await?;
+        if found.replications.is_empty() && found.databases.is_empty() && found.users.is_empty() {
+            empty_looks += 1;
+            if empty_looks == 2 {
+                return Ok(removed);
+            }
+        } else {
+            empty_looks = 0;
+            match remove(couch, found).await {
+                Ok(round) => {
+                    removed.databases += round.databases;
+                    removed.users += round.users;
+                    removed.replications += round.replications;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    let left = ours(couch, created).await?;
+    let error = anyhow::anyhow!(
+        "clean-up left {} replication documents, {} databases and {} users (removed {removed:?})",
+        left.replications.len(),
+        left.databases.len(),
+        left.users.len()
+    );
+    Err(match last_error {
+        Some(e) => error.context(format!("{e:#}")),
+        None => error,
+    })
+}
+
+/// One round of deletions.
+async fn remove(couch: &CouchClient, found: Ours) -> anyhow::Result<Removed> {
     let mut first_error: Option<anyhow::Error> = None;
     let mut count = |results: Vec<anyhow::Result<()>>| {
         let mut ok = 0;
@@ -124,16 +163,8 @@ pub async fn clean(couch: &CouchClient, created: &Created<'_>) -> anyhow::Result
         .collect()
         .await;
     let removed = Removed { databases, users: count(users), replications };
-    let left = ours(couch, created).await?;
-    let left = (left.replications.len(), left.databases.len(), left.users.len());
     match first_error {
-        Some(e) => Err(e.context(format!("clean-up (removed {removed:?}, left {left:?})"))),
-        None if left != (0, 0, 0) => anyhow::bail!(
-            "clean-up left {} replication documents, {} databases and {} users (removed {removed:?})",
-            left.0,
-            left.1,
-            left.2
-        ),
+        Some(e) => Err(e.context(format!("clean-up (removed {removed:?} in this round)"))),
         None => Ok(removed),
     }
 }
