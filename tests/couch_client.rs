@@ -13,6 +13,8 @@ use couchshare::couch::{
     AllDocsQuery, ChangesQuery, CouchClient, CouchConfig, CouchError, CreateDatabase, Credentials, DbUpdatesQuery,
     FeedMode, Principals, REPLICATOR_DB, ReplicationState, RetryPolicy, Security, TransportKind, UserDoc,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use support::couchdb::{
     admin_credentials, client, ensure_system_databases, eventually, replication_url, require_capability, unique_name,
@@ -619,12 +621,10 @@ async fn transient_failures_are_retried_and_zero_retries_means_one_attempt() {
 /// An HTTPS server on loopback with a certificate from the test CA in tests/fixtures/tls,
 /// answering every request with a CouchDB welcome.
 fn tls_server() -> String {
-    let certs = rustls_pemfile::certs(&mut &include_bytes!("fixtures/tls/server.pem")[..])
+    let certs = CertificateDer::pem_slice_iter(include_bytes!("fixtures/tls/server.pem"))
         .collect::<Result<Vec<_>, _>>()
         .expect("test server certificate");
-    let key = rustls_pemfile::private_key(&mut &include_bytes!("fixtures/tls/server.key")[..])
-        .expect("test server key")
-        .expect("a key in server.key");
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("fixtures/tls/server.key")).expect("a key in server.key");
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("TLS versions")

@@ -94,9 +94,9 @@ struct Doc {
 /// Splits `helm template` output into documents (empty ones dropped).
 fn documents(rendered: &str) -> Vec<Doc> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(rendered)
+    serde_yaml_ng::Deserializer::from_str(rendered)
         .filter_map(|doc| {
-            let value = serde_yaml::Value::deserialize(doc).expect("helm renders valid YAML");
+            let value = serde_yaml_ng::Value::deserialize(doc).expect("helm renders valid YAML");
             if value.is_null() {
                 return None;
             }
@@ -107,7 +107,7 @@ fn documents(rendered: &str) -> Vec<Doc> {
                 kind: field(&["kind"]).expect("every document has a kind"),
                 name: field(&["metadata", "name"]).expect("every document has a name"),
                 namespace: field(&["metadata", "namespace"]),
-                yaml: serde_yaml::to_string(&value).expect("re-serialize"),
+                yaml: serde_yaml_ng::to_string(&value).expect("re-serialize"),
             })
         })
         .collect()
@@ -241,8 +241,8 @@ fn invalid_values_are_refused_by_the_schema() {
 
 /// `group/resource:verb` for every permission a Role or ClusterRole document grants.
 fn permissions(doc: &Doc) -> BTreeSet<String> {
-    let value: serde_yaml::Value = serde_yaml::from_str(&doc.yaml).expect("YAML");
-    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&doc.yaml).expect("YAML");
+    let strings = |v: &serde_yaml_ng::Value| -> Vec<String> {
         v.as_sequence().into_iter().flatten().map(|s| s.as_str().expect("a string").to_owned()).collect()
     };
     let mut out = BTreeSet::new();
@@ -321,12 +321,12 @@ fn the_rbac_grants_exactly_the_listed_verbs() {
 }
 
 /// The operator container of a rendered Deployment.
-fn operator_container(values: &[&str], helm: &str) -> serde_yaml::Value {
+fn operator_container(values: &[&str], helm: &str) -> serde_yaml_ng::Value {
     let docs = documents(&helm_template(helm, "rel", "couchshare", &sets(values)).expect("renders"));
     let deployment = docs.iter().find(|d| d.kind == "Deployment").expect("a Deployment");
-    let value: serde_yaml::Value = serde_yaml::from_str(&deployment.yaml).expect("YAML");
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&deployment.yaml).expect("YAML");
     let pod = &value["spec"]["template"]["spec"];
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], serde_yaml::Value::from(true));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], serde_yaml_ng::Value::from(true));
     assert_eq!(pod["securityContext"]["seccompProfile"]["type"].as_str(), Some("RuntimeDefault"));
     let mut c = pod["containers"][0].clone();
     c["replicas"] = value["spec"]["replicas"].clone();
@@ -338,7 +338,7 @@ fn operator_container(values: &[&str], helm: &str) -> serde_yaml::Value {
 fn the_deployment_runs_the_operator_locked_down() {
     let test = "the_deployment_runs_the_operator_locked_down";
     let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
-    let args = |c: &serde_yaml::Value| -> Vec<String> {
+    let args = |c: &serde_yaml_ng::Value| -> Vec<String> {
         c["args"].as_sequence().expect("args").iter().map(|a| a.as_str().expect("string").to_owned()).collect()
     };
     let c = operator_container(&[], &helm);
@@ -527,8 +527,8 @@ struct ChartIdentity {
 /// The cluster and CA of the admin kubeconfig (`$KUBECONFIG`) with a ServiceAccount token.
 fn token_kubeconfig(token: &str) -> String {
     let path = std::env::var("KUBECONFIG").expect("KUBECONFIG");
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read KUBECONFIG")).expect("kubeconfig YAML");
+    let admin: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&path).expect("read KUBECONFIG")).expect("kubeconfig YAML");
     let cluster = &admin["clusters"][0]["cluster"];
     let server = cluster["server"].as_str().expect("cluster server");
     let ca = match std::env::var("COUCHSHARE_TEST_PKI") {
@@ -544,7 +544,7 @@ fn token_kubeconfig(token: &str) -> String {
         "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "couchshare-operator"}}],
         "current-context": "operator",
     });
-    serde_yaml::to_string(&config).expect("kubeconfig")
+    serde_yaml_ng::to_string(&config).expect("kubeconfig")
 }
 
 /// Renders the chart (cluster-wide, or watching only `watch`), applies only its ServiceAccount

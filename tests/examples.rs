@@ -27,20 +27,20 @@ fn every_example_parses_into_the_rust_types() {
     let mut kinds = std::collections::BTreeSet::new();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable example");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_yaml::Value::deserialize(doc).expect("valid YAML");
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value = serde_yaml_ng::Value::deserialize(doc).expect("valid YAML");
             if value.is_null() {
                 continue;
             }
             let kind = value["kind"].as_str().unwrap_or_default().to_string();
             let what = format!("{} ({kind})", file.display());
             let parsed = match kind.as_str() {
-                "CouchServer" => serde_yaml::from_value::<CouchServer>(value).map(|_| ()),
-                "CouchDatabase" => serde_yaml::from_value::<CouchDatabase>(value).map(|_| ()),
-                "CouchUser" => serde_yaml::from_value::<CouchUser>(value).map(|_| ()),
-                "CouchGrant" => serde_yaml::from_value::<CouchGrant>(value).map(|_| ()),
-                "CouchShare" => serde_yaml::from_value::<CouchShare>(value).map(|_| ()),
-                "Secret" => serde_yaml::from_value::<Secret>(value).map(|_| ()),
+                "CouchServer" => serde_yaml_ng::from_value::<CouchServer>(value).map(|_| ()),
+                "CouchDatabase" => serde_yaml_ng::from_value::<CouchDatabase>(value).map(|_| ()),
+                "CouchUser" => serde_yaml_ng::from_value::<CouchUser>(value).map(|_| ()),
+                "CouchGrant" => serde_yaml_ng::from_value::<CouchGrant>(value).map(|_| ()),
+                "CouchShare" => serde_yaml_ng::from_value::<CouchShare>(value).map(|_| ()),
+                "Secret" => serde_yaml_ng::from_value::<Secret>(value).map(|_| ()),
                 other => panic!("{what}: unexpected kind {other:?}"),
             };
             parsed.unwrap_or_else(|e| panic!("{what} does not parse: {e}"));

@@ -53,7 +53,7 @@ fn add_root_rule(crd: &mut CustomResourceDefinition, rule: &str, message: &str) 
 }
 
 /// The CRDs as one multi-document YAML stream (what `couchshare crd` prints).
-pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     let mut out = String::new();
     for (_, yaml) in crd_files()? {
         out.push_str("---\n");
@@ -63,12 +63,12 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
 }
 
 /// One `(file name, YAML)` per CRD, exactly as committed under `crds/`.
-pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
+pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml_ng::Error> {
     crds()
         .into_iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();
-            Ok((format!("{name}.yaml"), serde_yaml::to_string(&crd)?))
+            Ok((format!("{name}.yaml"), serde_yaml_ng::to_string(&crd)?))
         })
         .collect()
 }

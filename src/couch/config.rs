@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use url::Url;
 
 use super::error::CouchError;
@@ -112,14 +114,8 @@ pub(crate) fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, 
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(pem) = ca_pem {
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut &pem[..]) {
-            let cert = cert.map_err(|e| CouchError::InvalidConfig(format!("CA certificate PEM: {e}")))?;
+        for cert in ca_certificates(pem)? {
             roots.add(cert).map_err(|e| CouchError::InvalidConfig(format!("CA certificate: {e}")))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(CouchError::InvalidConfig("the CA PEM holds no certificate".into()));
         }
     }
     // An explicit provider, so the client never depends on which one the process installed.
@@ -127,6 +123,18 @@ pub(crate) fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, 
         .with_safe_default_protocol_versions()
         .map_err(|e| CouchError::InvalidConfig(format!("TLS: {e}")))
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Every certificate of a PEM bundle, in order; other sections (a key, say) are skipped. A
+/// malformed certificate section, or a bundle without one, is an error.
+fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CouchError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CouchError::InvalidConfig(format!("CA certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(CouchError::InvalidConfig("the CA PEM holds no certificate".into()));
+    }
+    Ok(certs)
 }
 
 pub(crate) fn parse_base_url(text: &str) -> Result<Url, CouchError> {
@@ -197,5 +205,19 @@ PWlCkiYllzfM+H/G83Vqpni71AJw
         let mut config = CouchConfig::new("https://h:1", None);
         config.ca_pem = Some(b"not a pem".to_vec());
         assert!(matches!(CouchClient::new(config), Err(CouchError::InvalidConfig(_))));
+        let err = ca_certificates(b"not a pem").expect_err("no certificate");
+        assert!(err.to_string().contains("holds no certificate"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_bundle_gives_every_certificate_and_a_broken_one_is_refused() {
+        let bundle = format!("{TEST_CA_PEM}some text between\n{TEST_CA_PEM}");
+        assert_eq!(ca_certificates(bundle.as_bytes()).expect("a bundle").len(), 2);
+        tls_config(Some(bundle.as_bytes())).expect("a bundle is trusted");
+        let broken = "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n";
+        let err = ca_certificates(broken.as_bytes()).expect_err("a broken section");
+        assert!(err.to_string().contains("CA certificate PEM"), "{err}");
+        let unterminated = "-----BEGIN CERTIFICATE-----\nMIIB\n";
+        assert!(ca_certificates(unterminated.as_bytes()).is_err());
     }
 }

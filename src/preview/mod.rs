@@ -60,15 +60,15 @@ pub fn read_manifests(dir: &Path) -> Result<Manifests, PreviewError> {
     for file in files {
         let err = |message: String| PreviewError::Manifest { path: file.display().to_string(), message };
         let text = std::fs::read_to_string(&file).map_err(|e| err(e.to_string()))?;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value: serde_yaml::Value = serde::Deserialize::deserialize(doc).map_err(|e| err(e.to_string()))?;
-            let parse = |e: serde_yaml::Error| err(e.to_string());
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).map_err(|e| err(e.to_string()))?;
+            let parse = |e: serde_yaml_ng::Error| err(e.to_string());
             match value.get("kind").and_then(|k| k.as_str()) {
-                Some("CouchServer") => out.servers.push(serde_yaml::from_value(value).map_err(parse)?),
-                Some("CouchDatabase") => out.databases.push(serde_yaml::from_value(value).map_err(parse)?),
-                Some("CouchUser") => out.users.push(serde_yaml::from_value(value).map_err(parse)?),
-                Some("CouchGrant") => out.grants.push(serde_yaml::from_value(value).map_err(parse)?),
-                Some("CouchShare") => out.shares.push(serde_yaml::from_value(value).map_err(parse)?),
+                Some("CouchServer") => out.servers.push(serde_yaml_ng::from_value(value).map_err(parse)?),
+                Some("CouchDatabase") => out.databases.push(serde_yaml_ng::from_value(value).map_err(parse)?),
+                Some("CouchUser") => out.users.push(serde_yaml_ng::from_value(value).map_err(parse)?),
+                Some("CouchGrant") => out.grants.push(serde_yaml_ng::from_value(value).map_err(parse)?),
+                Some("CouchShare") => out.shares.push(serde_yaml_ng::from_value(value).map_err(parse)?),
                 _ => {}
             }
         }

@@ -69,10 +69,10 @@ pub fn api_resource(obj: &DynamicObject) -> ApiResource {
 /// Parses a multi-document YAML string into dynamic objects.
 pub fn parse_yaml(text: &str) -> Vec<DynamicObject> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(text)
+    serde_yaml_ng::Deserializer::from_str(text)
         .filter_map(|doc| {
-            let value = serde_yaml::Value::deserialize(doc).expect("valid YAML");
-            (!value.is_null()).then(|| serde_yaml::from_value(value).expect("a Kubernetes object"))
+            let value = serde_yaml_ng::Value::deserialize(doc).expect("valid YAML");
+            (!value.is_null()).then(|| serde_yaml_ng::from_value(value).expect("a Kubernetes object"))
         })
         .collect()
 }

@@ -1,0 +1,153 @@
+//! Benchmark: bulk apply → Ready against the operator vs the same CouchDB writes made
+//! directly (the baseline, in the same run), steady-state request counts, apply/drift/
+//! revocation latencies and the operator's peak memory. Prints a table, issue 13's cost
+//! targets next to their figures, and writes JSON.
+//!
+//! Needs `KUBECONFIG` (with the CRDs installed), `COUCHDB_URL`, `COUCHDB_USER`,
+//! `COUCHDB_PASSWORD`, and the `couchshare` binary next to this one. `tools/bench` sets all
+//! of that up. Figures are printed, never asserted: these machines are noisy. Whatever the
+//! bench created on CouchDB is removed however it ends (success, error, SIGINT, SIGTERM).
+//!
+//! Phases: set-up ([`setup`]), baseline ([`baseline::run`]), operator bulk
+//! ([`phases::bulk`]), steady state and drift ([`phases::steady`], [`phases::latencies`]),
+//! report ([`report::report`]), clean-up ([`cleanup::clean`]).
+
+mod baseline;
+mod cleanup;
+mod k8s;
+mod metrics;
+mod phases;
+mod pin;
+mod report;
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, anyhow};
+use clap::Parser;
+use couchshare::couch::{CouchClient, CouchConfig, Credentials};
+use kube::Client;
+
+#[derive(Parser)]
+#[command(about = "couchshare benchmark: operator vs direct CouchDB calls")]
+pub struct Args {
+    /// CouchDatabases, CouchUsers and CouchGrants each; CouchShares are n/5.
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Samples for the latency figures.
+    #[arg(long, default_value_t = 100)]
+    samples: usize,
+    /// Resync interval given to the operator (steady state is measured over two of them).
+    #[arg(long, default_value_t = 10)]
+    resync_secs: u64,
+    /// Drift-repair samples (each one waits for the resync where the server has no
+    /// `_db_updates`, as pouchdb-server).
+    #[arg(long, default_value_t = 20)]
+    drift_samples: usize,
+    /// Requests in flight at once (operator concurrency and the baseline's).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Stop after the bulk phase (for profiling it; no latency or steady-state figures).
+    #[arg(long)]
+    bulk_only: bool,
+    /// Do not pin CouchDB and the rest to separate CPUs (for a CouchDB others use too).
+    #[arg(long)]
+    no_pin: bool,
+    /// Where to write the JSON figures.
+    #[arg(long, default_value = "bench.json")]
+    out: PathBuf,
+}
+
+/// What every phase shares.
+pub struct Run {
+    client: Client,
+    couch_url: String,
+    couch_user: String,
+    couch_password: String,
+    n: usize,
+    shares: usize,
+    tag: String,
+    ns: String,
+    /// The CPU setup, as printed with the figures.
+    setup: String,
+}
+
+/// Set-up: the clients and names; CPU pinning.
+async fn setup(args: &Args) -> anyhow::Result<(Run, CouchClient, pin::Pinning)> {
+    let var = |name: &str| std::env::var(name).with_context(|| name.to_string());
+    let (couch_url, couch_user, couch_password) = (var("COUCHDB_URL")?, var("COUCHDB_USER")?, var("COUCHDB_PASSWORD")?);
+    let credentials = Credentials::new(couch_user.clone(), couch_password.clone());
+    let couch = CouchClient::new(CouchConfig::new(couch_url.clone(), Some(credentials)))?;
+    let config = kube::Config::infer().await.context("KUBECONFIG")?;
+    let api_url = config.cluster_url.to_string();
+    let client = Client::try_from(config)?;
+    let tag = format!("{:06x}", rand::random::<u32>() & 0xffffff);
+    let pinning = pin::pin(&couch_url, &api_url, !args.no_pin);
+    let run = Run {
+        client,
+        couch_url,
+        couch_user,
+        couch_password,
+        n: args.n,
+        shares: args.n / 5,
+        ns: format!("bench-{tag}"),
+        tag,
+        setup: pinning.setup.clone(),
+    };
+    Ok((run, couch, pinning))
+}
+
+/// Every phase up to the report. Dropping this future stops the operator.
+async fn measure(args: &Args, run: &Run, couch: &CouchClient) -> anyhow::Result<()> {
+    eprintln!("bench: n={} shares={} namespace={} ({})", run.n, run.shares, run.ns, run.setup);
+    let baseline = baseline::run(couch, run.n, run.shares, args.concurrency, &run.tag).await?;
+    eprintln!("bench: direct baseline {:?}, CouchDB {}", baseline.elapsed, metrics::show(&baseline.requests));
+    let operator = phases::start_operator(args, run).await?;
+    let bulk = phases::bulk(run, &operator).await?;
+    phases::print_profile(run, &bulk);
+    let info = couch.server_info().await.map(|i| format!("{} {}", i.vendor.unwrap_or_default(), i.version));
+    let couchdb = info.unwrap_or_default();
+    if args.bulk_only {
+        return report::report(run, &baseline, &bulk, None, couchdb, &args.out);
+    }
+    let steady = phases::steady(args, run, &operator).await?;
+    let mut latencies = phases::latencies(args, run, couch).await?;
+    let rss_end = metrics::peak_rss_kib(operator.pid()).unwrap_or(0);
+    drop(operator);
+    report::report(run, &baseline, &bulk, Some((&steady, &mut latencies, rss_end)), couchdb, &args.out)
+}
+
+/// The first SIGINT or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else { return std::future::pending().await };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    couchshare::couch::install_crypto_provider();
+    let args = Args::parse();
+    let (run, couch, mut pinning) = setup(&args).await?;
+    let before = cleanup::footprint(&couch).await;
+    let outcome = tokio::select! {
+        r = measure(&args, &run, &couch) => r,
+        signal = interrupted() => Err(anyhow!("interrupted by {signal}")),
+    };
+    // Clean-up, whatever the outcome: the operator is stopped by now.
+    let created = cleanup::Created { tag: &run.tag, namespace: &run.ns };
+    let cleaned = cleanup::clean(&couch, &created).await;
+    pinning.undo();
+    let after = cleanup::footprint(&couch).await;
+    match (&cleaned, before, after) {
+        (Ok(removed), Ok(before), Ok(after)) => eprintln!(
+            "bench: clean-up removed {} databases, {} users, {} replication documents; CouchDB held {before} before, {after} after",
+            removed.databases, removed.users, removed.replications
+        ),
+        (Err(e), ..) => eprintln!("bench: clean-up failed: {e:#}"),
+        _ => eprintln!("bench: clean-up done; CouchDB's database or user count could not be read"),
+    }
+    outcome.and(cleaned.map(drop))
+}
