@@ -107,6 +107,17 @@ pub(crate) fn requeue_for_database(ctx: &Context, db: &CouchDatabase, security_w
     }
 }
 
+/// Requeues the shares on `db` that want their replication user in, after its reconciler wrote
+/// `_security`: they wait for that entry, and would otherwise find it only at their next poll.
+pub(crate) fn requeue_shares_for_database(ctx: &Context, db: &CouchDatabase) {
+    let Some(trigger) = &ctx.share_trigger else { return };
+    for share in ctx.stores.shares.state() {
+        if super::share_refs::wants_access(&share) && super::share_refs::touches_database(&share, db) {
+            let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(share.as_ref()));
+        }
+    }
+}
+
 /// The CouchDatabases whose `_security` a grant feeds.
 pub(crate) fn database_refs(grant: &CouchGrant) -> Option<kube::runtime::reflector::ObjectRef<CouchDatabase>> {
     let name = grant.spec.database.name.as_ref()?;

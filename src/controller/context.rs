@@ -150,12 +150,19 @@ pub struct Context {
     pub(crate) database_trigger: Option<super::drift::DatabaseTrigger>,
     /// Requeues CouchGrants when their database's reconciler has merged them into `_security`.
     pub(crate) grant_trigger: Option<GrantTrigger>,
+    /// Requeues CouchShares when a database they use has merged their replication user.
+    pub(crate) share_trigger: Option<ShareTrigger>,
+    /// The Secrets this process wrote, so that their watch events are not taken for changes.
+    pub(crate) own_writes: Arc<super::own_writes::OwnWrites>,
     /// One lock per unmanaged database whose `_security` grants write (read-modify-write).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Where a database reconciler asks for its grants to be looked at again.
 pub type GrantTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchGrant>>;
+
+/// Where a database reconciler asks for the shares it just let in to be looked at again.
+pub type ShareTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchShare>>;
 
 /// Channels by which one controller requeues another's objects.
 #[derive(Default)]
@@ -164,6 +171,10 @@ pub struct Triggers {
     pub databases: Option<super::drift::DatabaseTrigger>,
     /// To the CouchGrant controller.
     pub grants: Option<GrantTrigger>,
+    /// To the CouchShare controller.
+    pub shares: Option<ShareTrigger>,
+    /// Shared with the Secret watch's mapper.
+    pub own_writes: Arc<super::own_writes::OwnWrites>,
 }
 
 impl Context {
@@ -183,6 +194,8 @@ impl Context {
             metrics,
             database_trigger: triggers.databases,
             grant_trigger: triggers.grants,
+            share_trigger: triggers.shares,
+            own_writes: triggers.own_writes,
             locks: Mutex::default(),
         }
     }

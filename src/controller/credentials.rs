@@ -121,6 +121,7 @@ pub(crate) async fn apply_secret(ctx: &Context, ns: &str, secret: &Secret) -> Re
     body["apiVersion"] = Value::String("v1".into());
     body["kind"] = Value::String("Secret".into());
     let name = secret.metadata.name.clone().unwrap_or_default();
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    let written = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    ctx.own_writes.note(ns, &name, written.metadata.resource_version.as_deref());
     Ok(())
 }

@@ -71,8 +71,8 @@ fn outcome_of(found: Found, missing_users: &[String], ctx: &Context) -> Outcome 
     match found {
         Found::Applied => {
             let message = "entries are in _security";
+            // No Event: the database's reconciler made the write and reports it.
             Outcome::new(NewCondition::ready("Applied", message), resync)
-                .on_transition(Note::normal("Applied", message))
         }
         Found::Pending => {
             let ready = NewCondition {

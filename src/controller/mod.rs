@@ -18,6 +18,7 @@ mod keys;
 mod leader;
 mod ledger;
 mod metrics;
+mod own_writes;
 mod reflectors;
 mod scheduler;
 mod server;
@@ -116,9 +117,10 @@ fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &Error, ctx: 
     let key = context::object_key(obj.as_ref());
     if error.is_transient() {
         let mut delay = ctx.next_backoff(&key);
-        // Waiting on another resource in progress: watches requeue sooner; keep polls frequent.
+        // Waiting on another resource in progress: the watches and the other reconcilers'
+        // requeues bring it back when that resource moves; this poll is the net, every 2 to 5 s.
         if matches!(error, Error::Waiting { .. }) {
-            delay = delay.min(std::time::Duration::from_secs(5));
+            delay = delay.clamp(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5));
         }
         tracing::warn!(object = %key, reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed");
         Action::requeue(delay)
@@ -163,20 +165,27 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let mut reflectors = Reflectors::new();
     let (database_trigger, databases_requested) = tokio::sync::mpsc::unbounded_channel();
     let (grant_trigger, grants_requested) = tokio::sync::mpsc::unbounded_channel();
+    let (share_trigger, shares_requested) = tokio::sync::mpsc::unbounded_channel();
+    let own_writes = Arc::new(own_writes::OwnWrites::default());
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.options.clone(),
         reflectors.stores(),
-        context::Triggers { databases: Some(database_trigger), grants: Some(grant_trigger) },
+        context::Triggers {
+            databases: Some(database_trigger),
+            grants: Some(grant_trigger),
+            shares: Some(share_trigger),
+            own_writes: own_writes.clone(),
+        },
         metrics,
     ));
 
     let per_kind = controller::Config::default().concurrency(config.concurrency);
     let servers = wiring::servers(&mut reflectors, per_kind.clone());
     let databases = wiring::databases(&mut reflectors, per_kind.clone(), databases_requested);
-    let users = wiring::users(&mut reflectors, per_kind.clone());
+    let users = wiring::users(&mut reflectors, per_kind.clone(), own_writes);
     let grants = wiring::grants(&mut reflectors, per_kind.clone(), grants_requested);
-    let shares = wiring::shares(&mut reflectors, per_kind);
+    let shares = wiring::shares(&mut reflectors, per_kind, shares_requested);
     let watches = reflectors.start(&client, ns);
     tracing::info!(
         namespace = ns.unwrap_or("<all>"),

@@ -60,12 +60,16 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
         pass.status.sharing_document_id = None;
         pass.status.state = Some("stopped".into());
     }
+    // An Event when replication starts failing or recovers, not for every step of starting up
+    // (unknown, pending, running): the status shows those.
+    let unhealthy = |s: &Option<String>| s.as_deref().is_some_and(|s| matches!(s, "failed" | "error" | "crashing"));
     let previous_state = pass.current().and_then(|s| s.state.clone());
     if pass.status.state != previous_state
+        && (unhealthy(&pass.status.state) || unhealthy(&previous_state))
         && let Some(state) = pass.status.state.clone()
     {
         let note = format!("replication is now {state}");
-        pass.events.push(if matches!(state.as_str(), "failed" | "error" | "crashing") {
+        pass.events.push(if unhealthy(&pass.status.state) {
             Note::warning("ReplicationState", note)
         } else {
             Note::normal("ReplicationState", note)

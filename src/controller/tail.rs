@@ -202,13 +202,15 @@ impl<K: Reconciled> Pass<K> {
 }
 
 /// The Events of a pass, in order: the pass's own, the outcome's, then the transition's when
-/// `Ready` changed.
+/// `Ready` changed. Waiting for something in progress is not an Event (the condition says it,
+/// and it is how most resources start); a failure is, once, when it begins.
 fn notes(mut events: Vec<Note>, result: &Result<Outcome, Error>, changed: bool) -> Vec<Note> {
     match result {
         Ok(outcome) => {
             events.extend(outcome.events.iter().cloned());
             events.extend(outcome.on_transition.clone().filter(|_| changed));
         }
+        Err(Error::Waiting { .. }) => {}
         Err(e) if changed => events.push(Note::warning(e.reason(), e.to_string())),
         Err(_) => {}
     }
@@ -230,7 +232,8 @@ mod tests {
                 .on_transition(Note::normal("Ready", "ok")))
         };
         let did = || ok().map(|o| o.with_event(Note::normal("Created", "created")));
-        let failed = || Err(Error::Waiting { what: "x".into() });
+        let failed = || Err(Error::SecretNotFound { namespace: "ns".into(), name: "s".into() });
+        let waiting = || Err(Error::Waiting { what: "x".into() });
         let own = || vec![Note::normal("ReplicationState", "running")];
         assert!(reasons(notes(vec![], &ok(), false)).is_empty(), "nothing changed: no Event");
         assert_eq!(reasons(notes(vec![], &ok(), true)), ["Ready"]);
@@ -238,7 +241,12 @@ mod tests {
         assert_eq!(reasons(notes(vec![], &failed(), false)), Vec::<String>::new(), "the same failure again");
         let first_failure = notes(vec![], &failed(), true);
         assert!(first_failure[0].warning);
-        assert_eq!(reasons(first_failure), ["Waiting"]);
-        assert_eq!(reasons(notes(own(), &failed(), true)), ["ReplicationState", "Waiting"], "the pass's own first");
+        assert_eq!(reasons(first_failure), ["SecretNotFound"]);
+        assert_eq!(
+            reasons(notes(own(), &failed(), true)),
+            ["ReplicationState", "SecretNotFound"],
+            "the pass's own first"
+        );
+        assert!(reasons(notes(vec![], &waiting(), true)).is_empty(), "waiting is not an Event, transition or not");
     }
 }

@@ -10,7 +10,7 @@ use kube::runtime::controller::Controller;
 use serde::de::DeserializeOwned;
 
 use super::reflectors::Shared;
-use crate::api::{CouchDatabase, CouchShare};
+use crate::api::{CouchDatabase, CouchShare, CouchUser};
 
 /// What every watched kind is.
 pub(crate) trait Watched:
@@ -64,12 +64,21 @@ pub(crate) fn declared<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
-/// A CouchDatabase as a grant sees it: what it declares, plus the name it holds on CouchDB (a
-/// grant waits for that). `_security` changes reach grants through the database reconciler.
+/// A CouchDatabase as a grant or a share sees it: what it declares, plus the name it holds on
+/// CouchDB (both wait for that). `_security` changes reach them through the database reconciler.
 pub(crate) fn database_for_grants(db: &CouchDatabase) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     declared(db).hash(&mut h);
     db.status.as_ref().and_then(|s| s.couch_name.as_deref()).hash(&mut h);
+    Some(h.finish())
+}
+
+/// A CouchUser as a share sees it: what it declares, plus its per-user database (a fan-in or a
+/// `userDatabase` endpoint waits for that).
+pub(crate) fn user_for_shares(user: &CouchUser) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    declared(user).hash(&mut h);
+    user.status.as_ref().and_then(|s| s.per_user_database.as_deref()).hash(&mut h);
     Some(h.finish())
 }
 

@@ -10,7 +10,7 @@ use kube::runtime::{predicates, watcher};
 
 use super::reflectors::{Reflectors, Shared};
 use super::servers::server_key;
-use super::watches::{controller_for, database_for_grants, declared, share_for_databases};
+use super::watches::{controller_for, database_for_grants, declared, share_for_databases, user_for_shares};
 use super::{ServerKey, access, credentials, share_refs};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use k8s_openapi::api::core::v1::Secret;
@@ -123,12 +123,21 @@ pub(crate) fn databases(
 }
 
 /// A user follows its password and credentials Secrets (edited, deleted) and its server's spec.
-pub(crate) fn users(r: &mut Reflectors, config: Config) -> Controller<CouchUser> {
+/// Its own writes of its credentials Secret coming back through the watch are not changes.
+pub(crate) fn users(
+    r: &mut Reflectors,
+    config: Config,
+    own_writes: std::sync::Arc<super::own_writes::OwnWrites>,
+) -> Controller<CouchUser> {
     let by_secret = r.users.store();
     let by_server = by_secret.clone();
     controller_for(&mut r.users)
         .watches_stream(r.secrets.touched(), move |secret: PartialObjectMeta<Secret>| {
             let (sns, sname) = (secret.namespace(), secret.name_any());
+            let version = secret.metadata.resource_version.as_deref();
+            if own_writes.is_own(sns.as_deref().unwrap_or_default(), &sname, version) {
+                return Vec::new();
+            }
             matching(&by_secret, |u| {
                 u.namespace() == sns
                     && (u.spec.password.as_ref().is_some_and(|p| p.secret_ref.name == sname)
@@ -166,18 +175,27 @@ pub(crate) fn grants(
         .with_config(config)
 }
 
-/// A share follows its databases, the users whose databases it replicates, and its server's spec.
-pub(crate) fn shares(r: &mut Reflectors, config: Config) -> Controller<CouchShare> {
+/// A share follows its databases (what they declare, and the name they hold), the users whose
+/// databases it replicates (what they declare, and their per-user database), its server's spec,
+/// and the database reconciler letting its replication user in (`requested`).
+pub(crate) fn shares(
+    r: &mut Reflectors,
+    config: Config,
+    requested: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<CouchShare>>,
+) -> Controller<CouchShare> {
     let by_database = r.shares.store();
     let (by_user, by_server) = (by_database.clone(), by_database.clone());
     controller_for(&mut r.shares)
-        .watches_stream(r.databases.touched(), move |db: CouchDatabase| {
+        .watches_stream(r.databases.touched_when(database_for_grants), move |db: CouchDatabase| {
             matching(&by_database, |s| share_refs::touches_database(s, &db))
         })
-        .watches_stream(r.users.touched(), move |user: CouchUser| matching(&by_user, |s| uses_user_database(s, &user)))
+        .watches_stream(r.users.touched_when(user_for_shares), move |user: CouchUser| {
+            matching(&by_user, |s| uses_user_database(s, &user))
+        })
         .watches_stream(server_spec_changes(&mut r.servers), move |server: CouchServer| {
             let key = ServerKey::of(&server);
             matching(&by_server, |s| share_on_server(s, &key))
         })
+        .reconcile_on(requests(requested))
         .with_config(config)
 }

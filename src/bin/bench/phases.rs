@@ -133,7 +133,7 @@ pub async fn bulk(run: &Run, operator: &Operator) -> anyhow::Result<Bulk> {
         couch_counts: grew("couchshare_couchdb_request_duration_seconds_count", "method"),
         couch_seconds: grew("couchshare_couchdb_request_duration_seconds_sum", "method"),
         calls: grew("couchshare_couchdb_request_duration_seconds_count", "call"),
-        audit_reads: grew("couchshare_security_audit_reads_total", "namespace").values().sum(),
+        audit_reads: grew("couchshare_security_audit_reads_total", "namespace").values().sum::<f64>().max(0.0),
     })
 }
 
