@@ -107,12 +107,16 @@ pub(crate) fn requeue_for_database(ctx: &Context, db: &CouchDatabase, security_w
     }
 }
 
-/// Requeues the shares on `db` that want their replication user in, after its reconciler wrote
-/// `_security`: they wait for that entry, and would otherwise find it only at their next poll.
+/// Requeues the shares on `db` that are not Ready yet, after a pass of its reconciler: they wait
+/// for the name it claims and for their replication user's entry in `_security`, and would
+/// otherwise find them only at their next poll.
 pub(crate) fn requeue_shares_for_database(ctx: &Context, db: &CouchDatabase) {
     let Some(trigger) = &ctx.share_trigger else { return };
     for share in ctx.stores.shares.state() {
-        if super::share_refs::wants_access(&share) && super::share_refs::touches_database(&share, db) {
+        let ready = share.status.as_ref().is_some_and(|s| {
+            condition_state(&s.conditions, condition::READY).is_some_and(|(status, _)| status == "True")
+        });
+        if !ready && super::share_refs::touches_database(&share, db) {
             let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(share.as_ref()));
         }
     }

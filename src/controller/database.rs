@@ -122,9 +122,7 @@ async fn apply(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
     let written = matches!(&result, Ok((outcome, _)) if *outcome != DatabaseOutcome::Unchanged);
     let action = pass.finish(ctx, db.as_ref(), result.map(|(outcome, name)| outcome_of(outcome, &name, ctx))).await?;
     super::access::requeue_for_database(ctx, db.as_ref(), written);
-    if written {
-        super::access::requeue_shares_for_database(ctx, db.as_ref());
-    }
+    super::access::requeue_shares_for_database(ctx, db.as_ref());
     Ok(action)
 }
 

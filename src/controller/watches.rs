@@ -10,7 +10,7 @@ use kube::runtime::controller::Controller;
 use serde::de::DeserializeOwned;
 
 use super::reflectors::Shared;
-use crate::api::{CouchDatabase, CouchShare, CouchUser};
+use crate::api::{CouchShare, CouchUser};
 
 /// What every watched kind is.
 pub(crate) trait Watched:
@@ -61,15 +61,6 @@ pub(crate) fn declared<K: Resource>(obj: &K) -> Option<u64> {
     meta.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
     meta.labels.hash(&mut h);
     meta.annotations.hash(&mut h);
-    Some(h.finish())
-}
-
-/// A CouchDatabase as a grant or a share sees it: what it declares, plus the name it holds on
-/// CouchDB (both wait for that). `_security` changes reach them through the database reconciler.
-pub(crate) fn database_for_grants(db: &CouchDatabase) -> Option<u64> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    declared(db).hash(&mut h);
-    db.status.as_ref().and_then(|s| s.couch_name.as_deref()).hash(&mut h);
     Some(h.finish())
 }
 

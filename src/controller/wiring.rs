@@ -10,7 +10,7 @@ use kube::runtime::{predicates, watcher};
 
 use super::reflectors::{Reflectors, Shared};
 use super::servers::server_key;
-use super::watches::{controller_for, database_for_grants, declared, share_for_databases, user_for_shares};
+use super::watches::{controller_for, declared, share_for_databases, user_for_shares};
 use super::{ServerKey, access, credentials, share_refs};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use k8s_openapi::api::core::v1::Secret;
@@ -164,7 +164,7 @@ pub(crate) fn grants(
         .watches_stream(r.users.touched_when(declared), move |user: CouchUser| {
             matching(&by_user, |g| refers_to_user(g, &user))
         })
-        .watches_stream(r.databases.touched_when(database_for_grants), move |db: CouchDatabase| {
+        .watches_stream(r.databases.touched_when(declared), move |db: CouchDatabase| {
             matching(&by_database, |g| access::targets(g, &db))
         })
         .watches_stream(server_spec_changes(&mut r.servers), move |server: CouchServer| {
@@ -175,9 +175,10 @@ pub(crate) fn grants(
         .with_config(config)
 }
 
-/// A share follows its databases (what they declare, and the name they hold), the users whose
+/// A share follows what its databases declare, the users whose
 /// databases it replicates (what they declare, and their per-user database), its server's spec,
-/// and the database reconciler letting its replication user in (`requested`).
+/// and the database reconciler's passes (`requested`: it requeues the shares not Ready yet,
+/// which wait for the name it claims and for their replication user's entry).
 pub(crate) fn shares(
     r: &mut Reflectors,
     config: Config,
@@ -186,7 +187,7 @@ pub(crate) fn shares(
     let by_database = r.shares.store();
     let (by_user, by_server) = (by_database.clone(), by_database.clone());
     controller_for(&mut r.shares)
-        .watches_stream(r.databases.touched_when(database_for_grants), move |db: CouchDatabase| {
+        .watches_stream(r.databases.touched_when(declared), move |db: CouchDatabase| {
             matching(&by_database, |s| share_refs::touches_database(s, &db))
         })
         .watches_stream(r.users.touched_when(user_for_shares), move |user: CouchUser| {
