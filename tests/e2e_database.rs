@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use couchshare::api::{CouchDatabase, CouchServer};
 use couchshare::couch::{CouchClient, CreateDatabase};
-use k8s_openapi::api::core::v1::Event;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
 use support::operator::{
-    Operator, admin_secret, apply_json, ready, server_manifest, wait_for, wait_not_ready, wait_ready,
+    Operator, admin_secret, apply_json, events_for, ready, server_manifest, wait_for, wait_not_ready, wait_ready,
 };
 use support::{couchdb, k8s};
 
@@ -44,16 +43,6 @@ fn database(name: &str, spec: serde_json::Value) -> serde_json::Value {
         f.extend(s.clone());
     }
     json!({"apiVersion": "couchshare.io/v1alpha1", "kind": "CouchDatabase", "metadata": {"name": name}, "spec": full})
-}
-
-async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let list = events.list(&ListParams::default()).await.expect("list events");
-    list.items
-        .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-        .collect()
 }
 
 async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str, op: &Operator) {

@@ -15,8 +15,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 use support::operator::{
-    Operator, admin_secret, apply_json, eventually_true, manifest as kind, ready, server_manifest, wait_for,
-    wait_not_ready, wait_ready,
+    Operator, admin_secret, apply_json, events_for, eventually_true, manifest as kind, ready, server_manifest,
+    wait_for, wait_not_ready, wait_ready,
 };
 use support::{couchdb, k8s};
 
@@ -590,17 +590,6 @@ async fn a_share_in_a_per_tenant_replicator_database_replicates() {
     assert_eq!(docs.len(), 1, "the replication document lives in {replicator}");
 }
 
-/// Events recorded for the object `name` in the test namespace: (reason, message).
-async fn events_for(env: &Env, name: &str) -> Vec<(String, String)> {
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(env.client.clone(), &env.ns);
-    let list = events.list(&Default::default()).await.expect("list events");
-    list.items
-        .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn revoking_a_fan_in_takes_the_replication_user_out_of_every_per_user_database() {
     let test = "revoking_a_fan_in_takes_the_replication_user_out_of_every_per_user_database";
@@ -635,7 +624,7 @@ async fn revoking_a_fan_in_takes_the_replication_user_out_of_every_per_user_data
         assert!(!security.members.names.contains(&user), "{db} still lets {user} in after revocation: {security:?}");
     }
     assert!(env.couch.get_user(&user).await.expect("get user").is_none(), "the scoped user is removed");
-    let events = events_for(&env, "fan-revoke").await;
+    let events = events_for(&env.client, &env.ns, "fan-revoke").await;
     assert!(!events.iter().any(|(reason, _)| reason == "CleanupSkipped"), "no misleading clean-up Event: {events:?}");
 }
 

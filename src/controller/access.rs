@@ -82,12 +82,12 @@ pub(crate) async fn grants_for_database(
     // Shares with scoped credentials need their replication user as a member.
     for share in ctx.stores.shares.state() {
         let from = share.namespace().unwrap_or_default();
-        if super::share_refs::wants_access(&share)
-            && super::share_refs::touches_database(&share, db)
+        if crate::plan::share::wants_access(&share)
+            && crate::plan::share::touches_database(&share, db)
             && super::share_refs::database_permitted(&share, db)
             && namespace_allowed(ctx, server, &from).await?
         {
-            out.push(super::share_refs::contribution(&share));
+            out.push(crate::plan::share::contribution(&share));
         }
     }
     Ok(out)
@@ -116,7 +116,7 @@ pub(crate) fn requeue_shares_for_database(ctx: &Context, db: &CouchDatabase) {
         let ready = share.status.as_ref().is_some_and(|s| {
             condition_state(&s.conditions, condition::READY).is_some_and(|(status, _)| status == "True")
         });
-        if !ready && super::share_refs::touches_database(&share, db) {
+        if !ready && crate::plan::share::touches_database(&share, db) {
             let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(share.as_ref()));
         }
     }

@@ -173,8 +173,6 @@ pub struct Triggers {
     pub grants: Option<GrantTrigger>,
     /// To the CouchShare controller.
     pub shares: Option<ShareTrigger>,
-    /// Shared with the Secret watch's mapper.
-    pub own_writes: Arc<super::own_writes::OwnWrites>,
 }
 
 impl Context {
@@ -195,7 +193,7 @@ impl Context {
             database_trigger: triggers.databases,
             grant_trigger: triggers.grants,
             share_trigger: triggers.shares,
-            own_writes: triggers.own_writes,
+            own_writes: Arc::default(),
             locks: Mutex::default(),
         }
     }

@@ -166,7 +166,6 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let (database_trigger, databases_requested) = tokio::sync::mpsc::unbounded_channel();
     let (grant_trigger, grants_requested) = tokio::sync::mpsc::unbounded_channel();
     let (share_trigger, shares_requested) = tokio::sync::mpsc::unbounded_channel();
-    let own_writes = Arc::new(own_writes::OwnWrites::default());
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.options.clone(),
@@ -175,7 +174,6 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
             databases: Some(database_trigger),
             grants: Some(grant_trigger),
             shares: Some(share_trigger),
-            own_writes: own_writes.clone(),
         },
         metrics,
     ));
@@ -183,7 +181,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let per_kind = controller::Config::default().concurrency(config.concurrency);
     let servers = wiring::servers(&mut reflectors, per_kind.clone());
     let databases = wiring::databases(&mut reflectors, per_kind.clone(), databases_requested);
-    let users = wiring::users(&mut reflectors, per_kind.clone(), own_writes);
+    let users = wiring::users(&mut reflectors, per_kind.clone(), ctx.own_writes.clone());
     let grants = wiring::grants(&mut reflectors, per_kind.clone(), grants_requested);
     let shares = wiring::shares(&mut reflectors, per_kind, shares_requested);
     let watches = reflectors.start(&client, ns);

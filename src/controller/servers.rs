@@ -137,7 +137,29 @@ where
         + std::fmt::Debug
         + 'static,
 {
-    if let Some(found) = store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)) {
+    stored_when_or_read(ctx, store, namespace, name, |_| true).await
+}
+
+/// Like [`stored_or_read`], reading from the API server also when the stored copy lacks what
+/// the caller waits for (`enough`): a status written a moment ago may not have reached the
+/// store yet.
+pub(crate) async fn stored_when_or_read<K>(
+    ctx: &Context,
+    store: &kube::runtime::reflector::Store<K>,
+    namespace: &str,
+    name: &str,
+    enough: impl Fn(&K) -> bool,
+) -> Result<Option<Arc<K>>, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+{
+    if let Some(found) = store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+        && enough(&found)
+    {
         return Ok(Some(found));
     }
     Ok(Api::<K>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?.map(Arc::new))

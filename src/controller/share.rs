@@ -1,6 +1,7 @@
 //! The CouchShare reconciler: observe (endpoints, credentials, what CouchDB holds), decide with
 //! [`plan_share`], execute its steps in order, report the plan's status. The credentials stage is
-//! in `share_user`, revocation in `share_revoke`, what other kinds need of shares in `share_refs`.
+//! in `share_user`, revocation in `share_revoke`, what other kinds need of shares in `share_refs` and
+//! `plan::share::refs`.
 
 use std::sync::Arc;
 
@@ -13,15 +14,15 @@ use super::error::Error;
 use super::finalize::reconcile_with_finalizer;
 use super::servers::{Connected, resolve, secret_value};
 use super::share_endpoints::{Consent, Place, Sources, managing_server, place_client, remote_client, sources, target};
-use super::share_refs::{owner, replicator_db};
 use super::status::NewCondition;
 use super::tail::{Note, Outcome, Pass};
 use crate::api::{CouchShare, CouchShareStatus, ShareCredentials, condition};
 use crate::couch::CouchError;
 use crate::plan::share::{
-    EndpointAuth, EndpointStyle, ObservedShare, ShareIntent, ShareOutcome, ShareRefusal, ShareStep, plan_share,
-    replication_doc_prefix, validate_share, wanted_ids, wanted_sharing_docs,
+    EndpointAuth, EndpointStyle, ObservedShare, ShareIntent, ShareOutcome, ShareRefusal, ShareStep, is_failing,
+    plan_share, replication_doc_prefix, validate_share, wanted_ids, wanted_sharing_docs,
 };
+use crate::plan::share::{owner, replicator_db};
 use crate::plan::tenancy::TrustedAct;
 
 /// Reconciles one CouchShare.
@@ -62,7 +63,7 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
     }
     // An Event when replication starts failing or recovers, not for every step of starting up
     // (unknown, pending, running): the status shows those.
-    let unhealthy = |s: &Option<String>| s.as_deref().is_some_and(|s| matches!(s, "failed" | "error" | "crashing"));
+    let unhealthy = |s: &Option<String>| s.as_deref().is_some_and(is_failing);
     let previous_state = pass.current().and_then(|s| s.state.clone());
     if pass.status.state != previous_state
         && (unhealthy(&pass.status.state) || unhealthy(&previous_state))
@@ -136,8 +137,16 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
     let (local_auth, access_missing) = match share.spec.credentials {
         ShareCredentials::Scoped => {
-            let auth = super::share_user::ensure_replication_user(ctx, share, &connected).await?;
-            let missing = super::share_user::access_missing(ctx, share, &connected, &places, &auth).await?;
+            let (auth, rewritten) = super::share_user::ensure_replication_user(ctx, share, &connected).await?;
+            let replicating = super::status::condition_state(&status.conditions, condition::READY)
+                .is_some_and(|(s, reason)| s == "True" && reason == "Replicating");
+            // The databases its running replications already use, with this same user.
+            let shown: Vec<&str> = if replicating && !rewritten {
+                status.replications.iter().flat_map(|r| [r.source.as_str(), r.target.as_str()]).collect()
+            } else {
+                vec![]
+            };
+            let missing = super::share_user::access_missing(ctx, share, &connected, &places, &auth, &shown).await?;
             status.replication_user = Some(auth.username.clone());
             (auth, missing)
         }

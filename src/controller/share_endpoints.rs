@@ -2,12 +2,11 @@
 //! per-user databases on the managed server, remote databases with their credentials.
 
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::core::{Selector, SelectorExt};
 
 use super::context::Context;
 use super::error::Error;
-use super::servers::{Connected, secret_value, server_key};
+use super::servers::{Connected, secret_value, server_key, stored_when_or_read};
 use super::tenancy::{database_reference, user_database_reference};
 use crate::api::{CouchDatabase, CouchShare, CouchUser, ObjectRef, RemoteDatabase, ServerRef, UserDatabaseRef};
 use crate::couch::CouchClient;
@@ -68,8 +67,8 @@ async fn local_database(
 ) -> Result<Place, Error> {
     let share_ns = share.namespace().unwrap_or_default();
     let ns = reference.namespace.clone().unwrap_or_else(|| share_ns.clone());
-    let db = Api::<CouchDatabase>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&reference.name)
+    let has_name = |d: &CouchDatabase| d.status.as_ref().is_some_and(|s| s.couch_name.is_some());
+    let db = stored_when_or_read(ctx, &ctx.stores.databases, &ns, &reference.name, has_name)
         .await?
         .ok_or_else(|| not_ready(format!("CouchDatabase {ns}/{}", reference.name)))?;
     if consent == Consent::Check {
@@ -81,7 +80,7 @@ async fn local_database(
         .and_then(|s| s.couch_name.clone())
         .filter(|_| db.metadata.deletion_timestamp.is_none())
         .ok_or_else(|| not_ready(format!("CouchDatabase {ns}/{} (not created yet)", reference.name)))?;
-    Ok(Place::Local { database, managed: true, server: server_key(&db, &db.spec.server_ref) })
+    Ok(Place::Local { database, managed: true, server: server_key(db.as_ref(), &db.spec.server_ref) })
 }
 
 fn user_place(user: &CouchUser) -> Option<Place> {
@@ -98,8 +97,8 @@ async fn user_database(
 ) -> Result<Place, Error> {
     let share_ns = share.namespace().unwrap_or_default();
     let ns = reference.namespace.clone().unwrap_or_else(|| share_ns.clone());
-    let user = Api::<CouchUser>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&reference.user)
+    let has_database = |u: &CouchUser| u.status.as_ref().is_some_and(|s| s.per_user_database.is_some());
+    let user = stored_when_or_read(ctx, &ctx.stores.users, &ns, &reference.user, has_database)
         .await?
         .ok_or_else(|| not_ready(format!("CouchUser {ns}/{}", reference.user)))?;
     if consent == Consent::Check {

@@ -1,15 +1,14 @@
-//! What the other reconcilers need to know about shares, in one place: which local databases a
-//! share touches, whether it may, and the access its scoped replication user needs there. The
-//! database and grant reconcilers meet the share reconciler here, never in its module.
+//! What the other reconcilers need to know about shares that takes the cluster's view: whether a
+//! share may use a CouchDatabase (consent), and which per-user databases it touches. What the
+//! share resource alone says (its identity, the databases it names, the entry its replication
+//! user needs) is in `plan::share::refs`. The database and grant reconcilers meet the share
+//! reconciler here and there, never in its module.
 
 use kube::ResourceExt;
 
 use super::context::Context;
 use super::share_endpoints::{Place, fan_in_users};
 use crate::api::CouchShare;
-pub(crate) use crate::plan::share::{
-    contribution, owner, replication_secret_name, replicator_db, touches_database, wants_access,
-};
 use crate::plan::tenancy::{EndpointRole, share_needs};
 
 /// Whether `share` may use the CouchDatabase `db` in every role it gives it (its own namespace,

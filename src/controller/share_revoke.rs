@@ -15,9 +15,9 @@ use super::context::Context;
 use super::error::Error;
 use super::servers::{Connected, resolve_for_cleanup};
 use super::share_endpoints::{Consent, Place, Sources, place_client, sources, target};
-use super::share_refs::{owner, replication_secret_name, replicator_db};
 use crate::api::{CouchShare, ServerRef};
 use crate::couch::{CouchClient, CouchError};
+use crate::plan::share::{owner, replication_secret_name, replicator_db};
 use crate::plan::share::{replication_doc_prefix, replication_username, stale_replications};
 
 /// The server whose `_replicator` holds the share's documents: recorded in status, else
@@ -145,7 +145,7 @@ pub(crate) async fn withdraw(share: &CouchShare, ctx: &Context) -> Result<(), Er
     let url = connected.server.spec.url.clone();
     let stopped = stop_replications(ctx, share, &connected).await?;
     let endpoints = endpoints(ctx, share).await;
-    if let Some(Endpoints::One { source, target }) = &endpoints
+    if let Some((Sources::One(source), target)) = &endpoints
         && let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone())
     {
         let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
@@ -179,21 +179,11 @@ async fn delete_sharing_document(ctx: &Context, connected: &Connected, source: &
     Ok(())
 }
 
-/// What a share ran between, resolved whatever the consent (revocation stops what ran).
-enum Endpoints {
-    /// One source and the target.
-    One { source: Place, target: Place },
-    /// A fan-in: the selected users' per-user databases and the target.
-    FanIn { sources: Vec<Place>, target: Place },
-}
-
-/// The share's endpoints, or `None` when its source or target is gone.
-async fn endpoints(ctx: &Context, share: &CouchShare) -> Option<Endpoints> {
+/// What a share ran between — its sources and its target — resolved whatever the consent
+/// (revocation stops what ran), or `None` when its source or target is gone.
+async fn endpoints(ctx: &Context, share: &CouchShare) -> Option<(Sources, Place)> {
     match (sources(ctx, share, Consent::Ignore).await, target(ctx, share, Consent::Ignore).await) {
-        (Ok(Sources::One(source)), Ok(target)) => Some(Endpoints::One { source, target }),
-        (Ok(Sources::FanIn { ready, .. }), Ok(target)) => {
-            Some(Endpoints::FanIn { sources: ready.into_iter().map(|(_, p)| p).collect(), target })
-        }
+        (Ok(sources), Ok(target)) => Some((sources, target)),
         _ => None,
     }
 }
@@ -204,12 +194,13 @@ async fn take_unmanaged_access(
     ctx: &Context,
     share: &CouchShare,
     connected: &Connected,
-    endpoints: &Endpoints,
+    (sources, target): &(Sources, Place),
 ) -> Result<(), Error> {
-    let places: Vec<&Place> = match endpoints {
-        Endpoints::One { source, target } => vec![source, target],
-        Endpoints::FanIn { sources, target } => sources.iter().chain(std::iter::once(target)).collect(),
+    let mut places: Vec<&Place> = match sources {
+        Sources::One(source) => vec![source],
+        Sources::FanIn { ready, .. } => ready.iter().map(|(_, p)| p).collect(),
     };
+    places.push(target);
     for place in places {
         if let Place::Local { database, managed: false, server } = place {
             super::unmanaged::write_unmanaged(ctx, connected, server, database, share.uid().as_deref()).await?;
@@ -236,7 +227,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
     // 2 and 3. The sharing document: deleted from the source, purged from the target.
     let endpoints = endpoints(ctx, share).await;
     let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
-    if let Some(Endpoints::One { source, target }) = &endpoints {
+    if let Some((Sources::One(source), target)) = &endpoints {
         if let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone()) {
             delete_sharing_document(ctx, &connected, source, &id).await?;
             purge_from_target(ctx, share, &connected, target, &[id], caps.purge).await?;
@@ -302,7 +293,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
 fn requeue_databases(ctx: &Context, share: &CouchShare) {
     let Some(trigger) = &ctx.database_trigger else { return };
     for db in ctx.stores.databases.state() {
-        if super::share_refs::touches_database(share, &db) {
+        if crate::plan::share::touches_database(share, &db) {
             let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(db.as_ref()));
         }
     }

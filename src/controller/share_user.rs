@@ -10,19 +10,19 @@ use super::context::Context;
 use super::error::Error;
 use super::servers::{Connected, secret_value};
 use super::share_endpoints::Place;
-use super::share_refs::{contribution, owner, replication_secret_name};
 use crate::api::{CouchShare, labels};
 use crate::plan::grant::grants_present;
 use crate::plan::share::{EndpointAuth, replication_user_update, replication_username};
+use crate::plan::share::{contribution, owner, replication_secret_name};
 use crate::plan::user::password_fingerprint;
 
 /// The scoped replication user: its password from its Secret (made when missing), and its
-/// `_users` document written only when it is not up to date.
+/// `_users` document written only when it is not up to date (then `true`).
 pub(crate) async fn ensure_replication_user(
     ctx: &Context,
     share: &CouchShare,
     connected: &Connected,
-) -> Result<EndpointAuth, Error> {
+) -> Result<(EndpointAuth, bool), Error> {
     let url = &connected.server.spec.url;
     let ns = share.namespace().unwrap_or_default();
     let me = owner(share);
@@ -54,25 +54,29 @@ pub(crate) async fn ensure_replication_user(
     let fingerprint = password_fingerprint(&me.uid, &password);
     let existing =
         connected.couch.get_user(&username).await.map_err(|e| Error::couch("reading the replication user", url, e))?;
-    if let Some(doc) = replication_user_update(existing.as_ref(), &username, &password, &fingerprint, &me) {
-        connected.couch.put_user(&doc).await.map_err(|e| Error::couch("writing the replication user", url, e))?;
+    let update = replication_user_update(existing.as_ref(), &username, &password, &fingerprint, &me);
+    if let Some(doc) = &update {
+        connected.couch.put_user(doc).await.map_err(|e| Error::couch("writing the replication user", url, e))?;
         tracing::info!(username = %username, "wrote scoped replication user");
     }
-    Ok(EndpointAuth { username, password })
+    Ok((EndpointAuth { username, password }, update.is_some()))
 }
 
 /// The local databases the scoped user cannot use yet. A CouchDatabase's reconciler merges the
 /// share's entry (the share waits for it); a per-user database is written here, entry by
-/// entry. Then CouchDB is asked as the user: its auth cache follows `_users` asynchronously.
+/// entry. Then CouchDB is asked as the user, for each database not in `shown` — those a share
+/// already replicating with an unchanged user has shown it can use: asking costs CouchDB a
+/// password check, and its auth cache follows `_users` asynchronously.
 pub(crate) async fn access_missing(
     ctx: &Context,
     share: &CouchShare,
     connected: &Connected,
     places: &[&Place],
     auth: &EndpointAuth,
+    shown: &[&str],
 ) -> Result<Vec<String>, Error> {
     let url = &connected.server.spec.url;
-    let as_user =
+    let user_client =
         connected.couch.with_credentials(crate::couch::Credentials::new(auth.username.clone(), auth.password.clone()));
     let mut missing = Vec::new();
     for place in places {
@@ -87,7 +91,10 @@ pub(crate) async fn access_missing(
         } else {
             super::unmanaged::write_unmanaged(ctx, connected, server, database, None).await?;
         }
-        match as_user.database_info(database).await {
+        if shown.contains(&database.as_str()) {
+            continue;
+        }
+        match user_client.database_info(database).await {
             Ok(_) => {}
             Err(e) if e.is_access_denied() => missing.push(database.clone()),
             Err(e) => return Err(Error::couch("checking the replication user's access", url, e)),

@@ -88,9 +88,9 @@ pub(crate) async fn write_unmanaged(
         }
     }
     for share in ctx.stores.shares.state() {
-        let live = share.uid().as_deref() != leaving && super::share_refs::wants_access(&share);
+        let live = share.uid().as_deref() != leaving && crate::plan::share::wants_access(&share);
         if live && super::share_refs::touches_user_database(&share, ctx, server, couch_name) {
-            contributions.push(super::share_refs::contribution(&share));
+            contributions.push(crate::plan::share::contribution(&share));
         }
     }
     let actual = connected.couch.security(couch_name).await.map_err(|e| {

@@ -11,7 +11,7 @@ use kube::runtime::{predicates, watcher};
 use super::reflectors::{Reflectors, Shared};
 use super::servers::server_key;
 use super::watches::{controller_for, declared, share_for_databases, user_for_shares};
-use super::{ServerKey, access, credentials, share_refs};
+use super::{ServerKey, access, credentials};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use k8s_openapi::api::core::v1::Secret;
 
@@ -116,7 +116,7 @@ pub(crate) fn databases(
                 .collect::<Vec<_>>()
         })
         .watches_stream(r.shares.touched_when(share_for_databases), move |share: CouchShare| {
-            matching(&databases, |d| share_refs::touches_database(&share, d))
+            matching(&databases, |d| crate::plan::share::touches_database(&share, d))
         })
         .reconcile_on(requests(requested))
         .with_config(config)
@@ -188,7 +188,7 @@ pub(crate) fn shares(
     let (by_user, by_server) = (by_database.clone(), by_database.clone());
     controller_for(&mut r.shares)
         .watches_stream(r.databases.touched_when(declared), move |db: CouchDatabase| {
-            matching(&by_database, |s| share_refs::touches_database(s, &db))
+            matching(&by_database, |s| crate::plan::share::touches_database(s, &db))
         })
         .watches_stream(r.users.touched_when(user_for_shares), move |user: CouchUser| {
             matching(&by_user, |s| uses_user_database(s, &user))

@@ -290,3 +290,14 @@ pub async fn secret_data(client: &Client, ns: &str, name: &str) -> Option<std::c
             .collect(),
     )
 }
+
+/// The Events recorded for the object `name` in `ns`: (reason, message).
+pub async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+    let list = events.list(&Default::default()).await.expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    Direction, Endpoint, EndpointAuth, EndpointStyle, ReplicationAction, ReplicationSpec, plan_replication,
+    Direction, Endpoint, EndpointAuth, EndpointStyle, ReplicationAction, ReplicationSpec, is_failing, plan_replication,
     replication_doc_id, replication_selector, replications_ready, sharing_doc, sharing_doc_id, sharing_doc_matches,
     stale_replications, summary_state, validate_selector,
 };
@@ -331,7 +331,7 @@ pub fn plan_share(intent: &ShareIntent, observed: &ObservedShare) -> Result<Shar
             Some(e) => format!("replication is {}: {e}", report.state),
             None => format!("replication is {}", report.state),
         };
-        let failing = matches!(report.state.as_str(), "failed" | "error" | "crashing");
+        let failing = is_failing(&report.state);
         ShareOutcome::Pending { reason: if failing { "ReplicationFailing" } else { "ReplicationPending" }, message }
     };
     Ok(SharePlan { steps, report: Some(report), outcome, over_budget })

@@ -30,12 +30,14 @@ pub fn replication_secret_name(share: &CouchShare) -> String {
 }
 
 /// Whether the share (still) needs its scoped user's access on local databases: not once it is
-/// revoked or being deleted. Access goes at the deletion mark, not when the object is gone: a
-/// database reconciled on the deletion event may see the share in another watch's store a moment
-/// longer, and taking access away first only stops data flowing earlier.
+/// declared revoked, revoked, or being deleted. Access goes with the declaration — the deletion
+/// mark, `revoke.revoked` — not when the revocation has finished: a database reconciled on that
+/// event must not wait for the share's status, and taking access away first only stops data
+/// flowing earlier.
 pub fn wants_access(share: &CouchShare) -> bool {
     share.spec.credentials == ShareCredentials::Scoped
         && share.metadata.deletion_timestamp.is_none()
+        && !share.spec.revoke.as_ref().is_some_and(|r| r.revoked)
         && !share.status.as_ref().is_some_and(|s| s.revoked)
 }
 

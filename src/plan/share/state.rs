@@ -14,6 +14,11 @@ fn state_rank(state: Option<&str>) -> u8 {
     }
 }
 
+/// Whether a replication state is a failing one (failed, error, crashing).
+pub fn is_failing(state: &str) -> bool {
+    matches!(state, "failed" | "error" | "crashing")
+}
+
 /// Summary across directions for status: the least healthy state wins, in this order (worst first):
 /// failed, error, crashing, pending (and initializing), (unknown/None, or an unrecognised state), running (and CouchDB 1.x's
 /// triggered), completed. Returns the chosen state string ("unknown" for None, or for no states at all).
