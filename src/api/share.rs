@@ -32,7 +32,19 @@ use super::common::{Condition, CredentialsSecretRef, ObjectRef, ServerRef};
      "message": "a TwoWay share needs a selector (or allowUnfiltered: true to replicate every document both ways)"},
     {"rule": "self.mode != 'TwoWay' || !has(self.source.userDatabases)",
      "message": "source.userDatabases (fan-in) only works with mode OneWay"},
-    {"rule": "has(self.source.database) || has(self.source.userDatabase) || has(self.source.userDatabases) || has(self.target.database) || has(self.target.userDatabase) || has(self.serverRef)",
+    {"rule": "!has(self.source.perUserDatabases) || self.strategy == 'OnChange'",
+     "message": "source.perUserDatabases (every per-user database on the server) needs strategy: OnChange"},
+    {"rule": "!has(self.source.perUserDatabases) || self.credentials == 'Admin'",
+     "message": "source.perUserDatabases reads databases no resource declares: it needs credentials: Admin (from a namespace the server trusts)"},
+    {"rule": "self.strategy != 'OnChange' || has(self.source.userDatabases) || has(self.source.perUserDatabases)",
+     "message": "strategy: OnChange is for fan-in: source.userDatabases or source.perUserDatabases"},
+    {"rule": "self.strategy != 'OnChange' || self.mode == 'OneWay'",
+     "message": "strategy: OnChange only works with mode OneWay"},
+    {"rule": "self.strategy != 'OnChange' || !has(self.sharingDocument)",
+     "message": "strategy: OnChange writes no sharing document; remove sharingDocument"},
+    {"rule": "self.strategy == 'OnChange' || !has(self.maxConcurrent)",
+     "message": "maxConcurrent only applies to strategy: OnChange"},
+    {"rule": "has(self.source.database) || has(self.source.userDatabase) || has(self.source.userDatabases) || has(self.source.perUserDatabases) || has(self.target.database) || has(self.target.userDatabase) || has(self.serverRef)",
      "message": "serverRef is required when both source and target are remote"},
     {"rule": "!has(oldSelf.revoke) || !oldSelf.revoke.revoked || (has(self.revoke) && self.revoke.revoked)",
      "message": "a revoked share stays revoked; create a new CouchShare to share again"}
@@ -66,8 +78,20 @@ pub struct CouchShareSpec {
     #[serde(default)]
     pub allow_unfiltered: bool,
     /// Keep replicating (default) or replicate once; a completed one-shot share is never re-run.
+    /// Applies to strategy `Continuous`.
     #[serde(default = "default_true")]
     pub continuous: bool,
+    /// `Continuous` (default): one replication document per source, kept by CouchDB's
+    /// scheduler. `OnChange` (fan-in only): no replication documents; a source database is
+    /// replicated by a one-shot `POST /_replicate` when `_db_updates` says it changed, at most
+    /// `maxConcurrent` at once.
+    #[serde(default)]
+    pub strategy: ShareStrategy,
+    /// With strategy `OnChange`: how many one-shot replications run at once (default 10;
+    /// they count against the server's replication budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_concurrent: Option<u32>,
     /// A sharing document written into the source database, so the receiving app sees
     /// what was shared and how.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,12 +109,32 @@ fn default_true() -> bool {
     true
 }
 
+/// How a share's replications run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ShareStrategy {
+    /// One replication document per source, run by CouchDB's scheduler.
+    #[default]
+    Continuous,
+    /// A one-shot replication of a source database each time it changes (fan-in).
+    OnChange,
+}
+
+/// The default of `maxConcurrent`: far below `replicator/max_jobs` (500).
+pub const DEFAULT_MAX_CONCURRENT: u32 = 10;
+
+impl CouchShareSpec {
+    /// How many on-change replications may run at once, or `None` for strategy `Continuous`.
+    pub fn on_change_concurrency(&self) -> Option<u32> {
+        (self.strategy == ShareStrategy::OnChange).then(|| self.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT))
+    }
+}
+
 /// The source of a share: exactly one of its fields.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "(has(self.database) ? 1 : 0) + (has(self.userDatabase) ? 1 : 0) + (has(self.userDatabases) ? 1 : 0) + (has(self.remote) ? 1 : 0) == 1",
-     "message": "source needs exactly one of database, userDatabase, userDatabases or remote"}
+    {"rule": "(has(self.database) ? 1 : 0) + (has(self.userDatabase) ? 1 : 0) + (has(self.userDatabases) ? 1 : 0) + (has(self.perUserDatabases) ? 1 : 0) + (has(self.remote) ? 1 : 0) == 1",
+     "message": "source needs exactly one of database, userDatabase, userDatabases, perUserDatabases or remote"}
 ]))]
 pub struct ShareSource {
     /// A CouchDatabase on the managed server (in another namespace: with its consent,
@@ -104,9 +148,28 @@ pub struct ShareSource {
     /// replication each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_databases: Option<UserDatabasesSelector>,
+    /// Fan-in from every per-user database on the managed server, by name prefix, those the
+    /// app or `couch_peruser` created included (strategy `OnChange`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_user_databases: Option<PerUserDatabases>,
     /// A database on another CouchDB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteDatabase>,
+}
+
+/// Every database on the server whose name starts with a prefix.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PerUserDatabases {
+    /// Name prefix; default: the server's `couch_peruser/database_prefix`, else `userdb-`.
+    /// It must start with a lowercase letter, so no system database (`_users`,
+    /// `_replicator`, ...) can match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200), extend("x-kubernetes-validations" = [
+        {"rule": "self.matches('^[a-z][a-z0-9_$()+-]*$')",
+         "message": "prefix must start with a lowercase letter and hold only lowercase letters, digits and _ $ ( ) + - (a prefix that is empty or starts with _ would match system databases)"}
+    ]))]
+    pub prefix: Option<String>,
 }
 
 /// The target of a share: exactly one of its fields.
@@ -262,6 +325,50 @@ pub struct CouchShareStatus {
     /// Set once the share has been revoked and cleaned up.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoked: bool,
+    /// With strategy `OnChange`: the source databases, counted (no entry per database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_change: Option<OnChangeStatus>,
+}
+
+/// An on-change fan-in, aggregated over its source databases.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OnChangeStatus {
+    /// The name prefix (or `selected CouchUsers`) the sources come from.
+    pub source: String,
+    /// One-shot replications allowed at once.
+    pub max_concurrent: u32,
+    /// Source databases found.
+    pub discovered: i64,
+    /// Replicated up to their last change seen.
+    pub in_sync: i64,
+    /// Changed and queued or replicating, or not replicated yet.
+    pub behind: i64,
+    /// Whose last replication failed (retried with backoff).
+    pub failing: i64,
+    /// Replications running now.
+    pub running: i64,
+    /// Whether `_db_updates` drives it (`false`: the server has no feed, and every source is
+    /// replicated once per resync instead).
+    pub feed: bool,
+    /// When every source discovered at start had been replicated once (or caught up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_full_sync: Option<String>,
+    /// The few sources failing longest, with CouchDB's error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worst: Vec<OnChangeFailure>,
+}
+
+/// One failing source of an on-change fan-in.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OnChangeFailure {
+    /// Source database.
+    pub database: String,
+    /// Consecutive failures.
+    pub failures: i64,
+    /// CouchDB's error, as it said it.
+    pub error: String,
 }
 
 /// State of one replication, from CouchDB's scheduler.

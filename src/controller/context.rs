@@ -140,6 +140,8 @@ pub struct Context {
     pub(crate) ledger: Arc<Ledger>,
     /// The `_db_updates` follower and `_security` auditor of each CouchServer.
     pub(crate) tasks: Tasks,
+    /// The on-change fan-in engines, one per CouchShare with strategy `OnChange`.
+    pub(crate) engines: super::onchange::Engines,
     /// Consecutive failures per object, for the retry delay.
     pub(crate) backoff: Backoff,
     /// `_scheduler/docs` reads, shared by the shares on one replicator database.
@@ -188,6 +190,7 @@ impl Context {
             clients: ClientCache::default(),
             ledger: Arc::default(),
             tasks: Tasks::default(),
+            engines: Default::default(),
             scheduler: SchedulerCache::default(),
             metrics,
             database_trigger: triggers.databases,

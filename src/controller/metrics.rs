@@ -52,6 +52,24 @@ struct ReplicationState {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Share {
+    namespace: String,
+    share: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShareDatabases {
+    namespace: String,
+    share: String,
+    state: String,
+}
+
+/// Lag buckets: 50 ms to about 30 minutes.
+fn lag() -> Histogram {
+    Histogram::new(exponential_buckets(0.05, 2.0, 16))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Server {
     namespace: String,
     server: String,
@@ -80,6 +98,12 @@ pub struct Metrics {
     audit_drift: Family<Server, Counter>,
     audit_cycle_seconds: Family<Server, Gauge<f64, std::sync::atomic::AtomicU64>>,
     audit_databases: Family<Server, Gauge>,
+    on_change_lag: Family<Share, Histogram, fn() -> Histogram>,
+    on_change_queue: Family<Share, Gauge>,
+    on_change_running: Family<Share, Gauge>,
+    on_change_failures: Family<Share, Counter>,
+    on_change_docs: Family<Share, Counter>,
+    on_change_databases: Family<ShareDatabases, Gauge>,
 }
 
 /// The states a replication can report, for clearing the ones it left.
@@ -106,6 +130,12 @@ impl Metrics {
             audit_drift: Family::default(),
             audit_cycle_seconds: Family::default(),
             audit_databases: Family::default(),
+            on_change_lag: Family::new_with_constructor(lag as fn() -> Histogram),
+            on_change_queue: Family::default(),
+            on_change_running: Family::default(),
+            on_change_failures: Family::default(),
+            on_change_docs: Family::default(),
+            on_change_databases: Family::default(),
             registry: Registry::default(),
         };
         registry.register("reconciles", "Reconciles run, by kind", m.reconciles.clone());
@@ -159,6 +189,32 @@ impl Metrics {
             "security_audit_databases",
             "Databases the last full audit cycle covered",
             m.audit_databases.clone(),
+        );
+        registry.register(
+            "onchange_lag_seconds",
+            "On-change fan-in: from a source change seen on _db_updates to its replication finished",
+            m.on_change_lag.clone(),
+        );
+        registry.register("onchange_queue_depth", "On-change fan-in: sources queued", m.on_change_queue.clone());
+        registry.register(
+            "onchange_replications_running",
+            "On-change fan-in: one-shot replications running",
+            m.on_change_running.clone(),
+        );
+        registry.register(
+            "onchange_replication_failures",
+            "On-change fan-in: one-shot replications that failed",
+            m.on_change_failures.clone(),
+        );
+        registry.register(
+            "onchange_documents_written",
+            "On-change fan-in: documents written to the target",
+            m.on_change_docs.clone(),
+        );
+        registry.register(
+            "onchange_databases",
+            "On-change fan-in: source databases by state (in_sync, behind, failing)",
+            m.on_change_databases.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -260,6 +316,44 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// An on-change fan-in's counts.
+    pub fn on_change(&self, namespace: &str, share: &str, counts: &crate::plan::onchange::Counts) {
+        let key = Share { namespace: namespace.into(), share: share.into() };
+        self.on_change_queue.get_or_create(&key).set(counts.queued as i64);
+        self.on_change_running.get_or_create(&key).set(counts.running as i64);
+        for (state, n) in [("in_sync", counts.in_sync), ("behind", counts.behind), ("failing", counts.failing)] {
+            let key = ShareDatabases { namespace: namespace.into(), share: share.into(), state: state.into() };
+            self.on_change_databases.get_or_create(&key).set(n as i64);
+        }
+    }
+
+    /// An on-change replication that closed `lag`.
+    pub fn on_change_lag(&self, namespace: &str, share: &str, lag: Duration) {
+        let key = Share { namespace: namespace.into(), share: share.into() };
+        self.on_change_lag.get_or_create(&key).observe(lag.as_secs_f64());
+    }
+
+    /// An on-change replication that failed.
+    pub fn on_change_failed(&self, namespace: &str, share: &str) {
+        self.on_change_failures.get_or_create(&Share { namespace: namespace.into(), share: share.into() }).inc();
+    }
+
+    /// Documents an on-change replication wrote.
+    pub fn on_change_written(&self, namespace: &str, share: &str, docs: u64) {
+        self.on_change_docs.get_or_create(&Share { namespace: namespace.into(), share: share.into() }).inc_by(docs);
+    }
+
+    /// Forgets a share's on-change series.
+    pub fn forget_on_change(&self, namespace: &str, share: &str) {
+        let key = Share { namespace: namespace.into(), share: share.into() };
+        self.on_change_queue.remove(&key);
+        self.on_change_running.remove(&key);
+        for state in ["in_sync", "behind", "failing"] {
+            let key = ShareDatabases { namespace: namespace.into(), share: share.into(), state: state.into() };
+            self.on_change_databases.remove(&key);
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

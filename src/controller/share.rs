@@ -16,7 +16,7 @@ use super::servers::{Connected, resolve, secret_value};
 use super::share_endpoints::{Consent, Place, Sources, managing_server, place_client, remote_client, sources, target};
 use super::status::NewCondition;
 use super::tail::{Note, Outcome, Pass};
-use crate::api::{CouchShare, CouchShareStatus, ShareCredentials, condition};
+use crate::api::{CouchShare, CouchShareStatus, ShareCredentials, ShareStrategy, condition};
 use crate::couch::CouchError;
 use crate::plan::share::{
     EndpointAuth, EndpointStyle, ObservedShare, ShareIntent, ShareOutcome, ShareRefusal, ShareStep, is_failing,
@@ -42,6 +42,7 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
         pass.status.state = Some("revoked".into());
         pass.status.changes_pending = None;
         pass.status.replications.clear();
+        pass.status.on_change = None;
         let revoked = NewCondition {
             type_: condition::READY,
             status: false,
@@ -55,6 +56,8 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
     let result = ensure(&share, ctx, &mut pass.status).await;
     // Not (or no longer) permitted: whatever ran while it was is stopped, in revocation order.
     if matches!(result, Err(Error::NotPermitted(_))) {
+        super::share_onchange::stop(ctx, &share).await?;
+        pass.status.on_change = None;
         super::share_revoke::withdraw(&share, ctx).await?;
         pass.status.replications.clear();
         pass.status.changes_pending = None;
@@ -85,6 +88,7 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
             NewCondition { type_: condition::READY, status: false, reason: reason.into(), message },
             Action::requeue(std::time::Duration::from_secs(2).min(ctx.options.resync)),
         ),
+        Settled::Done(outcome) => outcome,
     });
     pass.finish(ctx, share.as_ref(), outcome).await
 }
@@ -95,6 +99,8 @@ enum Settled {
     Replicating,
     /// Not there yet.
     Pending { reason: &'static str, message: String },
+    /// An on-change share, as its engine reports it.
+    Done(Outcome),
 }
 
 fn refused(refusal: ShareRefusal) -> Error {
@@ -183,6 +189,17 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         waiting,
         budget: connected.server.status.as_ref().and_then(|s| s.replication_budget.as_ref()).map(|b| b.total),
     };
+    if share.spec.strategy == ShareStrategy::OnChange {
+        if let Some(database) = access_missing.first() {
+            return Err(Error::Waiting { what: format!("the replication user's access to {database}") });
+        }
+        let names = fan_in.iter().map(|(_, p)| p.database().to_string()).collect();
+        return super::share_onchange::ensure(ctx, share, &connected, intent, names, status).await.map(Settled::Done);
+    }
+    if ctx.engines.running(&super::share_onchange::engine_key(share)) {
+        super::share_onchange::stop(ctx, share).await?;
+        status.on_change = None;
+    }
     let observed = observe(ctx, &connected, &intent, access_missing).await?;
     let plan = plan_share(&intent, &observed).map_err(refused)?;
     execute(ctx, &connected, &intent, &plan.steps).await?;

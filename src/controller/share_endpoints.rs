@@ -170,7 +170,13 @@ pub(crate) async fn sources(ctx: &Context, share: &CouchShare, consent: Consent)
         let (ready, waiting) = fan_in(ctx, share)?;
         return Ok(Sources::FanIn { ready, waiting });
     }
-    Err(Error::InvalidSpec("source needs exactly one of database, userDatabase, userDatabases or remote".into()))
+    // Every per-user database on the server: found by the on-change engine, not here.
+    if source.per_user_databases.is_some() {
+        return Ok(Sources::FanIn { ready: vec![], waiting: vec![] });
+    }
+    Err(Error::InvalidSpec(
+        "source needs exactly one of database, userDatabase, userDatabases, perUserDatabases or remote".into(),
+    ))
 }
 
 /// Resolves the target.

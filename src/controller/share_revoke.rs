@@ -220,39 +220,44 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
         return Ok(());
     };
     let url = connected.server.spec.url.clone();
-    // 1. Stop replicating, before anything is removed that could flow back.
+    // 1. Stop replicating, before anything is removed that could flow back: the on-change
+    // engine and its one-shots, then the replication documents.
+    super::share_onchange::stop(ctx, share).await?;
     let stopped = stop_replications(ctx, share, &connected).await?;
     tracing::info!(stopped, "replications stopped");
 
     // 2 and 3. The sharing document: deleted from the source, purged from the target.
     let endpoints = endpoints(ctx, share).await;
     let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
-    if let Some((Sources::One(source), target)) = &endpoints {
-        if let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone()) {
-            delete_sharing_document(ctx, &connected, source, &id).await?;
-            purge_from_target(ctx, share, &connected, target, &[id], caps.purge).await?;
-        }
-        if share.spec.revoke.as_ref().is_some_and(|r| r.purge_shared_documents)
-            && let Some(selector) = &share.spec.selector
-        {
-            let client = place_client(ctx, &connected, &target.end())?;
-            match client.find_ids(target.database(), selector).await {
-                Ok(ids) => {
-                    let ids: Vec<String> = ids.into_iter().filter(|id| !id.starts_with("_design/")).collect();
-                    purge_from_target(ctx, share, &connected, target, &ids, caps.purge).await?;
-                }
-                Err(e) => {
-                    ctx.event(
-                        share,
-                        true,
-                        "PurgeSkipped",
-                        format!("shared documents not purged from {}: {e}", target.database()),
-                    )
-                    .await;
-                }
+    if let Some((Sources::One(source), target)) = &endpoints
+        && let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone())
+    {
+        delete_sharing_document(ctx, &connected, source, &id).await?;
+        purge_from_target(ctx, share, &connected, target, &[id], caps.purge).await?;
+    }
+    // The shared documents, when asked: from one source or a fan-in alike.
+    if let Some((_, target)) = &endpoints
+        && share.spec.revoke.as_ref().is_some_and(|r| r.purge_shared_documents)
+        && let Some(selector) = &share.spec.selector
+    {
+        let client = place_client(ctx, &connected, &target.end())?;
+        match client.find_ids(target.database(), selector).await {
+            Ok(ids) => {
+                let ids: Vec<String> = ids.into_iter().filter(|id| !id.starts_with("_design/")).collect();
+                purge_from_target(ctx, share, &connected, target, &ids, caps.purge).await?;
+            }
+            Err(e) => {
+                ctx.event(
+                    share,
+                    true,
+                    "PurgeSkipped",
+                    format!("shared documents not purged from {}: {e}", target.database()),
+                )
+                .await;
             }
         }
-    } else if endpoints.is_none() {
+    }
+    if endpoints.is_none() {
         ctx.event(share, true, "CleanupSkipped", "source or target is gone; sharing document left as it is".into())
             .await;
     }

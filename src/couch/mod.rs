@@ -12,6 +12,7 @@ mod documents;
 mod error;
 mod feeds;
 mod path;
+mod replicate;
 mod replication;
 mod server;
 mod users;
@@ -23,6 +24,7 @@ pub use documents::{AllDocs, AllDocsQuery, AllDocsRow, AllDocsValue, BulkDocResu
 pub use error::{CouchError, TransportKind, redact_url, redact_url_str};
 pub use feeds::{Change, ChangeRev, Changes, ChangesQuery, DbUpdate, DbUpdates, DbUpdatesQuery, FeedMode};
 pub use path::{encode_db, encode_doc_id};
+pub use replicate::{ALL_DBS_PAGE, Replicated};
 pub use replication::{
     REPLICATOR_DB, ReplicationInfo, ReplicationState, ReplicationStatus, status_from_replicator_doc,
 };

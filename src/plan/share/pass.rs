@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    Direction, Endpoint, EndpointAuth, EndpointStyle, ReplicationAction, ReplicationSpec, is_failing, plan_replication,
-    replication_doc_id, replication_selector, replications_ready, sharing_doc, sharing_doc_id, sharing_doc_matches,
-    stale_replications, summary_state, validate_selector,
+    Direction, Endpoint, EndpointAuth, EndpointStyle, ReplicationAction, ReplicationSpec, endpoint_json, is_failing,
+    plan_replication, replication_doc_id, replication_selector, replications_ready, sharing_doc, sharing_doc_id,
+    sharing_doc_matches, stale_replications, summary_state, validate_selector,
 };
 use crate::api::{ReplicationStatus, ShareMode};
 use crate::couch::{self, ReplicationState};
@@ -380,3 +380,19 @@ fn report(wanted: &[Wanted], observed: &ObservedShare, sharing_document_id: Opti
 #[cfg(test)]
 #[path = "pass_tests.rs"]
 mod tests;
+
+/// The body of the one-shot `POST /_replicate` an on-change share runs for `source` (a database
+/// on the managed server): source and target as in a replication document (credentials never
+/// in a URL), the share's selector, and never creating the target.
+pub fn on_change_body(intent: &ShareIntent, source: &str) -> Value {
+    let source = endpoint(&End::Local { database: source.to_string() }, intent);
+    let target = endpoint(&intent.target, intent);
+    let mut body = serde_json::Map::new();
+    body.insert("source".into(), endpoint_json(&source, intent.style));
+    body.insert("target".into(), endpoint_json(&target, intent.style));
+    if let Some(selector) = &intent.selector {
+        body.insert("selector".into(), selector.clone());
+    }
+    body.insert("create_target".into(), Value::Bool(false));
+    Value::Object(body)
+}

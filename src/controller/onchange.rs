@@ -1,0 +1,606 @@
+//! On-change fan-in: one task per CouchShare with strategy `OnChange` (not one per database).
+//! It lists its source databases once (a paged `_all_dbs` range read on the prefix, or the
+//! selected CouchUsers' databases), then follows `_db_updates`, and replicates a database by a
+//! one-shot `POST /_replicate` when the feed says it changed — at most `maxConcurrent` at once,
+//! each queued once however many changes arrive ([`FanInQueue`]).
+//!
+//! Restarts and outages: the feed position and the sources not yet replicated are kept in a
+//! checkpoint, `_local/couchshare-onchange-<share uid>` in the target database (a `_local`
+//! document never replicates). A new task resumes the feed from there and replicates what the
+//! checkpoint lists; without a checkpoint, or when CouchDB refuses its position, every source
+//! is replicated once (CouchDB's own replication checkpoints make that read only what is new).
+//! On a server without `_db_updates` (pouchdb-server) every source is replicated once per
+//! resync instead, and the status says so.
+//!
+//! The task publishes counts for the share's status, and requeues the share when they cross a
+//! line the conditions show (failing or not, first full sync) or, at most every
+//! [`STATUS_EVERY`], when they changed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::runtime::reflector::ObjectRef;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::api::{CouchShare, OnChangeFailure, OnChangeStatus};
+use crate::couch::{CouchClient, CouchError, DbUpdatesQuery, FeedMode};
+use crate::plan::onchange::{Ended, FanInQueue};
+
+use super::backoff::delay;
+use super::context::ShareTrigger;
+use super::metrics::Metrics;
+
+/// How a one-shot replication may take before it is given up (and retried).
+const REPLICATION_WAIT: Duration = Duration::from_secs(600);
+/// The longpoll wait of the feed.
+const FEED_WAIT: Duration = Duration::from_secs(25);
+/// How often, at most, the checkpoint is written (only when it changed).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// How often, at most, changed counts requeue the share for a status write.
+pub const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// Failing sources listed in the status.
+const WORST: usize = 5;
+
+/// Which databases are the sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// Every database whose name starts with this.
+    Prefix(String),
+    /// These (the per-user databases of the selected CouchUsers; updated in place).
+    Names,
+}
+
+/// What an engine is started with; a change of anything but the names starts a new one.
+pub struct EngineSpec {
+    /// `namespace/name` of the share.
+    pub key: String,
+    /// The share, for requeueing it.
+    pub share: ObjectRef<CouchShare>,
+    /// Its UID: names the checkpoint.
+    pub uid: String,
+    pub membership: Membership,
+    /// Initial names for [`Membership::Names`].
+    pub names: BTreeSet<String>,
+    /// The `_replicate` body for one source database.
+    pub body: Arc<dyn Fn(&str) -> Value + Send + Sync>,
+    /// Fingerprint of everything the bodies depend on.
+    pub fingerprint: String,
+    /// Admin client of the managed server (feed, listing, `_replicate`).
+    pub couch: CouchClient,
+    /// Client and database of the target (for the checkpoint).
+    pub target: (CouchClient, String),
+    /// The most replications at once.
+    pub k: usize,
+    /// Full pass period without a feed.
+    pub resync: Duration,
+}
+
+/// What the share's status shows of an engine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub status: OnChangeStatus,
+    /// Listing the sources or reading the checkpoint failed: the engine retries, the share is
+    /// not Ready until it works.
+    pub error: Option<String>,
+    /// Listed once and running.
+    pub started: bool,
+}
+
+/// The state an engine shares with the reconciler.
+#[derive(Default)]
+pub struct Shared {
+    snapshot: Mutex<Snapshot>,
+    /// The bodies of the replications in progress (cancelled when the share stops).
+    running: Mutex<HashMap<String, Value>>,
+}
+
+impl Shared {
+    /// The latest counts.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+struct Kept {
+    fingerprint: String,
+    handle: JoinHandle<()>,
+    shared: Arc<Shared>,
+    names: watch::Sender<BTreeSet<String>>,
+    couch: CouchClient,
+}
+
+/// The on-change engines of this process, by share.
+#[derive(Default)]
+pub struct Engines {
+    kept: Mutex<HashMap<String, Kept>>,
+}
+
+impl Engines {
+    /// Keeps one engine for `spec.key`: a running one with the same fingerprint stays (its
+    /// names are updated), another is replaced. Returns what the engine shares.
+    pub fn keep(&self, spec: EngineSpec, trigger: Option<ShareTrigger>, metrics: Arc<Metrics>) -> Arc<Shared> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = kept.get(&spec.key)
+            && k.fingerprint == spec.fingerprint
+            && !k.handle.is_finished()
+        {
+            k.names.send_if_modified(|names| {
+                let changed = *names != spec.names;
+                if changed {
+                    names.clone_from(&spec.names);
+                }
+                changed
+            });
+            return k.shared.clone();
+        }
+        if let Some(old) = kept.remove(&spec.key) {
+            old.handle.abort();
+            cancel_in_background(old);
+        }
+        let shared = Arc::new(Shared::default());
+        let (names_tx, names_rx) = watch::channel(spec.names.clone());
+        let key = spec.key.clone();
+        let fingerprint = spec.fingerprint.clone();
+        let couch = spec.couch.clone();
+        let handle = tokio::spawn(run(spec, shared.clone(), names_rx, trigger, metrics));
+        kept.insert(key, Kept { fingerprint, handle, shared: shared.clone(), names: names_tx, couch });
+        shared
+    }
+
+    /// Whether an engine runs for `key`.
+    pub fn running(&self, key: &str) -> bool {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).get(key).is_some_and(|k| !k.handle.is_finished())
+    }
+
+    /// Stops the engine of `key`, if any, and cancels the replications it had running; returns
+    /// how many it cancelled. Nothing of it replicates once this returns.
+    pub async fn stop(&self, key: &str) -> Result<usize, CouchError> {
+        let Some(old) = self.kept.lock().unwrap_or_else(|e| e.into_inner()).remove(key) else { return Ok(0) };
+        old.handle.abort();
+        let bodies: Vec<Value> =
+            old.shared.running.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, b)| b).collect();
+        let mut cancelled = 0;
+        for body in &bodies {
+            if old.couch.cancel_replicate(body).await? {
+                cancelled += 1;
+            }
+        }
+        Ok(cancelled)
+    }
+}
+
+fn cancel_in_background(old: Kept) {
+    let bodies: Vec<Value> =
+        old.shared.running.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, b)| b).collect();
+    if bodies.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        for body in &bodies {
+            if let Err(e) = old.couch.cancel_replicate(body).await {
+                tracing::debug!(error = %e, "could not cancel a one-shot replication of a replaced engine");
+            }
+        }
+    });
+}
+
+/// The checkpoint document's id.
+pub fn checkpoint_id(uid: &str) -> String {
+    format!("_local/couchshare-onchange-{uid}")
+}
+
+/// What the checkpoint holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Checkpoint {
+    since: Option<Value>,
+    pending: BTreeSet<String>,
+    rev: Option<String>,
+}
+
+async fn read_checkpoint(target: &(CouchClient, String), uid: &str) -> Result<Option<Checkpoint>, CouchError> {
+    let Some(doc) = target.0.get_document(&target.1, &checkpoint_id(uid)).await? else { return Ok(None) };
+    let pending = doc
+        .get("pending")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    Ok(Some(Checkpoint {
+        since: doc.get("since").cloned().filter(|s| !s.is_null()),
+        pending,
+        rev: doc.get("_rev").and_then(Value::as_str).map(str::to_owned),
+    }))
+}
+
+/// One answer of the feed task.
+enum Feed {
+    /// Updates, and the position after them.
+    Updates(Vec<crate::couch::DbUpdate>, Value),
+    /// The server has no `_db_updates`.
+    Unsupported,
+    /// CouchDB refused the position: start again from now, after a full pass.
+    Reset(Value),
+    /// The feed failed (retried with backoff); `None` when it works again.
+    Broken(Option<String>),
+}
+
+async fn follow_feed(couch: CouchClient, mut since: Value, tx: mpsc::Sender<Feed>) {
+    let mut failures = 0u32;
+    loop {
+        let query = DbUpdatesQuery { feed: FeedMode::Longpoll, since: Some(since.clone()), timeout: Some(FEED_WAIT) };
+        match couch.db_updates(&query).await {
+            Ok(updates) => {
+                if failures > 0 && tx.send(Feed::Broken(None)).await.is_err() {
+                    return;
+                }
+                failures = 0;
+                since = updates.last_seq.clone();
+                if !updates.results.is_empty()
+                    && tx.send(Feed::Updates(updates.results, updates.last_seq)).await.is_err()
+                {
+                    return;
+                }
+            }
+            Err(CouchError::NotSupported { .. }) => {
+                let _ = tx.send(Feed::Unsupported).await;
+                return;
+            }
+            Err(e @ CouchError::BadRequest { .. }) => {
+                tracing::warn!(error = %e, "CouchDB refused the _db_updates position; a full pass follows");
+                match now_seq(&couch).await {
+                    Ok(now) => {
+                        since = now.clone();
+                        if tx.send(Feed::Reset(now)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let _ = tx.send(Feed::Broken(Some(e.to_string()))).await;
+                        tokio::time::sleep(delay(Duration::from_millis(500), Duration::from_secs(30), failures)).await;
+                    }
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                if tx.send(Feed::Broken(Some(e.to_string()))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(delay(Duration::from_millis(500), Duration::from_secs(30), failures)).await;
+            }
+        }
+    }
+}
+
+/// The feed's current position.
+async fn now_seq(couch: &CouchClient) -> Result<Value, CouchError> {
+    let query = DbUpdatesQuery { feed: FeedMode::Normal, since: Some(json!("now")), timeout: None };
+    Ok(couch.db_updates(&query).await?.last_seq)
+}
+
+/// Whether `db` is one of the sources (never a system database, never the target).
+fn is_source(membership: &Membership, names: &BTreeSet<String>, target: &str, db: &str) -> bool {
+    if db == target || db.starts_with('_') || db.split('/').any(|part| part.starts_with('_')) {
+        return false;
+    }
+    match membership {
+        Membership::Prefix(prefix) => db.starts_with(prefix.as_str()),
+        Membership::Names => names.contains(db),
+    }
+}
+
+async fn list(spec: &EngineSpec, names: &BTreeSet<String>) -> Result<Vec<String>, CouchError> {
+    let target = &spec.target.1;
+    match &spec.membership {
+        Membership::Prefix(prefix) => Ok(spec
+            .couch
+            .databases_with_prefix(prefix)
+            .await?
+            .into_iter()
+            .filter(|db| is_source(&spec.membership, names, target, db))
+            .collect()),
+        Membership::Names => {
+            Ok(names.iter().filter(|db| is_source(&spec.membership, names, target, db)).cloned().collect())
+        }
+    }
+}
+
+/// How the engine task starts: checkpoint, feed position, listing. Retried until it works.
+async fn start(spec: &EngineSpec, names: &BTreeSet<String>, queue: &mut FanInQueue) -> Result<Start, CouchError> {
+    let checkpoint = read_checkpoint(&spec.target, &spec.uid).await?;
+    let feed = spec.couch.capabilities().await?.db_updates;
+    // The position is taken before listing, so nothing created meanwhile is missed.
+    let since = match (&checkpoint, feed) {
+        (_, false) => None,
+        (Some(Checkpoint { since: Some(since), .. }), true) => Some(since.clone()),
+        (_, true) => Some(now_seq(&spec.couch).await?),
+    };
+    let listed = list(spec, names).await?;
+    let resumed = checkpoint.as_ref().is_some_and(|c| c.since.is_some()) && feed;
+    for db in &listed {
+        let synced = resumed && checkpoint.as_ref().is_some_and(|c| !c.pending.contains(db));
+        queue.discover(db, synced);
+    }
+    Ok(Start { since, feed, rev: checkpoint.and_then(|c| c.rev), resumed })
+}
+
+struct Start {
+    since: Option<Value>,
+    feed: bool,
+    rev: Option<String>,
+    resumed: bool,
+}
+
+fn now_text() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// The engine task.
+async fn run(
+    spec: EngineSpec,
+    shared: Arc<Shared>,
+    mut names_rx: watch::Receiver<BTreeSet<String>>,
+    trigger: Option<ShareTrigger>,
+    metrics: Arc<Metrics>,
+) {
+    let (ns, name) = spec.key.split_once('/').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
+    let source_text = match &spec.membership {
+        Membership::Prefix(p) => format!("prefix {p}"),
+        Membership::Names => "selected CouchUsers".to_string(),
+    };
+    let requeue = |trigger: &Option<ShareTrigger>| {
+        if let Some(t) = trigger {
+            let _ = t.send(spec.share.clone());
+        }
+    };
+    let mut queue = FanInQueue::new(spec.k);
+    let mut names = names_rx.borrow_and_update().clone();
+    let mut attempt = 0u32;
+    let started = loop {
+        match start(&spec, &names, &mut queue).await {
+            Ok(s) => break s,
+            Err(e) => {
+                attempt = attempt.saturating_add(1);
+                shared.snapshot.lock().unwrap_or_else(|p| p.into_inner()).error = Some(e.to_string());
+                if attempt == 1 {
+                    requeue(&trigger);
+                }
+                queue = FanInQueue::new(spec.k);
+                tokio::time::sleep(delay(Duration::from_millis(500), Duration::from_secs(30), attempt)).await;
+            }
+        }
+    };
+    tracing::info!(share = %spec.key, sources = queue.counts().discovered, resumed = started.resumed, feed = started.feed, "on-change fan-in started");
+    let (feed_tx, mut feed_rx) = mpsc::channel::<Feed>(16);
+    let feed_task = started.since.clone().map(|since| tokio::spawn(follow_feed(spec.couch.clone(), since, feed_tx)));
+    let _feed_guard = AbortOnDrop(feed_task);
+    let mut feed = started.feed;
+    let mut feed_error: Option<String> = None;
+    let mut since = started.since.clone();
+    let mut rev = started.rev.clone();
+    let mut written: Option<(Option<Value>, BTreeSet<String>)> = None;
+    let mut last_checkpoint = Instant::now() - CHECKPOINT_EVERY;
+    let mut first_full_sync = None;
+    let mut last_status = Instant::now() - STATUS_EVERY;
+    let mut published: Option<OnChangeStatus> = None;
+    let mut next_pass = Instant::now() + spec.resync;
+    let mut workers: JoinSet<(String, Ended, u64)> = JoinSet::new();
+    loop {
+        let now = Instant::now();
+        // Hand out what may run.
+        while let Some(db) = queue.next(now) {
+            let body = (spec.body)(&db);
+            shared.running.lock().unwrap_or_else(|e| e.into_inner()).insert(db.clone(), body.clone());
+            let couch = spec.couch.clone();
+            workers.spawn(async move {
+                let ended = match couch.replicate(&body, REPLICATION_WAIT).await {
+                    Ok(r) if r.doc_write_failures > 0 => {
+                        (Ended::Failed(format!("{} document(s) failed to write", r.doc_write_failures)), r.docs_written)
+                    }
+                    Ok(r) => (Ended::Done, r.docs_written),
+                    Err(e) if e.is_not_found() => match couch.database_exists(&db).await {
+                        Ok(false) => (Ended::SourceGone, 0),
+                        _ => (Ended::Failed(e.to_string()), 0),
+                    },
+                    Err(e) => (Ended::Failed(e.to_string()), 0),
+                };
+                (db, ended.0, ended.1)
+            });
+        }
+        // Publish.
+        let counts = queue.counts();
+        if first_full_sync.is_none() && queue.all_synced() {
+            first_full_sync = Some(now_text());
+        }
+        let status = OnChangeStatus {
+            source: source_text.clone(),
+            max_concurrent: u32::try_from(spec.k).unwrap_or(u32::MAX),
+            discovered: counts.discovered as i64,
+            in_sync: counts.in_sync as i64,
+            behind: counts.behind as i64,
+            failing: counts.failing as i64,
+            running: counts.running as i64,
+            feed,
+            first_full_sync: first_full_sync.clone(),
+            worst: queue
+                .worst(WORST)
+                .into_iter()
+                .map(|f| OnChangeFailure { database: f.database, failures: i64::from(f.failures), error: f.error })
+                .collect(),
+        };
+        metrics.on_change(&ns, &name, &counts);
+        if published.as_ref() != Some(&status) {
+            let crossed = published.as_ref().is_none_or(|p| {
+                (p.failing > 0) != (status.failing > 0)
+                    || p.first_full_sync.is_some() != status.first_full_sync.is_some()
+                    || p.feed != status.feed
+            });
+            {
+                let mut snap = shared.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+                snap.status = status.clone();
+                snap.started = true;
+                snap.error = feed_error.clone();
+            }
+            if crossed || last_status.elapsed() >= STATUS_EVERY {
+                requeue(&trigger);
+                last_status = Instant::now();
+                published = Some(status);
+            }
+        }
+        // Checkpoint: the feed position with what is not done yet.
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            let pending = queue.pending();
+            let wanted = (since.clone(), pending);
+            if written.as_ref() != Some(&wanted) {
+                let mut doc = json!({
+                    "since": wanted.0, "pending": wanted.1, "share": spec.key, "written": now_text(),
+                });
+                if let Some(r) = &rev {
+                    doc["_rev"] = json!(r);
+                }
+                match spec.target.0.put_document(&spec.target.1, &checkpoint_id(&spec.uid), &doc).await {
+                    Ok(r) => {
+                        rev = Some(r);
+                        written = Some(wanted);
+                    }
+                    Err(e) if e.is_conflict() => {
+                        rev = read_checkpoint(&spec.target, &spec.uid).await.ok().flatten().and_then(|c| c.rev);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "could not write the on-change checkpoint"),
+                }
+            }
+            last_checkpoint = Instant::now();
+        }
+        let retry_at = queue.next_retry();
+        let status_due = published.is_none() || queue.counts() != counts;
+        let wake = [
+            retry_at,
+            (!written.as_ref().is_some_and(|w| w.0 == since && w.1 == queue.pending()))
+                .then(|| last_checkpoint + CHECKPOINT_EVERY),
+            status_due.then(|| last_status + STATUS_EVERY),
+            (!feed).then_some(next_pass),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            Some(done) = workers.join_next(), if !workers.is_empty() => {
+                let Ok((db, ended, docs)) = done else { continue };
+                shared.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&db);
+                if let Ended::Failed(error) = &ended {
+                    tracing::debug!(database = %db, error = %error, "one-shot replication failed; retried with backoff");
+                    metrics.on_change_failed(&ns, &name);
+                }
+                metrics.on_change_written(&ns, &name, docs);
+                if let Some(lag) = queue.finished(&db, ended, Instant::now()) {
+                    metrics.on_change_lag(&ns, &name, lag);
+                }
+            }
+            Some(event) = feed_rx.recv() => match event {
+                Feed::Updates(updates, last) => {
+                    let at = Instant::now();
+                    for u in updates {
+                        if !is_source(&spec.membership, &names, &spec.target.1, &u.db_name) {
+                            continue;
+                        }
+                        match u.kind.as_str() {
+                            "deleted" => queue.deleted(&u.db_name),
+                            _ => {
+                                queue.changed(&u.db_name, at);
+                            }
+                        }
+                    }
+                    since = Some(last);
+                }
+                Feed::Unsupported => {
+                    feed = false;
+                    since = None;
+                }
+                Feed::Reset(now) => {
+                    since = Some(now);
+                    full_pass(&spec, &names, &mut queue).await;
+                }
+                Feed::Broken(error) => {
+                    // Back again: whatever changed while it was down is found by a full pass.
+                    if error.is_none() && feed_error.is_some() {
+                        full_pass(&spec, &names, &mut queue).await;
+                    }
+                    feed_error = error.map(|e| format!("_db_updates: {e}"));
+                    shared.snapshot.lock().unwrap_or_else(|p| p.into_inner()).error = feed_error.clone();
+                    requeue(&trigger);
+                }
+            },
+            Ok(()) = names_rx.changed() => {
+                let new = names_rx.borrow_and_update().clone();
+                for gone in names.difference(&new) {
+                    queue.deleted(gone);
+                }
+                let added: Vec<String> = new.difference(&names).cloned().collect();
+                names = new;
+                for db in added {
+                    if is_source(&spec.membership, &names, &spec.target.1, &db) {
+                        queue.discover(&db, false);
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(wake.into()) => {
+                if !feed && Instant::now() >= next_pass {
+                    full_pass(&spec, &names, &mut queue).await;
+                    next_pass = Instant::now() + spec.resync;
+                }
+            }
+        }
+    }
+}
+
+/// Every source replicated once more (those that are new found by listing again); sources no
+/// longer listed are forgotten.
+async fn full_pass(spec: &EngineSpec, names: &BTreeSet<String>, queue: &mut FanInQueue) {
+    match list(spec, names).await {
+        Ok(listed) => {
+            let listed_set: BTreeSet<&String> = listed.iter().collect();
+            for db in queue.states().keys() {
+                if !listed_set.contains(db) {
+                    queue.deleted(db);
+                }
+            }
+            for db in &listed {
+                queue.recheck(db);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing the on-change sources failed; next pass retries"),
+    }
+}
+
+struct AbortOnDrop(Option<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_databases_and_the_target_are_never_sources() {
+        let prefix = Membership::Prefix("userdb-".into());
+        let none = BTreeSet::new();
+        assert!(is_source(&prefix, &none, "analytics", "userdb-6a6f"));
+        assert!(!is_source(&prefix, &none, "analytics", "analytics"));
+        assert!(!is_source(&prefix, &none, "userdb-all", "userdb-all"), "the target, even when it matches");
+        assert!(!is_source(&prefix, &none, "analytics", "_users"));
+        assert!(!is_source(&prefix, &none, "analytics", "userdb-x/_replicator"));
+        assert!(!is_source(&prefix, &none, "analytics", "other"));
+        let names: BTreeSet<String> = ["userdb-61".to_string()].into();
+        assert!(is_source(&Membership::Names, &names, "t", "userdb-61"));
+        assert!(!is_source(&Membership::Names, &names, "t", "userdb-62"));
+    }
+}

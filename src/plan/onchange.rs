@@ -1,0 +1,537 @@
+//! The queue of an on-change fan-in: which source databases to replicate next, at most `k` at
+//! once, each queued once however many changes arrive (coalescing), a failing one retried with
+//! its own backoff without holding up the others, and the counts the share's status shows.
+//!
+//! Pure: the caller passes the time in, and runs the replications the queue hands out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Where one source database is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing to do until it changes.
+    Idle,
+    /// Waiting in the queue.
+    Queued,
+    /// A replication runs; `again` when it changed meanwhile (replicated once more after).
+    Running { again: bool },
+    /// Its last replication failed; queued again at this time.
+    Retrying(Instant),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    state: State,
+    /// The earliest change not yet replicated, when one was seen.
+    seen: Option<Instant>,
+    /// A change seen while running: the next run's `seen`.
+    seen_again: Option<Instant>,
+    /// Replicated at least once (or known to be, from a checkpoint).
+    synced: bool,
+    failures: u32,
+    error: Option<String>,
+    /// Deleted while its replication ran: forgotten when it ends.
+    gone: bool,
+}
+
+impl Entry {
+    fn new(synced: bool) -> Self {
+        Entry { state: State::Idle, seen: None, seen_again: None, synced, failures: 0, error: None, gone: false }
+    }
+}
+
+/// How a replication ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Replicated up to what it read.
+    Done,
+    /// The source database does not exist (any more).
+    SourceGone,
+    /// Failed, with CouchDB's error.
+    Failed(String),
+}
+
+/// The counts of [`crate::api::OnChangeStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub discovered: usize,
+    pub in_sync: usize,
+    pub behind: usize,
+    pub failing: usize,
+    pub running: usize,
+    pub queued: usize,
+}
+
+/// One failing source, for the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failing {
+    pub database: String,
+    pub failures: u32,
+    pub error: String,
+}
+
+/// First retry after a failure; doubled per further failure up to [`RETRY_MAX`].
+pub const RETRY_BASE: Duration = Duration::from_secs(2);
+/// The longest a failing source waits between attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The delay before attempt `failures + 1`.
+pub fn retry_delay(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    RETRY_BASE.saturating_mul(factor).min(RETRY_MAX)
+}
+
+/// The on-change queue of one share.
+#[derive(Debug)]
+pub struct FanInQueue {
+    k: usize,
+    dbs: HashMap<String, Entry>,
+    queue: VecDeque<String>,
+    retries: BTreeSet<(Instant, String)>,
+    running: usize,
+    failing: usize,
+    unsynced: usize,
+}
+
+impl FanInQueue {
+    /// An empty queue running at most `k` (at least 1) replications at once.
+    pub fn new(k: usize) -> Self {
+        FanInQueue {
+            k: k.max(1),
+            dbs: HashMap::new(),
+            queue: VecDeque::new(),
+            retries: BTreeSet::new(),
+            running: 0,
+            failing: 0,
+            unsynced: 0,
+        }
+    }
+
+    /// The most replications handed out at once.
+    pub fn limit(&self) -> usize {
+        self.k
+    }
+
+    /// Whether `db` is known.
+    pub fn contains(&self, db: &str) -> bool {
+        self.dbs.get(db).is_some_and(|e| !e.gone)
+    }
+
+    /// Notes a source found by listing. `synced`: known to be replicated up to date (a
+    /// checkpoint says so); otherwise it is queued for one replication.
+    pub fn discover(&mut self, db: &str, synced: bool) {
+        if self.contains(db) {
+            return;
+        }
+        let revived = self.dbs.contains_key(db);
+        self.insert(db, synced);
+        if !synced && !revived {
+            self.enqueue(db, None);
+        }
+    }
+
+    fn insert(&mut self, db: &str, synced: bool) {
+        // Deleted while its replication ran and created again: replicated once more after.
+        if let Some(e) = self.dbs.get_mut(db)
+            && e.gone
+        {
+            e.gone = false;
+            e.state = State::Running { again: true };
+            return;
+        }
+        if !synced {
+            self.unsynced += 1;
+        }
+        self.dbs.insert(db.to_string(), Entry::new(synced));
+    }
+
+    fn forget_counts(&mut self, e: &Entry) {
+        if !e.synced {
+            self.unsynced -= 1;
+        }
+        if e.failures > 0 {
+            self.failing -= 1;
+        }
+    }
+
+    fn enqueue(&mut self, db: &str, seen: Option<Instant>) {
+        if let Some(e) = self.dbs.get_mut(db) {
+            e.state = State::Queued;
+            e.seen = seen;
+            self.queue.push_back(db.to_string());
+        }
+    }
+
+    /// `db` changed (or was created) at `now`: queued unless it already is, or replicated once
+    /// more after the run in progress. Returns whether it was queued now.
+    pub fn changed(&mut self, db: &str, now: Instant) -> bool {
+        if !self.contains(db) {
+            let revived = self.dbs.contains_key(db);
+            self.insert(db, false);
+            if revived {
+                if let Some(e) = self.dbs.get_mut(db) {
+                    e.seen_again = Some(now);
+                }
+                return false;
+            }
+            self.enqueue(db, Some(now));
+            return true;
+        }
+        let Some(e) = self.dbs.get_mut(db) else { return false };
+        match e.state {
+            State::Idle => {
+                self.enqueue(db, Some(now));
+                true
+            }
+            State::Queued | State::Retrying(_) => {
+                e.seen = Some(e.seen.map_or(now, |s| s.min(now)));
+                false
+            }
+            State::Running { .. } => {
+                e.state = State::Running { again: true };
+                e.seen_again = Some(e.seen_again.map_or(now, |s| s.min(now)));
+                false
+            }
+        }
+    }
+
+    /// `db` is to be replicated once more, though no change of it was seen (a full pass after
+    /// the feed was down, or without a feed): queued unless it already is, with no lag sample.
+    pub fn recheck(&mut self, db: &str) {
+        if !self.contains(db) {
+            self.discover(db, false);
+            return;
+        }
+        match self.dbs.get_mut(db).map(|e| e.state) {
+            Some(State::Idle) => self.enqueue(db, None),
+            Some(State::Running { .. }) => {
+                if let Some(e) = self.dbs.get_mut(db) {
+                    e.state = State::Running { again: true };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `db` was deleted: forgotten (a run in progress is let finish and then forgotten).
+    pub fn deleted(&mut self, db: &str) {
+        let Some(e) = self.dbs.get(db).cloned() else { return };
+        if let State::Running { .. } = e.state {
+            if let Some(e) = self.dbs.get_mut(db) {
+                e.gone = true;
+            }
+            return;
+        }
+        if let State::Retrying(at) = e.state {
+            self.retries.remove(&(at, db.to_string()));
+        }
+        self.forget_counts(&e);
+        self.dbs.remove(db);
+    }
+
+    /// The next source to replicate, if fewer than `k` run; marks it running. Failing sources
+    /// whose retry time has come are queued first.
+    pub fn next(&mut self, now: Instant) -> Option<String> {
+        while let Some((at, db)) = self.retries.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.retries.pop_first();
+            if let Some(e) = self.dbs.get_mut(&db)
+                && e.state == State::Retrying(at)
+            {
+                e.state = State::Queued;
+                self.queue.push_back(db);
+            }
+        }
+        if self.running >= self.k {
+            return None;
+        }
+        while let Some(db) = self.queue.pop_front() {
+            if let Some(e) = self.dbs.get_mut(&db)
+                && e.state == State::Queued
+                && !e.gone
+            {
+                e.state = State::Running { again: false };
+                self.running += 1;
+                return Some(db);
+            }
+        }
+        None
+    }
+
+    /// The replication of `db` ended at `now`. Returns the lag it closed (from the earliest
+    /// change it replicated being seen), when a change was seen.
+    pub fn finished(&mut self, db: &str, ended: Ended, now: Instant) -> Option<Duration> {
+        let e = self.dbs.get(db)?.clone();
+        let State::Running { again } = e.state else { return None };
+        self.running -= 1;
+        if e.gone || ended == Ended::SourceGone {
+            self.forget_counts(&e);
+            self.dbs.remove(db);
+            return None;
+        }
+        let mut next = e.clone();
+        let lag = match ended {
+            Ended::Done => {
+                if !next.synced {
+                    self.unsynced -= 1;
+                }
+                if next.failures > 0 {
+                    self.failing -= 1;
+                }
+                next.synced = true;
+                next.failures = 0;
+                next.error = None;
+                let lag = next.seen.map(|s| now.saturating_duration_since(s));
+                next.seen = None;
+                if again {
+                    next.state = State::Queued;
+                    next.seen = next.seen_again.take();
+                    self.queue.push_back(db.to_string());
+                } else {
+                    next.state = State::Idle;
+                }
+                lag
+            }
+            Ended::Failed(error) => {
+                if next.failures == 0 {
+                    self.failing += 1;
+                }
+                next.failures = next.failures.saturating_add(1);
+                next.error = Some(error);
+                if again {
+                    next.seen = match (next.seen, next.seen_again.take()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                let at = now + retry_delay(next.failures);
+                next.state = State::Retrying(at);
+                self.retries.insert((at, db.to_string()));
+                None
+            }
+            Ended::SourceGone => None,
+        };
+        self.dbs.insert(db.to_string(), next);
+        lag
+    }
+
+    /// When the earliest failing source is due again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.retries.first().map(|(at, _)| *at)
+    }
+
+    /// The counts for the status.
+    pub fn counts(&self) -> Counts {
+        let queued = self.dbs.values().filter(|e| e.state == State::Queued && !e.gone).count();
+        let discovered = self.dbs.values().filter(|e| !e.gone).count();
+        let in_sync = self.dbs.values().filter(|e| !e.gone && e.synced && e.state == State::Idle).count();
+        Counts {
+            discovered,
+            in_sync,
+            behind: discovered - in_sync - self.failing.min(discovered - in_sync),
+            failing: self.failing,
+            running: self.running,
+            queued,
+        }
+    }
+
+    /// Whether every source has been replicated at least once.
+    pub fn all_synced(&self) -> bool {
+        self.unsynced == 0
+    }
+
+    /// Whether nothing is queued, running or waiting for a retry.
+    pub fn quiet(&self) -> bool {
+        self.running == 0 && self.retries.is_empty() && self.queue.iter().all(|db| !self.is_queued(db))
+    }
+
+    fn is_queued(&self, db: &str) -> bool {
+        self.dbs.get(db).is_some_and(|e| e.state == State::Queued && !e.gone)
+    }
+
+    /// The `n` sources that failed most often, with their last error.
+    pub fn worst(&self, n: usize) -> Vec<Failing> {
+        let mut failing: Vec<Failing> = self
+            .dbs
+            .iter()
+            .filter(|(_, e)| e.failures > 0 && !e.gone)
+            .map(|(db, e)| Failing {
+                database: db.clone(),
+                failures: e.failures,
+                error: e.error.clone().unwrap_or_default(),
+            })
+            .collect();
+        failing.sort_by(|a, b| b.failures.cmp(&a.failures).then_with(|| a.database.cmp(&b.database)));
+        failing.truncate(n);
+        failing
+    }
+
+    /// The sources a restart must replicate again: everything not idle and in sync. With the
+    /// feed position, this is the on-change checkpoint.
+    pub fn pending(&self) -> BTreeSet<String> {
+        self.dbs
+            .iter()
+            .filter(|(_, e)| !e.gone && (!e.synced || e.state != State::Idle))
+            .map(|(db, _)| db.clone())
+            .collect()
+    }
+
+    /// The sources by state, for tests and the dry run.
+    pub fn states(&self) -> BTreeMap<String, &'static str> {
+        self.dbs
+            .iter()
+            .map(|(db, e)| {
+                let s = match e.state {
+                    State::Idle if e.synced => "in-sync",
+                    State::Idle => "behind",
+                    State::Queued => "queued",
+                    State::Running { .. } => "running",
+                    State::Retrying(_) => "failing",
+                };
+                (db.clone(), s)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(q: &mut FanInQueue, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(db) = q.next(now) {
+            out.push(db);
+        }
+        out
+    }
+
+    #[test]
+    fn a_burst_on_one_database_is_one_replication_and_at_most_k_run() {
+        let t = Instant::now();
+        let mut q = FanInQueue::new(2);
+        for db in ["a", "b", "c", "a", "a", "b"] {
+            q.changed(db, t);
+        }
+        assert_eq!(drain(&mut q, t), vec!["a", "b"], "k = 2 at once, each once");
+        assert_eq!(q.counts().queued, 1);
+        assert_eq!(q.counts().running, 2);
+        assert_eq!(q.next(t), None);
+        q.finished("a", Ended::Done, t + Duration::from_secs(1));
+        assert_eq!(drain(&mut q, t), vec!["c"]);
+        assert_eq!(q.next(t), None, "nothing is queued twice");
+    }
+
+    #[test]
+    fn a_change_while_running_replicates_once_more_after_and_its_lag_counts_from_when_it_was_seen() {
+        let t = Instant::now();
+        let mut q = FanInQueue::new(5);
+        q.changed("a", t);
+        assert_eq!(q.next(t).as_deref(), Some("a"));
+        q.changed("a", t + Duration::from_secs(1));
+        q.changed("a", t + Duration::from_secs(2));
+        assert_eq!(q.next(t), None, "not twice at once");
+        let lag = q.finished("a", Ended::Done, t + Duration::from_secs(3));
+        assert_eq!(lag, Some(Duration::from_secs(3)));
+        assert_eq!(q.next(t).as_deref(), Some("a"), "the change seen while running");
+        let lag = q.finished("a", Ended::Done, t + Duration::from_secs(4));
+        assert_eq!(lag, Some(Duration::from_secs(3)), "from the first change seen meanwhile");
+        assert!(q.quiet());
+        assert_eq!(q.counts(), Counts { discovered: 1, in_sync: 1, ..Default::default() });
+    }
+
+    #[test]
+    fn a_failing_database_backs_off_without_holding_up_the_queue() {
+        let t = Instant::now();
+        let mut q = FanInQueue::new(1);
+        q.changed("bad", t);
+        q.changed("good", t);
+        assert_eq!(q.next(t).as_deref(), Some("bad"));
+        q.finished("bad", Ended::Failed("unauthorized".into()), t);
+        assert_eq!(q.next(t).as_deref(), Some("good"), "the next one runs at once");
+        q.finished("good", Ended::Done, t);
+        assert_eq!(q.next(t), None, "bad waits for its retry");
+        assert_eq!(q.next_retry(), Some(t + RETRY_BASE));
+        assert_eq!(q.counts().failing, 1);
+        assert_eq!(q.worst(3), vec![Failing { database: "bad".into(), failures: 1, error: "unauthorized".into() }]);
+        let retry = t + RETRY_BASE;
+        assert_eq!(q.next(retry).as_deref(), Some("bad"));
+        q.finished("bad", Ended::Failed("unauthorized".into()), retry);
+        assert_eq!(q.next_retry(), Some(retry + RETRY_BASE * 2), "doubled");
+        let again = retry + RETRY_BASE * 2;
+        assert_eq!(q.next(again).as_deref(), Some("bad"));
+        q.finished("bad", Ended::Done, again);
+        assert_eq!(q.counts().failing, 0);
+        assert!(q.worst(3).is_empty());
+        assert_eq!(retry_delay(30), RETRY_MAX);
+    }
+
+    #[test]
+    fn a_deleted_database_is_forgotten_even_mid_run() {
+        let t = Instant::now();
+        let mut q = FanInQueue::new(3);
+        q.changed("a", t);
+        q.changed("b", t);
+        assert_eq!(q.next(t).as_deref(), Some("a"));
+        q.deleted("a");
+        q.deleted("b");
+        assert_eq!(q.next(t), None, "b is not replicated after its deletion");
+        assert_eq!(q.finished("a", Ended::Done, t), None);
+        assert_eq!(q.counts(), Counts::default());
+        q.changed("c", t);
+        assert_eq!(q.next(t).as_deref(), Some("c"));
+        q.finished("c", Ended::SourceGone, t);
+        assert!(!q.contains("c"));
+        assert!(q.quiet());
+    }
+
+    #[test]
+    fn a_database_deleted_and_created_again_mid_run_is_replicated_again_after_and_never_twice_at_once() {
+        let t = Instant::now();
+        let mut q = FanInQueue::new(3);
+        q.changed("a", t);
+        assert_eq!(q.next(t).as_deref(), Some("a"));
+        q.deleted("a");
+        assert!(!q.changed("a", t), "the new database waits for the old run");
+        assert_eq!(q.next(t), None);
+        assert_eq!(q.counts().running, 1);
+        q.finished("a", Ended::Done, t);
+        assert_eq!(q.next(t).as_deref(), Some("a"), "then it is replicated");
+        q.finished("a", Ended::Done, t);
+        assert!(q.quiet());
+        assert_eq!(q.counts().in_sync, 1);
+    }
+
+    #[test]
+    fn a_recheck_queues_without_a_lag_sample() {
+        let t = Instant::now();
+        let mut q = FanInQueue::new(1);
+        q.discover("a", true);
+        q.recheck("a");
+        q.recheck("a");
+        assert_eq!(q.next(t).as_deref(), Some("a"));
+        assert_eq!(q.next(t), None);
+        assert_eq!(q.finished("a", Ended::Done, t + Duration::from_secs(9)), None);
+    }
+
+    #[test]
+    fn discovery_queues_each_unsynced_source_once_and_the_checkpoint_lists_what_is_not_done() {
+        let t = Instant::now();
+        let mut q = FanInQueue::new(2);
+        q.discover("a", true);
+        q.discover("b", false);
+        q.discover("c", false);
+        q.discover("b", false);
+        assert!(!q.all_synced());
+        assert_eq!(q.pending().into_iter().collect::<Vec<_>>(), vec!["b", "c"]);
+        assert_eq!(drain(&mut q, t), vec!["b", "c"]);
+        assert_eq!(q.finished("b", Ended::Done, t), None, "no change seen: no lag sample");
+        q.finished("c", Ended::Done, t);
+        assert!(q.all_synced());
+        assert!(q.pending().is_empty());
+        assert_eq!(q.counts(), Counts { discovered: 3, in_sync: 3, ..Default::default() });
+    }
+}
