@@ -396,9 +396,14 @@ async fn run(
             let couch = spec.couch.clone();
             workers.spawn(async move {
                 let ended = match couch.replicate(&body, REPLICATION_WAIT).await {
-                    Ok(r) if r.doc_write_failures > 0 => {
-                        (Ended::Failed(format!("{} document(s) failed to write", r.doc_write_failures)), r.docs_written)
-                    }
+                    Ok(r) if r.doc_write_failures > 0 => (
+                        Ended::Failed(format!(
+                            "{} document(s) refused by the target (they stay out until they change at the source)",
+                            r.doc_write_failures
+                        )),
+                        r.docs_written,
+                    ),
+                    Ok(r) if r.no_changes => (Ended::Unchanged, 0),
                     Ok(r) => (Ended::Done, r.docs_written),
                     Err(e) if e.is_not_found() => match couch.database_exists(&db).await {
                         Ok(false) => (Ended::SourceGone, 0),

@@ -233,7 +233,8 @@ fn replications_on(ctx: &Context, server: &CouchServer) -> i32 {
         .iter()
         .filter_map(|s| s.status.as_ref())
         .filter(|s| s.server.as_deref() == Some(key.as_str()) && !s.revoked)
-        .map(|s| s.replications.len())
+        // An on-change share runs up to maxConcurrent one-shots, however many sources it has.
+        .map(|s| s.replications.len() + s.on_change.as_ref().map_or(0, |o| o.max_concurrent as usize))
         .sum();
     i32::try_from(n).unwrap_or(i32::MAX)
 }

@@ -23,10 +23,11 @@ pub struct Replicated {
     /// The source sequence it got to.
     #[serde(default)]
     pub source_last_seq: Value,
-    /// Documents written by this run (from the newest history entry).
+    /// Documents written by this run.
     #[serde(skip)]
     pub docs_written: u64,
-    /// Document write failures of this run.
+    /// Documents the target refused in this run (a `validate_doc_update`, a size limit). The
+    /// replicator moves its checkpoint past them: they are not tried again until they change.
     #[serde(skip)]
     pub doc_write_failures: u64,
 }
@@ -48,9 +49,16 @@ impl CouchClient {
         let answer: Value = self.call(req).await?;
         let mut replicated: Replicated =
             serde_json::from_value(answer.clone()).map_err(|e| CouchError::decode("POST", "/_replicate", e))?;
-        if let Some(last) = answer.get("history").and_then(Value::as_array).and_then(|h| h.first()) {
-            replicated.docs_written = last.get("docs_written").and_then(Value::as_u64).unwrap_or(0);
-            replicated.doc_write_failures = last.get("doc_write_failures").and_then(Value::as_u64).unwrap_or(0);
+        // The history's counts are cumulative over the replication's runs (restored from its
+        // checkpoint): this run's are the newest entry's less the one before.
+        if !replicated.no_changes
+            && let Some(history) = answer.get("history").and_then(Value::as_array)
+        {
+            let count =
+                |i: usize, key: &str| history.get(i).and_then(|h| h.get(key)).and_then(Value::as_u64).unwrap_or(0);
+            replicated.docs_written = count(0, "docs_written").saturating_sub(count(1, "docs_written"));
+            replicated.doc_write_failures =
+                count(0, "doc_write_failures").saturating_sub(count(1, "doc_write_failures"));
         }
         Ok(replicated)
     }

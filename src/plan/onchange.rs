@@ -46,6 +46,9 @@ impl Entry {
 pub enum Ended {
     /// Replicated up to what it read.
     Done,
+    /// Nothing was new since the last run. Clears nothing: a source whose last changes the
+    /// target refused stays failing until a run writes its changes.
+    Unchanged,
     /// The source database does not exist (any more).
     SourceGone,
     /// Failed, with CouchDB's error.
@@ -272,6 +275,11 @@ impl FanInQueue {
             self.dbs.remove(db);
             return None;
         }
+        let ended = match ended {
+            Ended::Unchanged if e.failures > 0 => Ended::Failed(e.error.clone().unwrap_or_default()),
+            Ended::Unchanged => Ended::Done,
+            other => other,
+        };
         let mut next = e.clone();
         let lag = match ended {
             Ended::Done => {
@@ -312,7 +320,7 @@ impl FanInQueue {
                 self.retries.insert((at, db.to_string()));
                 None
             }
-            Ended::SourceGone => None,
+            Ended::SourceGone | Ended::Unchanged => None,
         };
         self.dbs.insert(db.to_string(), next);
         lag
@@ -467,6 +475,29 @@ mod tests {
         assert_eq!(q.counts().failing, 0);
         assert!(q.worst(3).is_empty());
         assert_eq!(retry_delay(30), RETRY_MAX);
+    }
+
+    #[test]
+    fn a_source_whose_changes_were_refused_stays_failing_until_a_run_writes_again() {
+        let t = Instant::now();
+        let mut q = FanInQueue::new(1);
+        q.changed("a", t);
+        q.next(t);
+        q.finished("a", Ended::Failed("1 document(s) refused by the target".into()), t);
+        let retry = t + RETRY_BASE;
+        assert_eq!(q.next(retry).as_deref(), Some("a"));
+        q.finished("a", Ended::Unchanged, retry);
+        assert_eq!(q.counts().failing, 1, "a run with nothing new does not clear it");
+        assert_eq!(q.worst(1)[0].failures, 2);
+        q.changed("a", retry);
+        let later = retry + RETRY_BASE * 2;
+        assert_eq!(q.next(later).as_deref(), Some("a"));
+        q.finished("a", Ended::Done, later);
+        assert_eq!(q.counts().failing, 0);
+        q.changed("b", later);
+        q.next(later);
+        q.finished("b", Ended::Unchanged, later);
+        assert_eq!(q.counts().in_sync, 2, "unchanged and never failing: in sync");
     }
 
     #[test]
