@@ -102,7 +102,11 @@ pub(crate) async fn ensure(
         Membership::Names
     };
     let target_client = place_client(ctx, connected, &intent.target)?;
-    let probe = serde_json::to_string(&on_change_body(&intent, "\u{0}")).unwrap_or_default();
+    let url = &connected.server.spec.url;
+    let info = connected.couch.cached_server_info().await.map_err(|e| Error::couch("reading GET /", url, e))?;
+    // pouchdb-server's `_replicate` takes URL strings only.
+    let urls_only = !info.is_couchdb;
+    let probe = serde_json::to_string(&on_change_body(&intent, "\u{0}", urls_only)).unwrap_or_default();
     let fingerprint = hex::encode(Sha256::digest(format!("{probe}|{membership:?}|{k}|{}", intent.owner.uid)));
     let intent = Arc::new(intent);
     let body_intent = intent.clone();
@@ -112,7 +116,7 @@ pub(crate) async fn ensure(
         uid: intent.owner.uid.clone(),
         membership,
         names,
-        body: Arc::new(move |db| on_change_body(&body_intent, db)),
+        body: Arc::new(move |db| on_change_body(&body_intent, db, urls_only)),
         fingerprint,
         couch: connected.couch.clone(),
         target: (target_client, target_db),

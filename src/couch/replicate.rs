@@ -49,7 +49,15 @@ impl CouchClient {
         let answer: Value = self.call(req).await?;
         let mut replicated: Replicated =
             serde_json::from_value(answer.clone()).map_err(|e| CouchError::decode("POST", "/_replicate", e))?;
-        // The history's counts are cumulative over the replication's runs (restored from its
+        // pouchdb-server answers with this run's counts at the top and no history.
+        let top = |key: &str| answer.get(key).and_then(Value::as_u64);
+        if let (Some(read), Some(written)) = (top("docs_read"), top("docs_written")) {
+            replicated.no_changes = read == 0;
+            replicated.docs_written = written;
+            replicated.doc_write_failures = top("doc_write_failures").unwrap_or(0);
+            return Ok(replicated);
+        }
+        // CouchDB's history counts are cumulative over the replication's runs (restored from its
         // checkpoint): this run's are the newest entry's less the one before.
         if !replicated.no_changes
             && let Some(history) = answer.get("history").and_then(Value::as_array)

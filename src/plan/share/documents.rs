@@ -59,6 +59,19 @@ fn endpoint_url(endpoint: &Endpoint) -> String {
     format!("{}/{}", base.trim_end_matches('/'), couch::encode_db(&endpoint.database))
 }
 
+/// The endpoint as one URL with its credentials inside, for servers whose `POST /_replicate`
+/// takes nothing else (pouchdb-server). Only ever sent in a request body, never stored.
+pub fn endpoint_url_with_credentials(endpoint: &Endpoint) -> String {
+    let plain = endpoint_url(endpoint);
+    let Some(auth) = &endpoint.auth else { return plain };
+    let Ok(mut parsed) = url::Url::parse(&plain) else { return plain };
+    if parsed.set_username(&auth.username).is_ok() && parsed.set_password(Some(&auth.password)).is_ok() {
+        parsed.to_string()
+    } else {
+        plain
+    }
+}
+
 /// The JSON of an endpoint: url = base_url + "/" + percent-encoded database,
 /// credentials never inside the URL.
 pub fn endpoint_json(endpoint: &Endpoint, style: EndpointStyle) -> Value {

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    Direction, Endpoint, EndpointAuth, EndpointStyle, ReplicationAction, ReplicationSpec, endpoint_json, is_failing,
-    plan_replication, replication_doc_id, replication_selector, replications_ready, sharing_doc, sharing_doc_id,
-    sharing_doc_matches, stale_replications, summary_state, validate_selector,
+    Direction, Endpoint, EndpointAuth, EndpointStyle, ReplicationAction, ReplicationSpec, endpoint_json,
+    endpoint_url_with_credentials, is_failing, plan_replication, replication_doc_id, replication_selector,
+    replications_ready, sharing_doc, sharing_doc_id, sharing_doc_matches, stale_replications, summary_state,
+    validate_selector,
 };
 use crate::api::{ReplicationStatus, ShareMode};
 use crate::couch::{self, ReplicationState};
@@ -384,12 +385,18 @@ mod tests;
 /// The body of the one-shot `POST /_replicate` an on-change share runs for `source` (a database
 /// on the managed server): source and target as in a replication document (credentials never
 /// in a URL), the share's selector, and never creating the target.
-pub fn on_change_body(intent: &ShareIntent, source: &str) -> Value {
+///
+/// `urls_only`: the server's `_replicate` takes endpoints as URLs alone (pouchdb-server), so the
+/// credentials go inside them — in this request body only, which nothing stores.
+pub fn on_change_body(intent: &ShareIntent, source: &str, urls_only: bool) -> Value {
     let source = endpoint(&End::Local { database: source.to_string() }, intent);
     let target = endpoint(&intent.target, intent);
+    let json = |e: &Endpoint| {
+        if urls_only { Value::String(endpoint_url_with_credentials(e)) } else { endpoint_json(e, intent.style) }
+    };
     let mut body = serde_json::Map::new();
-    body.insert("source".into(), endpoint_json(&source, intent.style));
-    body.insert("target".into(), endpoint_json(&target, intent.style));
+    body.insert("source".into(), json(&source));
+    body.insert("target".into(), json(&target));
     if let Some(selector) = &intent.selector {
         body.insert("selector".into(), selector.clone());
     }
