@@ -2,7 +2,9 @@
 //! silent), so a database made public by one wrong click in Fauxton would stay public until the
 //! resync. One task per CouchServer re-reads, round-robin, the `_security` of every database its
 //! reconciler has brought to the declared state in this process, at most `--security-audit-rate`
-//! reads a second, and requeues a database whose `_security` differs at once.
+//! reads a second, and requeues a database whose `_security` differs at once. A cycle takes at
+//! least [`MIN_CYCLE`]: with few databases, each is read every few seconds, not `rate` times a
+//! second.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,16 @@ use super::tasks::{Task, server_exists};
 use crate::api::CouchServer;
 use crate::couch::CouchClient;
 use crate::plan::security::security_matches;
+
+/// The shortest time one audit cycle over a server's databases takes.
+pub const MIN_CYCLE: Duration = Duration::from_secs(10);
+
+/// The pause before each read of a cycle over `count` databases at `rate` reads a second.
+fn pause_for(rate: f64, count: usize) -> Duration {
+    let at_rate = Duration::from_secs_f64(1.0 / rate);
+    let spread = MIN_CYCLE / u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+    at_rate.max(spread)
+}
 
 /// Makes sure an auditor runs for `server` (one per server and client), on servers that have the
 /// `_db_updates` feed (CouchDB 2+); elsewhere the resync is the path, and reading `_security` of a
@@ -30,7 +42,6 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     let servers = ctx.stores.servers.clone();
     let ledger = ctx.ledger.clone();
     let metrics = ctx.metrics.clone();
-    let pause = Duration::from_secs_f64(1.0 / rate);
     ctx.tasks.keep(Task::Auditor, server, move || {
         tokio::spawn(async move {
             loop {
@@ -45,6 +56,7 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                     .filter(|d| d.metadata.deletion_timestamp.is_none())
                     .filter(|d| server_key(d.as_ref(), &d.spec.server_ref) == server_ref)
                     .collect();
+                let pause = pause_for(rate, cycle.len());
                 for db in cycle {
                     let name = db.couch_name().to_string();
                     // Only what a reconcile left in this process: it is the declared state right now.
@@ -71,4 +83,17 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
             }
         })
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cycle_is_spread_over_at_least_min_cycle_and_never_faster_than_the_rate() {
+        assert_eq!(pause_for(50.0, 1), MIN_CYCLE, "one database: read once per cycle");
+        assert_eq!(pause_for(50.0, 10), MIN_CYCLE / 10);
+        assert_eq!(pause_for(50.0, 10_000), Duration::from_millis(20), "many: the rate bounds it");
+        assert_eq!(pause_for(50.0, 0), MIN_CYCLE);
+    }
 }

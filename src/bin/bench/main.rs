@@ -14,6 +14,7 @@
 
 mod baseline;
 mod cleanup;
+mod fanin;
 mod k8s;
 mod metrics;
 mod phases;
@@ -52,6 +53,35 @@ pub struct Args {
     /// Do not pin CouchDB and the rest to separate CPUs (for a CouchDB others use too).
     #[arg(long)]
     no_pin: bool,
+    /// Fan-in mode: N per-user databases into one, the on-change share against one continuous
+    /// `_replicator` document per database (see `fanin`).
+    #[arg(long)]
+    fan_in: bool,
+    /// Fan-in: source databases.
+    #[arg(long, default_value_t = 10_000)]
+    dbs: usize,
+    /// Fan-in: percent of the databases written per minute under load.
+    #[arg(long, default_value_t = 1.0)]
+    write_percent: f64,
+    /// Fan-in: minutes of write load per way.
+    #[arg(long, default_value_t = 3.0)]
+    minutes: f64,
+    /// Fan-in: the share's maxConcurrent.
+    #[arg(long, default_value_t = 10)]
+    k: u32,
+    /// Fan-in: `replicator/startup_jitter` (ms) the CouchServer sets for both ways (CouchDB's
+    /// default, 5000, delays every job's start by up to 5 s).
+    #[arg(long, default_value_t = 0)]
+    startup_jitter_ms: u64,
+    /// Fan-in: the longest wait for a first full sync.
+    #[arg(long, default_value_t = 900)]
+    sync_limit_secs: u64,
+    /// Fan-in: how long after the load the last writes may take to arrive (later ones count as not arrived).
+    #[arg(long, default_value_t = 120)]
+    drain_secs: u64,
+    /// Fan-in: the idle window the idle figures are measured over.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
     /// Where to write the JSON figures.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
@@ -81,7 +111,7 @@ async fn setup(args: &Args) -> anyhow::Result<(Run, CouchClient, pin::Pinning)> 
     let api_url = config.cluster_url.to_string();
     let client = Client::try_from(config)?;
     let tag = format!("{:06x}", rand::random::<u32>() & 0xffffff);
-    let pinning = pin::pin(&couch_url, &api_url, !args.no_pin);
+    let pinning = pin::pin(&couch_url, &api_url, !args.no_pin && !args.fan_in);
     let run = Run {
         client,
         couch_url,
@@ -98,6 +128,13 @@ async fn setup(args: &Args) -> anyhow::Result<(Run, CouchClient, pin::Pinning)> 
 
 /// Every phase up to the report. Dropping this future stops the operator.
 async fn measure(args: &Args, run: &Run, couch: &CouchClient) -> anyhow::Result<()> {
+    if args.fan_in {
+        let pids = pin::couch_pids(&run.couch_url);
+        eprintln!("bench: fan-in, {} databases, namespace={} (CouchDB pids {pids:?})", args.dbs, run.ns);
+        let (base, ours) = fanin::run(args, run, couch, &pids).await?;
+        let info = couch.server_info().await.map(|i| format!("{} {}", i.vendor.unwrap_or_default(), i.version));
+        return fanin::report(args, &base, &ours, &info.unwrap_or_default(), &args.out);
+    }
     eprintln!("bench: n={} shares={} namespace={} ({})", run.n, run.shares, run.ns, run.setup);
     let baseline = baseline::run(couch, run.n, run.shares, args.concurrency, &run.tag).await?;
     eprintln!("bench: direct baseline {:?}, CouchDB {}", baseline.elapsed, metrics::show(&baseline.requests));
@@ -132,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (run, couch, mut pinning) = setup(&args).await?;
     let before = cleanup::footprint(&couch).await;
+    let jitter = if args.fan_in { fanin::jitter_before(&couch).await } else { None };
     let outcome = tokio::select! {
         r = measure(&args, &run, &couch) => r,
         signal = interrupted() => Err(anyhow!("interrupted by {signal}")),
@@ -139,6 +177,9 @@ async fn main() -> anyhow::Result<()> {
     // Clean-up, whatever the outcome: the operator is stopped by now.
     let created = cleanup::Created { tag: &run.tag, namespace: &run.ns };
     let cleaned = cleanup::clean(&couch, &created).await;
+    if args.fan_in {
+        fanin::restore_jitter(&couch, jitter).await;
+    }
     pinning.undo();
     let after = cleanup::footprint(&couch).await;
     match (&cleaned, before, after) {

@@ -18,6 +18,11 @@ use crate::{Args, Run};
 
 /// Creates the namespace, starts the operator and waits for its CouchServer to be Ready.
 pub async fn start_operator(args: &Args, run: &Run) -> anyhow::Result<Operator> {
+    start_operator_with(args, run, json!({})).await
+}
+
+/// [`start_operator`], with more of the CouchServer's spec.
+pub async fn start_operator_with(args: &Args, run: &Run, server: Value) -> anyhow::Result<Operator> {
     let ns_obj: Namespace = serde_json::from_value(json!({"metadata": {"name": run.ns}}))?;
     Api::<Namespace>::all(run.client.clone()).create(&PostParams::default(), &ns_obj).await?;
     let log = std::env::temp_dir().join(format!("couchshare-bench-{}.log", run.tag));
@@ -25,7 +30,10 @@ pub async fn start_operator(args: &Args, run: &Run) -> anyhow::Result<Operator> 
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "couchdb-admin"},
         "stringData": {"username": run.couch_user, "password": run.couch_password}});
     apply(&run.client, &run.ns, secret).await?;
-    let spec = json!({"url": run.couch_url, "adminCredentials": {"secretRef": {"name": "couchdb-admin"}}});
+    let mut spec = json!({"url": run.couch_url, "adminCredentials": {"secretRef": {"name": "couchdb-admin"}}});
+    if let (Some(spec), Some(more)) = (spec.as_object_mut(), server.as_object()) {
+        spec.extend(more.clone());
+    }
     apply(&run.client, &run.ns, manifest("CouchServer", "main", spec)).await?;
     let servers = Api::<CouchServer>::namespaced(run.client.clone(), &run.ns);
     wait(Duration::from_secs(60), || async { servers.get("main").await.is_ok_and(|s| ready(&s)) }).await?;

@@ -43,6 +43,15 @@ fn listeners(port: u16) -> Vec<u32> {
     pids
 }
 
+/// The pids of CouchDB: `COUCHSHARE_BENCH_COUCH_PIDS` (every node of a local cluster), else
+/// the processes listening on its URL's port.
+pub fn couch_pids(couch_url: &str) -> Vec<u32> {
+    if let Some(pids) = pids_from_env("COUCHSHARE_BENCH_COUCH_PIDS") {
+        return pids;
+    }
+    local_port(couch_url).map(listeners).unwrap_or_default()
+}
+
 /// The port of a URL whose host is this machine.
 fn local_port(url: &str) -> Option<u16> {
     let url = url::Url::parse(url).ok()?;
