@@ -76,7 +76,9 @@ fn endpoints(m: &Manifests, share: &CouchShare) -> Result<Endpoints, String> {
         users.sort_by(|a, b| a.0.cmp(&b.0));
         users
     } else {
-        return Err("source needs exactly one of database, userDatabase, userDatabases or remote".into());
+        return Err(
+            "source needs exactly one of database, userDatabase, userDatabases, perUserDatabases or remote".into()
+        );
     };
     let target = if let Some(r) = &target.database {
         local_database(m, &ns, r)?
@@ -120,6 +122,21 @@ pub(super) async fn preview_share(
 ) -> Result<(), PreviewError> {
     let name = name_of(share);
     let ns = share.metadata.namespace.clone().unwrap_or_default();
+    // On change: no replication documents to show; what it would follow, and how many now.
+    if let Some(k) = share.spec.on_change_concurrency() {
+        let what = match &share.spec.source.per_user_databases {
+            Some(p) => {
+                let prefix = p.prefix.clone().unwrap_or_else(|| DEFAULT_USERDB_PREFIX.to_string());
+                let n = couch.databases_with_prefix(&prefix).await?.len();
+                format!("every database named {prefix}… ({n} now)")
+            }
+            None => "the selected CouchUsers' per-user databases".to_string(),
+        };
+        lines.push(format!(
+            "= CouchShare {name}: replicates {what} on each change, at most {k} at once (no replication documents)"
+        ));
+        return Ok(());
+    }
     let (sources, target) = match endpoints(m, share) {
         Ok(e) => e,
         Err(why) => {
