@@ -380,7 +380,8 @@ async fn run(
     let mut feed_error: Option<String> = None;
     let mut since = started.since.clone();
     let mut rev = started.rev.clone();
-    let mut written: Option<(Option<Value>, BTreeSet<String>)> = None;
+    // The feed position and queue version the checkpoint was last written at.
+    let mut written: Option<(Option<Value>, u64)> = None;
     let mut last_checkpoint = Instant::now() - CHECKPOINT_EVERY;
     let mut first_full_sync = None;
     let mut last_status = Instant::now() - STATUS_EVERY;
@@ -451,38 +452,38 @@ async fn run(
             if crossed || last_status.elapsed() >= STATUS_EVERY {
                 requeue(&trigger);
                 last_status = Instant::now();
-                published = Some(status);
+                published = Some(status.clone());
             }
         }
-        // Checkpoint: the feed position with what is not done yet.
-        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-            let pending = queue.pending();
-            let wanted = (since.clone(), pending);
-            if written.as_ref() != Some(&wanted) {
-                let mut doc = json!({
-                    "since": wanted.0, "pending": wanted.1, "share": spec.key, "written": now_text(),
-                });
-                if let Some(r) = &rev {
-                    doc["_rev"] = json!(r);
+        // Checkpoint: the feed position with what is not done yet (built only when due).
+        let checkpoint_stale = written.as_ref().is_none_or(|(s, v)| *s != since || *v != queue.version());
+        if checkpoint_stale && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            let version = queue.version();
+            let mut doc = json!({
+                "since": since, "pending": queue.pending(), "share": spec.key, "written": now_text(),
+            });
+            if let Some(r) = &rev {
+                doc["_rev"] = json!(r);
+            }
+            match spec.target.0.put_document(&spec.target.1, &checkpoint_id(&spec.uid), &doc).await {
+                Ok(r) => {
+                    rev = Some(r);
+                    written = Some((since.clone(), version));
                 }
-                match spec.target.0.put_document(&spec.target.1, &checkpoint_id(&spec.uid), &doc).await {
-                    Ok(r) => {
-                        rev = Some(r);
-                        written = Some(wanted);
-                    }
-                    Err(e) if e.is_conflict() => {
-                        rev = read_checkpoint(&spec.target, &spec.uid).await.ok().flatten().and_then(|c| c.rev);
-                    }
-                    Err(e) => tracing::debug!(error = %e, "could not write the on-change checkpoint"),
+                Err(e) if e.is_conflict() => {
+                    rev = read_checkpoint(&spec.target, &spec.uid).await.ok().flatten().and_then(|c| c.rev);
                 }
+                Err(e) => tracing::debug!(error = %e, "could not write the on-change checkpoint"),
             }
             last_checkpoint = Instant::now();
         }
         let retry_at = queue.next_retry();
-        let status_due = published.is_none() || queue.counts() != counts;
+        let status_due = published.as_ref() != Some(&status);
         let wake = [
             retry_at,
-            (!written.as_ref().is_some_and(|w| w.0 == since && w.1 == queue.pending()))
+            written
+                .as_ref()
+                .is_none_or(|(s, v)| *s != since || *v != queue.version())
                 .then(|| last_checkpoint + CHECKPOINT_EVERY),
             status_due.then(|| last_status + STATUS_EVERY),
             (!feed).then_some(next_pass),

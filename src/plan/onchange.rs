@@ -95,6 +95,9 @@ pub struct FanInQueue {
     running: usize,
     failing: usize,
     unsynced: usize,
+    /// Bumped by every change of state, so a caller can tell whether anything changed
+    /// without comparing the whole queue.
+    version: u64,
 }
 
 impl FanInQueue {
@@ -108,6 +111,7 @@ impl FanInQueue {
             running: 0,
             failing: 0,
             unsynced: 0,
+            version: 0,
         }
     }
 
@@ -124,6 +128,7 @@ impl FanInQueue {
     /// Notes a source found by listing. `synced`: known to be replicated up to date (a
     /// checkpoint says so); otherwise it is queued for one replication.
     pub fn discover(&mut self, db: &str, synced: bool) {
+        self.version += 1;
         if self.contains(db) {
             return;
         }
@@ -169,6 +174,7 @@ impl FanInQueue {
     /// `db` changed (or was created) at `now`: queued unless it already is, or replicated once
     /// more after the run in progress. Returns whether it was queued now.
     pub fn changed(&mut self, db: &str, now: Instant) -> bool {
+        self.version += 1;
         if !self.contains(db) {
             let revived = self.dbs.contains_key(db);
             self.insert(db, false);
@@ -202,6 +208,7 @@ impl FanInQueue {
     /// `db` is to be replicated once more, though no change of it was seen (a full pass after
     /// the feed was down, or without a feed): queued unless it already is, with no lag sample.
     pub fn recheck(&mut self, db: &str) {
+        self.version += 1;
         if !self.contains(db) {
             self.discover(db, false);
             return;
@@ -219,6 +226,7 @@ impl FanInQueue {
 
     /// `db` was deleted: forgotten (a run in progress is let finish and then forgotten).
     pub fn deleted(&mut self, db: &str) {
+        self.version += 1;
         let Some(e) = self.dbs.get(db).cloned() else { return };
         if let State::Running { .. } = e.state {
             if let Some(e) = self.dbs.get_mut(db) {
@@ -258,6 +266,7 @@ impl FanInQueue {
             {
                 e.state = State::Running { again: false };
                 self.running += 1;
+                self.version += 1;
                 return Some(db);
             }
         }
@@ -267,6 +276,7 @@ impl FanInQueue {
     /// The replication of `db` ended at `now`. Returns the lag it closed (from the earliest
     /// change it replicated being seen), when a change was seen.
     pub fn finished(&mut self, db: &str, ended: Ended, now: Instant) -> Option<Duration> {
+        self.version += 1;
         let e = self.dbs.get(db)?.clone();
         let State::Running { again } = e.state else { return None };
         self.running -= 1;
@@ -324,6 +334,11 @@ impl FanInQueue {
         };
         self.dbs.insert(db.to_string(), next);
         lag
+    }
+
+    /// A number that changes whenever the queue's state does.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// When the earliest failing source is due again.
