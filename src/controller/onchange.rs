@@ -27,7 +27,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::api::{CouchShare, OnChangeFailure, OnChangeStatus};
 use crate::couch::{CouchClient, CouchError, DbUpdatesQuery, FeedMode};
-use crate::plan::onchange::{Ended, FanInQueue};
+use crate::plan::onchange::{Ended, FanInQueue, seq_number};
 
 use super::backoff::delay;
 use super::context::ShareTrigger;
@@ -386,33 +386,46 @@ async fn run(
     let mut first_full_sync = None;
     let mut last_status = Instant::now() - STATUS_EVERY;
     let mut published: Option<OnChangeStatus> = None;
+    let mut dirty = false;
     let mut next_pass = Instant::now() + spec.resync;
-    let mut workers: JoinSet<(String, Ended, u64)> = JoinSet::new();
+    let mut workers: JoinSet<(String, Ended, u64, Option<u64>)> = JoinSet::new();
     loop {
         let now = Instant::now();
         // Hand out what may run.
         while let Some(db) = queue.next(now) {
+            tracing::debug!(database = %db, "on-change replication starts");
             let body = (spec.body)(&db);
             shared.running.lock().unwrap_or_else(|e| e.into_inner()).insert(db.clone(), body.clone());
             let couch = spec.couch.clone();
+            let known = queue.replicated(&db);
             workers.spawn(async move {
-                let ended = match couch.replicate(&body, REPLICATION_WAIT).await {
+                // The replicator's own checkpoint in the source is a `_local` write, which
+                // `_db_updates` reports too: a source whose sequence has not moved since the
+                // last run is not replicated again (one GET instead of a replication).
+                if let Some(known) = known
+                    && let Ok(info) = couch.database_info(&db).await
+                    && seq_number(&info.update_seq) == Some(known)
+                {
+                    return (db, Ended::Unchanged, 0, Some(known));
+                }
+                let (ended, docs, seq) = match couch.replicate(&body, REPLICATION_WAIT).await {
                     Ok(r) if r.doc_write_failures > 0 => (
                         Ended::Failed(format!(
                             "{} document(s) refused by the target (they stay out until they change at the source)",
                             r.doc_write_failures
                         )),
                         r.docs_written,
+                        seq_number(&r.source_last_seq),
                     ),
-                    Ok(r) if r.no_changes => (Ended::Unchanged, 0),
-                    Ok(r) => (Ended::Done, r.docs_written),
+                    Ok(r) if r.no_changes => (Ended::Unchanged, 0, seq_number(&r.source_last_seq)),
+                    Ok(r) => (Ended::Done, r.docs_written, seq_number(&r.source_last_seq)),
                     Err(e) if e.is_not_found() => match couch.database_exists(&db).await {
-                        Ok(false) => (Ended::SourceGone, 0),
-                        _ => (Ended::Failed(e.to_string()), 0),
+                        Ok(false) => (Ended::SourceGone, 0, None),
+                        _ => (Ended::Failed(e.to_string()), 0, None),
                     },
-                    Err(e) => (Ended::Failed(e.to_string()), 0),
+                    Err(e) => (Ended::Failed(e.to_string()), 0, None),
                 };
-                (db, ended.0, ended.1)
+                (db, ended, docs, seq)
             });
         }
         // Publish.
@@ -437,23 +450,28 @@ async fn run(
                 .collect(),
         };
         metrics.on_change(&ns, &name, &counts);
-        if published.as_ref() != Some(&status) {
-            let crossed = published.as_ref().is_none_or(|p| {
-                (p.failing > 0) != (status.failing > 0)
-                    || p.first_full_sync.is_some() != status.first_full_sync.is_some()
-                    || p.feed != status.feed
-            });
-            {
-                let mut snap = shared.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        // The snapshot always shows the latest; the share is requeued (to write it into its
+        // status) when it changed since the last requeue: at once when it crossed a line the
+        // conditions show, else at most every STATUS_EVERY.
+        {
+            let mut snap = shared.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            if snap.status != status || !snap.started || snap.error != feed_error {
                 snap.status = status.clone();
                 snap.started = true;
                 snap.error = feed_error.clone();
+                dirty = true;
             }
-            if crossed || last_status.elapsed() >= STATUS_EVERY {
-                requeue(&trigger);
-                last_status = Instant::now();
-                published = Some(status.clone());
-            }
+        }
+        let crossed = published.as_ref().is_none_or(|p| {
+            (p.failing > 0) != (status.failing > 0)
+                || p.first_full_sync.is_some() != status.first_full_sync.is_some()
+                || p.feed != status.feed
+        });
+        if dirty && (crossed || last_status.elapsed() >= STATUS_EVERY) {
+            requeue(&trigger);
+            last_status = Instant::now();
+            published = Some(status.clone());
+            dirty = false;
         }
         // Checkpoint: the feed position with what is not done yet (built only when due).
         let checkpoint_stale = written.as_ref().is_none_or(|(s, v)| *s != since || *v != queue.version());
@@ -478,7 +496,7 @@ async fn run(
             last_checkpoint = Instant::now();
         }
         let retry_at = queue.next_retry();
-        let status_due = published.as_ref() != Some(&status);
+        let status_due = dirty;
         let wake = [
             retry_at,
             written
@@ -494,7 +512,9 @@ async fn run(
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             Some(done) = workers.join_next(), if !workers.is_empty() => {
-                let Ok((db, ended, docs)) = done else { continue };
+                let Ok((db, ended, docs, seq)) = done else { continue };
+                tracing::debug!(database = %db, ended = ?ended, docs, "on-change replication ended");
+                queue.replicated_to(&db, seq);
                 shared.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&db);
                 if let Ended::Failed(error) = &ended {
                     tracing::debug!(database = %db, error = %error, "one-shot replication failed; retried with backoff");

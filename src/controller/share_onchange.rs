@@ -87,7 +87,10 @@ pub(crate) async fn ensure(
     names: BTreeSet<String>,
     status: &mut CouchShareStatus,
 ) -> Result<Outcome, Error> {
-    delete_continuous(ctx, share, connected, &intent.replicator).await?;
+    // Once, when the engine starts (a switch from Continuous, or a restart), not on every pass.
+    if !ctx.engines.running(&engine_key(share)) {
+        delete_continuous(ctx, share, connected, &intent.replicator).await?;
+    }
     let k = share.spec.on_change_concurrency().unwrap_or(crate::api::DEFAULT_MAX_CONCURRENT) as usize;
     let target_db = intent.target.database().to_string();
     let membership = if share.spec.source.per_user_databases.is_some() {

@@ -53,6 +53,9 @@ impl CouchClient {
         let top = |key: &str| answer.get(key).and_then(Value::as_u64);
         if let (Some(read), Some(written)) = (top("docs_read"), top("docs_written")) {
             replicated.no_changes = read == 0;
+            if let Some(last) = answer.get("last_seq") {
+                replicated.source_last_seq = last.clone();
+            }
             replicated.docs_written = written;
             replicated.doc_write_failures = top("doc_write_failures").unwrap_or(0);
             return Ok(replicated);

@@ -33,11 +33,22 @@ struct Entry {
     error: Option<String>,
     /// Deleted while its replication ran: forgotten when it ends.
     gone: bool,
+    /// The source sequence (its leading number) its last replication got to.
+    replicated: Option<u64>,
 }
 
 impl Entry {
     fn new(synced: bool) -> Self {
-        Entry { state: State::Idle, seen: None, seen_again: None, synced, failures: 0, error: None, gone: false }
+        Entry {
+            state: State::Idle,
+            seen: None,
+            seen_again: None,
+            synced,
+            failures: 0,
+            error: None,
+            gone: false,
+            replicated: None,
+        }
     }
 }
 
@@ -72,6 +83,17 @@ pub struct Failing {
     pub database: String,
     pub failures: u32,
     pub error: String,
+}
+
+/// The leading number of a CouchDB sequence (`"12-g1AAAA…"` → 12; pouchdb-server's plain
+/// integers as they are). A database's sequences only grow, so the same number means no
+/// document changed (a `_local` write, such as the replicator's own checkpoint, changes none).
+pub fn seq_number(seq: &serde_json::Value) -> Option<u64> {
+    match seq {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.split('-').next()?.parse().ok(),
+        _ => None,
+    }
 }
 
 /// First retry after a failure; doubled per further failure up to [`RETRY_MAX`].
@@ -336,6 +358,20 @@ impl FanInQueue {
         lag
     }
 
+    /// Records the source sequence a replication of `db` got to.
+    pub fn replicated_to(&mut self, db: &str, seq: Option<u64>) {
+        if let Some(e) = self.dbs.get_mut(db)
+            && seq.is_some()
+        {
+            e.replicated = seq;
+        }
+    }
+
+    /// The source sequence the last replication of `db` got to, when known.
+    pub fn replicated(&self, db: &str) -> Option<u64> {
+        self.dbs.get(db).and_then(|e| e.replicated)
+    }
+
     /// A number that changes whenever the queue's state does.
     pub fn version(&self) -> u64 {
         self.version
@@ -549,6 +585,19 @@ mod tests {
         q.finished("a", Ended::Done, t);
         assert!(q.quiet());
         assert_eq!(q.counts().in_sync, 1);
+    }
+
+    #[test]
+    fn sequence_numbers_of_both_kinds_of_server() {
+        assert_eq!(seq_number(&serde_json::json!(12)), Some(12));
+        assert_eq!(seq_number(&serde_json::json!("12-g1AAAABPeJzLYWBgYMxgTmEQ")), Some(12));
+        assert_eq!(seq_number(&serde_json::json!("now")), None);
+        assert_eq!(seq_number(&serde_json::Value::Null), None);
+        let mut q = FanInQueue::new(1);
+        q.discover("a", true);
+        q.replicated_to("a", Some(7));
+        q.replicated_to("a", None);
+        assert_eq!(q.replicated("a"), Some(7), "an unknown sequence keeps the known one");
     }
 
     #[test]

@@ -43,10 +43,10 @@ fn listeners(port: u16) -> Vec<u32> {
     pids
 }
 
-/// The pids of CouchDB: `COUCHSHARE_BENCH_COUCH_PIDS` (every node of a local cluster), else
+/// The pids of CouchDB: `COUCHSHARE_BENCH_COUCHDB_PIDS` (every node of a local cluster), else
 /// the processes listening on its URL's port.
 pub fn couch_pids(couch_url: &str) -> Vec<u32> {
-    if let Some(pids) = pids_from_env("COUCHSHARE_BENCH_COUCH_PIDS") {
+    if let Some(pids) = pids_from_env("COUCHSHARE_BENCH_COUCHDB_PIDS") {
         return pids;
     }
     local_port(couch_url).map(listeners).unwrap_or_default()
