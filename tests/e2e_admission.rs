@@ -190,7 +190,7 @@ fn invalid_resources() -> Vec<(&'static str, String, &'static str)> {
         (
             "share with two sources at once",
             share("  source: {database: {name: a}, userDatabase: {user: alice}}\n  target: {database: {name: b}}\n"),
-            "source needs exactly one of database, userDatabase, userDatabases or remote",
+            "source needs exactly one of database, userDatabase, userDatabases, perUserDatabases or remote",
         ),
         (
             "share without a target",

@@ -7,8 +7,9 @@
 //! Restarts and outages: the feed position and the sources not yet replicated are kept in a
 //! checkpoint, `_local/couchshare-onchange-<share uid>` in the target database (a `_local`
 //! document never replicates). A new task resumes the feed from there and replicates what the
-//! checkpoint lists; without a checkpoint, or when CouchDB refuses its position, every source
-//! is replicated once (CouchDB's own replication checkpoints make that read only what is new).
+//! checkpoint lists; without a checkpoint (or one written while more than
+//! [`CHECKPOINT_PENDING_MAX`] sources were not replicated yet), or when CouchDB refuses its
+//! position, every source is replicated once (CouchDB's own replication checkpoints make that read only what is new).
 //! On a server without `_db_updates` (pouchdb-server) every source is replicated once per
 //! resync instead, and the status says so.
 //!
@@ -41,6 +42,9 @@ const FEED_WAIT: Duration = Duration::from_secs(25);
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// How often, at most, changed counts requeue the share for a status write.
 pub const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// The most sources a checkpoint lists; with more not yet replicated (a first full sync), it
+/// records no position instead, and a restart replicates every source once, as without one.
+const CHECKPOINT_PENDING_MAX: usize = 1000;
 /// Failing sources listed in the status.
 const WORST: usize = 5;
 
@@ -477,9 +481,11 @@ async fn run(
         let checkpoint_stale = written.as_ref().is_none_or(|(s, v)| *s != since || *v != queue.version());
         if checkpoint_stale && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             let version = queue.version();
-            let mut doc = json!({
-                "since": since, "pending": queue.pending(), "share": spec.key, "written": now_text(),
-            });
+            let mut doc = if queue.pending_count() > CHECKPOINT_PENDING_MAX {
+                json!({"since": null, "pending": [], "share": spec.key, "written": now_text()})
+            } else {
+                json!({"since": since, "pending": queue.pending(), "share": spec.key, "written": now_text()})
+            };
             if let Some(r) = &rev {
                 doc["_rev"] = json!(r);
             }

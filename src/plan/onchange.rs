@@ -438,6 +438,11 @@ impl FanInQueue {
             .collect()
     }
 
+    /// How many sources [`FanInQueue::pending`] would list, without listing them.
+    pub fn pending_count(&self) -> usize {
+        self.dbs.values().filter(|e| !e.gone && (!e.synced || e.state != State::Idle)).count()
+    }
+
     /// The sources by state, for tests and the dry run.
     pub fn states(&self) -> BTreeMap<String, &'static str> {
         self.dbs
@@ -622,11 +627,13 @@ mod tests {
         q.discover("b", false);
         assert!(!q.all_synced());
         assert_eq!(q.pending().into_iter().collect::<Vec<_>>(), vec!["b", "c"]);
+        assert_eq!(q.pending_count(), 2);
         assert_eq!(drain(&mut q, t), vec!["b", "c"]);
         assert_eq!(q.finished("b", Ended::Done, t), None, "no change seen: no lag sample");
         q.finished("c", Ended::Done, t);
         assert!(q.all_synced());
         assert!(q.pending().is_empty());
+        assert_eq!(q.pending_count(), 0);
         assert_eq!(q.counts(), Counts { discovered: 3, in_sync: 3, ..Default::default() });
     }
 }
