@@ -17,11 +17,7 @@ use super::share_endpoints::place_client;
 use super::status::NewCondition;
 use super::tail::{Note, Outcome};
 use crate::api::{CouchShare, CouchShareStatus, OnChangeStatus, condition};
-use crate::couch::CouchError;
-use crate::plan::share::{ShareIntent, on_change_body, owner, replication_doc_prefix, stale_replications};
-
-/// The default prefix of per-user databases (`couch_peruser/database_prefix`).
-pub const DEFAULT_PREFIX: &str = "userdb-";
+use crate::plan::share::{ShareIntent, on_change_body};
 
 /// The condition that says some sources fail while the others replicate.
 pub const DEGRADED: &str = "Degraded";
@@ -42,39 +38,7 @@ async fn prefix(share: &CouchShare, connected: &Connected) -> String {
     if let Some(p) = declared.and_then(|p| p.database_prefix.clone()) {
         return p;
     }
-    match connected.couch.config_get("_local", "couch_peruser", "database_prefix").await {
-        Ok(Some(p)) if !p.is_empty() && !p.starts_with('_') => p,
-        _ => DEFAULT_PREFIX.to_string(),
-    }
-}
-
-/// Deletes the replication documents a `Continuous` past of this share left (one range read).
-async fn delete_continuous(
-    ctx: &Context,
-    share: &CouchShare,
-    connected: &Connected,
-    replicator: &str,
-) -> Result<(), Error> {
-    let url = &connected.server.spec.url;
-    let me = owner(share);
-    let docs = match connected
-        .couch
-        .list_replication_docs_with_prefix(replicator, &replication_doc_prefix(&me.namespace, &me.name))
-        .await
-    {
-        Ok(d) => d,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(Error::couch("listing replication documents", url, e)),
-    };
-    for (id, rev) in stale_replications(&docs, &me, &[]) {
-        ctx.metrics.forget_replication(&me.namespace, &me.name, &id);
-        match connected.couch.delete_replication_doc(replicator, &id, &rev).await {
-            Ok(_) | Err(CouchError::NotFound { .. }) => {}
-            Err(e) => return Err(Error::couch("deleting a replication document", url, e)),
-        }
-        tracing::info!(id = %id, "deleted a continuous replication document: the share replicates on change now");
-    }
-    Ok(())
+    super::user::userdb_prefix(&connected.couch).await
 }
 
 /// Keeps the engine running and reports it. `names`: the selected CouchUsers' databases, for a
@@ -89,7 +53,10 @@ pub(crate) async fn ensure(
 ) -> Result<Outcome, Error> {
     // Once, when the engine starts (a switch from Continuous, or a restart), not on every pass.
     if !ctx.engines.running(&engine_key(share)) {
-        delete_continuous(ctx, share, connected, &intent.replicator).await?;
+        let deleted = super::share_revoke::delete_replication_docs(ctx, share, connected).await?;
+        if !deleted.is_empty() {
+            tracing::info!(?deleted, "deleted continuous replication documents: the share replicates on change now");
+        }
     }
     let k = share.spec.on_change_concurrency().unwrap_or(crate::api::DEFAULT_MAX_CONCURRENT) as usize;
     let target_db = intent.target.database().to_string();

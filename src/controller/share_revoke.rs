@@ -31,6 +31,37 @@ fn server_ref(share: &CouchShare) -> Option<ServerRef> {
     share.spec.server_ref.clone()
 }
 
+/// Deletes every replication document of the share (one range read of its replicator
+/// database); returns their ids. Revocation waits for their jobs to go; a share that switches
+/// to strategy `OnChange` needs only this.
+pub(crate) async fn delete_replication_docs(
+    ctx: &Context,
+    share: &CouchShare,
+    connected: &Connected,
+) -> Result<Vec<String>, Error> {
+    let url = &connected.server.spec.url;
+    let replicator = replicator_db(share);
+    let me = owner(share);
+    let docs = match connected
+        .couch
+        .list_replication_docs_with_prefix(&replicator, &replication_doc_prefix(&me.namespace, &me.name))
+        .await
+    {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Ok(vec![]),
+        Err(e) => return Err(Error::couch("listing replication documents", url, e)),
+    };
+    let ours = stale_replications(&docs, &me, &[]);
+    for (id, rev) in &ours {
+        ctx.metrics.forget_replication(&me.namespace, &me.name, id);
+        match connected.couch.delete_replication_doc(&replicator, id, rev).await {
+            Ok(_) | Err(CouchError::NotFound { .. }) => {}
+            Err(e) => return Err(Error::couch("deleting a replication document", url, e)),
+        }
+    }
+    Ok(ours.into_iter().map(|(id, _)| id).collect())
+}
+
 /// How long one pass waits for the scheduler to drop a stopped replication before it returns
 /// `Waiting` and is retried.
 const SCHEDULER_DROP_WAIT: Duration = Duration::from_secs(2);
@@ -43,25 +74,9 @@ const SCHEDULER_DROP_WAIT: Duration = Duration::from_secs(2);
 async fn stop_replications(ctx: &Context, share: &CouchShare, connected: &Connected) -> Result<usize, Error> {
     let url = connected.server.spec.url.clone();
     let replicator = replicator_db(share);
-    let me = owner(share);
-    let docs = match connected
-        .couch
-        .list_replication_docs_with_prefix(&replicator, &replication_doc_prefix(&me.namespace, &me.name))
-        .await
-    {
-        Ok(d) => d,
-        Err(e) if e.is_not_found() => return Ok(0),
-        Err(e) => return Err(Error::couch("listing replication documents", &url, e)),
-    };
-    let ours = stale_replications(&docs, &me, &[]);
-    for (id, rev) in &ours {
-        ctx.metrics.forget_replication(&me.namespace, &me.name, id);
-        match connected.couch.delete_replication_doc(&replicator, id, rev).await {
-            Ok(_) | Err(CouchError::NotFound { .. }) => {}
-            Err(e) => return Err(Error::couch("deleting a replication document", &url, e)),
-        }
-    }
-    let mut ids: Vec<String> = ours.iter().map(|(id, _)| id.clone()).collect();
+    let ours = delete_replication_docs(ctx, share, connected).await?;
+    let deleted = ours.len();
+    let mut ids = ours;
     for recorded in share.status.iter().flat_map(|s| s.replications.iter()) {
         if !ids.contains(&recorded.id) {
             ids.push(recorded.id.clone());
@@ -78,7 +93,7 @@ async fn stop_replications(ctx: &Context, share: &CouchShare, connected: &Connec
         }
     };
     wait_dropped(&ids, scheduled, SCHEDULER_DROP_WAIT).await?;
-    Ok(ours.len())
+    Ok(deleted)
 }
 
 /// Polls `scheduled` until none of `ids` is scheduled, for at most `wait`; then `Waiting`,

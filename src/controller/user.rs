@@ -90,7 +90,8 @@ async fn observe_user(
     Ok((doc, observed))
 }
 
-async fn userdb_prefix(couch: &CouchClient) -> String {
+/// The server's `couch_peruser/database_prefix`, else `userdb-`.
+pub(crate) async fn userdb_prefix(couch: &CouchClient) -> String {
     let node = match couch.membership().await {
         Ok(m) => m.cluster_nodes.first().or(m.all_nodes.first()).cloned(),
         Err(_) => None,
