@@ -193,6 +193,28 @@ fn invalid_resources() -> Vec<(&'static str, String, &'static str)> {
             "source needs exactly one of database, userDatabase, userDatabases, perUserDatabases or remote",
         ),
         (
+            "share from a database into itself",
+            share("  source: {database: {name: a}}\n  target: {database: {name: a}}\n"),
+            "source and target are the same database",
+        ),
+        (
+            "share from a per-user database into itself",
+            share("  source: {userDatabase: {user: alice}}\n  target: {userDatabase: {user: alice}}\n"),
+            "source and target are the same per-user database",
+        ),
+        (
+            "user claiming a replication user's name",
+            format!(
+                "{USER}metadata: {{name: bad}}\nspec: {{serverRef: {{name: main}}, username: couchshare-repl-0123456789abcdef0123}}\n"
+            ),
+            "reserved for the scoped replication users of shares",
+        ),
+        (
+            "user named like a replication user by its metadata.name",
+            format!("{USER}metadata: {{name: couchshare-repl-x}}\nspec: {{serverRef: {{name: main}}}}\n"),
+            "reserved for the scoped replication users of shares",
+        ),
+        (
             "share without a target",
             share("  source: {database: {name: a}}\n  target: {}\n"),
             "target needs exactly one of database, userDatabase or remote",

@@ -389,7 +389,8 @@ async fn a_reference_from_a_namespace_the_server_does_not_allow_is_refused() {
     // A second namespace with its own operator references the first namespace's server.
     let other = k8s::namespace(&env.client, "tenant").await;
     let op = Operator::start(&other, &[]);
-    let name = couchdb::unique_name("tenant");
+    // In the tenant namespace's scope: the server's namespace does not trust it.
+    let name = format!("{other}_{}", couchdb::unique_name("tenant"));
     let mut manifest = database("tenant-db", json!({"name": name}));
     manifest["spec"]["serverRef"]["namespace"] = json!(env.ns);
     let _: CouchDatabase = apply_json(&env.client, &other, manifest).await;

@@ -463,6 +463,47 @@ fn operator_level_corpus(url: &str) -> Vec<(&'static str, Value, &'static str)> 
             "InvalidSpec",
         ),
         (
+            "user whose credentials Secret is the server's admin Secret",
+            kind(
+                "CouchUser",
+                "u-adminsecret",
+                json!({"serverRef": {"name": "main"}, "credentialsSecret": {"name": "couchdb-admin"}}),
+            ),
+            "SecretConflict",
+        ),
+        (
+            "user whose credentials Secret is an app's Secret",
+            kind(
+                "CouchUser",
+                "u-appsecret",
+                json!({"serverRef": {"name": "main"}, "credentialsSecret": {"name": "app-config"}}),
+            ),
+            "SecretConflict",
+        ),
+        (
+            "database named like a per-user database",
+            kind("CouchDatabase", "d-userdb", json!({"serverRef": {"name": "main"}, "name": "userdb-64617665"})),
+            "NameReserved",
+        ),
+        (
+            "share from a database into itself, named once with its namespace",
+            kind(
+                "CouchShare",
+                "sh-self",
+                json!({"source": {"database": {"name": "good"}}, "target": {"database": {"name": "good", "namespace": "THIS_NS"}}}),
+            ),
+            "InvalidSpec",
+        ),
+        (
+            "share whose replication document CouchDB refuses",
+            kind(
+                "CouchShare",
+                "sh-refused",
+                json!({"source": {"database": {"name": "good"}}, "target": {"database": {"name": "good2"}}, "selector": {"$or": []}}),
+            ),
+            "InvalidSelector",
+        ),
+        (
             "share to a remote whose Secret is missing",
             kind(
                 "CouchShare",
@@ -554,11 +595,15 @@ async fn every_bad_input_ends_in_a_precise_condition_and_the_good_resources_keep
     let garbage = garbage_server().await;
     let silent = silent_server().await;
 
+    let _: k8s_openapi::api::core::v1::Secret = apply_json(&client, &ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-config"}, "stringData": {"DATABASE_URL": "http://app:secret@db"}})).await;
+    // What the namespace's Secrets hold before the corpus: none of it may change.
+    let secrets_before = secrets_in(&client, &ns).await;
     let corpus = operator_level_corpus(&url);
     for (_, manifest, _) in &corpus {
         let text = manifest
             .to_string()
             .replace("OTHER_NS", &other)
+            .replace("THIS_NS", &ns)
             .replace("EXISTING_DB", &existing_db)
             .replace("EXISTING_USER", &existing_user)
             .replace("GOOD_DB", &good_db)
@@ -583,6 +628,18 @@ async fn every_bad_input_ends_in_a_precise_condition_and_the_good_resources_keep
         }
     }
     assert!(failures.is_empty(), "{}\n{}", failures.join("\n"), op.tail());
+    // No Secret was written or made: not the admin's, not an app's; no refused share's
+    // replication user is in the good databases' _security, nor any user of a refused share.
+    assert_eq!(secrets_in(&client, &ns).await, secrets_before, "the namespace's Secrets changed");
+    for db in [&good_db, &good2_db] {
+        let security = couch.security(db).await.expect("_security");
+        let names = [security.members.names, security.admins.names].concat();
+        assert!(
+            names.iter().all(|n| !n.starts_with("couchshare-repl-")),
+            "{db}: a refused share is admitted: {names:?}"
+        );
+    }
+    assert!(!couch.database_exists("userdb-64617665").await.expect("exists?"), "a reserved name was created");
     // The operator never crashed and still serves the good resources: a new one becomes Ready.
     let fresh = couchdb::unique_name("fresh");
     let _: CouchDatabase =
@@ -592,8 +649,18 @@ async fn every_bad_input_ends_in_a_precise_condition_and_the_good_resources_keep
     assert!(!op.output().contains("panicked"), "the operator never panicked");
     assert_no_secrets(&op.output(), &[couchdb::admin_credentials().password, "definitely-wrong".to_string()]);
     op.kill();
-    // Admission refuses the rest of the bad-input corpus (tests/e2e_admission.rs: 28 cases).
+    // Admission refuses the rest of the bad-input corpus (tests/e2e_admission.rs: 32 cases).
     assert!(corpus.len() + 28 >= 40);
+}
+
+/// Every Secret of `ns`, name to data.
+async fn secrets_in(client: &Client, ns: &str) -> std::collections::BTreeMap<String, String> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&Default::default()).await.expect("list Secrets");
+    list.items
+        .into_iter()
+        .map(|s| (s.metadata.name.clone().unwrap_or_default(), serde_json::to_string(&s.data).unwrap_or_default()))
+        .collect()
 }
 
 /// Polls until the object has a `Ready` condition that is not `True` and has settled on a

@@ -9,101 +9,13 @@ mod support;
 use std::time::Duration;
 
 use couchshare::api::{CouchDatabase, CouchGrant, CouchShare, CouchUser};
-use couchshare::couch::{CouchClient, Credentials, Security, UserDoc};
-use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::Client;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams};
+use couchshare::couch::{Credentials, Security, UserDoc};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
-use support::operator::{Operator, eventually_true, secret_data, wait_gone, wait_not_ready, wait_ready};
-use support::{couchdb, k8s};
-
-/// A private control plane, the operator watching every namespace, and two tenants.
-struct Tenants {
-    client: Client,
-    couch: CouchClient,
-    kubeconfig: std::path::PathBuf,
-    kubectl: std::path::PathBuf,
-    /// The server's namespace, team A's.
-    a: String,
-    /// Tenant B's namespace.
-    b: String,
-    op: Operator,
-    _plane: k8s::ControlPlane,
-}
-
-impl Tenants {
-    /// Applies YAML in `ns` with kubectl, as a person would; panics with kubectl's message.
-    fn apply(&self, ns: &str, yaml: &str) {
-        let (ok, said) = k8s::kubectl(&self.kubectl, Some(&self.kubeconfig), ns, yaml);
-        assert!(ok, "kubectl apply failed: {said}\n{yaml}");
-    }
-
-    fn api<K>(&self, ns: &str) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        Api::namespaced(self.client.clone(), ns)
-    }
-
-    /// The API of a couchshare `kind` in `ns`, for code that treats every kind alike.
-    fn dynamic(&self, ns: &str, kind: &str) -> Api<DynamicObject> {
-        let gvk = GroupVersionKind::gvk(couchshare::api::GROUP, couchshare::api::VERSION, kind);
-        Api::namespaced_with(self.client.clone(), ns, &ApiResource::from_gvk(&gvk))
-    }
-
-    /// Whether an Event with `reason` was recorded for `name` in `ns`.
-    async fn has_event(&self, ns: &str, name: &str, reason: &str) -> bool {
-        let events: Api<Event> = self.api(ns);
-        let list = events.list(&ListParams::default()).await.expect("list events");
-        list.items
-            .iter()
-            .any(|e| e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason))
-    }
-}
-
-/// Starts the private control plane and the operator, and makes namespaces A (with the
-/// CouchServer `main`, whose spec gets `server_extra`) and B (labelled `tenant: "yes"`).
-async fn tenants(test: &str, server_extra: &str) -> Option<Tenants> {
-    let couch = couchdb::client(test)?;
-    let plane = k8s::ControlPlane::start(test)?;
-    couchdb::ensure_system_databases(&couch).await;
-    let client = plane.client().await;
-    k8s::install_crds(&client).await;
-    let a = k8s::namespace(&client, "team-a").await;
-    let b = k8s::namespace(&client, "team-b").await;
-    let kubectl =
-        std::path::PathBuf::from(std::env::var_os("COUCHSHARE_K8S_BIN").expect("COUCHSHARE_K8S_BIN")).join("kubectl");
-    let op = Operator::start_cluster_wide(&plane.kubeconfig);
-    let env = Tenants { client, couch, kubeconfig: plane.kubeconfig.clone(), kubectl, a, b, op, _plane: plane };
-    env.apply(
-        &env.b,
-        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {}, labels: {{tenant: \"yes\"}}}}\n", env.b),
-    );
-    let creds = couchdb::admin_credentials();
-    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
-    env.apply(
-        &env.a,
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: couchdb-admin}}\nstringData: {{username: {}, password: {}}}\n---\n\
-             apiVersion: couchshare.io/v1alpha1\nkind: CouchServer\nmetadata: {{name: main}}\n\
-             spec:\n  url: {url}\n  adminCredentials: {{secretRef: {{name: couchdb-admin}}}}\n{server_extra}",
-            json!(creds.username),
-            json!(creds.password)
-        ),
-    );
-    wait_ready(&env.api::<couchshare::api::CouchServer>(&env.a), "main", &env.op).await;
-    Some(env)
-}
-
-/// A client acting as the CouchUser `name` in `ns`, from its credentials Secret.
-async fn as_user(env: &Tenants, ns: &str, name: &str) -> CouchClient {
-    let data = secret_data(&env.client, ns, &format!("{name}-couchdb")).await.expect("credentials Secret");
-    env.couch.with_credentials(Credentials::new(data["username"].clone(), data["password"].clone()))
-}
-
-async fn can_read(who: &CouchClient, db: &str, id: &str) -> bool {
-    who.get_document(db, id).await.ok().flatten().is_some()
-}
+use support::couchdb;
+use support::operator::{eventually_true, wait_gone, wait_not_ready, wait_ready};
+use support::tenants::{Tenants, as_user, can_read, tenants};
 
 /// What team A and the unmanaged objects look like on CouchDB, to compare after each attempt.
 #[derive(Debug, PartialEq)]
@@ -164,15 +76,17 @@ async fn a_tenant_cannot_read_copy_or_take_over_another_namespaces_objects_on_a_
         &b,
         &format!(
             "apiVersion: couchshare.io/v1alpha1\nkind: CouchUser\nmetadata: {{name: mallory}}\n\
-             spec: {{serverRef: {{name: main, namespace: {a}}}, username: {tag}_mallory}}\n---\n\
+             spec: {{serverRef: {{name: main, namespace: {a}}}, username: {b}_{tag}_mallory}}\n---\n\
              apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: loot}}\n\
-             spec: {{serverRef: {{name: main, namespace: {a}}}, name: {tag}-loot}}\n---\n\
+             spec: {{serverRef: {{name: main, namespace: {a}}}, name: {b}_{tag}-loot}}\n---\n\
+             apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: stash}}\n\
+             spec: {{serverRef: {{name: main, namespace: {a}}}, name: {b}_{tag}-stash}}\n---\n\
              apiVersion: v1\nkind: Secret\nmetadata: {{name: takeover}}\nstringData: {{password: mallory-was-here}}\n"
         ),
     );
     wait_ready(&env.api::<CouchUser>(&b), "mallory", &env.op).await;
     wait_ready(&env.api::<CouchDatabase>(&b), "loot", &env.op).await;
-    let loot = format!("{tag}-loot");
+    let loot = format!("{b}_{tag}-loot");
     let mallory = as_user(&env, &b, "mallory").await;
     assert!(!can_read(&mallory, &payroll, "salary").await && !can_read(&mallory, &userdb, "diary").await);
     assert!(!can_read(&mallory, &archive, "review").await);
@@ -239,7 +153,7 @@ async fn a_tenant_cannot_read_copy_or_take_over_another_namespaces_objects_on_a_
         (
             "CouchShare",
             "s-admin",
-            share("s-admin", "{database: {name: loot}}", ", credentials: Admin"),
+            share("s-admin", "{database: {name: stash}}", ", credentials: Admin"),
             "AdminCredentialsNotPermitted",
         ),
         (
@@ -248,18 +162,18 @@ async fn a_tenant_cannot_read_copy_or_take_over_another_namespaces_objects_on_a_
             format!(
                 "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: archive}}\n\
                  spec: {{serverRef: {server}, name: {archive}, adopt: true, deletionPolicy: Delete, \
-                 security: {{members: {{names: [{tag}_mallory]}}}}}}\n"
+                 security: {{members: {{names: [{b}_{tag}_mallory]}}}}}}\n"
             ),
-            "AdoptionNotPermitted",
+            "NameOutOfScope",
         ),
         (
             "CouchDatabase",
             "alice-db",
             format!(
                 "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: alice-db}}\n\
-                 spec: {{serverRef: {server}, name: {userdb}, adopt: true, security: {{members: {{names: [{tag}_mallory]}}}}}}\n"
+                 spec: {{serverRef: {server}, name: {userdb}, adopt: true, security: {{members: {{names: [{b}_{tag}_mallory]}}}}}}\n"
             ),
-            "Conflict",
+            "NameReserved",
         ),
         (
             "CouchUser",
@@ -268,7 +182,7 @@ async fn a_tenant_cannot_read_copy_or_take_over_another_namespaces_objects_on_a_
                 "apiVersion: couchshare.io/v1alpha1\nkind: CouchUser\nmetadata: {{name: hr}}\n\
                  spec: {{serverRef: {server}, username: {hr}, adopt: true, password: {{secretRef: {{name: takeover}}}}}}\n"
             ),
-            "AdoptionNotPermitted",
+            "NameOutOfScope",
         ),
     ];
     for (kind, name, yaml, reason) in &attempts {
@@ -309,7 +223,7 @@ async fn consent_and_trust_open_the_same_references_and_withdrawing_them_closes_
     let (a, b) = (env.a.clone(), env.b.clone());
     let tag = couchdb::unique_name("c");
     let payroll = format!("{tag}-payroll");
-    let loot = format!("{tag}-loot");
+    let loot = format!("{b}_{tag}-loot");
     let payroll_yaml = |shared_with: &str| {
         format!(
             "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: payroll}}\n\
@@ -330,7 +244,7 @@ async fn consent_and_trust_open_the_same_references_and_withdrawing_them_closes_
         &b,
         &format!(
             "apiVersion: couchshare.io/v1alpha1\nkind: CouchUser\nmetadata: {{name: mallory}}\n\
-             spec: {{serverRef: {{name: main, namespace: {a}}}, username: {tag}_mallory}}\n---\n\
+             spec: {{serverRef: {{name: main, namespace: {a}}}, username: {b}_{tag}_mallory}}\n---\n\
              apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: loot}}\n\
              spec: {{serverRef: {{name: main, namespace: {a}}}, name: {loot}}}\n---\n\
              apiVersion: couchshare.io/v1alpha1\nkind: CouchGrant\nmetadata: {{name: read-payroll}}\n\

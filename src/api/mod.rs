@@ -36,7 +36,14 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         "has(self.spec.name) || self.metadata.name.matches('^[a-z][a-z0-9_$()+/-]*$')",
         "metadata.name is not a valid CouchDB database name (no dots, no uppercase); set spec.name",
     );
-    vec![CouchServer::crd(), database, CouchUser::crd(), CouchGrant::crd(), CouchShare::crd()]
+    let mut user = CouchUser::crd();
+    // The username defaults to metadata.name, which a rule on spec cannot see.
+    add_root_rule(
+        &mut user,
+        "!(has(self.spec.username) ? self.spec.username : self.metadata.name).startsWith('couchshare-')",
+        "usernames that start with couchshare- are reserved for the scoped replication users of shares; choose another username",
+    );
+    vec![CouchServer::crd(), database, user, CouchGrant::crd(), CouchShare::crd()]
 }
 
 fn add_root_rule(crd: &mut CustomResourceDefinition, rule: &str, message: &str) {

@@ -46,6 +46,10 @@ use super::common::{Condition, CredentialsSecretRef, ObjectRef, ServerRef};
      "message": "maxConcurrent only applies to strategy: OnChange"},
     {"rule": "has(self.source.database) || has(self.source.userDatabase) || has(self.source.userDatabases) || has(self.source.perUserDatabases) || has(self.target.database) || has(self.target.userDatabase) || has(self.serverRef)",
      "message": "serverRef is required when both source and target are remote"},
+    {"rule": "!(has(self.source.database) && has(self.target.database) && self.source.database.name == self.target.database.name && !has(self.source.database.namespace) && !has(self.target.database.namespace))",
+     "message": "source and target are the same database: a share replicates between two databases"},
+    {"rule": "!(has(self.source.userDatabase) && has(self.target.userDatabase) && self.source.userDatabase.user == self.target.userDatabase.user && !has(self.source.userDatabase.namespace) && !has(self.target.userDatabase.namespace))",
+     "message": "source and target are the same per-user database: a share replicates between two databases"},
     {"rule": "!has(oldSelf.revoke) || !oldSelf.revoke.revoked || (has(self.revoke) && self.revoke.revoked)",
      "message": "a revoked share stays revoked; create a new CouchShare to share again"}
 ]))]

@@ -10,9 +10,9 @@ use super::error::Error;
 use super::servers::{namespace_allowed, server_key};
 use super::status::condition_state;
 use super::tenancy::database_reference;
-use crate::api::{CouchDatabase, CouchGrant, CouchServer, UserDatabaseRef, condition};
+use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser, UserDatabaseRef, condition};
 use crate::plan::security::GrantEntries;
-use crate::plan::tenancy::grant_needs;
+use crate::plan::tenancy::{self, NameKind, grant_needs};
 
 /// A grant's contribution, with the referenced CouchUsers that do not exist.
 pub(crate) struct Resolved {
@@ -36,7 +36,12 @@ pub(crate) fn resolve_grant(grant: &CouchGrant, ctx: &Context, server: &super::S
         });
         match found {
             Some(u) if &server_key(u.as_ref(), &u.spec.server_ref) == server => {
-                names.push(u.couch_username().to_string())
+                // Admitted only as the owner of its username, and not while refused: a CouchUser
+                // in Conflict over a name another namespace holds lets nobody in.
+                match user_admitted(u) {
+                    Ok(()) => names.push(u.couch_username().to_string()),
+                    Err(why) => missing.push(format!("{user_ns}/{} ({why})", reference.name)),
+                }
             }
             Some(_) => missing.push(format!("{user_ns}/{} (on another CouchServer)", reference.name)),
             None => missing.push(format!("{user_ns}/{}", reference.name)),
@@ -48,6 +53,33 @@ pub(crate) fn resolve_grant(grant: &CouchGrant, ctx: &Context, server: &super::S
     roles.sort();
     roles.dedup();
     Resolved { entries: GrantEntries { access: grant.spec.access, names, roles }, missing }
+}
+
+/// `Ok` when the CouchUser owns its username on its server and is not refused now.
+pub(crate) fn user_admitted(user: &CouchUser) -> Result<(), String> {
+    let status = user.status.as_ref();
+    let recorded = status.and_then(|s| s.username.as_deref());
+    let ready = status.and_then(|s| condition_state(&s.conditions, condition::READY));
+    tenancy::admitted(recorded, user.couch_username(), ready.as_ref().map(|(s, r)| (s.as_str(), r.as_str())))
+}
+
+/// `Ok` when the share's replication user may enter a `_security`: the share wrote it as its
+/// own after its checks passed (its status names it), and is not refused now.
+pub(crate) fn share_admitted(share: &CouchShare) -> Result<(), String> {
+    let status = share.status.as_ref();
+    let recorded = status.and_then(|s| s.replication_user.as_deref());
+    let ready = status.and_then(|s| condition_state(&s.conditions, condition::READY));
+    let me = crate::plan::share::owner(share);
+    let username = crate::plan::share::replication_username(&me.namespace, &me.name);
+    tenancy::admitted(recorded, &username, ready.as_ref().map(|(s, r)| (s.as_str(), r.as_str())))
+}
+
+/// Whether the raw names and roles a grant declares are in its namespace's scope on `server`.
+pub(crate) async fn grant_in_scope(ctx: &Context, grant: &CouchGrant, server: &CouchServer) -> Result<(), Error> {
+    let scope = super::tenancy::name_scope(ctx, server, &grant.namespace().unwrap_or_default()).await?;
+    tenancy::all_in_scope(&scope, NameKind::Username, &grant.spec.usernames, true)?;
+    tenancy::all_in_scope(&scope, NameKind::Role, &grant.spec.roles, true)?;
+    Ok(())
 }
 
 /// Whether `grant` targets the CouchDatabase `db`.
@@ -77,6 +109,12 @@ pub(crate) async fn grants_for_database(
         {
             continue;
         }
+        // Names and roles out of the grant's namespace's scope: nothing of it is merged.
+        match grant_in_scope(ctx, &grant, server).await {
+            Ok(()) => {}
+            Err(Error::NotPermitted(_)) => continue,
+            Err(e) => return Err(e),
+        }
         out.push(resolve_grant(&grant, ctx, &key).entries);
     }
     // Shares with scoped credentials need their replication user as a member.
@@ -85,6 +123,7 @@ pub(crate) async fn grants_for_database(
         if crate::plan::share::wants_access(&share)
             && crate::plan::share::touches_database(&share, db)
             && super::share_refs::database_permitted(&share, db)
+            && share_admitted(&share).is_ok()
             && namespace_allowed(ctx, server, &from).await?
         {
             out.push(crate::plan::share::contribution(&share));

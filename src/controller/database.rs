@@ -162,6 +162,12 @@ async fn ensure(
         return Err(Error::InvalidSpec(format!("{name:?} is not a valid CouchDB database name")));
     }
     let Connected { server, couch } = resolve(ctx, &ns, &db.spec.server_ref).await?;
+    // Database names and the names in `_security` are server-wide: a per-user database's name
+    // is its user's, and a namespace the server does not trust declares only its own names.
+    crate::plan::tenancy::database_not_reserved(&name, &super::tenancy::declared_userdb_prefix(&server))?;
+    let scope = super::tenancy::name_scope(ctx, &server, &ns).await?;
+    crate::plan::tenancy::in_scope(&scope, crate::plan::tenancy::NameKind::Database, &name, false)?;
+    super::tenancy::security_in_scope(&scope, &db.spec.security)?;
     let url = server.spec.url.clone();
     let server_id = server_key(db, &db.spec.server_ref);
     let observation = observe(&couch, &server_id, &name, &url, ctx).await?;

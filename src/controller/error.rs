@@ -73,6 +73,9 @@ pub enum Error {
     /// the resource's spec fixes: the reconciler waits for one.
     #[error("{0}")]
     InvalidSpec(String),
+    /// A Secret the operator would write exists and is not its own for this object.
+    #[error("{0}")]
+    SecretConflict(String),
     /// The TLS settings could not be used (a CA certificate that does not parse).
     #[error("TLS configuration: {0}")]
     Tls(String),
@@ -141,6 +144,7 @@ impl Error {
             Error::Waiting { .. } => "Waiting",
             Error::InvalidSelector(_) => "InvalidSelector",
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::SecretConflict(_) => "SecretConflict",
             Error::RemoteUnusable(_) => "RemoteUnusable",
             Error::ReplicationRefused(_) => "ReplicationRefused",
             Error::Tls(_) => "InvalidTLS",
@@ -151,9 +155,8 @@ impl Error {
             Error::Unauthorized(_) => "Unauthorized",
             Error::Couch { .. } => "CouchDBError",
             Error::ConfigFailed(_) => "ConfigFailed",
-            Error::Refused(Refusal::AlreadyExists { .. }) => "AlreadyExists",
-            Error::Refused(Refusal::Conflict { .. }) => "Conflict",
-            Error::Refused(Refusal::NotPermitted(refused)) | Error::NotPermitted(refused) => refused.reason(),
+            Error::Refused(refusal) => refusal.reason(),
+            Error::NotPermitted(refused) => refused.reason(),
             Error::Kube(_) => "KubernetesError",
             Error::Finalizer(_) => "FinalizerError",
             Error::Leadership(_) => "LeadershipError",
@@ -176,8 +179,14 @@ impl Error {
 
     /// Whether only a change of the resource helps (`Action::await_change()`): what the spec
     /// says is wrong. Neither transient nor this: retried at the resync.
+    /// Whether the object was refused (its reason is one of
+    /// [`crate::plan::tenancy::REFUSAL_REASONS`]): it owns nothing on the server while it is.
+    pub fn refuses(&self) -> bool {
+        crate::plan::tenancy::REFUSAL_REASONS.contains(&self.reason())
+    }
+
     pub fn waits_for_change(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_) | Error::InvalidSelector(_) | Error::Tls(_))
+        matches!(self, Error::InvalidSpec(_) | Error::InvalidSelector(_) | Error::Tls(_) | Error::SecretConflict(_))
     }
 
     /// Maps a failure to build a CouchDB client: a bad URL is the spec's, a bad CA
@@ -223,6 +232,7 @@ mod tests {
         let cases: Vec<(Error, &str, bool, bool)> = vec![
             (Error::InvalidSpec("x".into()), "InvalidSpec", false, true),
             (Error::InvalidSelector("x".into()), "InvalidSelector", false, true),
+            (Error::SecretConflict("x".into()), "SecretConflict", false, true),
             (Error::Tls("x".into()), "InvalidTLS", false, true),
             (Error::ClientConfig("x".into()), "ClientConfigFailed", false, false),
             (Error::Startup("x".into()), "StartupFailed", false, false),

@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 
-use super::access::{Resolved, resolve_grant, user_ns};
+use super::access::{Resolved, grant_in_scope, resolve_grant, user_ns};
 use super::context::Context;
 use super::error::Error;
 use super::finalize::{reconcile_with_finalizer, within_grace};
@@ -57,7 +57,7 @@ fn outcome_of(found: Found, missing_users: &[String], ctx: &Context) -> Outcome 
     let resync = Action::requeue(ctx.resync());
     if !missing_users.is_empty() {
         let message = format!(
-            "CouchUser(s) not found: {}; the rest of the grant applies, and they are added when they appear",
+            "CouchUser(s) not found or not admitted: {}; the rest of the grant applies, and each is added when it exists and is Ready as the owner of its username",
             missing_users.join(", ")
         );
         let ready = NewCondition {
@@ -108,6 +108,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
         database_reference(&db, &ns, &grant_needs(grant.spec.access))?;
         let server_ref = server_of(&db);
         let connected = resolve(ctx, &ns, &server_ref).await?;
+        grant_in_scope(ctx, grant, &connected.server).await?;
         let key = super::ServerKey::referenced(db.as_ref(), &server_ref);
         let resolved = resolve_grant(grant, ctx, &key);
         record(status, &resolved, db.couch_name());
@@ -145,31 +146,33 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
         user_database_reference(&user, &ns, &grant_needs(grant.spec.access))?;
         let key = server_key(user.as_ref(), &user.spec.server_ref);
         let connected = resolve(ctx, &ns, &key.to_ref()).await?;
+        grant_in_scope(ctx, grant, &connected.server).await?;
         let couch_name =
             user.status.as_ref().and_then(|s| s.per_user_database.clone()).ok_or_else(|| Error::Waiting {
                 what: format!("the per-user database of CouchUser {}/{}", user_ns(&ns, reference), reference.user),
             })?;
         let resolved = resolve_grant(grant, ctx, &key);
         record(status, &resolved, &couch_name);
-        write_unmanaged(ctx, &connected, &key, &couch_name, None).await?;
+        write_unmanaged(ctx, &connected, &key, &couch_name, None, None).await?;
         return Ok(Found::Applied);
     }
     let (Some(couch_name), Some(server_ref)) = (&target.couch_name, &target.server_ref) else {
         return Err(Error::InvalidSpec("database needs name, userDatabase, or couchName with serverRef".into()));
     };
     let connected = resolve(ctx, &ns, server_ref).await?;
+    grant_in_scope(ctx, grant, &connected.server).await?;
     let key = server_key(grant, server_ref);
     if let Some(refused) = couch_name_refusal(ctx, &connected.server, &key, couch_name, &ns).await? {
         // Nothing new is written; what this grant put there while it was allowed is taken back.
         match super::tenancy::database_manager(ctx, &key, couch_name) {
             Some(_) => requeue_managers(ctx, &key, couch_name),
-            None => write_unmanaged(ctx, &connected, &key, couch_name, grant.uid().as_deref()).await?,
+            None => write_unmanaged(ctx, &connected, &key, couch_name, grant.uid().as_deref(), None).await?,
         }
         return Err(refused.into());
     }
     let resolved = resolve_grant(grant, ctx, &key);
     record(status, &resolved, couch_name);
-    write_unmanaged(ctx, &connected, &key, couch_name, None).await?;
+    write_unmanaged(ctx, &connected, &key, couch_name, None, None).await?;
     Ok(Found::Applied)
 }
 
@@ -219,7 +222,7 @@ async fn cleanup(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::await_change());
     };
     let key = server_key(grant.as_ref(), server_ref);
-    match write_unmanaged(ctx, &connected, &key, couch_name, grant.uid().as_deref()).await {
+    match write_unmanaged(ctx, &connected, &key, couch_name, grant.uid().as_deref(), None).await {
         Ok(()) | Err(Error::DatabaseNotFound { .. }) => {
             ctx.event(grant.as_ref(), false, "Revoked", format!("entries removed from {couch_name}")).await;
             Ok(Action::await_change())

@@ -54,6 +54,11 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
         return pass.finish(ctx, share.as_ref(), Ok(outcome)).await;
     }
     let result = ensure(&share, ctx, &mut pass.status).await;
+    // A refused share owns no replication user: no `_security` admits its name (see
+    // `access::share_admitted`) until a pass passes its checks again.
+    if result.as_ref().is_err_and(Error::refuses) {
+        pass.status.replication_user = None;
+    }
     // Not (or no longer) permitted: whatever ran while it was is stopped, in revocation order.
     if matches!(result, Err(Error::NotPermitted(_))) {
         super::share_onchange::stop(ctx, &share).await?;
@@ -125,6 +130,12 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         Sources::One(p) => (vec![(None, p)], vec![]),
         Sources::FanIn { ready, waiting } => (ready.into_iter().map(|(user, p)| (Some(user), p)).collect(), waiting),
     };
+    if let Some((_, same)) = fan_in.iter().find(|(_, p)| p.same_database(&target)) {
+        return Err(Error::InvalidSpec(format!(
+            "source and target are the same database ({}): a share replicates between two databases",
+            same.database()
+        )));
+    }
     let mut places: Vec<&Place> = vec![&target];
     places.extend(fan_in.iter().map(|(_, p)| p));
     // A remote that no client can be built for is refused before anything is written.
@@ -137,6 +148,13 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     let connected = resolve(ctx, &ns, &server_ref).await?;
     if share.spec.credentials == ShareCredentials::Admin {
         super::tenancy::require_trust(ctx, &connected.server, &ns, TrustedAct::AdminCredentials).await??;
+    }
+    // A per-tenant replicator database is a database name like any other: in the namespace's scope.
+    if let Some(replicator) = &share.spec.replicator_database
+        && replicator != crate::couch::REPLICATOR_DB
+    {
+        let scope = super::tenancy::name_scope(ctx, &connected.server, &ns).await?;
+        crate::plan::tenancy::in_scope(&scope, crate::plan::tenancy::NameKind::Database, replicator, false)?;
     }
     status.server = Some(format!("{}/{}", server_ref.namespace.clone().unwrap_or_default(), server_ref.name));
     let url = connected.server.spec.url.clone();

@@ -24,6 +24,20 @@ pub(crate) enum Place {
 }
 
 impl Place {
+    /// Whether both are the same database: a share from a database into itself replicates it
+    /// onto itself, and is refused.
+    pub fn same_database(&self, other: &Place) -> bool {
+        match (self, other) {
+            (Place::Local { database: a, server: s, .. }, Place::Local { database: b, server: t, .. }) => {
+                a == b && s == t
+            }
+            (Place::Remote { base_url: u, database: a, .. }, Place::Remote { base_url: v, database: b, .. }) => {
+                a == b && u.trim_end_matches('/') == v.trim_end_matches('/')
+            }
+            _ => false,
+        }
+    }
+
     /// The database name.
     pub fn database(&self) -> &str {
         match self {

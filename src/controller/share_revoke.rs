@@ -218,7 +218,7 @@ async fn take_unmanaged_access(
     places.push(target);
     for place in places {
         if let Place::Local { database, managed: false, server } = place {
-            super::unmanaged::write_unmanaged(ctx, connected, server, database, share.uid().as_deref()).await?;
+            super::unmanaged::write_unmanaged(ctx, connected, server, database, share.uid().as_deref(), None).await?;
         }
     }
     Ok(())

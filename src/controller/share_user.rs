@@ -12,7 +12,7 @@ use super::servers::{Connected, secret_value};
 use super::share_endpoints::Place;
 use crate::api::{CouchShare, labels};
 use crate::plan::grant::grants_present;
-use crate::plan::share::{EndpointAuth, replication_user_update, replication_username};
+use crate::plan::share::{EndpointAuth, replication_user_owned, replication_user_update, replication_username};
 use crate::plan::share::{contribution, owner, replication_secret_name};
 use crate::plan::user::password_fingerprint;
 
@@ -28,6 +28,24 @@ pub(crate) async fn ensure_replication_user(
     let me = owner(share);
     let username = replication_username(&me.namespace, &me.name);
     let secret_name = replication_secret_name(share);
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+    // The password Secret is this share's, or not touched: an app's Secret of the same name is
+    // neither read nor overwritten.
+    if let Some(existing) = secrets.get_opt(&secret_name).await? {
+        super::user::secret_is_ours(&existing, Some(me.uid.as_str()), &ns, &secret_name)?;
+    }
+    // The user is this share's, or not touched: a `_users` document another object owns (or
+    // that someone made by hand) under this name is never written.
+    let existing =
+        connected.couch.get_user(&username).await.map_err(|e| Error::couch("reading the replication user", url, e))?;
+    if let Some(doc) = &existing
+        && let Err(holder) = replication_user_owned(doc, &me)
+    {
+        return Err(Error::Refused(crate::plan::ownership::Refusal::Held {
+            what: format!("the replication user {username}"),
+            holder,
+        }));
+    }
     let password = match secret_value(ctx, &ns, &secret_name, "password").await {
         Ok(p) if !p.is_empty() => p,
         Ok(_) | Err(Error::SecretNotFound { .. } | Error::SecretKeyMissing { .. }) => {
@@ -40,7 +58,7 @@ pub(crate) async fn ensure_replication_user(
                 "type": "Opaque",
                 "stringData": {"username": username, "password": p},
             });
-            Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            secrets
                 .patch(
                     &secret_name,
                     &kube::api::PatchParams::apply(super::status::FIELD_MANAGER).force(),
@@ -52,8 +70,6 @@ pub(crate) async fn ensure_replication_user(
         Err(e) => return Err(e),
     };
     let fingerprint = password_fingerprint(&me.uid, &password);
-    let existing =
-        connected.couch.get_user(&username).await.map_err(|e| Error::couch("reading the replication user", url, e))?;
     let update = replication_user_update(existing.as_ref(), &username, &password, &fingerprint, &me);
     if let Some(doc) = &update {
         connected.couch.put_user(doc).await.map_err(|e| Error::couch("writing the replication user", url, e))?;
@@ -89,7 +105,7 @@ pub(crate) async fn access_missing(
                 continue;
             }
         } else {
-            super::unmanaged::write_unmanaged(ctx, connected, server, database, None).await?;
+            super::unmanaged::write_unmanaged(ctx, connected, server, database, None, share.uid().as_deref()).await?;
         }
         if shown.contains(&database.as_str()) {
             continue;

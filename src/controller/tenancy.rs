@@ -11,8 +11,8 @@ use kube::api::Api;
 use super::context::Context;
 use super::error::Error;
 use super::servers::server_key;
-use crate::api::{AllowedNamespaces, ConsentScope, CouchDatabase, CouchServer, CouchUser};
-use crate::plan::tenancy::{self, Refused, TrustedAct};
+use crate::api::{AllowedNamespaces, ConsentScope, CouchDatabase, CouchServer, CouchUser, SecuritySpec};
+use crate::plan::tenancy::{self, NameKind, NameScope, Refused, TrustedAct};
 
 /// Namespace `from`'s labels, read only when one of `policies` needs them to decide.
 async fn labels_for(
@@ -55,6 +55,37 @@ pub(crate) async fn require_trust(
     let is = trusted(ctx, server, from).await?;
     let name = format!("{}/{}", server.namespace().unwrap_or_default(), server.name_any());
     Ok(tenancy::trusted(act, from, &name, is))
+}
+
+/// The server-wide names namespace `from` may declare on `server`: any, from the server's own
+/// namespace and the namespaces it trusts; else only those with the namespace's prefix.
+pub(crate) async fn name_scope(ctx: &Context, server: &CouchServer, from: &str) -> Result<NameScope, Error> {
+    let own = server.namespace().unwrap_or_default();
+    let is_trusted = from == own || trusted(ctx, server, from).await?;
+    Ok(tenancy::name_scope(from, &own, &server.name_any(), is_trusted))
+}
+
+/// Every name and role of a `_security` spec in `scope`.
+pub(crate) fn security_in_scope(scope: &NameScope, security: &SecuritySpec) -> Result<(), Refused> {
+    for part in [&security.admins, &security.members] {
+        tenancy::all_in_scope(scope, NameKind::Username, &part.names, true)?;
+        tenancy::all_in_scope(scope, NameKind::Role, &part.roles, true)?;
+    }
+    Ok(())
+}
+
+/// The per-user database prefix a server declares (`couch_peruser/database_prefix` in its
+/// spec), else CouchDB's default. The user reconciler asks CouchDB itself for the prefix it
+/// uses; this one needs no request, and a CouchUser still refuses a per-user database that a
+/// CouchDatabase claims under a prefix configured by hand.
+pub(crate) fn declared_userdb_prefix(server: &CouchServer) -> String {
+    server
+        .spec
+        .config
+        .as_ref()
+        .and_then(|c| c.per_user_databases.as_ref())
+        .and_then(|p| p.database_prefix.clone())
+        .unwrap_or_else(|| crate::plan::user::DEFAULT_USERDB_PREFIX.to_string())
 }
 
 /// A reference from namespace `from` to the CouchDatabase `db`, for `needs`.

@@ -69,13 +69,16 @@ async fn contributes_to(
 }
 
 /// Applies every live grant (and share) on an unmanaged database, except `leaving` (a grant or
-/// share being deleted).
+/// share being deleted). A grant's names must be in its namespace's scope and its users
+/// admitted; a share's replication user enters once its status names it, or when it is
+/// `arriving` (the UID of the share whose pass passed its checks and made the user just now).
 pub(crate) async fn write_unmanaged(
     ctx: &Context,
     connected: &Connected,
     server: &super::ServerKey,
     couch_name: &str,
     leaving: Option<&str>,
+    arriving: Option<&str>,
 ) -> Result<(), Error> {
     let url = connected.server.spec.url.clone();
     let lock = ctx.database_lock(&format!("{server}/{couch_name}"));
@@ -83,12 +86,17 @@ pub(crate) async fn write_unmanaged(
     let mut contributions = Vec::new();
     for g in ctx.stores.grants.state() {
         let live = g.metadata.deletion_timestamp.is_none() && g.uid().as_deref() != leaving;
-        if live && contributes_to(ctx, &g, connected, server, couch_name).await? {
+        if live
+            && contributes_to(ctx, &g, connected, server, couch_name).await?
+            && super::access::grant_in_scope(ctx, &g, &connected.server).await.is_ok()
+        {
             contributions.push(resolve_grant(&g, ctx, server).entries);
         }
     }
     for share in ctx.stores.shares.state() {
-        let live = share.uid().as_deref() != leaving && crate::plan::share::wants_access(&share);
+        let admitted = arriving.is_some_and(|uid| share.uid().as_deref() == Some(uid))
+            || super::access::share_admitted(&share).is_ok();
+        let live = share.uid().as_deref() != leaving && crate::plan::share::wants_access(&share) && admitted;
         if live && super::share_refs::touches_user_database(&share, ctx, server, couch_name) {
             contributions.push(crate::plan::share::contribution(&share));
         }

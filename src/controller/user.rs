@@ -22,7 +22,7 @@ use super::tail::{Note, Outcome, Pass};
 use crate::api::{CouchUser, CouchUserStatus, DeletionPolicy, condition};
 use crate::couch::{CouchClient, CouchError, UserDoc};
 use crate::plan::ownership::{self, Claim, Owner};
-use crate::plan::tenancy::TrustedAct;
+use crate::plan::tenancy::{self, NameKind, TrustedAct};
 use crate::plan::user::{
     DEFAULT_USERDB_PREFIX, OWNER_FIELD, ObservedUser, UserIntent, UserOutcome, password_fingerprint,
     per_user_database_name, plan_user, with_owner,
@@ -120,6 +120,21 @@ async fn ensure_per_user_database(couch: &CouchClient, db: &str, username: &str,
     Ok(())
 }
 
+/// `Ok` when `secret` carries this object's mark (`uid`), so the operator may write it; a Secret
+/// it did not create — an app's, the server's admin Secret, another CouchUser's — is never
+/// overwritten.
+pub(crate) fn secret_is_ours(secret: &Secret, uid: Option<&str>, ns: &str, name: &str) -> Result<(), Error> {
+    match secret.annotations().get(OWNER_UID_ANNOTATION) {
+        Some(owner) if Some(owner.as_str()) == uid => Ok(()),
+        Some(_) => Err(Error::SecretConflict(format!(
+            "Secret {ns}/{name} is written by another couchshare object; choose another name"
+        ))),
+        None => Err(Error::SecretConflict(format!(
+            "Secret {ns}/{name} exists and was not created by couchshare for this object; it is left untouched (choose another name, or delete it)"
+        ))),
+    }
+}
+
 async fn apply(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
     let mut pass = Pass::begin(user.as_ref());
     let result = ensure(&user, ctx, &mut pass.status).await;
@@ -160,19 +175,19 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     if !crate::api::validation::is_valid_username(&username) {
         return Err(Error::InvalidSpec(format!("{username:?} is not a valid CouchDB username")));
     }
+    tenancy::username_not_reserved(&username)?;
     let Connected { server, couch } = resolve(ctx, &ns, &user.spec.server_ref).await?;
+    // Usernames and roles are server-wide: a namespace the server does not trust declares only
+    // its own, before anything is written.
+    let scope = super::tenancy::name_scope(ctx, &server, &ns).await?;
+    tenancy::in_scope(&scope, NameKind::Username, &username, false)?;
+    tenancy::all_in_scope(&scope, NameKind::Role, &user.spec.roles, false)?;
     let url = server.spec.url.clone();
     let secret_name = credentials_secret_name(user);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = secrets.get_opt(&secret_name).await?;
     if let Some(existing) = &existing {
-        let theirs =
-            existing.annotations().get(OWNER_UID_ANNOTATION).is_some_and(|uid| Some(uid) != user.uid().as_ref());
-        if theirs {
-            return Err(Error::InvalidSpec(format!(
-                "Secret {ns}/{secret_name} is written by another CouchUser; choose another credentialsSecret.name"
-            )));
-        }
+        secret_is_ours(existing, user.uid().as_deref(), &ns, &secret_name)?;
     }
     let password = desired_password(user, ctx, existing.as_ref()).await?;
     let me = owner(user);
@@ -228,6 +243,21 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     status.rotation_generation = user.spec.password.is_none().then(|| rotation_generation(user));
     status.per_user_database = None;
     if let Some(name) = userdb_name {
+        // A CouchDatabase that claims the name (under a prefix configured by hand, which its own
+        // reconciler could not know) keeps it: the user does not take it as its private database.
+        let key = server_key(user, &user.spec.server_ref);
+        let claimed = ctx.stores.databases.state().into_iter().find(|d| {
+            d.metadata.deletion_timestamp.is_none()
+                && d.status.as_ref().and_then(|s| s.couch_name.as_deref()) == Some(name.as_str())
+                && server_key(d.as_ref(), &d.spec.server_ref) == key
+        });
+        if let Some(d) = claimed {
+            return Err(Error::InvalidSpec(format!(
+                "the per-user database {name} is claimed by CouchDatabase {}/{}; it is not made this user's private database",
+                d.namespace().unwrap_or_default(),
+                d.name_any()
+            )));
+        }
         ensure_per_user_database(&couch, &name, &username, &url).await?;
         status.per_user_database = Some(name);
     }

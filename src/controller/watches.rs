@@ -73,12 +73,23 @@ pub(crate) fn user_for_shares(user: &CouchUser) -> Option<u64> {
     Some(h.finish())
 }
 
-/// A CouchShare as a database sees it: what it declares, and whether it was revoked (a revoked
-/// share's replication user leaves `_security`).
+/// A CouchShare as a database sees it: what it declares, whether it was revoked (a revoked
+/// share's replication user leaves `_security`), and whether it is admitted (its status names
+/// its replication user, and it is not refused).
 pub(crate) fn share_for_databases(share: &CouchShare) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     declared(share).hash(&mut h);
     share.status.as_ref().is_some_and(|s| s.revoked).hash(&mut h);
+    super::access::share_admitted(share).hash(&mut h);
+    Some(h.finish())
+}
+
+/// A CouchUser as a grant or a database sees it: what it declares, and whether it is admitted
+/// (it owns its username and is not refused), which decides whether `_security` holds it.
+pub(crate) fn user_for_grants(user: &CouchUser) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    declared(user).hash(&mut h);
+    super::access::user_admitted(user).hash(&mut h);
     Some(h.finish())
 }
 

@@ -10,7 +10,7 @@ use kube::runtime::{predicates, watcher};
 
 use super::reflectors::{Reflectors, Shared};
 use super::servers::server_key;
-use super::watches::{controller_for, declared, share_for_databases, user_for_shares};
+use super::watches::{controller_for, declared, share_for_databases, user_for_grants, user_for_shares};
 use super::{ServerKey, access, credentials};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use k8s_openapi::api::core::v1::Secret;
@@ -107,7 +107,7 @@ pub(crate) fn databases(
             matching(&by_server, |d| server_key(d, &d.spec.server_ref) == key)
         })
         .watches_stream(r.grants.touched_when(declared), |grant: CouchGrant| access::database_refs(&grant))
-        .watches_stream(r.users.touched_when(declared), move |user: CouchUser| {
+        .watches_stream(r.users.touched_when(user_for_grants), move |user: CouchUser| {
             grants
                 .state()
                 .into_iter()
@@ -161,7 +161,7 @@ pub(crate) fn grants(
     let by_user = r.grants.store();
     let (by_database, by_server) = (by_user.clone(), by_user.clone());
     controller_for(&mut r.grants)
-        .watches_stream(r.users.touched_when(declared), move |user: CouchUser| {
+        .watches_stream(r.users.touched_when(user_for_grants), move |user: CouchUser| {
             matching(&by_user, |g| refers_to_user(g, &user))
         })
         .watches_stream(r.databases.touched_when(declared), move |db: CouchDatabase| {

@@ -309,11 +309,7 @@ mod tests {
                     assert_eq!(plan.outcome, outcome, "{what}");
                 }
                 (Err(refusal), Err(kind)) => {
-                    let got = match refusal {
-                        Refusal::AlreadyExists { .. } => "AlreadyExists",
-                        Refusal::Conflict { .. } => "Conflict",
-                        Refusal::NotPermitted(r) => r.reason(),
-                    };
+                    let got = refusal.reason();
                     assert_eq!(got, kind, "{what}");
                 }
                 (got, expect) => panic!("{what}: got {got:?}, expected {expect:?}"),

@@ -41,9 +41,29 @@ pub enum Refusal {
         /// The other resource.
         owner: Owner,
     },
+    /// Something couchshare does not write holds it: another object's record, or none at all
+    /// (made by hand).
+    #[error("{what} is held by {holder}; couchshare does not write it")]
+    Held {
+        /// What it is.
+        what: String,
+        /// Who holds it, e.g. `CouchUser team-b/squatter`.
+        holder: String,
+    },
     /// Taking it over needs a namespace the server trusts.
     #[error(transparent)]
     NotPermitted(#[from] crate::plan::tenancy::Refused),
+}
+
+impl Refusal {
+    /// The condition and Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::AlreadyExists { .. } => "AlreadyExists",
+            Refusal::Conflict { .. } | Refusal::Held { .. } => "Conflict",
+            Refusal::NotPermitted(refused) => refused.reason(),
+        }
+    }
 }
 
 /// How this resource relates to an object that exists.
@@ -119,11 +139,7 @@ mod tests {
         ];
         for (what, recorded, alive, previously, adopt, expect) in cases {
             let got = decide_ownership("user alice", &me, recorded, alive, previously, adopt);
-            let got = got.map_err(|e| match e {
-                Refusal::AlreadyExists { .. } => "AlreadyExists",
-                Refusal::Conflict { .. } => "Conflict",
-                Refusal::NotPermitted(r) => r.reason(),
-            });
+            let got = got.map_err(|e| e.reason());
             assert_eq!(got, expect, "{what}");
         }
     }

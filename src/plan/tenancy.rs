@@ -34,6 +34,34 @@ pub enum Refused {
         /// The managing resource.
         owner: String,
     },
+    /// A server-wide name outside the declaring namespace's scope.
+    #[error(
+        "{kind} {name:?} is outside the names of namespace {from} on CouchServer {server}: a namespace the server does not trust declares only {kind}s that start with {prefix:?} (or the server lists it in spec.trustedNamespaces)"
+    )]
+    OutOfScope {
+        /// What kind of name.
+        kind: NameKind,
+        /// The name.
+        name: String,
+        /// The declaring namespace.
+        from: String,
+        /// The prefix its names must carry.
+        prefix: String,
+        /// `namespace/name` of the server.
+        server: String,
+    },
+    /// A name couchshare derives itself: nobody declares it.
+    #[error("{kind} {name:?} is reserved: couchshare derives the {kind}s that start with {prefix:?} itself ({why})")]
+    Reserved {
+        /// What kind of name.
+        kind: NameKind,
+        /// The name.
+        name: String,
+        /// The reserved prefix.
+        prefix: String,
+        /// What couchshare derives from it.
+        why: &'static str,
+    },
     /// The act needs a namespace the server trusts.
     #[error("namespace {from} is not trusted by CouchServer {server} for {act} (its spec.trustedNamespaces)")]
     Untrusted {
@@ -80,8 +108,159 @@ impl Refused {
                 "AdoptionNotPermitted"
             }
             Refused::Untrusted { act: TrustedAct::AdminCredentials, .. } => "AdminCredentialsNotPermitted",
+            Refused::OutOfScope { kind: NameKind::Role, .. } => "RoleNotPermitted",
+            Refused::OutOfScope { .. } => "NameOutOfScope",
+            Refused::Reserved { .. } => "NameReserved",
         }
     }
+}
+
+/// The three kinds of names CouchDB keeps server-wide, while Kubernetes gives every namespace
+/// its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// A database name.
+    Database,
+    /// A username (`_users/org.couchdb.user:NAME`).
+    Username,
+    /// A role, in a user's roles or a `_security` entry.
+    Role,
+}
+
+impl std::fmt::Display for NameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameKind::Database => "database name",
+            NameKind::Username => "username",
+            NameKind::Role => "role",
+        })
+    }
+}
+
+/// Which server-wide names a namespace may declare on a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameScope {
+    /// Any name: the server's own namespace, and the namespaces it trusts.
+    Unrestricted,
+    /// Only names that start with `prefix` (`<namespace>_`).
+    Prefixed {
+        /// The declaring namespace.
+        namespace: String,
+        /// `<namespace>_`.
+        prefix: String,
+        /// `namespace/name` of the server.
+        server: String,
+    },
+}
+
+/// The prefix of a namespace's names on a server that does not trust it: `<namespace>_`. A
+/// namespace name has no `_`, so no namespace's prefix starts another's: `team_` never claims
+/// `team-a_payroll`, and `team-a_` never claims `team_x`.
+pub fn scope_prefix(namespace: &str) -> String {
+    format!("{namespace}_")
+}
+
+/// The names namespace `from` may declare on the server `server_ns/server_name`.
+pub fn name_scope(from: &str, server_ns: &str, server_name: &str, trusted: bool) -> NameScope {
+    if from == server_ns || trusted {
+        return NameScope::Unrestricted;
+    }
+    NameScope::Prefixed {
+        namespace: from.to_string(),
+        prefix: scope_prefix(from),
+        server: format!("{server_ns}/{server_name}"),
+    }
+}
+
+/// `Ok` when `scope` may declare `name`. In a `_security` entry (`entry: true`) the role
+/// `_admin` is allowed to everyone: it admits the server's admins, who are admitted anyway.
+pub fn in_scope(scope: &NameScope, kind: NameKind, name: &str, entry: bool) -> Result<(), Refused> {
+    let NameScope::Prefixed { namespace, prefix, server } = scope else { return Ok(()) };
+    if name.starts_with(prefix.as_str()) || (entry && kind == NameKind::Role && name == "_admin") {
+        return Ok(());
+    }
+    Err(Refused::OutOfScope {
+        kind,
+        name: name.into(),
+        from: namespace.clone(),
+        prefix: prefix.clone(),
+        server: server.clone(),
+    })
+}
+
+/// Every name of `names` in `scope`, or the first refusal.
+pub fn all_in_scope<'a>(
+    scope: &NameScope,
+    kind: NameKind,
+    names: impl IntoIterator<Item = &'a String>,
+    entry: bool,
+) -> Result<(), Refused> {
+    names.into_iter().try_for_each(|n| in_scope(scope, kind, n, entry))
+}
+
+/// The Ready reasons of an object that was refused: it owns nothing on the server, so no
+/// `_security` admits what it names (a user in `Conflict` over a username another namespace
+/// holds, a share whose replication document CouchDB refused).
+pub const REFUSAL_REASONS: &[&str] = &[
+    "AlreadyExists",
+    "Conflict",
+    "NameOutOfScope",
+    "RoleNotPermitted",
+    "NameReserved",
+    "AdoptionNotPermitted",
+    "ReferenceNotPermitted",
+    "AdminCredentialsNotPermitted",
+    "NotAllowed",
+    "SecretConflict",
+    "InvalidSpec",
+    "InvalidSelector",
+    "ReplicationRefused",
+    "RemoteUnusable",
+];
+
+/// Whether an object that recorded `recorded` as its CouchDB name (in its status, once it wrote
+/// or adopted it as its owner) may have `name` admitted to a `_security`: it must own the name
+/// and not be refused now (`ready`: its Ready condition's status and reason). A transient
+/// failure (CouchDB unreachable for a moment) keeps what it owns admitted.
+pub fn admitted(recorded: Option<&str>, name: &str, ready: Option<(&str, &str)>) -> Result<(), String> {
+    match ready {
+        Some((status, reason)) if status != "True" && REFUSAL_REASONS.contains(&reason) => {
+            Err(format!("not Ready: {reason}"))
+        }
+        _ if recorded != Some(name) => Err("not Ready: it does not own the name yet".into()),
+        Some(_) => Ok(()),
+        None => Err("not Ready yet".into()),
+    }
+}
+
+/// The username prefix of couchshare's own users (a share's scoped replication user).
+pub const RESERVED_USERNAME_PREFIX: &str = "couchshare-";
+
+/// `Ok` unless a CouchUser's `username` is one couchshare derives (its replication users).
+pub fn username_not_reserved(username: &str) -> Result<(), Refused> {
+    if !username.starts_with(RESERVED_USERNAME_PREFIX) {
+        return Ok(());
+    }
+    Err(Refused::Reserved {
+        kind: NameKind::Username,
+        name: username.into(),
+        prefix: RESERVED_USERNAME_PREFIX.into(),
+        why: "the scoped replication users of shares",
+    })
+}
+
+/// `Ok` unless a CouchDatabase's `name` is a per-user database name (`userdb_prefix`, the
+/// server's `couch_peruser/database_prefix`): those belong to the user whose hex name follows.
+pub fn database_not_reserved(name: &str, userdb_prefix: &str) -> Result<(), Refused> {
+    if userdb_prefix.is_empty() || !name.starts_with(userdb_prefix) {
+        return Ok(());
+    }
+    Err(Refused::Reserved {
+        kind: NameKind::Database,
+        name: name.into(),
+        prefix: userdb_prefix.into(),
+        why: "per-user databases; declare the CouchUser with perUserDatabase: true",
+    })
 }
 
 /// Which end of a share a database is.
@@ -300,6 +479,71 @@ mod tests {
         let err = unmanaged("database payroll", Some("CouchDatabase a/payroll")).expect_err("managed");
         assert_eq!(err.reason(), "ReferenceNotPermitted");
         assert!(err.to_string().contains("CouchDatabase a/payroll"));
+    }
+
+    #[test]
+    fn a_namespace_the_server_does_not_trust_declares_only_its_own_names() {
+        let tenant = name_scope("team-b", "team-a", "main", false);
+        assert_eq!(name_scope("team-a", "team-a", "main", false), NameScope::Unrestricted, "server's namespace");
+        assert_eq!(name_scope("team-b", "team-a", "main", true), NameScope::Unrestricted, "trusted");
+        type Case<'a> = (NameKind, &'a str, bool, Option<&'a str>);
+        let cases: Vec<Case> = vec![
+            (NameKind::Database, "team-b_loot", false, None),
+            (NameKind::Database, "payroll", false, Some("NameOutOfScope")),
+            (NameKind::Username, "carol", false, Some("NameOutOfScope")),
+            (NameKind::Username, "team-b_carol", false, None),
+            (NameKind::Role, "payroll-readers", false, Some("RoleNotPermitted")),
+            (NameKind::Role, "team-b_readers", true, None),
+            (NameKind::Role, "_admin", true, None),
+            (NameKind::Role, "_admin", false, Some("RoleNotPermitted")),
+            (NameKind::Username, "couchshare-repl-0123", false, Some("NameOutOfScope")),
+            // Another namespace's prefix, and a namespace whose name starts this one's.
+            (NameKind::Database, "team-b-x_loot", false, Some("NameOutOfScope")),
+            (NameKind::Database, "team_loot", false, Some("NameOutOfScope")),
+        ];
+        for (kind, name, entry, expect) in cases {
+            let got = in_scope(&tenant, kind, name, entry);
+            assert_eq!(got.as_ref().err().map(Refused::reason), expect, "{kind} {name}");
+            assert_eq!(in_scope(&NameScope::Unrestricted, kind, name, entry), Ok(()), "{name}");
+        }
+        let err = in_scope(&tenant, NameKind::Role, "payroll-readers", false).expect_err("refused");
+        let message = err.to_string();
+        assert!(message.contains("\"team-b_\"") && message.contains("team-a/main"), "{message}");
+        assert!(message.contains("trustedNamespaces"), "{message}");
+        let roles = ["team-b_r".to_string(), "x".to_string()];
+        assert!(all_in_scope(&tenant, NameKind::Role, &roles, false).is_err());
+        assert!(all_in_scope(&tenant, NameKind::Role, &roles[..1], false).is_ok());
+    }
+
+    #[test]
+    fn only_an_owner_that_is_not_refused_is_admitted() {
+        type Case<'a> = (Option<&'a str>, Option<(&'a str, &'a str)>, bool);
+        let cases: Vec<Case> = vec![
+            (Some("carol"), Some(("True", "Ready")), true),
+            (Some("carol"), Some(("False", "Unreachable")), true),
+            (Some("carol"), Some(("False", "Conflict")), false),
+            (Some("carol"), Some(("False", "RoleNotPermitted")), false),
+            (Some("carol"), None, false),
+            (None, Some(("False", "Conflict")), false),
+            (None, Some(("True", "Ready")), false),
+            (Some("dave"), Some(("True", "Ready")), false),
+        ];
+        for (recorded, ready, expect) in cases {
+            assert_eq!(admitted(recorded, "carol", ready).is_ok(), expect, "{recorded:?} {ready:?}");
+        }
+    }
+
+    #[test]
+    fn names_couchshare_derives_are_nobodys_to_declare() {
+        assert_eq!(username_not_reserved("alice"), Ok(()));
+        let err = username_not_reserved("couchshare-repl-0123456789abcdef0123").expect_err("reserved");
+        assert_eq!(err.reason(), "NameReserved");
+        assert!(err.to_string().contains("replication users"), "{err}");
+        assert_eq!(database_not_reserved("payroll", "userdb-"), Ok(()));
+        let err = database_not_reserved("userdb-64617665", "userdb-").expect_err("reserved");
+        assert_eq!(err.reason(), "NameReserved");
+        assert!(err.to_string().contains("perUserDatabase: true"), "{err}");
+        assert_eq!(database_not_reserved("userdb-64617665", "private-"), Ok(()), "another prefix configured");
     }
 
     #[test]

@@ -303,11 +303,7 @@ mod tests {
             ),
         ];
         for (what, intent, observed, expect) in cases {
-            let got = plan_user(&intent, &observed).map(|p| (p.write, p.outcome)).map_err(|e| match e {
-                Refusal::AlreadyExists { .. } => "AlreadyExists",
-                Refusal::Conflict { .. } => "Conflict",
-                Refusal::NotPermitted(r) => r.reason(),
-            });
+            let got = plan_user(&intent, &observed).map(|p| (p.write, p.outcome)).map_err(|e| e.reason());
             assert_eq!(got, expect, "{what}");
         }
     }

@@ -4,6 +4,7 @@
 pub mod couchdb;
 pub mod k8s;
 pub mod operator;
+pub mod tenants;
 
 /// Both test servers ready for a test: a Kubernetes client with the CRDs installed and a
 /// CouchDB admin client with the system databases; `None` (after a printed SKIP) without them.

@@ -162,7 +162,7 @@ fn plan_replication_table() {
                 assert_eq!(o, owner("other"));
                 "Conflict"
             }
-            Refusal::NotPermitted(r) => r.reason(),
+            other => other.reason(),
         });
         assert_eq!(got, expect, "{what}");
     }

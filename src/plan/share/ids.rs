@@ -58,6 +58,20 @@ pub fn replication_username(namespace: &str, name: &str) -> String {
 /// Field of the scoped user's document: fingerprint of the password it was given.
 pub const PASSWORD_FIELD: &str = "couchshare.io/password-fingerprint";
 
+/// `Ok` when an existing `_users` document under a share's replication username is that share's
+/// (its record names the share's UID), else who holds it: a CouchUser's record, another share's,
+/// or nobody's (made by hand), which the share never overwrites.
+pub fn replication_user_owned(doc: &crate::couch::UserDoc, me: &crate::plan::ownership::Owner) -> Result<(), String> {
+    let recorded = |field: &str| -> Option<crate::plan::ownership::Owner> {
+        doc.extra.get(field).and_then(|o| serde_json::from_value(o.clone()).ok())
+    };
+    match recorded(super::SHARE_FIELD).or_else(|| recorded(crate::plan::user::OWNER_FIELD)) {
+        Some(owner) if owner.uid == me.uid => Ok(()),
+        Some(owner) => Err(owner.to_string()),
+        None => Err("a user made outside couchshare".into()),
+    }
+}
+
 /// The scoped replication user's document to write, or `None` when the one in `_users` is up
 /// to date: it was given this password (`fingerprint`) by this share (`owner.uid`). Anything
 /// else in the existing document is kept.
