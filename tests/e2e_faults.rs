@@ -499,7 +499,7 @@ fn operator_level_corpus(url: &str) -> Vec<(&'static str, Value, &'static str)> 
             kind(
                 "CouchShare",
                 "sh-refused",
-                json!({"source": {"database": {"name": "good"}}, "target": {"database": {"name": "good2"}}, "selector": {"$or": []}}),
+                json!({"source": {"database": {"name": "good"}}, "target": {"database": {"name": "good2"}}, "selector": {"data.name": {"$regex": "("}}}),
             ),
             "InvalidSelector",
         ),

@@ -159,11 +159,23 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     status.server = Some(format!("{}/{}", server_ref.namespace.clone().unwrap_or_default(), server_ref.name));
     let url = connected.server.spec.url.clone();
     let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
+    // A selector CouchDB's Mango refuses is refused before the replication user or its Secret
+    // exists, not by the replicator once they do; asked until the share replicates.
+    let replicating = super::status::condition_state(&status.conditions, condition::READY)
+        .is_some_and(|(s, reason)| s == "True" && reason == "Replicating");
+    if !replicating
+        && let Some(selector) = &share.spec.selector
+        && let Some(reason) = connected
+            .couch
+            .selector_refusal(crate::couch::REPLICATOR_DB, selector)
+            .await
+            .map_err(|e| Error::couch("checking the selector", &url, e))?
+    {
+        return Err(Error::InvalidSelector(format!("CouchDB refuses the selector: {reason}")));
+    }
     let (local_auth, access_missing) = match share.spec.credentials {
         ShareCredentials::Scoped => {
             let (auth, rewritten) = super::share_user::ensure_replication_user(ctx, share, &connected).await?;
-            let replicating = super::status::condition_state(&status.conditions, condition::READY)
-                .is_some_and(|(s, reason)| s == "True" && reason == "Replicating");
             // The databases its running replications already use, with this same user.
             let shown: Vec<&str> = if replicating && !rewritten {
                 status.replications.iter().flat_map(|r| [r.source.as_str(), r.target.as_str()]).collect()

@@ -164,6 +164,20 @@ impl CouchClient {
             .collect())
     }
 
+    /// Whether CouchDB's Mango accepts `selector`, asked in `db` without reading a document
+    /// (`limit: 0`): the replicator refuses a replication document whose selector Mango does not
+    /// normalise, so asking first lets a caller refuse before writing anything. `Ok(Some(reason))`
+    /// for a selector CouchDB refuses (400), `Ok(None)` for one it takes.
+    pub async fn selector_refusal(&self, db: &str, selector: &Value) -> Result<Option<String>, CouchError> {
+        let path = format!("/{}/_find", encode_db(db));
+        let body = json!({ "selector": selector, "fields": ["_id"], "limit": 0 });
+        match self.call::<Value>(Request::new(Method::POST, path).json(&body)?).await {
+            Ok(_) => Ok(None),
+            Err(CouchError::BadRequest { error, reason, .. }) => Ok(Some(format!("{error}: {reason}"))),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The ids of every document matching a Mango `selector`: `POST /{db}/_find` page by page,
     /// following `bookmark` until a page comes back short. Servers that answer without a
     /// bookmark (PouchDB) are paged with `skip` instead.
