@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use couchshare::api::{CouchDatabase, CouchGrant, CouchShare, CouchUser};
 use couchshare::couch::{CouchClient, UserDoc};
+use couchshare::plan::share::Direction;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde_json::json;
@@ -227,4 +228,61 @@ async fn the_server_namespace_and_trusted_ones_keep_their_names_and_a_tenants_ow
     assert!(!env.couch.database_exists(&replicator).await.expect("exists?"), "the replicator database was made");
     let (names, roles) = members(&env.couch, &format!("{b}_{tag}_notes")).await;
     assert_eq!((names, roles), (vec![format!("{b}_{tag}_writer")], vec![format!("{b}_editors")]), "sneaky merged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_share_refused_before_or_after_its_replication_user_exists_is_in_no_security() {
+    let test = "a_share_refused_before_or_after_its_replication_user_exists_is_in_no_security";
+    let Some(env) = tenants(test, "").await else { return };
+    let a = env.a.clone();
+    let tag = couchdb::unique_name("r").replace('-', "_");
+    let (src, dst) = (format!("{tag}_src"), format!("{tag}_dst"));
+    env.apply(
+        &a,
+        &format!(
+            "{API}\nkind: CouchDatabase\nmetadata: {{name: src}}\nspec: {{serverRef: {{name: main}}, name: {src}}}\n---\n\
+             {API}\nkind: CouchDatabase\nmetadata: {{name: dst}}\nspec: {{serverRef: {{name: main}}, name: {dst}}}\n"
+        ),
+    );
+    wait_ready(&env.api::<CouchDatabase>(&a), "dst", &env.op).await;
+    let shares = env.api::<CouchShare>(&a);
+    let share = |name: &str, extra: &str| {
+        format!(
+            "{API}\nkind: CouchShare\nmetadata: {{name: {name}}}\nspec: {{source: {{database: {{name: src}}}}, target: {{database: {{name: dst}}}}{extra}}}\n"
+        )
+    };
+    let by_hand = json!({"source": "http://127.0.0.1:1/x", "target": "http://127.0.0.1:1/y", "continuous": false});
+    let in_security = async |user: &str| {
+        let (s, _) = members(&env.couch, &src).await;
+        let (d, _) = members(&env.couch, &dst).await;
+        s.iter().chain(&d).any(|n| n == user)
+    };
+    // Before: someone wrote a replication document under the ids the share derives. Refused
+    // before its replication user or Secret exist.
+    let fwd = |name: &str| couchshare::plan::share::replication_doc_id(&a, name, Direction::Forward, None);
+    env.couch.put_document("_replicator", &fwd("taken"), &by_hand).await.expect("replication doc by hand");
+    env.apply(&a, &share("taken", ""));
+    wait_not_ready(&shares, "taken", &env.op, "AlreadyExists").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let repl = couchshare::plan::share::replication_username(&a, "taken");
+    assert!(env.couch.get_user(&repl).await.expect("get").is_none(), "a refused share made its user");
+    assert!(env.api::<Secret>(&a).get_opt("taken-replication").await.expect("get").is_none(), "and its Secret");
+    assert!(!in_security(&repl).await, "a refused share's user is in _security");
+    let doc = env.couch.get_document("_replicator", &fwd("taken")).await.expect("get").expect("the hand-made document");
+    assert_eq!(doc.get("source"), by_hand.get("source"), "the hand-made document is untouched");
+
+    // After: a share that replicates is refused by a change (two-way, and its reverse id is
+    // taken): its replication user leaves every _security within seconds, and stays out.
+    env.apply(&a, &share("grows", ""));
+    wait_ready(&shares, "grows", &env.op).await;
+    let repl = couchshare::plan::share::replication_username(&a, "grows");
+    assert!(in_security(&repl).await, "a replicating share's user is a member");
+    let rev = couchshare::plan::share::replication_doc_id(&a, "grows", Direction::Backward, None);
+    env.couch.put_document("_replicator", &rev, &by_hand).await.expect("replication doc by hand");
+    env.apply(&a, &share("grows", ", mode: TwoWay, allowUnfiltered: true"));
+    wait_not_ready(&shares, "grows", &env.op, "AlreadyExists").await;
+    eventually_true("the refused share's user leaves both _security", &env.op, 15, async || !in_security(&repl).await)
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!in_security(&repl).await, "it came back");
 }

@@ -196,6 +196,20 @@ pub enum ReplicationAction {
     Keep,
 }
 
+/// The first of a share's replication documents (those under its id prefix) that is not its
+/// own: a share checks this before it makes its replication user, so a document someone else
+/// wrote under its ids refuses it with nothing written.
+pub fn foreign_replication_doc(docs: &[Value], me: &Owner) -> Option<Refusal> {
+    docs.iter().find_map(|doc| {
+        let what = format!("replication document {}", doc.get("_id").and_then(Value::as_str).unwrap_or_default());
+        match recorded_owner(doc) {
+            None => Some(Refusal::AlreadyExists { what }),
+            Some(owner) if owner.uid != me.uid => Some(Refusal::Conflict { what, owner }),
+            Some(_) => None,
+        }
+    })
+}
+
 /// Decides, from the existing document (as read from `_replicator`, with `_rev`, maybe `_replication_state`), what to do.
 /// Up to date means: its SPEC_HASH_FIELD equals spec_hash(spec). A document without our SHARE_FIELD, or whose owner uid differs,
 /// is not ours: `Refusal::Conflict` for a different owner, `Refusal::AlreadyExists` when it has no (well-formed) owner field.

@@ -197,3 +197,17 @@ fn stale_replications_are_ours_and_unwanted() {
     assert_eq!(stale_replications(&docs[..1], &me, &wanted), vec![]);
     assert_eq!(stale_replications(&docs, &owner("nobody"), &[]), vec![]);
 }
+
+#[test]
+fn a_replication_document_under_the_shares_ids_that_is_not_its_own_refuses_it() {
+    let me = owner("me");
+    let mine = json!({"_id": "couchshare-ns-s-fwd", SHARE_FIELD: serde_json::to_value(&me).expect("owner")});
+    let theirs =
+        json!({"_id": "couchshare-ns-s-rev", SHARE_FIELD: serde_json::to_value(owner("other")).expect("owner")});
+    let by_hand = json!({"_id": "couchshare-ns-s-fwd", "source": "a"});
+    assert_eq!(foreign_replication_doc(&[], &me), None);
+    assert_eq!(foreign_replication_doc(std::slice::from_ref(&mine), &me), None);
+    assert!(matches!(foreign_replication_doc(&[mine.clone(), theirs], &me), Some(Refusal::Conflict { .. })));
+    let Some(Refusal::AlreadyExists { what }) = foreign_replication_doc(&[by_hand], &me) else { panic!("by hand") };
+    assert_eq!(what, "replication document couchshare-ns-s-fwd");
+}
