@@ -482,7 +482,7 @@ fn operator_level_corpus(url: &str) -> Vec<(&'static str, Value, &'static str)> 
         ),
         (
             "database named like a per-user database",
-            kind("CouchDatabase", "d-userdb", json!({"serverRef": {"name": "main"}, "name": "userdb-64617665"})),
+            kind("CouchDatabase", "d-userdb", json!({"serverRef": {"name": "main"}, "name": "userdb-RESERVED"})),
             "NameReserved",
         ),
         (
@@ -598,7 +598,11 @@ async fn every_bad_input_ends_in_a_precise_condition_and_the_good_resources_keep
     let _: k8s_openapi::api::core::v1::Secret = apply_json(&client, &ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-config"}, "stringData": {"DATABASE_URL": "http://app:secret@db"}})).await;
     // What the namespace's Secrets hold before the corpus: none of it may change.
     let secrets_before = secrets_in(&client, &ns).await;
+    let reserved = couchshare::plan::user::per_user_database_name("userdb-", &couchdb::unique_name("dave"));
+    let security_before =
+        (couch.security(&good_db).await.expect("_security"), couch.security(&good2_db).await.expect("_security"));
     let corpus = operator_level_corpus(&url);
+    let mut applied = Vec::new();
     for (_, manifest, _) in &corpus {
         let text = manifest
             .to_string()
@@ -607,10 +611,25 @@ async fn every_bad_input_ends_in_a_precise_condition_and_the_good_resources_keep
             .replace("EXISTING_DB", &existing_db)
             .replace("EXISTING_USER", &existing_user)
             .replace("GOOD_DB", &good_db)
+            .replace("userdb-RESERVED", &reserved)
             .replace("127.0.0.1:GARBAGE", &format!("127.0.0.1:{garbage}"))
             .replace("127.0.0.1:SILENT", &format!("127.0.0.1:{silent}"));
         let obj = k8s::parse_yaml(&text).pop().expect("object");
         k8s::apply(&client, &ns, &obj).await.unwrap_or_else(|e| panic!("{text}: {e}"));
+        let m = serde_json::from_str::<Value>(&text).expect("manifest");
+        // What a case names that is already on CouchDB (a run before this one on the same
+        // server) is compared with what it was, not required absent.
+        let name = m["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let there = match m["kind"].as_str() {
+            Some("CouchUser") => {
+                couch.get_user(m["spec"]["username"].as_str().unwrap_or(&name)).await.expect("get user").is_some()
+            }
+            Some("CouchDatabase") => {
+                couch.database_exists(m["spec"]["name"].as_str().unwrap_or(&name)).await.expect("exists?")
+            }
+            _ => false,
+        };
+        applied.push((m, there));
     }
     let mut failures = Vec::new();
     for (what, manifest, reason) in &corpus {
@@ -639,7 +658,42 @@ async fn every_bad_input_ends_in_a_precise_condition_and_the_good_resources_keep
             "{db}: a refused share is admitted: {names:?}"
         );
     }
-    assert!(!couch.database_exists("userdb-64617665").await.expect("exists?"), "a reserved name was created");
+    // Each case left CouchDB as it was: no database or user it names made (those that existed
+    // before it kept as they were), no replication document or user of a refused share, the
+    // good databases' _security untouched by refused grants and shares.
+    let after =
+        (couch.security(&good_db).await.expect("_security"), couch.security(&good2_db).await.expect("_security"));
+    assert_eq!(after, security_before, "a refused grant or share changed _security");
+    for (m, there) in &applied {
+        let name = m["metadata"]["name"].as_str().unwrap_or_default();
+        let spec = &m["spec"];
+        match m["kind"].as_str() {
+            Some("CouchDatabase") => {
+                let db = spec["name"].as_str().unwrap_or(name);
+                if !there {
+                    assert!(!couch.database_exists(db).await.expect("exists?"), "{name}: database {db} was created");
+                }
+            }
+            Some("CouchUser") => {
+                let user = spec["username"].as_str().unwrap_or(name);
+                let doc = couch.get_user(user).await.expect("get user");
+                if user == existing_user {
+                    let doc = doc.expect("the existing user");
+                    assert!(doc.extra.get(couchshare::plan::user::OWNER_FIELD).is_none(), "{name}: took over {user}");
+                } else if !there {
+                    assert!(doc.is_none(), "{name}: user {user} was written");
+                }
+            }
+            Some("CouchShare") => {
+                let prefix = couchshare::plan::share::replication_doc_prefix(&ns, name);
+                let docs = couch.list_replication_docs_with_prefix("_replicator", &prefix).await.expect("list");
+                assert!(docs.is_empty(), "{name}: replication documents were written");
+                let repl = couchshare::plan::share::replication_username(&ns, name);
+                assert!(couch.get_user(&repl).await.expect("get").is_none(), "{name}: its replication user exists");
+            }
+            _ => {}
+        }
+    }
     // The operator never crashed and still serves the good resources: a new one becomes Ready.
     let fresh = couchdb::unique_name("fresh");
     let _: CouchDatabase =

@@ -102,9 +102,13 @@ async fn a_second_namespace_cannot_claim_a_role_a_username_a_replication_user_or
         ),
     );
     wait_not_ready(&env.api::<CouchUser>(&a), "carol", &env.op, "Conflict").await;
-    let grant = wait_not_ready(&env.api::<CouchGrant>(&a), "payroll-carol", &env.op, "UserNotFound").await;
-    let message = support::operator::ready(&grant).map(|r| r.2).unwrap_or_default();
-    assert!(message.contains("Conflict"), "the grant says what it waits for: {message}");
+    wait_not_ready(&env.api::<CouchGrant>(&a), "payroll-carol", &env.op, "UserNotFound").await;
+    // The grant says what it waits for: the user's own reason, once the user has one.
+    eventually_true("the grant names the user's Conflict", &env.op, 30, async || {
+        let grant = env.api::<CouchGrant>(&a).get("payroll-carol").await.expect("get grant");
+        support::operator::ready(&grant).is_some_and(|r| r.1 == "UserNotFound" && r.2.contains("not Ready: Conflict"))
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (names, _) = members(&env.couch, &payroll).await;
     assert!(!names.contains(&format!("{tag}_carol")), "carol was admitted to payroll: {names:?}");

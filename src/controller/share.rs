@@ -19,8 +19,9 @@ use super::tail::{Note, Outcome, Pass};
 use crate::api::{CouchShare, CouchShareStatus, ShareCredentials, ShareStrategy, condition};
 use crate::couch::CouchError;
 use crate::plan::share::{
-    EndpointAuth, EndpointStyle, ObservedShare, ShareIntent, ShareOutcome, ShareRefusal, ShareStep, is_failing,
-    plan_share, replication_doc_prefix, validate_share, wanted_ids, wanted_sharing_docs,
+    EndpointAuth, EndpointStyle, ObservedShare, ShareIntent, ShareOutcome, ShareRefusal, ShareStep,
+    foreign_replication_doc, is_failing, plan_share, replication_doc_prefix, validate_share, wanted_ids,
+    wanted_sharing_docs,
 };
 use crate::plan::share::{owner, replicator_db};
 use crate::plan::tenancy::TrustedAct;
@@ -172,6 +173,18 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
             .map_err(|e| Error::couch("checking the selector", &url, e))?
     {
         return Err(Error::InvalidSelector(format!("CouchDB refuses the selector: {reason}")));
+    }
+    // So does a replication document under this share's ids that is not its own.
+    if !replicating && share.spec.strategy == ShareStrategy::Continuous {
+        let prefix = replication_doc_prefix(&me.namespace, &me.name);
+        let docs = match connected.couch.list_replication_docs_with_prefix(&replicator_db(share), &prefix).await {
+            Ok(docs) => docs,
+            Err(e) if e.is_not_found() => vec![],
+            Err(e) => return Err(Error::couch("listing replication documents", &url, e)),
+        };
+        if let Some(refusal) = foreign_replication_doc(&docs, &me) {
+            return Err(Error::Refused(refusal));
+        }
     }
     let (local_auth, access_missing) = match share.spec.credentials {
         ShareCredentials::Scoped => {
