@@ -317,9 +317,9 @@ fn database_cases() -> Vec<Case> {
             "spec.serverRef.name: Too long: may not be more than 253",
         ),
         (
-            "server reference with an empty namespace",
-            database("serverRef: {name: main, namespace: ''}"),
-            "spec.serverRef.namespace in body should be at least 1 chars long",
+            "server reference to a namespace Kubernetes refuses",
+            database("serverRef: {name: main, namespace: Couch_DB}"),
+            "spec.serverRef.namespace in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
         ),
         (
             "server reference namespace over 63 characters",
@@ -627,9 +627,14 @@ fn grant_cases() -> Vec<Case> {
             "spec.database.userDatabase.user: Required value",
         ),
         (
-            "grant on a per-user database with an empty namespace",
-            on("userDatabase: {user: alice, namespace: ''}"),
-            "spec.database.userDatabase.namespace in body should be at least 1 chars long",
+            "grant on a per-user database in a namespace Kubernetes refuses",
+            on("userDatabase: {user: alice, namespace: team_b}"),
+            "spec.database.userDatabase.namespace in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
+        ),
+        (
+            "grant on a CouchDatabase in a namespace Kubernetes refuses",
+            on("name: db, namespace: Team-B"),
+            "spec.database.namespace in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
         ),
         (
             "grant on an unmanaged database CouchDB would refuse",
@@ -662,6 +667,11 @@ fn grant_cases() -> Vec<Case> {
             "grant to a CouchUser with an empty name",
             with("users: [{name: ''}]"),
             "spec.users[0].name in body should be at least 1 chars long",
+        ),
+        (
+            "grant to a CouchUser in a namespace Kubernetes refuses",
+            with("users: [{name: alice, namespace: team-b-}]"),
+            "spec.users[0].namespace in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
         ),
         (
             "grant to a CouchUser in a namespace over 63 characters",
@@ -742,9 +752,14 @@ fn share_cases() -> Vec<Case> {
             "spec.source.database.name: Too long: may not be more than 253",
         ),
         (
-            "share from a CouchDatabase in an empty namespace",
-            from("database: {name: a, namespace: ''}"),
-            "spec.source.database.namespace in body should be at least 1 chars long",
+            "share from a CouchDatabase in a namespace Kubernetes refuses",
+            from("database: {name: a, namespace: team.b}"),
+            "spec.source.database.namespace in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
+        ),
+        (
+            "share into a per-user database in a namespace Kubernetes refuses",
+            into("userDatabase: {user: bob, namespace: -team-b}"),
+            "spec.target.userDatabase.namespace in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
         ),
         (
             "share from a per-user database without its user",
