@@ -15,7 +15,7 @@ pub struct ServerRef {
     /// Namespace of the CouchServer; defaults to the referring resource's namespace. A
     /// server in another namespace must allow this one in its `allowedNamespaces`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
 }
 
@@ -28,7 +28,7 @@ pub struct ObjectRef {
     pub name: String,
     /// Namespace of the referenced object; defaults to the referring resource's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
 }
 

@@ -82,7 +82,7 @@ pub struct GrantDatabase {
     /// Namespace of the CouchDatabase; defaults to the grant's namespace. A database in another
     /// namespace must consent to this one in its `sharedWith`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
     /// A CouchUser's per-user database (`perUserDatabase: true`). Only the entries this grant
     /// contributes are added and removed; the user stays its admin.

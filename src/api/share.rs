@@ -206,7 +206,7 @@ pub struct UserDatabaseRef {
     /// Namespace of the CouchUser; defaults to the referring resource's namespace. A user in
     /// another namespace must consent to this one in its `sharedWith`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
 }
 
