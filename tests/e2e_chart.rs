@@ -481,7 +481,11 @@ async fn every_value_set_renders_manifests_the_api_server_accepts() {
             ]),
             expect: couchdb(1),
         },
-        Case { name: "serviceMonitor enabled", values: strings(&["serviceMonitor.enabled=true"]), expect: operator },
+        Case {
+            name: "serviceMonitor enabled",
+            values: strings(&["serviceMonitor.enabled=true"]),
+            expect: with(&operator, &[("ServiceMonitor", 1)]),
+        },
     ];
 
     for case in cases {
