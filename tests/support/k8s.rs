@@ -43,6 +43,24 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
+/// Installs (server-side apply) a CRD from a YAML file under `tests/fixtures` (a kind the
+/// tests need that is not ours, such as the Prometheus Operator's ServiceMonitor) and waits
+/// until it is Established.
+pub async fn install_fixture_crd(client: &Client, fixture: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let crd: CustomResourceDefinition =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{} is not a CRD: {e}", path.display()));
+    let name = crd.name_any();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("couchshare-tests").force();
+    api.patch(&name, &params, &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("installing CRD {name}: {e}"));
+    tokio::time::timeout(Duration::from_secs(60), await_condition(api, &name, conditions::is_crd_established()))
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not Established within 60 s"))
+        .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
+}
+
 /// Creates a namespace unique to this test run. Namespaces are never reused: without a
 /// controller-manager their deletion never finishes.
 pub async fn namespace(client: &Client, prefix: &str) -> String {
