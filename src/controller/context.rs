@@ -140,6 +140,8 @@ pub struct Context {
     pub(crate) ledger: Arc<Ledger>,
     /// The `_db_updates` follower and `_security` auditor of each CouchServer.
     pub(crate) tasks: Tasks,
+    /// The `_changes` followers of the replicator databases shares use (see `replicator_feed`).
+    pub(crate) replicator_feeds: super::replicator_feed::ReplicatorFeeds,
     /// The on-change fan-in engines, one per CouchShare with strategy `OnChange`.
     pub(crate) engines: super::onchange::Engines,
     /// Consecutive failures per object, for the retry delay.
@@ -190,6 +192,7 @@ impl Context {
             clients: ClientCache::default(),
             ledger: Arc::default(),
             tasks: Tasks::default(),
+            replicator_feeds: Default::default(),
             engines: Default::default(),
             scheduler: SchedulerCache::default(),
             metrics,

@@ -21,6 +21,7 @@ mod metrics;
 mod onchange;
 mod own_writes;
 mod reflectors;
+mod replicator_feed;
 mod scheduler;
 mod server;
 mod servers;
