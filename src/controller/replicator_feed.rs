@@ -94,8 +94,9 @@ fn owners<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<ObjectRef<CouchShare>> 
 }
 
 /// Follows `db`'s `_changes` from `since` and requeues the shares whose documents changed; ends
-/// when no share uses the database any more (checked after each answer: a new share's status
-/// names its server only at the end of its first pass) or when the database is gone.
+/// when the database is gone, or when no share uses it any more — looked at only after a wait
+/// with no change, as a new share's status names its server at the end of its first pass, after
+/// its first writes came through here.
 async fn run(couch: CouchClient, key: Key, mut since: Value, shares: Store<CouchShare>, trigger: ShareTrigger) {
     let mut failures = 0u32;
     loop {
@@ -105,7 +106,7 @@ async fn run(couch: CouchClient, key: Key, mut since: Value, shares: Store<Couch
             timeout: Some(FEED_WAIT),
             ..Default::default()
         };
-        match couch.changes(&key.1, &query).await {
+        let quiet = match couch.changes(&key.1, &query).await {
             Ok(changes) => {
                 failures = 0;
                 for share in owners(changes.results.iter().map(|c| c.id.as_str())) {
@@ -113,6 +114,7 @@ async fn run(couch: CouchClient, key: Key, mut since: Value, shares: Store<Couch
                     let _ = trigger.send(share);
                 }
                 since = changes.last_seq;
+                changes.results.is_empty()
             }
             Err(e) if e.is_not_found() => {
                 tracing::debug!(database = %key.1, "replicator database gone; no longer followed");
@@ -122,9 +124,10 @@ async fn run(couch: CouchClient, key: Key, mut since: Value, shares: Store<Couch
                 failures = failures.saturating_add(1);
                 tracing::debug!(error = %e, database = %key.1, "replicator _changes failed; retrying");
                 tokio::time::sleep(delay(Duration::from_millis(500), Duration::from_secs(30), failures)).await;
+                true
             }
-        }
-        if !in_use(&shares, &key) {
+        };
+        if quiet && !in_use(&shares, &key) {
             tracing::debug!(database = %key.1, "no share uses the replicator database; no longer followed");
             return;
         }
