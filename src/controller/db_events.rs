@@ -53,6 +53,9 @@ pub struct Batch {
     pub position: Option<Value>,
     /// Where they came from.
     pub source: EventSource,
+    /// While listing: every database listed (a database created and deleted between two
+    /// listings makes no event; whoever knows what should exist compares with this).
+    pub listed: Option<Arc<BTreeSet<String>>>,
     /// Changes inside databases before these may be missing — the feed is back after a time
     /// without it, or CouchDB refused the old position: whoever needs them makes a full pass.
     pub gap: bool,
@@ -84,7 +87,7 @@ pub struct DbEvents {
     prefix: String,
     since: Option<Value>,
     /// The last listing, while listing.
-    known: Option<BTreeSet<String>>,
+    known: Option<Arc<BTreeSet<String>>>,
     /// The feed was lost: when it is back, say there is a gap.
     lost: bool,
     nudge: Arc<Notify>,
@@ -105,7 +108,13 @@ impl DbEvents {
                 Ok(u) => {
                     self.since = Some(u.last_seq.clone());
                     let source = EventSource::Feed;
-                    return Ok(Batch { updates: u.results, position: Some(u.last_seq), source, gap: false });
+                    return Ok(Batch {
+                        updates: u.results,
+                        position: Some(u.last_seq),
+                        source,
+                        listed: None,
+                        gap: false,
+                    });
                 }
                 Err(e) if feed_missing(&e) => {
                     tracing::info!(error = %e, every = ?LISTING_EVERY, "no _db_updates; listing the databases instead");
@@ -116,7 +125,7 @@ impl DbEvents {
                     if let Some(now) = position(&self.couch).await? {
                         self.since = Some(now.clone());
                         let source = EventSource::Feed;
-                        return Ok(Batch { updates: vec![], position: Some(now), source, gap: true });
+                        return Ok(Batch { updates: vec![], position: Some(now), source, listed: None, gap: true });
                     }
                     self.lose_feed();
                 }
@@ -142,11 +151,13 @@ impl DbEvents {
             }
         }
         let position = position(&self.couch).await?;
-        let listed: BTreeSet<String> = self.couch.databases_with_prefix(&self.prefix).await?.into_iter().collect();
+        let listed: Arc<BTreeSet<String>> =
+            Arc::new(self.couch.databases_with_prefix(&self.prefix).await?.into_iter().collect());
         let updates = self.known.as_ref().map(|known| listing_changes(known, &listed)).unwrap_or_default();
         let Some(now) = position else {
-            self.known = Some(listed);
-            return Ok(Batch { updates, position: None, source: EventSource::Listing, gap: false });
+            self.known = Some(listed.clone());
+            let source = EventSource::Listing;
+            return Ok(Batch { updates, position: None, source, listed: Some(listed), gap: false });
         };
         let gap = self.lost || self.known.is_some();
         if gap {
@@ -155,7 +166,7 @@ impl DbEvents {
         self.since = Some(now.clone());
         self.known = None;
         self.lost = false;
-        Ok(Batch { updates, position: Some(now), source: EventSource::Feed, gap })
+        Ok(Batch { updates, position: Some(now), source: EventSource::Feed, listed: Some(listed), gap })
     }
 }
 

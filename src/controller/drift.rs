@@ -5,9 +5,11 @@
 //! status. The periodic resync stays the safety net (and the only path for `_security` edits,
 //! which no feed reports).
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -45,6 +47,7 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
             };
             let mut events = DbEvents::new(couch, String::new(), since, feeds.nudge(&server_ref));
             let mut failures = 0u32;
+            let mut missing = Missing::default();
             let note_source = |source: EventSource| {
                 metrics.database_events(&server_ref.namespace, &server_ref.name, source.name());
                 if feeds.set_source(&server_ref, source)
@@ -64,6 +67,13 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                     Ok(batch) => {
                         failures = 0;
                         note_source(batch.source);
+                        // A listing also shows managed databases gone between two listings.
+                        if let Some(listed) = &batch.listed {
+                            for db in missing.newly_missing(&databases, &server_ref, listed) {
+                                tracing::debug!(database = %db.couch_name(), "managed database not listed; requeueing");
+                                let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
+                            }
+                        }
                         for update in &batch.updates {
                             if !matches!(update.kind.as_str(), "deleted" | "created") {
                                 continue;
@@ -92,4 +102,24 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
             }
         })
     });
+}
+
+/// The managed databases a listing did not show, each reported once until it is listed again
+/// (a reconciler that cannot recreate one is not requeued on every listing: it backs off).
+#[derive(Default)]
+struct Missing(BTreeSet<String>);
+
+impl Missing {
+    /// The CouchDatabases of `server` whose database `listed` lacks and that were not reported
+    /// missing since they were last listed.
+    fn newly_missing(
+        &mut self,
+        databases: &Store<CouchDatabase>,
+        server: &ServerKey,
+        listed: &BTreeSet<String>,
+    ) -> Vec<Arc<CouchDatabase>> {
+        self.0.retain(|name| !listed.contains(name));
+        let ours = databases.state().into_iter().filter(|db| server_key(db.as_ref(), &db.spec.server_ref) == *server);
+        ours.filter(|db| !listed.contains(db.couch_name()) && self.0.insert(db.couch_name().to_string())).collect()
+    }
 }
