@@ -53,7 +53,7 @@ pub(crate) async fn ensure(
 ) -> Result<Outcome, Error> {
     // Once, when the engine starts (a switch from Continuous, or a restart), not on every pass.
     if !ctx.engines.running(&engine_key(share)) {
-        let deleted = super::share_revoke::delete_replication_docs(ctx, share, connected).await?;
+        let deleted = super::share_stop::delete_replication_docs(ctx, share, connected).await?;
         if !deleted.is_empty() {
             tracing::info!(?deleted, "deleted continuous replication documents: the share replicates on change now");
         }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::couch::{ReplicationState, ReplicationStatus, status_from_replicator_doc};
+use crate::couch::{ReplicationState, ReplicationStatus, SchedulerJob, status_from_replicator_doc};
 
 /// How unhealthy a replication state is: lower is worse.
 fn state_rank(state: Option<&str>) -> u8 {
@@ -75,11 +75,43 @@ pub fn replication_state(scheduled: Option<&ReplicationStatus>, doc: Option<&Val
     }
 }
 
+/// The jobs among `jobs` (`_scheduler/jobs`, every node's) that run a replication document of
+/// the share `namespace`/`name`, as `<document> on <node>`.
+pub fn jobs_of_share(jobs: &[SchedulerJob], namespace: &str, name: &str) -> Vec<String> {
+    jobs.iter()
+        .filter_map(|j| j.doc_id.as_deref().map(|id| (id, j.node.as_deref().unwrap_or("?"))))
+        .filter(|(id, _)| super::replication_doc_owner(id).is_some_and(|(ns, n)| ns == namespace && n == name))
+        .map(|(id, node)| format!("{id} on {node}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::couch::ReplicationInfo;
     use serde_json::json;
+
+    #[test]
+    fn only_the_shares_own_jobs_are_its_jobs() {
+        let job = |doc: Option<&str>, node: &str| SchedulerJob {
+            id: "x".into(),
+            database: doc.map(|_| "_replicator".into()),
+            doc_id: doc.map(str::to_owned),
+            node: Some(node.into()),
+        };
+        let jobs = [
+            job(Some("couchshare_ns_s_fwd"), "node2@127.0.0.1"),
+            job(Some("couchshare_ns_s_back"), "node3@127.0.0.1"),
+            job(Some("couchshare_ns_s2_fwd"), "node1@127.0.0.1"),
+            job(Some("couchshare_other_s_fwd"), "node1@127.0.0.1"),
+            job(None, "node1@127.0.0.1"),
+        ];
+        assert_eq!(
+            jobs_of_share(&jobs, "ns", "s"),
+            ["couchshare_ns_s_fwd on node2@127.0.0.1", "couchshare_ns_s_back on node3@127.0.0.1"]
+        );
+        assert!(jobs_of_share(&jobs, "ns", "gone").is_empty());
+    }
 
     #[test]
     fn an_end_the_document_records_wins_over_a_scheduler_that_lags() {
