@@ -82,7 +82,11 @@ pub(crate) async fn purge_copies(
             return Ok(());
         }
         if round > 0 {
-            tracing::warn!(copies = ids.len(), database = db, "copies came back after the purge; purging again");
+            tracing::warn!(
+                copies = ids.len(),
+                database = db,
+                "copies still or again in the target after the purge (a shard copy behind, or a late write); purging again"
+            );
         }
         if !purge_from_target(ctx, share, &client, target, &ids, local_purge, &url).await? {
             return Ok(());
