@@ -14,7 +14,9 @@ use couchshare::couch::{CouchClient, CreateDatabase, DbUpdatesQuery, FeedMode, P
 use kube::Client;
 use kube::api::Api;
 use serde_json::json;
-use support::operator::{Operator, admin_secret, apply_json, manifest as kind, server_manifest, wait_for};
+use support::operator::{
+    Operator, admin_secret, apply_json, eventually_true, manifest as kind, server_manifest, wait_for,
+};
 use support::{couchdb, k8s};
 
 struct Env {
@@ -87,6 +89,23 @@ async fn a_database_deleted_by_hand_right_after_the_cluster_is_finished_is_back_
         assert_eq!(source.as_deref(), Some("_all_dbs"), "the status says the listing stands in for the feed");
     }
     assert!(source.is_some(), "the status says where database events come from");
+    // Once CouchDB serves the feed (how long that takes is CouchDB's: minutes, in some runs),
+    // the follower goes back to it within a listing round or two, and the status says so.
+    if source.as_deref() == Some("_all_dbs") {
+        let answering = couchdb::eventually(Duration::from_secs(60), || async {
+            (!feed_missing(&env.couch).await).then(Instant::now)
+        })
+        .await;
+        let Some(answering) = answering else {
+            eprintln!("{test}: _db_updates still 404 60 s on; the switch back to it was not seen");
+            return;
+        };
+        eventually_true("the status says _db_updates once the feed answers", &env.op, 10, async || {
+            events_source(&env).await.as_deref() == Some("_db_updates")
+        })
+        .await;
+        eprintln!("{test}: status back on _db_updates {:?} after the feed answered", answering.elapsed());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -42,7 +42,10 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
             // Whether the feed answers is known at once, for the status: not after a first wait.
             let (since, source) = match position(&couch).await {
                 Ok(Some(p)) => (Some(p), Some(EventSource::Feed)),
-                Ok(None) => (None, Some(EventSource::Listing)),
+                Ok(None) => {
+                    tracing::info!(server = %server_ref, "no _db_updates; listing the databases instead until it answers");
+                    (None, Some(EventSource::Listing))
+                }
                 Err(_) => (Some(json!("now")), None),
             };
             let mut events = DbEvents::new(couch, String::new(), since, feeds.nudge(&server_ref));
