@@ -43,7 +43,11 @@ async fn setup(test: &str, prefix: &str) -> Option<Env> {
     admin_secret(&client, &ns).await;
     let op = Operator::start(&ns, &["--resync-interval", "10m"]);
     let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
-    let spec = json!({"trustedNamespaces": {"from": "Same"}});
+    // As the example server: CouchDB's default start jitter would add up to 5 s to each one-shot.
+    let spec = json!({
+        "trustedNamespaces": {"from": "Same"},
+        "config": {"settings": {"replicator/startup_jitter": "200"}}
+    });
     let _: CouchServer = apply_json(&client, &ns, server_manifest("main", &url, spec)).await;
     let servers = Api::<CouchServer>::namespaced(client.clone(), &ns);
     wait_for(&servers, "main", &op, "finished and Ready", |s| {

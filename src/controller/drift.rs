@@ -17,6 +17,7 @@ use super::backoff::delay;
 use super::context::Context;
 use super::db_events::{DbEvents, EventSource, position};
 use super::keys::ServerKey;
+use super::ledger::Ledger;
 use super::servers::server_key;
 use super::tasks::{Task, server_exists};
 use crate::api::{CouchDatabase, CouchServer};
@@ -72,7 +73,7 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                         note_source(batch.source);
                         // A listing also shows managed databases gone between two listings.
                         if let Some(listed) = &batch.listed {
-                            for db in missing.newly_missing(&databases, &server_ref, listed) {
+                            for db in missing.newly_missing(&databases, &ledger, &server_ref, listed) {
                                 tracing::debug!(database = %db.couch_name(), "managed database not listed; requeueing");
                                 let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
                             }
@@ -108,21 +109,28 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
 }
 
 /// The managed databases a listing did not show, each reported once until it is listed again
-/// (a reconciler that cannot recreate one is not requeued on every listing: it backs off).
+/// or its reconciler has created it since (a reconciler that cannot recreate one is not
+/// requeued on every listing: it backs off; one recreated and deleted again between two
+/// listings is reported again).
 #[derive(Default)]
 struct Missing(BTreeSet<String>);
 
 impl Missing {
     /// The CouchDatabases of `server` whose database `listed` lacks and that were not reported
-    /// missing since they were last listed.
+    /// missing since they were last listed or created by this process.
     fn newly_missing(
         &mut self,
         databases: &Store<CouchDatabase>,
+        ledger: &Ledger,
         server: &ServerKey,
         listed: &BTreeSet<String>,
     ) -> Vec<Arc<CouchDatabase>> {
         self.0.retain(|name| !listed.contains(name));
         let ours = databases.state().into_iter().filter(|db| server_key(db.as_ref(), &db.spec.server_ref) == *server);
-        ours.filter(|db| !listed.contains(db.couch_name()) && self.0.insert(db.couch_name().to_string())).collect()
+        ours.filter(|db| {
+            let name = db.couch_name();
+            !listed.contains(name) && (self.0.insert(name.to_string()) || ledger.created_here(server, name))
+        })
+        .collect()
     }
 }
