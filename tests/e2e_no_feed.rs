@@ -2,8 +2,10 @@
 //! just finished, CouchDB answers `GET /_db_updates` with 404 for a while; a database deleted by
 //! hand in that window comes back within 5 s, and an on-change fan-in replicates a new per-user
 //! database within 10 s. Each test says whether the feed was still 404 when it acted (a cluster
-//! finished long before answers it, and the tests then prove the feed path instead). On a single
-//! node they skip: the topology, not a capability, is what they need.
+//! finished long before answers it, and the tests then prove the feed path instead); on a single
+//! node those two skip: the topology, not a capability, is what they need. On a single node a
+//! third takes `_global_changes` away under a running operator: it lists around the missing
+//! feed, its server puts the database back, and the feed is taken up again.
 
 mod support;
 
@@ -150,4 +152,62 @@ async fn an_on_change_fan_in_replicates_a_new_users_database_within_10_s_right_a
     );
     let arrived = arrived.unwrap_or_else(|| panic!("the new user's document never arrived:\n{}", env.op.tail()));
     assert!(arrived <= Duration::from_secs(10), "arrived only after {arrived:?}:\n{}", env.op.tail());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feed_that_goes_missing_is_listed_around_and_taken_back_when_it_returns() {
+    let test = "a_feed_that_goes_missing_is_listed_around_and_taken_back_when_it_returns";
+    let Some((client, couch)) = support::servers(test).await else { return };
+    if !couchdb::require_capability(test, &couch.capabilities().await.expect("capabilities"), "db_updates") {
+        return;
+    }
+    // It takes `_global_changes` away: not on a cluster, whose other tests use its feed.
+    if couch.membership().await.expect("_membership").cluster_nodes.len() > 1 {
+        couchdb::say_skip(&format!("SKIP {test}: needs a single node (it removes _global_changes)"));
+        return;
+    }
+    let ns = k8s::namespace(&client, "nofeed-single").await;
+    admin_secret(&client, &ns).await;
+    let op = Operator::start(&ns, &["--resync-interval", "10m"]);
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    let _: CouchServer = apply_json(&client, &ns, server_manifest("main", &url, json!({}))).await;
+    let env = Env { client, couch, ns, op };
+    let name = support::operator::ready_database(&env.client, &env.ns, "kept", &env.op).await;
+    eventually_true("the status says _db_updates", &env.op, 30, async || {
+        events_source(&env).await.as_deref() == Some("_db_updates")
+    })
+    .await;
+    // The feed goes: the follower lists instead and requeues its server, whose reconcile (no
+    // resync for 10 minutes) puts the system database back; the follower takes the feed back.
+    env.couch.delete_database("_global_changes").await.expect("remove _global_changes");
+    let gone = Instant::now();
+    let restored = couchdb::eventually(Duration::from_secs(30), || async {
+        env.couch.database_exists("_global_changes").await.ok().filter(|e| *e).map(|_| gone.elapsed())
+    })
+    .await;
+    if restored.is_none() {
+        let _ = env.couch.create_database("_global_changes", &CreateDatabase::default()).await;
+    }
+    let restored = restored.unwrap_or_else(|| panic!("_global_changes not restored:\n{}", env.op.tail()));
+    eventually_true("the status says _db_updates again", &env.op, 15, async || {
+        !feed_missing(&env.couch).await && events_source(&env).await.as_deref() == Some("_db_updates")
+    })
+    .await;
+    let output = env.op.output();
+    assert!(
+        output.contains("no _db_updates; listing the databases instead"),
+        "it listed meanwhile:\n{}",
+        env.op.tail()
+    );
+    assert!(output.contains("_db_updates answers again"), "it took the feed back:\n{}", env.op.tail());
+    env.couch.delete_database(&name).await.expect("delete by hand");
+    let deleted = Instant::now();
+    let back = couchdb::eventually(Duration::from_secs(30), || async {
+        env.couch.database_exists(&name).await.ok().filter(|e| *e).map(|_| deleted.elapsed())
+    })
+    .await;
+    eprintln!(
+        "{test}: _global_changes restored after {restored:?}; a database deleted on the feed again back after {back:?}"
+    );
+    assert!(back.is_some_and(|b| b <= Duration::from_secs(5)), "recreated within 5 s:\n{}", env.op.tail());
 }
