@@ -1,8 +1,9 @@
 //! End-to-end, operator running: no feed, no blind spot. On a 3-node cluster the operator has
-//! just finished, CouchDB answers `GET /_db_updates` with 404 for a while; a database deleted by
-//! hand in that window comes back within 5 s, and an on-change fan-in replicates a new per-user
-//! database within 10 s. Each test says whether the feed was still 404 when it acted (a cluster
-//! finished long before answers it, and the tests then prove the feed path instead); on a single
+//! just finished, CouchDB 3.5 answered `GET /_db_updates` with 404 for minutes (until the
+//! operator learnt to create the system databases again after finishing); a database deleted by
+//! hand right after finishing comes back within 5 s, and an on-change fan-in replicates a new
+//! per-user database within 10 s, whether the feed answers or the `_all_dbs` listing stands in.
+//! Each test says which it was (the feed, since that fix); on a single
 //! node those two skip: the topology, not a capability, is what they need. On a single node a
 //! third takes `_global_changes` away under a running operator: it lists around the missing
 //! feed, its server puts the database back, and the feed is taken up again.
