@@ -1,8 +1,9 @@
 //! Database events of one server — created, deleted and, from the feed, updated — for the drift
 //! follower and the on-change engines: from CouchDB's `_db_updates` while it answers, and from a
 //! diff of `_all_dbs` every [`LISTING_EVERY`] while it does not. A cluster just finished answers
-//! `_db_updates` with 404 for a while (its `_global_changes` is not serving yet), and a
-//! deployment without `_global_changes` never has it; pouchdb-server has no such feed at all.
+//! `_db_updates` with 404 (its `_global_changes` half made by `finish_cluster`, until the server
+//! reconciler creates it again), a deployment without `_global_changes` never has it, and
+//! pouchdb-server has no such feed at all.
 //!
 //! Every listing round first asks the feed for its position, so the round that finds it back
 //! switches to it with nothing falling between the listing and the feed. A nudge (the server
