@@ -239,6 +239,11 @@ pub struct CouchServerStatus {
     /// (`all_nodes`), or connected but not answering. The `Degraded` condition names them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub membership: Option<MembershipStatus>,
+    /// Where the operator learns that a database was created or deleted on this server:
+    /// `_db_updates` (CouchDB's feed), or `_all_dbs` (a listing compared every 2 s, while the
+    /// feed cannot be read — a cluster just finished, or no `_global_changes` database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_events: Option<String>,
 }
 
 /// How whole a cluster is.

@@ -140,6 +140,10 @@ pub struct Context {
     pub(crate) ledger: Arc<Ledger>,
     /// The `_db_updates` follower and `_security` auditor of each CouchServer.
     pub(crate) tasks: Tasks,
+    /// The `_changes` followers of the replicator databases shares use (see `replicator_feed`).
+    pub(crate) replicator_feeds: super::replicator_feed::ReplicatorFeeds,
+    /// Per server: the source of its database events, and the nudge to look for the feed again.
+    pub(crate) server_feeds: Arc<super::db_events::ServerFeeds>,
     /// The on-change fan-in engines, one per CouchShare with strategy `OnChange`.
     pub(crate) engines: super::onchange::Engines,
     /// Consecutive failures per object, for the retry delay.
@@ -148,6 +152,8 @@ pub struct Context {
     pub(crate) scheduler: SchedulerCache,
     /// The process's metrics (served on `/metrics`).
     pub(crate) metrics: Arc<Metrics>,
+    /// Requeues CouchServers when the source of their database events changes (see `drift`).
+    pub(crate) server_trigger: Option<ServerTrigger>,
     /// Requeues CouchDatabases from CouchDB's own feeds (see `drift`).
     pub(crate) database_trigger: Option<super::drift::DatabaseTrigger>,
     /// Requeues CouchGrants when their database's reconciler has merged them into `_security`.
@@ -160,6 +166,9 @@ pub struct Context {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// Where a server's drift follower asks for the server to be looked at again.
+pub type ServerTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchServer>>;
+
 /// Where a database reconciler asks for its grants to be looked at again.
 pub type GrantTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchGrant>>;
 
@@ -169,6 +178,8 @@ pub type ShareTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflec
 /// Channels by which one controller requeues another's objects.
 #[derive(Default)]
 pub struct Triggers {
+    /// To the CouchServer controller.
+    pub servers: Option<ServerTrigger>,
     /// To the CouchDatabase controller.
     pub databases: Option<super::drift::DatabaseTrigger>,
     /// To the CouchGrant controller.
@@ -190,9 +201,12 @@ impl Context {
             clients: ClientCache::default(),
             ledger: Arc::default(),
             tasks: Tasks::default(),
+            replicator_feeds: Default::default(),
+            server_feeds: Arc::default(),
             engines: Default::default(),
             scheduler: SchedulerCache::default(),
             metrics,
+            server_trigger: triggers.servers,
             database_trigger: triggers.databases,
             grant_trigger: triggers.grants,
             share_trigger: triggers.shares,

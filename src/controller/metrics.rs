@@ -75,6 +75,16 @@ struct Server {
     server: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerSource {
+    namespace: String,
+    server: String,
+    source: String,
+}
+
+/// The sources a server's database events can come from (see `db_events`).
+const EVENT_SOURCES: [&str; 2] = ["_db_updates", "_all_dbs"];
+
 fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
@@ -94,6 +104,7 @@ pub struct Metrics {
     budget_total: Family<Server, Gauge>,
     budget_used: Family<Server, Gauge>,
     nodes_missing: Family<Server, Gauge>,
+    database_events: Family<ServerSource, Gauge>,
     audit_reads: Family<Server, Counter>,
     audit_drift: Family<Server, Counter>,
     audit_cycle_seconds: Family<Server, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -126,6 +137,7 @@ impl Metrics {
             budget_total: Family::default(),
             budget_used: Family::default(),
             nodes_missing: Family::default(),
+            database_events: Family::default(),
             audit_reads: Family::default(),
             audit_drift: Family::default(),
             audit_cycle_seconds: Family::default(),
@@ -173,6 +185,11 @@ impl Metrics {
             "server_nodes_missing",
             "Cluster nodes configured but not connected, or connected but not answering",
             m.nodes_missing.clone(),
+        );
+        registry.register(
+            "server_database_events",
+            "Where a server's database events come from: 1 for the source in use (_db_updates, or an _all_dbs diff while that feed cannot be read)",
+            m.database_events.clone(),
         );
         registry.register("security_audit_reads", "_security reads by the audit", m.audit_reads.clone());
         registry.register(
@@ -298,6 +315,14 @@ impl Metrics {
         self.nodes_missing.get_or_create(&s).set(i64::try_from(missing).unwrap_or(i64::MAX));
     }
 
+    /// Where a server's database events come from now (one of [`EVENT_SOURCES`]).
+    pub fn database_events(&self, namespace: &str, server: &str, source: &str) {
+        for s in EVENT_SOURCES {
+            let label = ServerSource { namespace: namespace.into(), server: server.into(), source: s.into() };
+            self.database_events.get_or_create(&label).set(i64::from(s == source));
+        }
+    }
+
     /// One `_security` read by the audit.
     pub fn security_audited(&self, namespace: &str, server: &str) {
         self.audit_reads.get_or_create(&Server { namespace: namespace.into(), server: server.into() }).inc();
@@ -364,36 +389,5 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_exposition_names_what_happened() {
-        let m = Metrics::new();
-        m.reconciled("CouchDatabase", Duration::from_millis(3), None);
-        m.reconciled("CouchDatabase", Duration::from_millis(3), Some("Unreachable"));
-        m.couch_request(&RequestRecord {
-            method: "GET",
-            call: "/{db}/_security".into(),
-            status: Some(200),
-            elapsed: Duration::from_millis(1),
-        });
-        m.replication("ns", "s", "r", "running", Some(4), Some(0));
-        m.replication("ns", "s", "r", "crashing", Some(5), Some(1));
-        m.server("ns", "main", true, Some((500, 3)));
-        let text = m.encode();
-        assert!(text.contains(r#"couchshare_reconciles_total{kind="CouchDatabase"} 2"#), "{text}");
-        assert!(text.contains(r#"couchshare_reconcile_errors_total{kind="CouchDatabase",reason="Unreachable"} 1"#));
-        assert!(
-            text.contains(r#"couchshare_couchdb_requests_total{method="GET",call="/{db}/_security",status="200"} 1"#)
-        );
-        assert!(
-            text.contains(
-                r#"couchshare_replication_state{namespace="ns",share="s",replication="r",state="crashing"} 1"#
-            )
-        );
-        assert!(!text.contains(r#"state="running"} 1"#), "the previous state is cleared");
-        assert!(text.contains(r#"couchshare_replication_changes_pending{namespace="ns",share="s",replication="r"} 5"#));
-        assert!(text.contains(r#"couchshare_server_replication_budget{namespace="ns",server="main"} 500"#));
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -9,6 +9,7 @@ mod clients;
 mod context;
 mod credentials;
 mod database;
+mod db_events;
 mod drift;
 mod error;
 mod finalize;
@@ -21,14 +22,17 @@ mod metrics;
 mod onchange;
 mod own_writes;
 mod reflectors;
+mod replicator_feed;
 mod scheduler;
 mod server;
 mod servers;
 mod share;
 mod share_endpoints;
 mod share_onchange;
+mod share_purge;
 mod share_refs;
 mod share_revoke;
+mod share_stop;
 mod share_user;
 mod status;
 mod tail;
@@ -165,6 +169,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let ns = config.namespace.as_deref();
 
     let mut reflectors = Reflectors::new();
+    let (server_trigger, servers_requested) = tokio::sync::mpsc::unbounded_channel();
     let (database_trigger, databases_requested) = tokio::sync::mpsc::unbounded_channel();
     let (grant_trigger, grants_requested) = tokio::sync::mpsc::unbounded_channel();
     let (share_trigger, shares_requested) = tokio::sync::mpsc::unbounded_channel();
@@ -173,6 +178,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         config.options.clone(),
         reflectors.stores(),
         context::Triggers {
+            servers: Some(server_trigger),
             databases: Some(database_trigger),
             grants: Some(grant_trigger),
             shares: Some(share_trigger),
@@ -181,7 +187,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     ));
 
     let per_kind = controller::Config::default().concurrency(config.concurrency);
-    let servers = wiring::servers(&mut reflectors, per_kind.clone());
+    let servers = wiring::servers(&mut reflectors, per_kind.clone(), servers_requested);
     let databases = wiring::databases(&mut reflectors, per_kind.clone(), databases_requested);
     let users = wiring::users(&mut reflectors, per_kind.clone(), ctx.own_writes.clone());
     let grants = wiring::grants(&mut reflectors, per_kind.clone(), grants_requested);

@@ -10,8 +10,10 @@
 //! checkpoint lists; without a checkpoint (or one written while more than
 //! [`CHECKPOINT_PENDING_MAX`] sources were not replicated yet), or when CouchDB refuses its
 //! position, every source is replicated once (CouchDB's own replication checkpoints make that read only what is new).
-//! On a server without `_db_updates` (pouchdb-server) every source is replicated once per
-//! resync instead, and the status says so.
+//! While `_db_updates` cannot be read — a cluster just finished, a server without
+//! `_global_changes`, pouchdb-server — new and deleted sources come from an `_all_dbs` diff every
+//! few seconds instead (see `db_events`), every source is replicated once per resync, and the
+//! status says so; when the feed is back, one full pass catches up.
 //!
 //! The task publishes counts for the share's status, and requeues the share when they cross a
 //! line the conditions show (failing or not, first full sync) or, at most every
@@ -27,17 +29,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::api::{CouchShare, OnChangeFailure, OnChangeStatus};
-use crate::couch::{CouchClient, CouchError, DbUpdatesQuery, FeedMode};
+use crate::couch::{CouchClient, CouchError};
 use crate::plan::onchange::{Ended, FanInQueue, seq_number};
 
 use super::backoff::delay;
 use super::context::ShareTrigger;
+use super::db_events::{Batch, DbEvents, EventSource, position};
 use super::metrics::Metrics;
 
 /// How a one-shot replication may take before it is given up (and retried).
 const REPLICATION_WAIT: Duration = Duration::from_secs(600);
-/// The longpoll wait of the feed.
-const FEED_WAIT: Duration = Duration::from_secs(25);
 /// How often, at most, the checkpoint is written (only when it changed).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// How often, at most, changed counts requeue the share for a status write.
@@ -80,6 +81,8 @@ pub struct EngineSpec {
     pub k: usize,
     /// Full pass period without a feed.
     pub resync: Duration,
+    /// Wakes the listing of the sources to look for the feed again (see `db_events`).
+    pub nudge: Arc<tokio::sync::Notify>,
 }
 
 /// What the share's status shows of an engine.
@@ -220,51 +223,26 @@ async fn read_checkpoint(target: &(CouchClient, String), uid: &str) -> Result<Op
 
 /// One answer of the feed task.
 enum Feed {
-    /// Updates, and the position after them.
-    Updates(Vec<crate::couch::DbUpdate>, Value),
-    /// The server has no `_db_updates`.
-    Unsupported,
-    /// CouchDB refused the position: start again from now, after a full pass.
-    Reset(Value),
-    /// The feed failed (retried with backoff); `None` when it works again.
+    /// Database events, from `_db_updates` or a listing.
+    Events(Batch),
+    /// Reading them failed (retried with backoff); `None` when it works again.
     Broken(Option<String>),
 }
 
-async fn follow_feed(couch: CouchClient, mut since: Value, tx: mpsc::Sender<Feed>) {
+async fn follow_feed(mut events: DbEvents, tx: mpsc::Sender<Feed>) {
     let mut failures = 0u32;
+    let mut source = None;
     loop {
-        let query = DbUpdatesQuery { feed: FeedMode::Longpoll, since: Some(since.clone()), timeout: Some(FEED_WAIT) };
-        match couch.db_updates(&query).await {
-            Ok(updates) => {
+        match events.next().await {
+            Ok(batch) => {
                 if failures > 0 && tx.send(Feed::Broken(None)).await.is_err() {
                     return;
                 }
                 failures = 0;
-                since = updates.last_seq.clone();
-                if !updates.results.is_empty()
-                    && tx.send(Feed::Updates(updates.results, updates.last_seq)).await.is_err()
-                {
+                let news = !batch.updates.is_empty() || batch.gap || source != Some(batch.source);
+                source = Some(batch.source);
+                if news && tx.send(Feed::Events(batch)).await.is_err() {
                     return;
-                }
-            }
-            Err(CouchError::NotSupported { .. }) => {
-                let _ = tx.send(Feed::Unsupported).await;
-                return;
-            }
-            Err(e @ CouchError::BadRequest { .. }) => {
-                tracing::warn!(error = %e, "CouchDB refused the _db_updates position; a full pass follows");
-                match now_seq(&couch).await {
-                    Ok(now) => {
-                        since = now.clone();
-                        if tx.send(Feed::Reset(now)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        let _ = tx.send(Feed::Broken(Some(e.to_string()))).await;
-                        tokio::time::sleep(delay(Duration::from_millis(500), Duration::from_secs(30), failures)).await;
-                    }
                 }
             }
             Err(e) => {
@@ -276,12 +254,6 @@ async fn follow_feed(couch: CouchClient, mut since: Value, tx: mpsc::Sender<Feed
             }
         }
     }
-}
-
-/// The feed's current position.
-async fn now_seq(couch: &CouchClient) -> Result<Value, CouchError> {
-    let query = DbUpdatesQuery { feed: FeedMode::Normal, since: Some(json!("now")), timeout: None };
-    Ok(couch.db_updates(&query).await?.last_seq)
 }
 
 /// Whether `db` is one of the sources (never a system database, never the target).
@@ -314,13 +286,13 @@ async fn list(spec: &EngineSpec, names: &BTreeSet<String>) -> Result<Vec<String>
 /// How the engine task starts: checkpoint, feed position, listing. Retried until it works.
 async fn start(spec: &EngineSpec, names: &BTreeSet<String>, queue: &mut FanInQueue) -> Result<Start, CouchError> {
     let checkpoint = read_checkpoint(&spec.target, &spec.uid).await?;
-    let feed = spec.couch.capabilities().await?.db_updates;
-    // The position is taken before listing, so nothing created meanwhile is missed.
-    let since = match (&checkpoint, feed) {
-        (_, false) => None,
-        (Some(Checkpoint { since: Some(since), .. }), true) => Some(since.clone()),
-        (_, true) => Some(now_seq(&spec.couch).await?),
+    // The position is taken before listing, so nothing created meanwhile is missed; without a
+    // feed to read (`None`), the sources are listed every few seconds instead.
+    let since = match &checkpoint {
+        Some(Checkpoint { since: Some(since), .. }) if position(&spec.couch).await?.is_some() => Some(since.clone()),
+        _ => position(&spec.couch).await?,
     };
+    let feed = since.is_some();
     let listed = list(spec, names).await?;
     let resumed = checkpoint.as_ref().is_some_and(|c| c.since.is_some()) && feed;
     for db in &listed {
@@ -378,8 +350,12 @@ async fn run(
     };
     tracing::info!(share = %spec.key, sources = queue.counts().discovered, resumed = started.resumed, feed = started.feed, "on-change fan-in started");
     let (feed_tx, mut feed_rx) = mpsc::channel::<Feed>(16);
-    let feed_task = started.since.clone().map(|since| tokio::spawn(follow_feed(spec.couch.clone(), since, feed_tx)));
-    let _feed_guard = AbortOnDrop(feed_task);
+    let prefix = match &spec.membership {
+        Membership::Prefix(p) => p.clone(),
+        Membership::Names => String::new(),
+    };
+    let events = DbEvents::new(spec.couch.clone(), prefix, started.since.clone(), spec.nudge.clone());
+    let _feed_guard = AbortOnDrop(Some(tokio::spawn(follow_feed(events, feed_tx))));
     let mut feed = started.feed;
     let mut feed_error: Option<String> = None;
     let mut since = started.since.clone();
@@ -532,9 +508,17 @@ async fn run(
                 }
             }
             Some(event) = feed_rx.recv() => match event {
-                Feed::Updates(updates, last) => {
+                Feed::Events(batch) => {
+                    let on_feed = batch.source == EventSource::Feed;
+                    if on_feed != feed {
+                        feed = on_feed;
+                        next_pass = Instant::now() + spec.resync;
+                    }
+                    if batch.gap {
+                        full_pass(&spec, &names, &mut queue).await;
+                    }
                     let at = Instant::now();
-                    for u in updates {
+                    for u in batch.updates {
                         if !is_source(&spec.membership, &names, &spec.target.1, &u.db_name) {
                             continue;
                         }
@@ -545,15 +529,7 @@ async fn run(
                             }
                         }
                     }
-                    since = Some(last);
-                }
-                Feed::Unsupported => {
-                    feed = false;
-                    since = None;
-                }
-                Feed::Reset(now) => {
-                    since = Some(now);
-                    full_pass(&spec, &names, &mut queue).await;
+                    since = batch.position;
                 }
                 Feed::Broken(error) => {
                     // Back again: whatever changed while it was down is found by a full pass.

@@ -66,6 +66,8 @@ async fn ensure(server: &CouchServer, ctx: &Context, pass: &mut Pass<CouchServer
             ServerStep::FinishCluster(why) => {
                 couch.finish_cluster().await.map_err(|e| Error::couch("finishing the cluster", url, e))?;
                 tracing::info!(why = %why, "finished the cluster");
+                // Its `_db_updates` may answer now: the followers listing instead look at once.
+                ctx.server_feeds.wake(&super::ServerKey::of(server));
             }
             ServerStep::CreateSystemDatabases(missing) => create_system_databases(&couch, missing, url).await?,
             ServerStep::SetConfig { node, key: (section, key), value } => {
@@ -120,6 +122,8 @@ async fn ensure(server: &CouchServer, ctx: &Context, pass: &mut Pass<CouchServer
     status.applied_config = applied_config(&planned.declared, &failures);
     status.config_failures = failures.clone();
     status.replication_budget = Some(planned.budget.clone());
+    let events = ctx.server_feeds.source(&super::ServerKey::of(server));
+    status.database_events = events.map(|s| s.name().to_string()).or(status.database_events.take());
     if !failures.is_empty() {
         let summary: Vec<String> = failures.iter().map(|f| format!("{} on {}: {}", f.key, f.node, f.message)).collect();
         return Err(Error::ConfigFailed(summary.join("; ")));

@@ -86,6 +86,8 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
         });
     }
     let outcome = result.map(|settled| match settled {
+        // CouchDB's replicator wakes it when a replication ends or fails (see `replicator_feed`);
+        // the resync is the safety net.
         Settled::Replicating => Outcome::new(
             NewCondition::ready("Replicating", "every replication is running or completed"),
             Action::requeue(ctx.resync()),
@@ -310,6 +312,10 @@ async fn observe(
     if !observed.replicator_exists {
         return Ok(observed);
     }
+    // Followed before the scheduler is read: a replication that ends after this pass wakes it.
+    super::replicator_feed::follow(ctx, connected, replicator)
+        .await
+        .map_err(|e| Error::couch("following the replicator database", url, e))?;
     let prefix = replication_doc_prefix(&intent.owner.namespace, &intent.owner.name);
     observed.replication_docs = couch
         .list_replication_docs_with_prefix(replicator, &prefix)

@@ -53,7 +53,7 @@ pub(crate) async fn ensure(
 ) -> Result<Outcome, Error> {
     // Once, when the engine starts (a switch from Continuous, or a restart), not on every pass.
     if !ctx.engines.running(&engine_key(share)) {
-        let deleted = super::share_revoke::delete_replication_docs(ctx, share, connected).await?;
+        let deleted = super::share_stop::delete_replication_docs(ctx, share, connected).await?;
         if !deleted.is_empty() {
             tracing::info!(?deleted, "deleted continuous replication documents: the share replicates on change now");
         }
@@ -92,6 +92,7 @@ pub(crate) async fn ensure(
         target: (target_client, target_db),
         k,
         resync: ctx.options.resync,
+        nudge: ctx.server_feeds.nudge(&super::ServerKey::of(&connected.server)),
     };
     let shared = ctx.engines.keep(spec, ctx.share_trigger.clone(), ctx.metrics.clone());
     let snapshot = shared.snapshot();
@@ -155,7 +156,8 @@ fn message(s: &OnChangeStatus) -> String {
     let how = if s.feed {
         "on each change _db_updates reports".to_string()
     } else {
-        "once per resync (this server has no _db_updates)".to_string()
+        "once per resync, new databases within seconds (_db_updates cannot be read; _all_dbs is compared instead)"
+            .to_string()
     };
     format!(
         "{} source database(s): {} in sync, {} behind, {} failing; replicated {how}, at most {} at once",

@@ -1,10 +1,10 @@
 //! Revoking a CouchShare, in an order that cannot replicate a deletion back: stop the
-//! replications (and wait until the scheduler has dropped them), delete the sharing document
-//! from the source, purge — never delete — it (and, when asked, the shared documents) from the
-//! target, then remove the scoped replication user.
+//! replications (`share_stop`: no job of the share left on any node), delete the sharing
+//! document from the source, purge — never delete — it (and, when asked, the shared documents)
+//! from the target, reading it again for copies that came back (`share_purge`), then remove the
+//! scoped replication user.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -15,10 +15,10 @@ use super::context::Context;
 use super::error::Error;
 use super::servers::{Connected, resolve_for_cleanup};
 use super::share_endpoints::{Consent, Place, Sources, place_client, sources, target};
+use super::share_purge::{Copies, purge_copies};
+use super::share_stop::stop_replications;
 use crate::api::{CouchShare, ServerRef};
-use crate::couch::{CouchClient, CouchError};
-use crate::plan::share::{owner, replication_secret_name, replicator_db};
-use crate::plan::share::{replication_doc_prefix, replication_username, stale_replications};
+use crate::plan::share::{owner, replication_secret_name, replication_username};
 
 /// The server whose `_replicator` holds the share's documents: recorded in status, else
 /// `serverRef`.
@@ -29,117 +29,6 @@ fn server_ref(share: &CouchShare) -> Option<ServerRef> {
         return Some(ServerRef { name: name.into(), namespace: Some(namespace.into()) });
     }
     share.spec.server_ref.clone()
-}
-
-/// Deletes every replication document of the share (one range read of its replicator
-/// database); returns their ids. Revocation waits for their jobs to go; a share that switches
-/// to strategy `OnChange` needs only this.
-pub(crate) async fn delete_replication_docs(
-    ctx: &Context,
-    share: &CouchShare,
-    connected: &Connected,
-) -> Result<Vec<String>, Error> {
-    let url = &connected.server.spec.url;
-    let replicator = replicator_db(share);
-    let me = owner(share);
-    let docs = match connected
-        .couch
-        .list_replication_docs_with_prefix(&replicator, &replication_doc_prefix(&me.namespace, &me.name))
-        .await
-    {
-        Ok(d) => d,
-        Err(e) if e.is_not_found() => return Ok(vec![]),
-        Err(e) => return Err(Error::couch("listing replication documents", url, e)),
-    };
-    let ours = stale_replications(&docs, &me, &[]);
-    for (id, rev) in &ours {
-        ctx.metrics.forget_replication(&me.namespace, &me.name, id);
-        match connected.couch.delete_replication_doc(&replicator, id, rev).await {
-            Ok(_) | Err(CouchError::NotFound { .. }) => {}
-            Err(e) => return Err(Error::couch("deleting a replication document", url, e)),
-        }
-    }
-    Ok(ours.into_iter().map(|(id, _)| id).collect())
-}
-
-/// How long one pass waits for the scheduler to drop a stopped replication before it returns
-/// `Waiting` and is retried.
-const SCHEDULER_DROP_WAIT: Duration = Duration::from_secs(2);
-
-/// Stops every replication of the share: deletes its documents, then waits until the scheduler
-/// has dropped their jobs (a job can still write until then). Jobs still scheduled after
-/// [`SCHEDULER_DROP_WAIT`] make it `Waiting`: nothing that could flow back is removed before
-/// they are gone, and the next pass looks again (for the ids the share's status recorded, as
-/// the documents are gone by then).
-async fn stop_replications(ctx: &Context, share: &CouchShare, connected: &Connected) -> Result<usize, Error> {
-    let url = connected.server.spec.url.clone();
-    let replicator = replicator_db(share);
-    let ours = delete_replication_docs(ctx, share, connected).await?;
-    let deleted = ours.len();
-    let mut ids = ours;
-    for recorded in share.status.iter().flat_map(|s| s.replications.iter()) {
-        if !ids.contains(&recorded.id) {
-            ids.push(recorded.id.clone());
-        }
-    }
-    let scheduled = |id: String| {
-        let (couch, replicator, url) = (connected.couch.clone(), replicator.clone(), url.clone());
-        async move {
-            match couch.replication_status(&replicator, &id).await {
-                Ok(None) | Err(CouchError::NotFound { .. }) => Ok(false),
-                Ok(Some(_)) => Ok(true),
-                Err(e) => Err(Error::couch("waiting for the scheduler", &url, e)),
-            }
-        }
-    };
-    wait_dropped(&ids, scheduled, SCHEDULER_DROP_WAIT).await?;
-    Ok(deleted)
-}
-
-/// Polls `scheduled` until none of `ids` is scheduled, for at most `wait`; then `Waiting`,
-/// naming the jobs still there.
-async fn wait_dropped<F>(ids: &[String], scheduled: impl Fn(String) -> F, wait: Duration) -> Result<(), Error>
-where
-    F: std::future::Future<Output = Result<bool, Error>>,
-{
-    let started = std::time::Instant::now();
-    loop {
-        let mut left = Vec::new();
-        for id in ids {
-            if scheduled(id.clone()).await? {
-                left.push(id.clone());
-            }
-        }
-        if left.is_empty() {
-            return Ok(());
-        }
-        if started.elapsed() >= wait {
-            return Err(Error::Waiting {
-                what: format!("the scheduler to drop the stopped replication(s) {}", left.join(", ")),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Purges documents (every leaf revision) from a database; never deletes, which would replicate.
-async fn purge(client: &CouchClient, db: &str, ids: &[String], url: &str) -> Result<usize, Error> {
-    let mut purged = 0;
-    for chunk in ids.chunks(100) {
-        let mut request = std::collections::BTreeMap::new();
-        for id in chunk {
-            let revs = client.leaf_revs(db, id).await.map_err(|e| Error::couch("reading leaf revisions", url, e))?;
-            if !revs.is_empty() {
-                request.insert(id.clone(), revs);
-            }
-        }
-        if request.is_empty() {
-            continue;
-        }
-        purged += request.len();
-        client.purge(db, &request).await.map_err(|e| Error::couch("purging", url, e))?;
-    }
-    Ok(purged)
 }
 
 /// Stops a share that is not (or no longer) permitted — an endpoint's consent withdrawn, the
@@ -165,7 +54,7 @@ pub(crate) async fn withdraw(share: &CouchShare, ctx: &Context) -> Result<(), Er
     {
         let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
         delete_sharing_document(ctx, &connected, source, &id).await?;
-        purge_from_target(ctx, share, &connected, target, &[id], caps.purge).await?;
+        purge_copies(ctx, share, &connected, target, Copies::Ids(vec![id]), caps.purge).await?;
     }
     if let Some(endpoints) = &endpoints {
         take_unmanaged_access(ctx, share, &connected, endpoints).await?;
@@ -248,29 +137,14 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
         && let Some(id) = share.status.as_ref().and_then(|s| s.sharing_document_id.clone())
     {
         delete_sharing_document(ctx, &connected, source, &id).await?;
-        purge_from_target(ctx, share, &connected, target, &[id], caps.purge).await?;
+        purge_copies(ctx, share, &connected, target, Copies::Ids(vec![id]), caps.purge).await?;
     }
     // The shared documents, when asked: from one source or a fan-in alike.
     if let Some((_, target)) = &endpoints
         && share.spec.revoke.as_ref().is_some_and(|r| r.purge_shared_documents)
         && let Some(selector) = &share.spec.selector
     {
-        let client = place_client(ctx, &connected, &target.end())?;
-        match client.find_ids(target.database(), selector).await {
-            Ok(ids) => {
-                let ids: Vec<String> = ids.into_iter().filter(|id| !id.starts_with("_design/")).collect();
-                purge_from_target(ctx, share, &connected, target, &ids, caps.purge).await?;
-            }
-            Err(e) => {
-                ctx.event(
-                    share,
-                    true,
-                    "PurgeSkipped",
-                    format!("shared documents not purged from {}: {e}", target.database()),
-                )
-                .await;
-            }
-        }
+        purge_copies(ctx, share, &connected, target, Copies::Selected(selector), caps.purge).await?;
     }
     if endpoints.is_none() {
         ctx.event(share, true, "CleanupSkipped", "source or target is gone; sharing document left as it is".into())
@@ -319,49 +193,6 @@ fn requeue_databases(ctx: &Context, share: &CouchShare) {
     }
 }
 
-async fn purge_from_target(
-    ctx: &Context,
-    share: &CouchShare,
-    connected: &Connected,
-    target: &Place,
-    ids: &[String],
-    local_purge: bool,
-) -> Result<(), Error> {
-    let url = connected.server.spec.url.clone();
-    if matches!(target, Place::Local { .. }) && !local_purge {
-        ctx.event(
-            share,
-            true,
-            "PurgeUnsupported",
-            format!(
-                "this server cannot purge; {} document(s) left in {} (never deleted: a delete would replicate back)",
-                ids.len(),
-                target.database()
-            ),
-        )
-        .await;
-        return Ok(());
-    }
-    let client = place_client(ctx, connected, &target.end())?;
-    match purge(&client, target.database(), ids, &url).await {
-        Ok(n) => {
-            tracing::info!(purged = n, database = target.database(), "purged from the target");
-            Ok(())
-        }
-        Err(Error::Couch { source, .. }) if matches!(*source, CouchError::NotSupported { .. }) => {
-            ctx.event(
-                share,
-                true,
-                "PurgeUnsupported",
-                format!("{} cannot purge; documents left in place", target.database()),
-            )
-            .await;
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Deleting a CouchShare revokes it (unless it already was).
 pub(crate) async fn cleanup(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
     if share.status.as_ref().is_some_and(|s| s.revoked) {
@@ -378,23 +209,5 @@ pub(crate) async fn cleanup(share: Arc<CouchShare>, ctx: &Context) -> Result<Act
             ctx.event(share.as_ref(), true, "CleanupSkipped", format!("revocation incomplete: {e}")).await;
             Ok(Action::await_change())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_job_the_scheduler_keeps_makes_revocation_wait_instead_of_carrying_on() {
-        let ids = vec!["couchshare_ns_s_fwd".to_string()];
-        let still_there = |_: String| async { Ok(true) };
-        let waited = wait_dropped(&ids, still_there, Duration::from_millis(150)).await;
-        match waited {
-            Err(Error::Waiting { what }) => assert!(what.contains("couchshare_ns_s_fwd"), "{what}"),
-            other => panic!("expected Waiting, got {other:?}"),
-        }
-        let gone = |_: String| async { Ok(false) };
-        assert!(wait_dropped(&ids, gone, Duration::from_millis(150)).await.is_ok());
     }
 }

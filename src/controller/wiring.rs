@@ -80,14 +80,20 @@ fn share_on_server(share: &CouchShare, key: &ServerKey) -> bool {
     recorded || share.spec.server_ref.as_ref().is_some_and(|r| &server_key(share, r) == key)
 }
 
-/// A change to an admin or CA Secret requeues the servers that use it (metadata only).
-pub(crate) fn servers(r: &mut Reflectors, config: Config) -> Controller<CouchServer> {
+/// A change to an admin or CA Secret requeues the servers that use it (metadata only); the drift
+/// follower requeues its server when the source of its database events changes (`requested`).
+pub(crate) fn servers(
+    r: &mut Reflectors,
+    config: Config,
+    requested: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<CouchServer>>,
+) -> Controller<CouchServer> {
     let servers = r.servers.store();
     controller_for(&mut r.servers)
         .watches_stream(r.secrets.touched(), move |secret: PartialObjectMeta<Secret>| {
             let (sns, sname) = (secret.namespace(), secret.name_any());
             matching(&servers, |s| s.namespace() == sns && uses_secret(s, &sname))
         })
+        .reconcile_on(requests(requested))
         .with_config(config)
 }
 

@@ -26,7 +26,7 @@ pub use feeds::{Change, ChangeRev, Changes, ChangesQuery, DbUpdate, DbUpdates, D
 pub use path::{encode_db, encode_doc_id};
 pub use replicate::{ALL_DBS_PAGE, Replicated};
 pub use replication::{
-    REPLICATOR_DB, ReplicationInfo, ReplicationState, ReplicationStatus, status_from_replicator_doc,
+    REPLICATOR_DB, ReplicationInfo, ReplicationState, ReplicationStatus, SchedulerJob, status_from_replicator_doc,
 };
 pub use server::{Capabilities, Membership, SINGLE_NODE_NAME, ServerInfo};
 pub use users::{USERS_DB, UserContext, UserDoc, user_doc_id};

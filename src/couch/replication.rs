@@ -151,6 +151,29 @@ pub fn status_from_replicator_doc(doc: &Value) -> Option<ReplicationStatus> {
 
 const SCHEDULER_PAGE: u64 = 500;
 
+/// A replication job that runs on some node of the cluster, from `_scheduler/jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SchedulerJob {
+    /// The job's id (the replication id).
+    pub id: String,
+    /// Its replicator database; `None` for a `POST /_replicate` job.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Its replicator document; `None` for a `POST /_replicate` job.
+    #[serde(default)]
+    pub doc_id: Option<String>,
+    /// The node that runs it.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SchedulerJobs {
+    #[serde(default)]
+    total_rows: Option<u64>,
+    jobs: Vec<SchedulerJob>,
+}
+
 impl CouchClient {
     /// A replicator document; `None` when missing.
     pub async fn get_replication_doc(&self, db: &str, id: &str) -> Result<Option<Value>, CouchError> {
@@ -216,6 +239,26 @@ impl CouchClient {
         }
     }
 
+    /// Every replication job that runs now, on every node (`_scheduler/jobs` asks them all),
+    /// page by page. A deleted replicator document does not mean that its job has stopped: this
+    /// does. `NotSupported` on servers without the scheduler.
+    pub async fn scheduler_jobs(&self) -> Result<Vec<SchedulerJob>, CouchError> {
+        if !self.capabilities().await?.scheduler {
+            return Err(CouchError::not_supported("_scheduler/jobs"));
+        }
+        let mut out = Vec::new();
+        loop {
+            let req =
+                Request::new(Method::GET, "/_scheduler/jobs").query("limit", SCHEDULER_PAGE).query("skip", out.len());
+            let page: SchedulerJobs = self.call(req).await?;
+            let got = page.jobs.len() as u64;
+            out.extend(page.jobs);
+            if got < SCHEDULER_PAGE || page.total_rows.is_some_and(|t| out.len() as u64 >= t) {
+                return Ok(out);
+            }
+        }
+    }
+
     /// The state of one replication; `None` when the document is unknown.
     pub async fn replication_status(&self, db: &str, id: &str) -> Result<Option<ReplicationStatus>, CouchError> {
         if !self.capabilities().await?.scheduler {
@@ -260,6 +303,20 @@ mod tests {
         let fresh: SchedulerDoc =
             serde_json::from_value(json!({"doc_id": "r3", "state": null, "info": null})).expect("parses");
         assert_eq!(fresh.into_status().state, None);
+    }
+
+    #[test]
+    fn scheduler_jobs_parse_with_and_without_a_document() {
+        let page: SchedulerJobs = serde_json::from_value(json!({"total_rows": 2, "offset": 0, "jobs": [
+            {"database": "_replicator", "id": "a1+continuous", "pid": "<0.1.0>", "source": "http://h/a/",
+             "target": "http://h/b/", "user": null, "doc_id": "couchshare_ns_s_fwd", "info": null,
+             "history": [], "node": "node2@127.0.0.1", "start_time": "2026-01-01T00:00:00Z"},
+            {"database": null, "id": "b2", "doc_id": null, "node": "node1@127.0.0.1"}
+        ]}))
+        .expect("parses");
+        assert_eq!(page.jobs[0].doc_id.as_deref(), Some("couchshare_ns_s_fwd"));
+        assert_eq!(page.jobs[0].node.as_deref(), Some("node2@127.0.0.1"));
+        assert_eq!(page.jobs[1].doc_id, None);
     }
 
     #[test]

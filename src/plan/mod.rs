@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod config;
 pub mod database;
 pub mod grant;
+pub mod listing;
 pub mod onchange;
 pub mod ownership;
 pub mod security;

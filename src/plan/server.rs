@@ -161,10 +161,16 @@ pub fn plan_server(intent: &ServerIntent, observed: &ObservedServer) -> ServerPl
     });
     let finished_now = cluster.as_ref().and_then(|c| c.finish.clone());
     let mut steps = Vec::new();
-    // Finishing a cluster creates the system databases; otherwise (a single node, or a cluster
-    // waiting for a node) they are created one by one.
+    // Finishing a cluster creates the system databases, but on CouchDB 3.5 leaves
+    // `_global_changes` half made (`_db_updates` answered 404 for minutes, until a `PUT` of it
+    // succeeded): every one is created after it, "already exists" being success. Otherwise (a
+    // single node, or a cluster waiting for a node) the missing ones are created one by one.
     match &finished_now {
-        Some(why) => steps.push(ServerStep::FinishCluster(why.clone())),
+        Some(why) => {
+            steps.push(ServerStep::FinishCluster(why.clone()));
+            let all = SYSTEM_DATABASES.iter().map(|d| d.to_string()).collect();
+            steps.push(ServerStep::CreateSystemDatabases(all));
+        }
         None if !observed.missing_system_databases.is_empty() => {
             steps.push(ServerStep::CreateSystemDatabases(observed.missing_system_databases.clone()))
         }

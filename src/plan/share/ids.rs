@@ -48,6 +48,20 @@ pub fn replication_doc_prefix(namespace: &str, name: &str) -> String {
         .to_string()
 }
 
+/// The share (namespace, name) whose replication document `id` is, read back from the id
+/// [`replication_doc_id`] gave it (`_` never appears in a Kubernetes name); `None` for any other
+/// document.
+pub fn replication_doc_owner(id: &str) -> Option<(String, String)> {
+    let mut parts = id.split('_');
+    let (Some("couchshare"), Some(ns), Some(name), Some(direction)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let known = [Direction::Forward.suffix(), Direction::Backward.suffix()].contains(&direction);
+    (known && !ns.is_empty() && !name.is_empty()).then(|| (ns.to_string(), name.to_string()))
+}
+
 /// Deterministic name of the scoped replication user of a share:
 /// `couchshare-repl-` + the first 20 hex chars of sha256("<namespace>/<name>"). Valid CouchDB username.
 pub fn replication_username(namespace: &str, name: &str) -> String {
@@ -101,6 +115,20 @@ pub fn replication_user_update(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replication_document_id_names_its_share() {
+        for (direction, user) in
+            [(Direction::Forward, None), (Direction::Backward, None), (Direction::Forward, Some("bob"))]
+        {
+            let id = replication_doc_id("inv", "alice-to.bob", direction, user);
+            assert_eq!(replication_doc_owner(&id), Some(("inv".into(), "alice-to.bob".into())), "{id}");
+        }
+        assert_eq!(replication_doc_owner("couchshare_inv_x_sideways"), None);
+        assert_eq!(replication_doc_owner("_design/x"), None);
+        assert_eq!(replication_doc_owner("someone_else_s_fwd"), None);
+        assert_eq!(replication_doc_owner("couchshare__x_fwd"), None);
+    }
 
     #[test]
     fn sharing_doc_ids_fill_the_template() {

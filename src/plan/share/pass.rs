@@ -10,11 +10,11 @@ use serde_json::Value;
 use super::{
     Direction, Endpoint, EndpointAuth, EndpointStyle, ReplicationAction, ReplicationSpec, endpoint_json,
     endpoint_url_with_credentials, is_failing, plan_replication, replication_doc_id, replication_selector,
-    replications_ready, sharing_doc, sharing_doc_id, sharing_doc_matches, stale_replications, summary_state,
-    validate_selector,
+    replication_state, replications_ready, sharing_doc, sharing_doc_id, sharing_doc_matches, stale_replications,
+    state_name, summary_state, validate_selector,
 };
 use crate::api::{ReplicationStatus, ShareMode};
-use crate::couch::{self, ReplicationState};
+use crate::couch;
 use crate::plan::ownership::{Owner, Refusal};
 
 /// One end of a replication, resolved.
@@ -338,25 +338,14 @@ pub fn plan_share(intent: &ShareIntent, observed: &ObservedShare) -> Result<Shar
     Ok(SharePlan { steps, report: Some(report), outcome, over_budget })
 }
 
-/// The name CouchShare status gives a scheduler state.
-pub fn state_name(state: &ReplicationState) -> String {
-    match state {
-        ReplicationState::Initializing => "initializing".into(),
-        ReplicationState::Running => "running".into(),
-        ReplicationState::Pending => "pending".into(),
-        ReplicationState::Crashing => "crashing".into(),
-        ReplicationState::Failed => "failed".into(),
-        ReplicationState::Completed => "completed".into(),
-        ReplicationState::Error => "error".into(),
-        ReplicationState::Other(s) => s.clone(),
-    }
-}
-
 fn report(wanted: &[Wanted], observed: &ObservedShare, sharing_document_id: Option<String>) -> ShareReport {
     let replications: Vec<ReplicationStatus> = wanted
         .iter()
         .map(|w| {
-            let s = observed.statuses.iter().find(|s| s.doc_id == w.spec.id);
+            let doc =
+                observed.replication_docs.iter().find(|d| d.get("_id").and_then(Value::as_str) == Some(&w.spec.id));
+            let s = replication_state(observed.statuses.iter().find(|s| s.doc_id == w.spec.id), doc);
+            let s = s.as_ref();
             let count = |n: u64| i64::try_from(n).ok();
             ReplicationStatus {
                 id: w.spec.id.clone(),
