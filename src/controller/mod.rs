@@ -27,6 +27,7 @@ mod scheduler;
 mod server;
 mod servers;
 mod share;
+mod share_checks;
 mod share_endpoints;
 mod share_onchange;
 mod share_purge;

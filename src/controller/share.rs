@@ -19,12 +19,10 @@ use super::tail::{Note, Outcome, Pass};
 use crate::api::{CouchShare, CouchShareStatus, ShareCredentials, ShareStrategy, condition};
 use crate::couch::CouchError;
 use crate::plan::share::{
-    EndpointAuth, EndpointStyle, ObservedShare, ShareIntent, ShareOutcome, ShareRefusal, ShareStep,
-    foreign_replication_doc, is_failing, plan_share, replication_doc_prefix, validate_share, wanted_ids,
-    wanted_sharing_docs,
+    EndpointAuth, EndpointStyle, ObservedShare, ShareIntent, ShareOutcome, ShareRefusal, ShareStep, is_failing,
+    plan_share, replication_doc_prefix, validate_share, wanted_ids, wanted_sharing_docs,
 };
 use crate::plan::share::{owner, replicator_db};
-use crate::plan::tenancy::TrustedAct;
 
 /// Reconciles one CouchShare.
 pub async fn reconcile(share: Arc<CouchShare>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -133,12 +131,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         Sources::One(p) => (vec![(None, p)], vec![]),
         Sources::FanIn { ready, waiting } => (ready.into_iter().map(|(user, p)| (Some(user), p)).collect(), waiting),
     };
-    if let Some((_, same)) = fan_in.iter().find(|(_, p)| p.same_database(&target)) {
-        return Err(Error::InvalidSpec(format!(
-            "source and target are the same database ({}): a share replicates between two databases",
-            same.database()
-        )));
-    }
+    super::share_checks::distinct_ends(fan_in.iter().map(|(_, p)| p), &target)?;
     let mut places: Vec<&Place> = vec![&target];
     places.extend(fan_in.iter().map(|(_, p)| p));
     // A remote that no client can be built for is refused before anything is written.
@@ -149,45 +142,12 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     }
     let server_ref = managing_server(share, &places)?;
     let connected = resolve(ctx, &ns, &server_ref).await?;
-    if share.spec.credentials == ShareCredentials::Admin {
-        super::tenancy::require_trust(ctx, &connected.server, &ns, TrustedAct::AdminCredentials).await??;
-    }
-    // A per-tenant replicator database is a database name like any other: in the namespace's scope.
-    if let Some(replicator) = &share.spec.replicator_database
-        && replicator != crate::couch::REPLICATOR_DB
-    {
-        let scope = super::tenancy::name_scope(ctx, &connected.server, &ns).await?;
-        crate::plan::tenancy::in_scope(&scope, crate::plan::tenancy::NameKind::Database, replicator, false)?;
-    }
+    let replicating = super::status::condition_state(&status.conditions, condition::READY)
+        .is_some_and(|(s, reason)| s == "True" && reason == "Replicating");
+    super::share_checks::before_writing(ctx, share, &connected, replicating).await?;
     status.server = Some(format!("{}/{}", server_ref.namespace.clone().unwrap_or_default(), server_ref.name));
     let url = connected.server.spec.url.clone();
     let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
-    // A selector CouchDB's Mango refuses is refused before the replication user or its Secret
-    // exists, not by the replicator once they do; asked until the share replicates.
-    let replicating = super::status::condition_state(&status.conditions, condition::READY)
-        .is_some_and(|(s, reason)| s == "True" && reason == "Replicating");
-    if !replicating
-        && let Some(selector) = &share.spec.selector
-        && let Some(reason) = connected
-            .couch
-            .selector_refusal(crate::couch::REPLICATOR_DB, selector)
-            .await
-            .map_err(|e| Error::couch("checking the selector", &url, e))?
-    {
-        return Err(Error::InvalidSelector(format!("CouchDB refuses the selector: {reason}")));
-    }
-    // So does a replication document under this share's ids that is not its own.
-    if !replicating && share.spec.strategy == ShareStrategy::Continuous {
-        let prefix = replication_doc_prefix(&me.namespace, &me.name);
-        let docs = match connected.couch.list_replication_docs_with_prefix(&replicator_db(share), &prefix).await {
-            Ok(docs) => docs,
-            Err(e) if e.is_not_found() => vec![],
-            Err(e) => return Err(Error::couch("listing replication documents", &url, e)),
-        };
-        if let Some(refusal) = foreign_replication_doc(&docs, &me) {
-            return Err(Error::Refused(refusal));
-        }
-    }
     let (local_auth, access_missing) = match share.spec.credentials {
         ShareCredentials::Scoped => {
             let (auth, rewritten) = super::share_user::ensure_replication_user(ctx, share, &connected).await?;
