@@ -1,5 +1,6 @@
-//! The CouchDB client against a real server (pouchdb-server by default, any CouchDB 3.x via
-//! COUCHDB_URL). Tests that need a capability the server lacks say so and skip.
+//! The CouchDB client against a real server (the Apache CouchDB that tools/test starts, any
+//! other CouchDB 3.x via COUCHDB_URL). Tests that need a capability the server lacks say so and
+//! skip (and fail instead with COUCHSHARE_REQUIRE_CAPABILITIES=1, as tools/test runs them).
 
 mod support;
 

@@ -8,9 +8,9 @@
 //! `<prefix><hex(name)>` with the user as its member and admin (what `couch_peruser` does). Each test uses its own prefix, so tests
 //! running side by side on one server do not see each other's databases.
 //!
-//! pouchdb-server has no `_db_updates`: there the share replicates every source once per
-//! resync instead (the first test runs on both kinds of server and checks which it got); the
-//! tests that need the feed skip by capability and run against a real CouchDB.
+//! A server without `_db_updates` (pouchdb-server, which the suite no longer starts) would make
+//! the share list its sources instead (the first test checks which it got); the tests that need
+//! the feed skip by capability there, and tools/test runs them on Apache CouchDB.
 
 mod support;
 
