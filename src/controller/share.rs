@@ -287,8 +287,23 @@ async fn observe(
         .await
         .map_err(|e| Error::couch("reading _scheduler/docs", url, e))?;
     for id in wanted_ids(intent) {
-        if let Some(s) = listed.iter().find(|s| s.doc_id == id) {
+        // A one-shot the listing shows as not ended yet is asked for by itself: on a cluster the
+        // listing lags behind the node that ran it, which answers for its own document at once.
+        let ended = |s: &crate::couch::ReplicationStatus| {
+            matches!(s.state, Some(crate::couch::ReplicationState::Completed | crate::couch::ReplicationState::Failed))
+        };
+        if let Some(s) = listed.iter().find(|s| s.doc_id == id)
+            && (intent.continuous || ended(s))
+        {
             observed.statuses.push(s.clone());
+            continue;
+        }
+        if let Some(s) = listed.iter().find(|s| s.doc_id == id) {
+            let one = couch
+                .replication_status(replicator, &id)
+                .await
+                .map_err(|e| Error::couch("reading _scheduler/docs", url, e))?;
+            observed.statuses.push(one.unwrap_or_else(|| s.clone()));
             continue;
         }
         // On a cluster the listing can lag behind the node that runs a job (a one-shot that
