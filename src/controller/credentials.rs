@@ -125,3 +125,18 @@ pub(crate) async fn apply_secret(ctx: &Context, ns: &str, secret: &Secret) -> Re
     ctx.own_writes.note(ns, &name, written.metadata.resource_version.as_deref());
     Ok(())
 }
+
+/// `Ok` when `secret` carries this object's mark (`uid`), so the operator may write it; a Secret
+/// it did not create — an app's, the server's admin Secret, another CouchUser's — is never
+/// overwritten.
+pub(crate) fn secret_is_ours(secret: &Secret, uid: Option<&str>, ns: &str, name: &str) -> Result<(), Error> {
+    match secret.annotations().get(OWNER_UID_ANNOTATION) {
+        Some(owner) if Some(owner.as_str()) == uid => Ok(()),
+        Some(_) => Err(Error::SecretConflict(format!(
+            "Secret {ns}/{name} is written by another couchshare object; choose another name"
+        ))),
+        None => Err(Error::SecretConflict(format!(
+            "Secret {ns}/{name} exists and was not created by couchshare for this object; it is left untouched (choose another name, or delete it)"
+        ))),
+    }
+}

@@ -287,34 +287,29 @@ async fn observe(
         .await
         .map_err(|e| Error::couch("reading _scheduler/docs", url, e))?;
     for id in wanted_ids(intent) {
-        // A one-shot the listing shows as not ended yet is asked for by itself: on a cluster the
-        // listing lags behind the node that ran it, which answers for its own document at once.
         let ended = |s: &crate::couch::ReplicationStatus| {
             matches!(s.state, Some(crate::couch::ReplicationState::Completed | crate::couch::ReplicationState::Failed))
         };
-        if let Some(s) = listed.iter().find(|s| s.doc_id == id)
+        let in_listing = listed.iter().find(|s| s.doc_id == id);
+        if let Some(s) = in_listing
             && (intent.continuous || ended(s))
         {
             observed.statuses.push(s.clone());
             continue;
         }
-        if let Some(s) = listed.iter().find(|s| s.doc_id == id) {
-            let one = couch
-                .replication_status(replicator, &id)
-                .await
-                .map_err(|e| Error::couch("reading _scheduler/docs", url, e))?;
-            observed.statuses.push(one.unwrap_or_else(|| s.clone()));
+        // On a cluster the listing lags behind the node that runs a job: a one-shot it shows as
+        // not ended, or one missing from it (completed a moment ago), is asked for by itself,
+        // and that node answers at once.
+        let exists = in_listing.is_some()
+            || observed.replication_docs.iter().any(|d| d.get("_id").and_then(Value::as_str) == Some(&id));
+        if !exists {
             continue;
         }
-        // On a cluster the listing can lag behind the node that runs a job (a one-shot that
-        // completed is missing from it for a while): ask for an existing document by itself.
-        let exists = observed.replication_docs.iter().any(|d| d.get("_id").and_then(Value::as_str) == Some(&id));
-        if exists
-            && let Some(one) = couch
-                .replication_status(replicator, &id)
-                .await
-                .map_err(|e| Error::couch("reading _scheduler/docs", url, e))?
-        {
+        let one = couch
+            .replication_status(replicator, &id)
+            .await
+            .map_err(|e| Error::couch("reading _scheduler/docs", url, e))?;
+        if let Some(one) = one.or_else(|| in_listing.cloned()) {
             observed.statuses.push(one);
         }
     }

@@ -157,8 +157,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
     let username = replication_username(&me.namespace, &me.name);
     if let Some(doc) =
         connected.couch.get_user(&username).await.map_err(|e| Error::couch("reading the replication user", &url, e))?
-        && doc.extra.get(crate::plan::share::SHARE_FIELD).and_then(|o| o.get("uid")).and_then(|u| u.as_str())
-            == Some(me.uid.as_str())
+        && crate::plan::share::replication_user_owned(&doc, &me).is_ok()
         && let Some(rev) = &doc.rev
     {
         connected
@@ -169,7 +168,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(secret) = secrets.get_opt(&replication_secret_name(share)).await?
-        && secret.annotations().get(crate::api::labels::OWNER_UID_ANNOTATION) == Some(&me.uid)
+        && super::credentials::secret_is_ours(&secret, Some(&me.uid), &ns, &replication_secret_name(share)).is_ok()
     {
         secrets.delete(&replication_secret_name(share), &DeleteParams::default()).await?;
     }

@@ -32,7 +32,7 @@ pub(crate) async fn ensure_replication_user(
     // The password Secret is this share's, or not touched: an app's Secret of the same name is
     // neither read nor overwritten.
     if let Some(existing) = secrets.get_opt(&secret_name).await? {
-        super::user::secret_is_ours(&existing, Some(me.uid.as_str()), &ns, &secret_name)?;
+        super::credentials::secret_is_ours(&existing, Some(me.uid.as_str()), &ns, &secret_name)?;
     }
     // The user is this share's, or not touched: a `_users` document another object owns (or
     // that someone made by hand) under this name is never written.

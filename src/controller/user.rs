@@ -11,8 +11,7 @@ use kube::runtime::controller::Action;
 
 use super::context::Context;
 use super::credentials::{
-    OWNER_UID_ANNOTATION, apply_secret, credentials_secret_name, desired_password, desired_secret, rotation_generation,
-    secret_up_to_date,
+    apply_secret, credentials_secret_name, desired_password, desired_secret, rotation_generation, secret_up_to_date,
 };
 use super::error::Error;
 use super::finalize::{reconcile_with_finalizer, within_grace};
@@ -120,21 +119,6 @@ async fn ensure_per_user_database(couch: &CouchClient, db: &str, username: &str,
     Ok(())
 }
 
-/// `Ok` when `secret` carries this object's mark (`uid`), so the operator may write it; a Secret
-/// it did not create — an app's, the server's admin Secret, another CouchUser's — is never
-/// overwritten.
-pub(crate) fn secret_is_ours(secret: &Secret, uid: Option<&str>, ns: &str, name: &str) -> Result<(), Error> {
-    match secret.annotations().get(OWNER_UID_ANNOTATION) {
-        Some(owner) if Some(owner.as_str()) == uid => Ok(()),
-        Some(_) => Err(Error::SecretConflict(format!(
-            "Secret {ns}/{name} is written by another couchshare object; choose another name"
-        ))),
-        None => Err(Error::SecretConflict(format!(
-            "Secret {ns}/{name} exists and was not created by couchshare for this object; it is left untouched (choose another name, or delete it)"
-        ))),
-    }
-}
-
 async fn apply(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
     let mut pass = Pass::begin(user.as_ref());
     let result = ensure(&user, ctx, &mut pass.status).await;
@@ -187,7 +171,7 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = secrets.get_opt(&secret_name).await?;
     if let Some(existing) = &existing {
-        secret_is_ours(existing, user.uid().as_deref(), &ns, &secret_name)?;
+        super::credentials::secret_is_ours(existing, user.uid().as_deref(), &ns, &secret_name)?;
     }
     let password = desired_password(user, ctx, existing.as_ref()).await?;
     let me = owner(user);
@@ -275,7 +259,7 @@ async fn cleanup(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret_name = credentials_secret_name(&user);
     if let Some(secret) = secrets.get_opt(&secret_name).await?
-        && secret.annotations().get(OWNER_UID_ANNOTATION) == user.uid().as_ref()
+        && super::credentials::secret_is_ours(&secret, user.uid().as_deref(), &ns, &secret_name).is_ok()
     {
         secrets.delete(&secret_name, &DeleteParams::default()).await?;
     }
