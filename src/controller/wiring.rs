@@ -10,7 +10,9 @@ use kube::runtime::{predicates, watcher};
 
 use super::reflectors::{Reflectors, Shared};
 use super::servers::server_key;
-use super::watches::{controller_for, declared, share_for_databases, user_for_grants, user_for_shares};
+use super::watches::{
+    controller_for, declared, share_for_budget, share_for_databases, user_for_grants, user_for_shares,
+};
 use super::{ServerKey, access, credentials};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use k8s_openapi::api::core::v1::Secret;
@@ -56,7 +58,7 @@ fn refers_to_user(grant: &CouchGrant, user: &CouchUser) -> bool {
 
 /// Whether CouchUser changes matter to a share: a fan-in over its namespace's users, or a
 /// per-user database it names (in any namespace: that user's consent can change).
-fn uses_user_database(share: &CouchShare, user: &CouchUser) -> bool {
+pub(crate) fn uses_user_database(share: &CouchShare, user: &CouchUser) -> bool {
     let ns = share.namespace().unwrap_or_default();
     let names = |r: &Option<crate::api::UserDatabaseRef>| {
         r.as_ref().is_some_and(|r| {
@@ -80,8 +82,10 @@ fn share_on_server(share: &CouchShare, key: &ServerKey) -> bool {
     recorded || share.spec.server_ref.as_ref().is_some_and(|r| &server_key(share, r) == key)
 }
 
-/// A change to an admin or CA Secret requeues the servers that use it (metadata only); the drift
-/// follower requeues its server when the source of its database events changes (`requested`).
+/// A change to an admin or CA Secret requeues the servers that use it (metadata only); a share
+/// whose replications change requeues the server its status names (its budget counts them); the
+/// drift follower requeues its server when the source of its database events changes
+/// (`requested`).
 pub(crate) fn servers(
     r: &mut Reflectors,
     config: Config,
@@ -92,6 +96,11 @@ pub(crate) fn servers(
         .watches_stream(r.secrets.touched(), move |secret: PartialObjectMeta<Secret>| {
             let (sns, sname) = (secret.namespace(), secret.name_any());
             matching(&servers, |s| s.namespace() == sns && uses_secret(s, &sname))
+        })
+        .watches_stream(r.shares.touched_when(share_for_budget), |share: CouchShare| {
+            let server = share.status.as_ref().and_then(|s| s.server.clone())?;
+            let (ns, name) = server.split_once('/')?;
+            Some(ObjectRef::new(name).within(ns))
         })
         .reconcile_on(requests(requested))
         .with_config(config)
@@ -128,12 +137,15 @@ pub(crate) fn databases(
         .with_config(config)
 }
 
-/// A user follows its password and credentials Secrets (edited, deleted) and its server's spec.
-/// Its own writes of its credentials Secret coming back through the watch are not changes.
+/// A user follows its password and credentials Secrets (edited, deleted), its server's spec, and
+/// its server's reconciler (`requested`: the server became Ready, or created its system
+/// databases). Its own writes of its credentials Secret coming back through the watch are not
+/// changes.
 pub(crate) fn users(
     r: &mut Reflectors,
     config: Config,
     own_writes: std::sync::Arc<super::own_writes::OwnWrites>,
+    requested: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<CouchUser>>,
 ) -> Controller<CouchUser> {
     let by_secret = r.users.store();
     let by_server = by_secret.clone();
@@ -154,6 +166,7 @@ pub(crate) fn users(
             let key = ServerKey::of(&server);
             matching(&by_server, |u| server_key(u, &u.spec.server_ref) == key)
         })
+        .reconcile_on(requests(requested))
         .with_config(config)
 }
 
