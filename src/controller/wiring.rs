@@ -34,6 +34,14 @@ fn server_spec_changes(
     servers.touched_when(predicates::generation)
 }
 
+/// A CouchDatabase just created, that its reconciler has not looked at yet: nothing waiting on
+/// it can move before that reconciler has run, and it requeues them when it has (see
+/// `access::requeue_for_database`, `access::requeue_shares_for_database`). Waking them now
+/// would be a pass for nothing.
+fn not_reconciled_yet(db: &CouchDatabase) -> bool {
+    db.status.is_none() && db.metadata.deletion_timestamp.is_none()
+}
+
 /// A stream of requests from another part of the operator, as a trigger.
 fn requests<K: kube::Resource<DynamicType = ()> + Send + Sync + 'static>(
     rx: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<K>>,
@@ -180,10 +188,16 @@ pub(crate) fn grants(
     let by_user = r.grants.store();
     let (by_database, by_server) = (by_user.clone(), by_user.clone());
     controller_for(&mut r.grants)
+        // A grant on a CouchDatabase is requeued by that database's reconciler once it merged
+        // the user's change (see `access::requeue_for_database`): only the grants that write
+        // `_security` themselves (an unmanaged database) follow their users directly.
         .watches_stream(r.users.touched_when(user_for_grants), move |user: CouchUser| {
-            matching(&by_user, |g| refers_to_user(g, &user))
+            matching(&by_user, |g| g.spec.database.name.is_none() && refers_to_user(g, &user))
         })
         .watches_stream(r.databases.touched_when(declared), move |db: CouchDatabase| {
+            if not_reconciled_yet(&db) {
+                return Vec::new();
+            }
             matching(&by_database, |g| access::targets(g, &db))
         })
         .watches_stream(server_spec_changes(&mut r.servers), move |server: CouchServer| {
@@ -207,6 +221,9 @@ pub(crate) fn shares(
     let (by_user, by_server) = (by_database.clone(), by_database.clone());
     controller_for(&mut r.shares)
         .watches_stream(r.databases.touched_when(declared), move |db: CouchDatabase| {
+            if not_reconciled_yet(&db) {
+                return Vec::new();
+            }
             matching(&by_database, |s| crate::plan::share::touches_database(s, &db))
         })
         .watches_stream(r.users.touched_when(user_for_shares), move |user: CouchUser| {
