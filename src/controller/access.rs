@@ -20,6 +20,14 @@ pub(crate) struct Resolved {
     pub missing: Vec<String>,
 }
 
+/// Whether a missing user of [`resolve_grant`] is a problem to report in an Event (no such
+/// CouchUser, perhaps a typo; refused; on another server) rather than a CouchUser on its way (not
+/// Ready yet, or not owning its username yet): a wait is not an Event, and in a bulk apply many
+/// grants come before their users are Ready.
+pub(crate) fn missing_is_a_problem(entry: &str) -> bool {
+    !(entry.ends_with("(not Ready yet)") || entry.ends_with("(not Ready: it does not own the name yet)"))
+}
+
 /// Resolves a grant's users to CouchDB usernames, through the CouchUsers the watch knows.
 /// Users on another server than the database's count as missing.
 pub(crate) fn resolve_grant(grant: &CouchGrant, ctx: &Context, server: &super::ServerKey) -> Resolved {
@@ -132,24 +140,51 @@ pub(crate) async fn grants_for_database(
     Ok(out)
 }
 
-/// Requeues the grants on `db` after its reconciler merged them: all of them when it wrote
-/// `_security`, else those not Ready yet. Saves them waiting for their poll.
-pub(crate) fn requeue_for_database(ctx: &Context, db: &CouchDatabase, security_written: bool) {
+/// Requeues the grants on `db` after a pass of its reconciler whose next pass would say
+/// something else than their status does: what the grant would find (its users, and its
+/// entries in the `_security` the reconciler just left) is computed here from the stores and
+/// the ledger, without I/O, and a grant whose status already says it is not woken.
+pub(crate) fn requeue_for_database(ctx: &Context, db: &CouchDatabase, server: &super::ServerKey) {
     let Some(trigger) = &ctx.grant_trigger else { return };
+    let security =
+        db.status.as_ref().and_then(|s| s.couch_name.as_deref()).and_then(|n| ctx.ledger.recorded(server, n));
     for grant in ctx.stores.grants.state() {
-        let ready = grant.status.as_ref().is_some_and(|s| {
-            condition_state(&s.conditions, condition::READY).is_some_and(|(status, _)| status == "True")
-        });
-        if targets(&grant, db) && (security_written || !ready) {
+        if targets(&grant, db) && grant_would_change(ctx, &grant, server, security.as_ref()) {
             let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(grant.as_ref()));
         }
     }
 }
 
-/// Requeues the shares on `db` that are not Ready yet, after a pass of its reconciler: they wait
-/// for the name it claims and for their replication user's entry in `_security`, and would
-/// otherwise find them only at their next poll.
-pub(crate) fn requeue_shares_for_database(ctx: &Context, db: &CouchDatabase) {
+/// Whether a grant's next pass would change its status: it has not been looked at for its
+/// generation, its missing users differ, or whether its entries are in `security` (the
+/// database's, as its reconciler left it; unknown counts as a change) differs from its Ready.
+fn grant_would_change(
+    ctx: &Context,
+    grant: &CouchGrant,
+    server: &super::ServerKey,
+    security: Option<&crate::couch::Security>,
+) -> bool {
+    let Some(status) = grant.status.as_ref() else { return true };
+    if status.observed_generation != grant.metadata.generation {
+        return true;
+    }
+    let resolved = resolve_grant(grant, ctx, server);
+    if resolved.missing != status.missing_users {
+        return true;
+    }
+    let Some(security) = security else { return true };
+    let applied = resolved.missing.is_empty() && crate::plan::grant::grants_present(security, &resolved.entries);
+    let ready = condition_state(&status.conditions, condition::READY).is_some_and(|(s, _)| s == "True");
+    applied != ready
+}
+
+/// Requeues the shares on `db` that are not Ready yet, after a pass of its reconciler that
+/// changed what they wait for: the name it claims (its creation) and their replication user's
+/// entry in `_security` (a write), or its becoming Ready (`changed`).
+pub(crate) fn requeue_shares_for_database(ctx: &Context, db: &CouchDatabase, changed: bool) {
+    if !changed {
+        return;
+    }
     let Some(trigger) = &ctx.share_trigger else { return };
     for share in ctx.stores.shares.state() {
         let ready = share.status.as_ref().is_some_and(|s| {
@@ -171,4 +206,18 @@ pub(crate) fn database_refs(grant: &CouchGrant) -> Option<kube::runtime::reflect
 /// The namespace of the CouchUser a `userDatabase` reference names.
 pub(crate) fn user_ns(grant_ns: &str, reference: &UserDatabaseRef) -> String {
     reference.namespace.clone().unwrap_or_else(|| grant_ns.to_string())
+}
+
+#[cfg(test)]
+mod missing_tests {
+    use super::missing_is_a_problem;
+
+    #[test]
+    fn a_user_on_its_way_is_a_wait_and_the_rest_are_problems() {
+        assert!(!missing_is_a_problem("ns/alice (not Ready yet)"));
+        assert!(!missing_is_a_problem("ns/alice (not Ready: it does not own the name yet)"));
+        assert!(missing_is_a_problem("ns/ghost"), "no such CouchUser: perhaps a typo");
+        assert!(missing_is_a_problem("ns/carol (not Ready: Conflict)"));
+        assert!(missing_is_a_problem("ns/dave (on another CouchServer)"));
+    }
 }

@@ -66,7 +66,13 @@ fn outcome_of(found: Found, missing_users: &[String], ctx: &Context) -> Outcome 
             reason: "UserNotFound".into(),
             message: message.clone(),
         };
-        return Outcome::new(ready, resync).on_transition(Note::warning("UserNotFound", message));
+        // An Event for a refused user; one still on its way is a wait, said by the condition.
+        let outcome = Outcome::new(ready, resync);
+        return if missing_users.iter().any(|m| super::access::missing_is_a_problem(m)) {
+            outcome.on_transition(Note::warning("UserNotFound", message))
+        } else {
+            outcome
+        };
     }
     match found {
         Found::Applied => {
