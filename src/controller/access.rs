@@ -178,19 +178,29 @@ fn grant_would_change(
     applied != ready
 }
 
-/// Requeues the shares on `db` that are not Ready yet, after a pass of its reconciler that
-/// changed what they wait for: the name it claims (its creation) and their replication user's
-/// entry in `_security` (a write), or its becoming Ready (`changed`).
-pub(crate) fn requeue_shares_for_database(ctx: &Context, db: &CouchDatabase, changed: bool) {
-    if !changed {
-        return;
-    }
+/// Requeues the shares on `db` that are not Ready yet and that this pass of its reconciler gave
+/// what they wait for: the database itself (`arrived`: created, adopted, or Ready now), or
+/// their replication user's entry in `_security` (in `after`, what the pass left, and not in
+/// `before`). A write of another user's entry wakes no share.
+pub(crate) fn requeue_shares_for_database(
+    ctx: &Context,
+    db: &CouchDatabase,
+    arrived: bool,
+    before: Option<&crate::couch::Security>,
+    after: Option<&crate::couch::Security>,
+) {
     let Some(trigger) = &ctx.share_trigger else { return };
+    let present = |security: Option<&crate::couch::Security>, share: &CouchShare| {
+        security.is_some_and(|s| crate::plan::grant::grants_present(s, &crate::plan::share::contribution(share)))
+    };
     for share in ctx.stores.shares.state() {
         let ready = share.status.as_ref().is_some_and(|s| {
             condition_state(&s.conditions, condition::READY).is_some_and(|(status, _)| status == "True")
         });
-        if !ready && crate::plan::share::touches_database(&share, db) {
+        if ready || !crate::plan::share::touches_database(&share, db) {
+            continue;
+        }
+        if arrived || (present(after, &share) && !present(before, &share)) {
             let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(share.as_ref()));
         }
     }

@@ -119,16 +119,19 @@ async fn apply(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
     let api: Api<CouchDatabase> = Api::namespaced(ctx.client.clone(), &ns);
     let mut pass = Pass::begin(db.as_ref());
     let was_ready = pass.was(crate::api::condition::READY).is_some_and(|(status, _)| status == "True");
+    let key = server_key(db.as_ref(), &db.spec.server_ref);
+    let before = ctx.ledger.recorded(&key, db.couch_name());
     let result = ensure(&db, ctx, &api, &mut pass.status).await;
-    let written = matches!(&result, Ok((outcome, _)) if *outcome != DatabaseOutcome::Unchanged);
+    let arrived = !was_ready
+        || matches!(&result, Ok((DatabaseOutcome::Created | DatabaseOutcome::Recreated | DatabaseOutcome::Adopted, _)));
     let pass_status = pass.status.clone();
     let action = pass.finish(ctx, db.as_ref(), result.map(|(outcome, name)| outcome_of(outcome, &name, ctx))).await?;
     // What waits on this database, from the status just written (the store may lag it).
     let mut now = db.as_ref().clone();
     now.status = Some(pass_status);
-    let key = server_key(db.as_ref(), &db.spec.server_ref);
     super::access::requeue_for_database(ctx, &now, &key);
-    super::access::requeue_shares_for_database(ctx, &now, written || !was_ready);
+    let after = ctx.ledger.recorded(&key, db.couch_name());
+    super::access::requeue_shares_for_database(ctx, &now, arrived, before.as_ref(), after.as_ref());
     Ok(action)
 }
 
