@@ -8,6 +8,7 @@ pub mod grant;
 pub mod listing;
 pub mod onchange;
 pub mod ownership;
+pub mod secret_template;
 pub mod security;
 pub mod server;
 pub mod share;
