@@ -1,6 +1,7 @@
 //! Pure functions from specs and observed CouchDB state to steps. No I/O, no clock, no
 //! randomness: the controller and the `plan` command feed them what they read.
 
+pub mod access;
 pub mod cluster;
 pub mod config;
 pub mod database;
