@@ -341,3 +341,7 @@ pub fn explain(world: &World<'_>) -> Explained {
         refused,
     }
 }
+
+#[cfg(test)]
+#[path = "access_tests.rs"]
+mod tests;
