@@ -362,7 +362,8 @@ async fn pictures(prom: &Prometheus, test: &str) {
         ("replications-by-state.png", "sum by (state) (couchshare_replication_state)"),
         ("reconciles-by-kind.png", "sum by (kind) (rate(couchshare_reconciles_total[1m]))"),
         ("reconcile-errors.png", "sum by (kind, reason) (rate(couchshare_reconcile_errors_total[1m]))"),
-        ("changes-pending.png", "sum by (namespace, share) (couchshare_replication_changes_pending)"),
+        ("couchdb-requests.png", "sum by (status) (rate(couchshare_couchdb_requests_total[1m]))"),
+        ("fan-in-databases.png", "sum by (share, state) (couchshare_onchange_databases)"),
     ] {
         prom.screenshot(&chromium, expr, "2m", &out.join(file)).unwrap_or_else(|e| panic!("picture {file}: {e}"));
     }
