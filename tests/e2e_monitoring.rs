@@ -307,6 +307,18 @@ async fn every_dashboard_panel_and_alert_holds_against_a_real_prometheus_scrapin
         prom.alerts().await
     );
 
+    // The alert cases take a failing replication's series: wait for CouchDB to report one.
+    let failing = format!(r#"couchshare_replication_state{{namespace="{ns}",state=~"crashing|error|failed"}} == 1"#);
+    let reported = couchdb::eventually(Duration::from_secs(90), || async {
+        prom.query(&failing).await.ok().filter(|r| !r.is_empty())
+    })
+    .await;
+    assert!(
+        reported.is_some(),
+        "CouchDB never reported the share to a closed port failing
+{}",
+        op.tail()
+    );
     // Alert unit tests on the scraped series.
     let scraped = Scraped(prom.series(r#"{__name__=~"couchshare_.*|up"}"#).await);
     let cases = cases(&scraped, &ns);

@@ -126,7 +126,16 @@ async fn scope(cli: &Cli) -> Result<Scope, Failure> {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Plan { dir, couchdb_url, couchdb_user, couchdb_password } = &cli.command {
-        let ns = cli.namespace.clone().unwrap_or_else(|| "default".into());
+        // The context's namespace when none is given, as kubectl does; no API server is asked.
+        let context_ns = || {
+            let config = match &cli.kubeconfig {
+                Some(path) => kube::config::Kubeconfig::read_from(path).ok()?,
+                None => kube::config::Kubeconfig::read().ok()?,
+            };
+            let name = cli.context.clone().or(config.current_context.clone())?;
+            config.contexts.iter().find(|c| c.name == name)?.context.as_ref()?.namespace.clone()
+        };
+        let ns = cli.namespace.clone().or_else(context_ns).unwrap_or_else(|| "default".into());
         let manifests = couchshare::preview::read_manifests(dir).map_err(|e| Failure::Api(e.to_string()))?;
         let config = couchshare::couch::CouchConfig::new(
             couchdb_url.clone(),
