@@ -256,4 +256,10 @@ async fn kubectl_couchshare_shows_which_consent_let_another_namespace_in_and_wha
     );
     let security = env.couch.security(&payroll).await.expect("_security");
     assert!(!security.admins.names.contains(&bob), "CouchDB agrees: bob is no admin");
+    let (code, table, err) = plugin(Some(&kubeconfig), &["access", "payroll", "-n", &a, "-o", "wide"]);
+    assert_eq!(code, 0, "{err}");
+    for expected in ["consent: CouchDatabase", "Refused:", "own-payroll", "base _security"] {
+        assert!(table.contains(expected), "{expected} missing from:\n{table}");
+    }
+    eprintln!("{table}");
 }

@@ -135,7 +135,14 @@ impl World<'_> {
                 .shared_with
                 .iter()
                 .find(|c| c.namespace == from)
-                .map(|c| format!("{:?}", c.allow))
+                .map(|c| {
+                    let scopes: Vec<String> = c
+                        .allow
+                        .iter()
+                        .filter_map(|a| serde_json::to_value(a).ok()?.as_str().map(str::to_string))
+                        .collect();
+                    format!("[{}]", scopes.join(", "))
+                })
                 .unwrap_or_default();
             format!("consent: {} sharedWith {from} {allow}", self.database_what())
         })
