@@ -118,6 +118,27 @@ pub struct CredentialsSecretSpec {
     /// Extra annotations on the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Extra keys, each rendered from a minijinja template, e.g.
+    /// `COUCHDB_URL: "{{ urlWithCredentials }}"`. Names: `username`, `password`,
+    /// `usernameEncoded`, `passwordEncoded` (percent-encoded), `url` (the server's),
+    /// `urlWithCredentials`, `databaseURL("NAME")`. Re-rendered whenever the password changes.
+    /// An unknown name makes the user `Ready=False` (`InvalidSpec`) with nothing written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = 50,
+        "additionalProperties" = {"type": "string", "maxLength": 4096},
+        "x-kubernetes-validations" = [
+            {"rule": "self.all(k, k.matches('^[-._a-zA-Z0-9]+$') && size(k) <= 253)",
+             "message": "template keys must be valid Secret keys (letters, digits, -, _ and .)"},
+            {"rule": "self.all(k, !(k in ['username', 'password', 'url']) && !k.startsWith('url-'))",
+             "message": "template keys username, password, url and url-* are written by the operator"},
+            {"rule": "self.all(k, !self[k].contains('{{ .') && !self[k].contains('{{.'))",
+             "message": "templates use minijinja names without a leading dot: {{ urlWithCredentials }}, not {{ .URLWithCredentials }}"},
+            {"rule": "self.all(k, self[k].split('{{').size() == self[k].split('}}').size())",
+             "message": "every {{ in a template needs its }}"}
+        ]
+    ))]
+    pub template: BTreeMap<String, String>,
 }
 
 /// Rotation trigger for a generated password.

@@ -17,6 +17,7 @@ use super::error::Error;
 use super::servers::secret_value;
 use super::status::FIELD_MANAGER;
 use crate::api::CouchUser;
+use crate::plan::secret_template;
 use crate::plan::user::credentials_data;
 
 pub use crate::api::labels::{OWNER_UID_ANNOTATION, ROTATION_ANNOTATION};
@@ -40,6 +41,9 @@ pub(crate) async fn desired_password(
     existing: Option<&Secret>,
 ) -> Result<Password, Error> {
     let ns = user.namespace().unwrap_or_default();
+    // The template is checked here, before any password is read or generated: a template a
+    // spec change must fix leaves the Secret and CouchDB untouched (Ready=False, InvalidSpec).
+    check_template(user)?;
     if let Some(source) = &user.spec.password {
         let value = secret_value(ctx, &ns, &source.secret_ref.name, &source.secret_ref.key).await?;
         if value.is_empty() {
@@ -65,6 +69,13 @@ pub(crate) async fn desired_password(
     }
 }
 
+/// Refuses a `credentialsSecret.template` that cannot render (an unknown placeholder, a
+/// syntax error), naming the key and the fault.
+pub(crate) fn check_template(user: &CouchUser) -> Result<(), Error> {
+    secret_template::check(&user.spec.credentials_secret.template, "http://server.invalid:5984")
+        .map_err(|e| Error::InvalidSpec(e.to_string()))
+}
+
 pub(crate) fn rotation_generation(user: &CouchUser) -> i64 {
     user.spec.rotation.as_ref().map(|r| r.generation).unwrap_or(0)
 }
@@ -81,10 +92,17 @@ pub(crate) fn desired_secret(
     if let Some(db) = userdb {
         databases.push(db.to_string());
     }
-    let data: BTreeMap<String, ByteString> = credentials_data(server_url, username, password, &databases)
-        .into_iter()
-        .map(|(k, v)| (k, ByteString(v.into_bytes())))
-        .collect();
+    let mut keys = credentials_data(server_url, username, password, &databases);
+    // Checked by `check_template` before this: a key that still fails (a server URL that
+    // cannot hold credentials) is left out and logged by key, never by value.
+    let creds = secret_template::Credentials { server_url, username, password };
+    match secret_template::render(&user.spec.credentials_secret.template, &creds) {
+        Ok(rendered) => keys.extend(rendered),
+        Err(e) => {
+            tracing::warn!(user = %user.name_any(), key = %e.key, "a credentialsSecret.template key was not written")
+        }
+    }
+    let data: BTreeMap<String, ByteString> = keys.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect();
     let mut labels = user.spec.credentials_secret.labels.clone();
     labels.insert(crate::api::labels::MANAGED_BY_LABEL.into(), crate::api::labels::MANAGED_BY.into());
     let mut annotations = user.spec.credentials_secret.annotations.clone();

@@ -168,8 +168,10 @@ pub fn database_url_key(database: &str) -> String {
 /// A connection URL for `database` on `server_url`, with the credentials percent-encoded.
 pub fn connection_url(server_url: &str, username: &str, password: &str, database: Option<&str>) -> Option<String> {
     let mut url = url::Url::parse(server_url).ok()?;
-    url.set_username(username).ok()?;
-    url.set_password(Some(password)).ok()?;
+    // The url crate encodes user info but leaves `%` as it is (taken for an escape already
+    // made): a password with `%` in it would come out as another password.
+    url.set_username(&username.replace('%', "%25")).ok()?;
+    url.set_password(Some(&password.replace('%', "%25"))).ok()?;
     if let Some(db) = database {
         let base = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base}/{}", couch::encode_db(db)));

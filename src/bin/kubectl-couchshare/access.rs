@@ -1,0 +1,117 @@
+//! `kubectl couchshare access DATABASE`: the effective members and admins of a CouchDatabase
+//! with the cause of each, computed by `couchshare::plan::access` from what the API server
+//! lists — the tenancy rules and `desired_security` the operator's reconcilers use.
+
+use std::collections::BTreeMap;
+
+use couchshare::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use couchshare::plan::access::{World, explain};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::output::{print, table};
+use crate::{Failure, Format, Scope};
+
+/// Every object of a kind the caller may list: across namespaces if allowed, else in `ns`.
+async fn list<K>(client: &kube::Client, ns: &str) -> Result<Vec<K>, Failure>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    match Api::<K>::all(client.clone()).list(&ListParams::default()).await {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            eprintln!("note: may not list {} in every namespace; only namespace {ns} is considered", K::plural(&()));
+            Ok(Api::<K>::namespaced(client.clone(), ns).list(&ListParams::default()).await?.items)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn run(scope: &Scope, database: &str) -> Result<(), Failure> {
+    let client = &scope.client;
+    let home = scope.namespace.clone().unwrap_or_default();
+    let databases: Vec<CouchDatabase> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns).list(&ListParams::default()).await?.items,
+        None => Api::all(client.clone()).list(&ListParams::default()).await?.items,
+    };
+    let matching: Vec<&CouchDatabase> =
+        databases.iter().filter(|d| d.name_any() == database || d.couch_name() == database).collect();
+    let db = match matching.as_slice() {
+        [one] => *one,
+        [] => {
+            let where_ =
+                scope.namespace.as_ref().map(|n| format!("namespace {n}")).unwrap_or_else(|| "any namespace".into());
+            return Err(Failure::NotFound(format!("no CouchDatabase {database:?} in {where_}")));
+        }
+        many => {
+            let names: Vec<String> =
+                many.iter().map(|d| format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any())).collect();
+            return Err(Failure::NotFound(format!(
+                "{database:?} names several CouchDatabases ({}); choose one with -n",
+                names.join(", ")
+            )));
+        }
+    };
+    let db_ns = db.namespace().unwrap_or(home);
+    let server_ns = db.spec.server_ref.namespace.clone().unwrap_or_else(|| db_ns.clone());
+    let server = Api::<CouchServer>::namespaced(client.clone(), &server_ns)
+        .get_opt(&db.spec.server_ref.name)
+        .await?
+        .ok_or_else(|| {
+            Failure::NotFound(format!(
+                "CouchServer {server_ns}/{} of {db_ns}/{} does not exist",
+                db.spec.server_ref.name,
+                db.name_any()
+            ))
+        })?;
+    let grants: Vec<CouchGrant> = list(client, &db_ns).await?;
+    let users: Vec<CouchUser> = list(client, &db_ns).await?;
+    let shares: Vec<CouchShare> = list(client, &db_ns).await?;
+    let mut labels = BTreeMap::new();
+    if let Ok(namespaces) = Api::<Namespace>::all(client.clone()).list(&ListParams::default()).await {
+        for n in namespaces.items {
+            labels.insert(n.name_any(), n.metadata.labels.unwrap_or_default());
+        }
+    }
+    let world = World {
+        server: &server,
+        database: db,
+        grants: &grants,
+        users: &users,
+        shares: &shares,
+        namespace_labels: &labels,
+    };
+    let explained = explain(&world);
+    let wide = scope.format == Some(Format::Wide);
+    print(scope.format, &explained, || {
+        let mut out = format!(
+            "CouchDatabase {} (CouchDB: {}, server {})\n\n",
+            explained.database, explained.couch_name, explained.server
+        );
+        let rows: Vec<Vec<String>> = explained
+            .entries
+            .iter()
+            .map(|e| {
+                let cause = if wide || e.causes.len() < 2 {
+                    e.causes.join(" | ")
+                } else {
+                    format!("{} (+{} more)", e.causes[0], e.causes.len() - 1)
+                };
+                vec![e.section.to_string(), e.kind.to_string(), e.value.clone(), cause]
+            })
+            .collect();
+        out += &table(&["SECTION", "KIND", "VALUE", "CAUSE"], &rows);
+        if !explained.refused.is_empty() {
+            let rows: Vec<Vec<String>> =
+                explained.refused.iter().map(|r| vec![r.source.clone(), r.why.clone()]).collect();
+            out += "\n\nRefused:\n";
+            out += &table(&["SOURCE", "WHY"], &rows);
+        }
+        out
+    })
+}

@@ -1,0 +1,160 @@
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+fn object<K: serde::de::DeserializeOwned>(kind: &str, ns: &str, name: &str, spec: Value, status: Value) -> K {
+    serde_json::from_value(json!({
+        "apiVersion": "couchshare.io/v1alpha1", "kind": kind,
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{ns}-{name}")},
+        "spec": spec, "status": status,
+    }))
+    .expect("a valid object")
+}
+
+fn ready(reason: &str, extra: Value) -> Value {
+    let mut status = json!({"conditions": [{"type": "Ready", "status": "True", "reason": reason, "message": "",
+                                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+    if let (Some(s), Some(e)) = (status.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    status
+}
+
+struct Fixture {
+    server: CouchServer,
+    database: CouchDatabase,
+    grants: Vec<CouchGrant>,
+    users: Vec<CouchUser>,
+    shares: Vec<CouchShare>,
+}
+
+impl Fixture {
+    fn new(db_spec: Value) -> Self {
+        let mut spec = json!({"serverRef": {"name": "main"}, "name": "team-a_payroll"});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), db_spec.as_object()) {
+            s.extend(e.clone());
+        }
+        Fixture {
+            server: object(
+                "CouchServer",
+                "team-a",
+                "main",
+                json!({"url": "http://couch:5984", "adminCredentials": {"secretRef": {"name": "admin"}}, "allowedNamespaces": {"from": "All"}}),
+                json!({}),
+            ),
+            database: object("CouchDatabase", "team-a", "payroll", spec, ready("Ready", json!({}))),
+            grants: vec![],
+            users: vec![],
+            shares: vec![],
+        }
+    }
+
+    fn user(mut self, ns: &str, name: &str, username: &str) -> Self {
+        self.users.push(object(
+            "CouchUser",
+            ns,
+            name,
+            json!({"serverRef": {"name": "main", "namespace": "team-a"}, "username": username}),
+            ready("Ready", json!({"username": username})),
+        ));
+        self
+    }
+
+    fn grant(mut self, ns: &str, name: &str, spec: Value) -> Self {
+        self.grants.push(object("CouchGrant", ns, name, spec, json!({})));
+        self
+    }
+
+    fn explain(&self) -> Explained {
+        let labels = BTreeMap::new();
+        explain(&World {
+            server: &self.server,
+            database: &self.database,
+            grants: &self.grants,
+            users: &self.users,
+            shares: &self.shares,
+            namespace_labels: &labels,
+        })
+    }
+}
+
+fn causes(e: &Explained, section: &str, value: &str) -> Vec<String> {
+    e.entries.iter().filter(|x| x.section == section && x.value == value).flat_map(|x| x.causes.clone()).collect()
+}
+
+#[test]
+fn no_members_means_server_admins_only_and_says_why() {
+    let e = Fixture::new(json!({})).explain();
+    assert_eq!(e.security.members.roles, ["_admin"]);
+    assert!(causes(&e, "members", "_admin")[0].contains("spec.public is false"));
+    assert!(e.refused.is_empty());
+}
+
+#[test]
+fn base_grants_and_consent_each_give_their_cause() {
+    let e = Fixture::new(json!({
+        "security": {"admins": {"roles": ["payroll-admins"]}},
+        "sharedWith": [{"namespace": "team-b", "allow": ["member"]}],
+    }))
+    .user("team-a", "alice", "alice")
+    .user("team-b", "bob", "team-b_bob")
+    .grant(
+        "team-a",
+        "alice-reads",
+        json!({"database": {"name": "payroll"}, "users": [{"name": "alice"}], "roles": ["readers"]}),
+    )
+    .grant(
+        "team-b",
+        "bob-reads",
+        json!({"database": {"name": "payroll", "namespace": "team-a"}, "users": [{"name": "bob"}]}),
+    )
+    .grant(
+        "team-b",
+        "bob-owns",
+        json!({"database": {"name": "payroll", "namespace": "team-a"}, "access": "admin", "users": [{"name": "bob"}]}),
+    )
+    .grant("team-a", "ghost", json!({"database": {"name": "payroll"}, "users": [{"name": "nobody"}]}))
+    .grant("team-a", "elsewhere", json!({"database": {"name": "other"}, "users": [{"name": "alice"}]}))
+    .explain();
+    assert_eq!(e.security.admins.roles, ["payroll-admins"]);
+    assert_eq!(e.security.members.names, ["alice", "team-b_bob"]);
+    assert_eq!(e.security.members.roles, ["readers"]);
+    assert_eq!(causes(&e, "admins", "payroll-admins"), ["base _security of CouchDatabase team-a/payroll"]);
+    assert_eq!(causes(&e, "members", "alice"), ["CouchGrant team-a/alice-reads (member)"]);
+    let bob = causes(&e, "members", "team-b_bob");
+    assert_eq!(bob.len(), 1);
+    assert!(
+        bob[0].starts_with(
+            "CouchGrant team-b/bob-reads (member); consent: CouchDatabase team-a/payroll sharedWith team-b"
+        ),
+        "{bob:?}"
+    );
+    let refused: Vec<(&str, &str)> = e.refused.iter().map(|r| (r.source.as_str(), r.why.as_str())).collect();
+    assert!(refused.iter().any(|(s, w)| *s == "CouchGrant team-b/bob-owns" && w.contains("admin")), "{refused:?}");
+    assert!(
+        refused.iter().any(|(s, w)| *s == "CouchGrant team-a/ghost" && w.contains("does not exist")),
+        "{refused:?}"
+    );
+    assert!(!refused.iter().any(|(s, _)| s.contains("elsewhere")), "a grant on another database is not about this one");
+}
+
+#[test]
+fn a_namespace_out_of_scope_adds_nothing() {
+    let e = Fixture::new(json!({"sharedWith": [{"namespace": "team-b", "allow": ["member"]}]}))
+        .grant("team-b", "raw", json!({"database": {"name": "payroll", "namespace": "team-a"}, "usernames": ["alice"]}))
+        .explain();
+    assert_eq!(e.security.members.roles, ["_admin"], "nothing of the grant is merged");
+    assert!(e.refused.iter().any(|r| r.source == "CouchGrant team-b/raw"), "{:?}", e.refused);
+}
+
+#[test]
+fn a_users_refusal_keeps_it_out() {
+    let mut f = Fixture::new(json!({})).user("team-a", "alice", "alice");
+    f.users[0].status.as_mut().expect("status").conditions[0].status = "False".into();
+    f.users[0].status.as_mut().expect("status").conditions[0].reason = "Conflict".into();
+    let e = f.grant("team-a", "g", json!({"database": {"name": "payroll"}, "users": [{"name": "alice"}]})).explain();
+    assert!(e.security.members.names.is_empty());
+    assert!(e.refused.iter().any(|r| r.why.contains("CouchUser team-a/alice")), "{:?}", e.refused);
+}
