@@ -217,6 +217,10 @@ fn invalid_values_are_refused_by_the_schema() {
         (&["image.repository=null"], "repository"),
         (&["concurrency=0"], "concurrency"),
         (&["couchdb.allowedNamespaces.from=Everyone"], "from"),
+        // A selector exactly with `from: Selector`, and a label selector's own keys.
+        (&["couchdb.allowedNamespaces.from=Selector"], "selector"),
+        (&["couchdb.trustedNamespaces.selector.matchLabels.team=a"], "selector"),
+        (&["couchdb.allowedNamespaces.from=Selector", "couchdb.allowedNamespaces.selector.matchLabelz.a=b"], "matchLabelz"),
         // Rules the schema cannot express fail in the templates, with a message as clear.
         (&["couchdb.enabled=true", "couchdb.cluster.copies=3"], "couchdb.cluster.copies"),
         (&["couchdb.enabled=true", "watchNamespace=apps"], "watchNamespace"),

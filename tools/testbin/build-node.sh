@@ -4,7 +4,7 @@
 #   kubelet, kube-controller-manager, kube-scheduler, kube-proxy  (the same k8s.io/kubernetes
 #     module and replace list as build-k8s.sh's kube-apiserver, so the Go cache is shared),
 #   coredns  (github.com/coredns/coredns as a library, with only the plugins a cluster DNS
-#     needs: the full plugin set pulls every cloud SDK),
+#     needs, `bind` among them so it listens on one address: the full set pulls every cloud SDK),
 #   pause  (the pod sandbox's process: sleeps until SIGTERM/SIGINT, reaps orphans).
 # Why from Go modules: no release download or image registry is reachable here.
 set -euo pipefail
@@ -60,6 +60,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
 
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/forward"
@@ -72,7 +73,7 @@ import (
 )
 
 func init() {
-	dnsserver.Directives = []string{"errors", "log", "health", "ready", "loadbalance", "cache", "loop", "kubernetes", "forward"}
+	dnsserver.Directives = []string{"bind", "errors", "log", "health", "ready", "loadbalance", "cache", "loop", "kubernetes", "forward"}
 }
 
 func main() { coremain.Run() }

@@ -172,7 +172,7 @@ spawn kube-scheduler "$NODE_BIN/kube-scheduler" --kubeconfig "$KC" \
   --bind-address 127.0.0.1 --secure-port "$(port)" --leader-elect=false
 spawn kube-proxy "$NODE_BIN/kube-proxy" --kubeconfig "$KC" --hostname-override "$NODE" \
   --proxy-mode iptables --cluster-cidr "$POD_CIDR" --bind-address "$ADDR" \
-  --healthz-bind-address 127.0.0.1:0 --metrics-bind-address 127.0.0.1:0 \
+  --healthz-bind-address "127.0.0.1:$(port)" --metrics-bind-address "127.0.0.1:$(port)" \
   --conntrack-max-per-core 0 --oom-score-adj 0 --nodeport-addresses "$ADDR/32"
 DNS_HEALTH=$(port); DNS_READY=$(port)
 cat >"$W/Corefile" <<EOF
@@ -209,5 +209,8 @@ wait_for "the node $NODE (Ready)" 120 \
 wait_for "CoreDNS" 60 curl -fsS "http://127.0.0.1:$DNS_READY/ready"
 wait_for "the default ServiceAccount" 60 K -n default get serviceaccount default
 wait_for "the kube-root-ca.crt ConfigMap" 60 K -n default get configmap kube-root-ca.crt
+for f in "$W"/pids/*.pid; do   # every daemon still runs
+  kill -0 "$(cat "$f")" 2>/dev/null || { n=$(basename "$f" .pid); log "$n exited:"; tail -n 20 "$W/logs/$n.log" >&2; false; }
+done
 trap - ERR
 log "node $NODE Ready ($(K get node "$NODE" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}'), kubelet $(K get node "$NODE" -o jsonpath='{.status.nodeInfo.kubeletVersion}'))"
