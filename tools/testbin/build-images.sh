@@ -69,9 +69,10 @@ mkdir -p "$R/etc/ssl/certs" "$R/tmp" "$R/home/nonroot"
 install -m 0755 "$BIN" "$R/couchshare"
 # The shared libraries the binary links, at the paths the loader looks for them (distroless/cc
 # carries the same Debian 12 glibc and libgcc).
-ldd "$BIN" | awk '/=> \//{print $3} /^\s*\/lib/{print $1}' | sort -u | while read -r lib; do
+ldd "$BIN" | awk '/=> \//{print $3} /^[[:space:]]*\/lib/{print $1}' | sort -u | while read -r lib; do
   mkdir -p "$R$(dirname "$lib")"; cp -L "$lib" "$R$lib"
 done
+ls "$R"/lib*/ld-linux* >/dev/null 2>&1 || { log "no dynamic loader found for $BIN"; exit 1; }
 cp -L /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/" 2>/dev/null || true
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$R/etc/passwd"
 printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' >"$R/etc/group"

@@ -36,7 +36,9 @@ if ip link show "$BR" >/dev/null 2>&1; then
 fi
 
 mkdir -p "$W/pids" "$W/logs" "$W/run" "$W/cni/net.d" "$W/cni/ipam" "$W/kubelet"
-trap 'log "failed; stopping what was started"; "$TB/stop-node.sh" "$W" >&2 || true' ERR
+# On any failure (a failed command, or an exit on purpose), stop what was started.
+UP=0
+trap '[ $UP = 1 ] || { log "failed; stopping what was started"; "$TB/stop-node.sh" "$W" >&2 || true; }' EXIT
 # What stopping must put back, and what it compares against.
 { echo "IP_FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)"
   echo "BR_NF=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo)"; } >"$W/saved.env"
@@ -124,7 +126,7 @@ while IFS=$'\t' read -r name archive; do
   [ -n "$name" ] || continue
   log "importing $name"
   "${CTR[@]}" images import --no-unpack=false "$archive" >&2
-  "${CTR[@]}" images ls -q | grep -qxF "$name" || { log "import did not name $name"; exit 1; }
+  grep -qxF "$name" <<<"$("${CTR[@]}" images ls -q)" || { log "import did not name $name"; exit 1; }
 done <"$IMAGES/images.tsv"
 
 # ---- kubelet -----------------------------------------------------------------------------
@@ -205,12 +207,12 @@ EOF
 
 wait_for "kube-controller-manager" 60 grep -q . "$W/pids/kube-controller-manager.pid"
 wait_for "the node $NODE (Ready)" 120 \
-  bash -c "'$K8S_BIN/kubectl' --kubeconfig '$KC' get node $NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+  bash -c "'$K8S_BIN/kubectl' --kubeconfig '$KC' get node $NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -cx True >/dev/null"
 wait_for "CoreDNS" 60 curl -fsS "http://127.0.0.1:$DNS_READY/ready"
 wait_for "the default ServiceAccount" 60 K -n default get serviceaccount default
 wait_for "the kube-root-ca.crt ConfigMap" 60 K -n default get configmap kube-root-ca.crt
 for f in "$W"/pids/*.pid; do   # every daemon still runs
-  kill -0 "$(cat "$f")" 2>/dev/null || { n=$(basename "$f" .pid); log "$n exited:"; tail -n 20 "$W/logs/$n.log" >&2; false; }
+  kill -0 "$(cat "$f")" 2>/dev/null || { n=$(basename "$f" .pid); log "$n exited:"; tail -n 20 "$W/logs/$n.log" >&2; exit 1; }
 done
-trap - ERR
+UP=1
 log "node $NODE Ready ($(K get node "$NODE" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}'), kubelet $(K get node "$NODE" -o jsonpath='{.status.nodeInfo.kubeletVersion}'))"
