@@ -29,7 +29,7 @@ key() { cat "$@" | sha256sum | cut -c1-16; }
 WORK=$(mktemp -d)
 cleanup() {
   # a debootstrap that failed half-way may have left proc/sys mounted inside its target
-  grep -o " $WORK/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -o " $WORK/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -77,7 +77,7 @@ cp -L /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/" 2>/dev/null || true
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$R/etc/passwd"
 printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' >"$R/etc/group"
 chmod 1777 "$R/tmp"; chown 65532:65532 "$R/home/nonroot"
-opkey=$( (sha256sum "$BIN"; find "$R" -type f -exec sha256sum {} + | sort -k2; cat "$TB/oci-image.py") | key)
+opkey=$( (cd "$R" && find . -type f -exec sha256sum {} + | sort -k2; cat "$TB/oci-image.py") | key)
 image "$OUT/operator-$opkey.tar" "ghcr.io/couchshare/couchshare:$APP_VERSION" \
   --layer "$R" --entrypoint '["/couchshare"]' --cmd '["run"]' --user 65532:65532 \
   --port 8080/tcp --env PATH=/usr/local/bin:/usr/bin:/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
@@ -114,7 +114,7 @@ install -m 0644 "$TB/couchdb-image/vm.args" "$C/opt/couchdb/etc/vm.args"
 install -m 0644 "$TB/couchdb-image/10-docker-default.ini" "$C/opt/couchdb/etc/default.d/10-docker-default.ini"
 install -m 0755 "$TB/couchdb-image/docker-entrypoint.sh" "$C/docker-entrypoint.sh"
 chown -R 5984:5984 "$C/opt/couchdb"; chmod 0755 "$C/opt/couchdb"
-ckey=$( (echo "$ROOTFS"; find "$C" -type f -exec sha256sum {} + | sort -k2; cat "$TB/oci-image.py") | key)
+ckey=$( (echo "$ROOTFS"; cd "$C" && find . -type f -exec sha256sum {} + | sort -k2; cat "$TB/oci-image.py") | key)
 image "$OUT/couchdb-$COUCHDB_TAG-$ckey.tar" "docker.io/library/couchdb:$COUCHDB_TAG" \
   --layer "$ROOTFS" --layer "$C" --entrypoint '["/docker-entrypoint.sh"]' --cmd '["/opt/couchdb/bin/couchdb"]' \
   --workdir /opt/couchdb --port 5984/tcp --port 4369/tcp --port 9100/tcp \
@@ -126,4 +126,7 @@ touch "$OUT/images.tsv"
 awk -F'\t' 'NR == FNR { new[$1] = $2; next } !($1 in new) { print } END { for (n in new) print n "\t" new[n] }' \
   "$WORK/images.tsv" "$OUT/images.tsv" | sort >"$WORK/all.tsv"
 mv "$WORK/all.tsv" "$OUT/images.tsv"
+for f in "$OUT"/*.tar; do   # archives of earlier inputs
+  grep -qF "$f" "$OUT/images.tsv" || rm -f "$f" "$f.json"
+done
 echo "$OUT"
