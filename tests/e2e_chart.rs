@@ -806,7 +806,7 @@ async fn the_couchdb_secrets_survive_upgrade_and_uninstall() {
     };
     let values = ["--set", "couchdb.enabled=true", "--set", "couchdb.nodes=3"];
     let notes = helm_run("install", &values);
-    assert!(notes.contains("A CouchServer named main is ready"), "NOTES say what to apply next:\n{notes}");
+    assert!(notes.contains("Wait until the CouchServer main is Ready"), "NOTES say how to wait for the server:\n{notes}");
 
     let admin = format!("{release}-couchshare-couchdb-admin");
     let cookie = format!("{release}-couchshare-couchdb-erlang-cookie");
