@@ -145,6 +145,10 @@ async fn a_one_way_share_replicates_with_scoped_credentials_and_reports_its_stat
     if !couchdb::require_capability(&format!("{test} (counts part)"), &env.caps, "scheduler") {
         return;
     }
+    // A running share's counters are those of its last pass: CouchDB announces no progress of a
+    // continuous job, so they follow at the resync. An operator with a short one shows them.
+    let mut env = env;
+    env.op = Operator::start(&env.ns, &["--resync-interval", "3s"]);
     let s = wait_for(&shares(&env), "alice-to-bob", &env.op, "docs written counted", |s| {
         s.status.as_ref().is_some_and(|st| st.replications.first().and_then(|r| r.docs_written).unwrap_or(0) >= 1)
     })

@@ -150,6 +150,8 @@ pub struct Context {
     pub(crate) backoff: Backoff,
     /// `_scheduler/docs` reads, shared by the shares on one replicator database.
     pub(crate) scheduler: SchedulerCache,
+    /// The shares waiting for their jobs to start, and the reads that wake them.
+    pub(crate) scheduler_watch: super::scheduler_watch::SchedulerWatch,
     /// The process's metrics (served on `/metrics`).
     pub(crate) metrics: Arc<Metrics>,
     /// Requeues CouchServers when the source of their database events changes (see `drift`).
@@ -160,6 +162,8 @@ pub struct Context {
     pub(crate) grant_trigger: Option<GrantTrigger>,
     /// Requeues CouchShares when a database they use has merged their replication user.
     pub(crate) share_trigger: Option<ShareTrigger>,
+    /// Requeues CouchUsers when their server is ready for them (see `wakeups`).
+    pub(crate) user_trigger: Option<UserTrigger>,
     /// The Secrets this process wrote, so that their watch events are not taken for changes.
     pub(crate) own_writes: Arc<super::own_writes::OwnWrites>,
     /// One lock per unmanaged database whose `_security` grants write (read-modify-write).
@@ -175,6 +179,9 @@ pub type GrantTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflec
 /// Where a database reconciler asks for the shares it just let in to be looked at again.
 pub type ShareTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchShare>>;
 
+/// Where a server reconciler asks for the users waiting on it to be looked at again.
+pub type UserTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchUser>>;
+
 /// Channels by which one controller requeues another's objects.
 #[derive(Default)]
 pub struct Triggers {
@@ -186,6 +193,8 @@ pub struct Triggers {
     pub grants: Option<GrantTrigger>,
     /// To the CouchShare controller.
     pub shares: Option<ShareTrigger>,
+    /// To the CouchUser controller.
+    pub users: Option<UserTrigger>,
 }
 
 impl Context {
@@ -205,11 +214,13 @@ impl Context {
             server_feeds: Arc::default(),
             engines: Default::default(),
             scheduler: SchedulerCache::default(),
+            scheduler_watch: Default::default(),
             metrics,
             server_trigger: triggers.servers,
             database_trigger: triggers.databases,
             grant_trigger: triggers.grants,
             share_trigger: triggers.shares,
+            user_trigger: triggers.users,
             own_writes: Arc::default(),
             locks: Mutex::default(),
         }

@@ -2,7 +2,8 @@
 //! (`_db_updates`, or an `_all_dbs` diff while that feed cannot be read; see `db_events`) and
 //! requeues the CouchDatabase that owns a database someone created or deleted behind our back.
 //! It records which source it uses and requeues its CouchServer when that changes, for the
-//! status. The periodic resync stays the safety net (and the only path for `_security` edits,
+//! status, and when it stops or starts reaching the server (the server's Ready follows CouchDB
+//! going away and coming back without waiting for the resync). The periodic resync stays the safety net (and the only path for `_security` edits,
 //! which no feed reports).
 
 use std::collections::BTreeSet;
@@ -69,6 +70,12 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                 }
                 match events.next().await {
                     Ok(batch) => {
+                        // Back after failing to reach it: the server is looked at again now.
+                        if failures > 0
+                            && let Some(t) = &server_trigger
+                        {
+                            let _ = t.send(this_server.clone());
+                        }
                         failures = 0;
                         note_source(batch.source);
                         // A listing also shows managed databases gone between two listings.
@@ -99,6 +106,13 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         tracing::debug!(error = %e, "reading database events failed; retrying");
+                        // The follower is the first to see the server go away: its CouchServer
+                        // is looked at now (and says Unreachable), not at its resync.
+                        if failures == 1
+                            && let Some(t) = &server_trigger
+                        {
+                            let _ = t.send(this_server.clone());
+                        }
                         let pause = delay(Duration::from_millis(500), Duration::from_secs(32), failures.saturating_add(1));
                         tokio::time::sleep(pause).await;
                     }

@@ -52,10 +52,18 @@ pub enum Error {
         what: String,
     },
     /// Something the resource needs is not ready yet (a database not created, a grant not
-    /// merged); retried with backoff, and watches requeue it sooner.
+    /// merged, the server's system databases): it waits for that thing's own trigger (a watch,
+    /// a reconciler's requeue, a CouchDB feed), with the resync as the only timer.
     #[error("waiting for {what}")]
     Waiting {
         /// What it waits for.
+        what: String,
+    },
+    /// A step CouchDB has not finished and that nothing announces (a stopped job still listed
+    /// by a node's scheduler, a purged copy that came back): retried with backoff.
+    #[error("waiting for {what}")]
+    Settling {
+        /// What has not settled.
         what: String,
     },
     /// A Mango selector is not well formed.
@@ -141,7 +149,7 @@ impl Error {
             Error::ServerNotFound { .. } => "ServerNotFound",
             Error::NotAllowed { .. } => "NotAllowed",
             Error::DatabaseNotFound { .. } => "DatabaseNotFound",
-            Error::Waiting { .. } => "Waiting",
+            Error::Waiting { .. } | Error::Settling { .. } => "Waiting",
             Error::InvalidSelector(_) => "InvalidSelector",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::SecretConflict(_) => "SecretConflict",
@@ -171,7 +179,8 @@ impl Error {
             | Error::Kube(_)
             | Error::Finalizer(_)
             | Error::ConfigFailed(_)
-            | Error::Waiting { .. } => true,
+            | Error::Waiting { .. }
+            | Error::Settling { .. } => true,
             // A document update conflict (409) means what was read is already stale (on a
             // cluster, a quorum read can miss a write a moment old): the next reconcile reads
             // again, so retry soon rather than at the resync.
@@ -207,8 +216,23 @@ impl Error {
         }
     }
 
-    /// Maps a CouchDB error from `step`, telling an unreachable server apart.
+    /// Whether the error policy waits for a trigger (no timer but the resync) rather than
+    /// backing off: the object waits for something that announces itself.
+    pub fn waits_for_trigger(&self) -> bool {
+        matches!(self, Error::Waiting { .. })
+    }
+
+    /// Maps a CouchDB error from `step`, telling an unreachable server apart, and a server whose
+    /// system database is missing (a cluster not finished yet: the CouchServer creates it, and
+    /// wakes the objects on the server when it has) from a failure.
     pub fn couch(step: &'static str, url: &str, source: CouchError) -> Self {
+        if let Some(db) = missing_system_database(&source) {
+            return Error::Waiting {
+                what: format!(
+                    "the server's {db} database, which the CouchServer creates when it finishes the cluster ({step}: {source})"
+                ),
+            };
+        }
         if matches!(source, CouchError::Transport { .. }) {
             Error::Unreachable { url: url.to_string(), source: Box::new(source) }
         } else if matches!(source, CouchError::Unauthorized { .. }) {
@@ -217,6 +241,17 @@ impl Error {
             Error::Couch { step, source: Box::new(source) }
         }
     }
+}
+
+/// The system database a 404 says is missing (`Database does not exist.` on `/_users/…`,
+/// `/_replicator/…` or `/_global_changes/…`), if that is what it says.
+fn missing_system_database(error: &CouchError) -> Option<&'static str> {
+    let CouchError::NotFound { path, reason, .. } = error else { return None };
+    if !reason.contains("Database does not exist") {
+        return None;
+    }
+    let db = path.trim_start_matches('/').split(['/', '?']).next()?;
+    crate::plan::server::SYSTEM_DATABASES.iter().copied().find(|s| *s == db)
 }
 
 impl From<kube::Error> for Error {
@@ -242,6 +277,7 @@ mod tests {
             (Error::Internal("x".into()), "InternalError", false, false),
             (Error::ConfigFailed("x".into()), "ConfigFailed", true, false),
             (Error::Waiting { what: "x".into() }, "Waiting", true, false),
+            (Error::Settling { what: "x".into() }, "Waiting", true, false),
             (Error::Finalizer("x".into()), "FinalizerError", true, false),
             (Error::Leadership("x".into()), "LeadershipError", false, false),
             (
@@ -261,6 +297,31 @@ mod tests {
             assert_eq!(error.waits_for_change(), waits, "{error:?}");
             assert!(!(transient && waits), "{error:?}: one policy");
         }
+    }
+
+    #[test]
+    fn a_missing_system_database_is_a_wait_and_other_404s_are_not() {
+        let not_found = |path: &str, reason: &str| CouchError::NotFound {
+            method: "PUT".into(),
+            path: path.into(),
+            reason: reason.into(),
+        };
+        let waits =
+            Error::couch("writing the user", "u", not_found("/_users/org.couchdb.user:a", "Database does not exist."));
+        assert!(waits.waits_for_trigger(), "{waits:?}");
+        assert!(waits.to_string().contains("_users database"), "{waits}");
+        let replicator = Error::couch("x", "u", not_found("/_replicator/doc", "Database does not exist."));
+        assert!(replicator.waits_for_trigger(), "{replicator:?}");
+        for other in [
+            not_found("/_users/org.couchdb.user:a", "missing"),
+            not_found("/appdb/doc", "Database does not exist."),
+            not_found("/_users_x/doc", "Database does not exist."),
+        ] {
+            let e = Error::couch("x", "u", other);
+            assert!(!e.waits_for_trigger(), "{e:?}");
+            assert_eq!(e.reason(), "CouchDBError");
+        }
+        assert!(!Error::Settling { what: "x".into() }.waits_for_trigger(), "backs off instead");
     }
 
     #[test]

@@ -81,9 +81,9 @@ fn outcome_of(found: Found, missing_users: &[String], ctx: &Context) -> Outcome 
                 reason: "Pending".into(),
                 message: "waiting for the database's _security to include the grant".into(),
             };
-            // The database reconciler requeues its grants when it has merged them; this poll
-            // is only the safety net.
-            Outcome::new(ready, Action::requeue(std::time::Duration::from_secs(30).min(ctx.resync())))
+            // The database reconciler requeues its grants when it has merged them (see
+            // `access::requeue_for_database`); the resync is the safety net.
+            Outcome::new(ready, resync)
         }
     }
 }

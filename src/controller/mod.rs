@@ -24,6 +24,7 @@ mod own_writes;
 mod reflectors;
 mod replicator_feed;
 mod scheduler;
+mod scheduler_watch;
 mod server;
 mod servers;
 mod share;
@@ -41,6 +42,7 @@ mod tasks;
 mod tenancy;
 mod unmanaged;
 mod user;
+mod wakeups;
 mod watches;
 mod wiring;
 
@@ -118,17 +120,19 @@ pub async fn wait_for_crds(client: &Client) -> Result<(), Error> {
     }
 }
 
-/// After an error: transient ones back off per object; the rest wait for a change, with the
-/// periodic resync as a safety net (a referenced object may appear without an event for it).
+/// After an error. Waiting for something that announces itself (a database, a user, the
+/// server's system databases, CouchDB's scheduler) has no timer of its own: the watches, the
+/// other reconcilers' requeues and CouchDB's feeds wake the object (see `wiring`, `wakeups`,
+/// `replicator_feed`, `scheduler_watch`), and the resync is the safety net. Other transient
+/// errors back off per object; an invalid spec waits for a change; the rest wait for the
+/// resync (a referenced object may appear without an event for it).
 fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = context::object_key(obj.as_ref());
-    if error.is_transient() {
-        let mut delay = ctx.next_backoff(&key);
-        // Waiting on another resource in progress: the watches and the other reconcilers'
-        // requeues bring it back when that resource moves; this poll is the net, every 2 to 5 s.
-        if matches!(error, Error::Waiting { .. }) {
-            delay = delay.clamp(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5));
-        }
+    if error.waits_for_trigger() {
+        tracing::info!(object = %key, reason = error.reason(), error = %error, "waiting for a trigger");
+        Action::requeue(ctx.resync())
+    } else if error.is_transient() {
+        let delay = ctx.next_backoff(&key);
         tracing::warn!(object = %key, reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed");
         Action::requeue(delay)
     } else if error.waits_for_change() {
@@ -174,6 +178,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let (database_trigger, databases_requested) = tokio::sync::mpsc::unbounded_channel();
     let (grant_trigger, grants_requested) = tokio::sync::mpsc::unbounded_channel();
     let (share_trigger, shares_requested) = tokio::sync::mpsc::unbounded_channel();
+    let (user_trigger, users_requested) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.options.clone(),
@@ -183,6 +188,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
             databases: Some(database_trigger),
             grants: Some(grant_trigger),
             shares: Some(share_trigger),
+            users: Some(user_trigger),
         },
         metrics,
     ));
@@ -190,7 +196,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let per_kind = controller::Config::default().concurrency(config.concurrency);
     let servers = wiring::servers(&mut reflectors, per_kind.clone(), servers_requested);
     let databases = wiring::databases(&mut reflectors, per_kind.clone(), databases_requested);
-    let users = wiring::users(&mut reflectors, per_kind.clone(), ctx.own_writes.clone());
+    let users = wiring::users(&mut reflectors, per_kind.clone(), ctx.own_writes.clone(), users_requested);
     let grants = wiring::grants(&mut reflectors, per_kind.clone(), grants_requested);
     let shares = wiring::shares(&mut reflectors, per_kind, shares_requested);
     let watches = reflectors.start(&client, ns);

@@ -3,8 +3,8 @@
 //! CouchDB writes a one-shot replication's end (`_replication_state` `completed` or `failed`)
 //! into its document as a new revision about a second after the run, and a continuous one's
 //! `failed` too: a share whose replications run wakes when CouchDB says so, instead of at the
-//! periodic resync. (The share's own writes come back through the feed as well: one more pass,
-//! which finds nothing to do.)
+//! periodic resync. The share's own writes come back through the feed as well; the revisions it
+//! wrote are recorded ([`ReplicatorFeeds::written`]) and do not wake it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -30,13 +30,38 @@ const FEED_WAIT: Duration = Duration::from_secs(25);
 type Key = (ServerKey, String);
 
 /// The replicator feeds running in this process, each with what it was started for (URL and
-/// server UID).
+/// server UID), and the document revisions the shares wrote themselves.
 #[derive(Default)]
 pub struct ReplicatorFeeds {
     running: Mutex<HashMap<Key, (String, JoinHandle<()>)>>,
+    own: std::sync::Arc<OwnRevisions>,
+}
+
+/// The replication document revisions a share wrote itself (database, id, rev): when the feed
+/// brings one back it is not a change of CouchDB's, and the share is not woken for it.
+#[derive(Default)]
+struct OwnRevisions(Mutex<BTreeSet<(String, String, String)>>);
+
+impl OwnRevisions {
+    /// Whether `change` is a revision a share wrote (and forgets it: it comes back once).
+    fn take(&self, db: &str, change: &crate::couch::Change) -> bool {
+        let Some(rev) = change.changes.first().map(|c| c.rev.clone()) else { return false };
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&(db.to_string(), change.id.clone(), rev))
+    }
 }
 
 impl ReplicatorFeeds {
+    /// Records a revision a share wrote to `db` (a replication document put or deleted): the
+    /// feed does not wake the share for it.
+    pub(crate) fn written(&self, db: &str, id: &str, rev: &str) {
+        let mut own = self.own.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: a revision whose feed event never came (no feed yet) is not kept forever.
+        if own.len() > 100_000 {
+            own.clear();
+        }
+        own.insert((db.to_string(), id.to_string(), rev.to_string()));
+    }
+
     fn running(&self, key: &Key, fingerprint: &str) -> bool {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.get(key).is_some_and(|(fp, handle)| fp == fingerprint && !handle.is_finished())
@@ -73,7 +98,8 @@ pub(crate) async fn follow(ctx: &Context, connected: &Connected, db: &str) -> Re
     let since = couch.changes(db, &now).await?.last_seq;
     tracing::debug!(server = %server, database = db, "following the replicator database");
     let shares = ctx.stores.shares.clone();
-    let handle = tokio::spawn(run(couch, key.clone(), since, shares, trigger));
+    let own = ctx.replicator_feeds.own.clone();
+    let handle = tokio::spawn(run(couch, key.clone(), since, shares, trigger, own));
     ctx.replicator_feeds.keep(key, fingerprint, handle);
     Ok(())
 }
@@ -97,7 +123,14 @@ fn owners<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<ObjectRef<CouchShare>> 
 /// when the database is gone, or when no share uses it any more — looked at only after a wait
 /// with no change, as a new share's status names its server at the end of its first pass, after
 /// its first writes came through here.
-async fn run(couch: CouchClient, key: Key, mut since: Value, shares: Store<CouchShare>, trigger: ShareTrigger) {
+async fn run(
+    couch: CouchClient,
+    key: Key,
+    mut since: Value,
+    shares: Store<CouchShare>,
+    trigger: ShareTrigger,
+    own: std::sync::Arc<OwnRevisions>,
+) {
     let mut failures = 0u32;
     loop {
         let query = ChangesQuery {
@@ -109,7 +142,8 @@ async fn run(couch: CouchClient, key: Key, mut since: Value, shares: Store<Couch
         let quiet = match couch.changes(&key.1, &query).await {
             Ok(changes) => {
                 failures = 0;
-                for share in owners(changes.results.iter().map(|c| c.id.as_str())) {
+                let theirs = changes.results.iter().filter(|c| !own.take(&key.1, c));
+                for share in owners(theirs.map(|c| c.id.as_str())) {
                     tracing::debug!(share = %share, "replication document changed; requeueing");
                     let _ = trigger.send(share);
                 }

@@ -36,7 +36,10 @@ pub async fn reconcile(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result<Ac
 async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = server.namespace().unwrap_or_default();
     let mut pass = Pass::begin(server.as_ref());
-    let result = ensure(&server, &ctx, &mut pass).await;
+    let was_ready = pass.was(condition::READY).is_some_and(|(status, _)| status == "True");
+    let mut created = false;
+    let result = ensure(&server, &ctx, &mut pass, &mut created).await;
+    let ready_now = result.is_ok();
     let reachable = !matches!(result, Err(Error::Unreachable { .. } | Error::Unauthorized(_)));
     let budget = pass.status.replication_budget.as_ref().map(|b| (b.total, b.used));
     ctx.metrics.server(&ns, &server.name_any(), reachable, budget);
@@ -45,6 +48,12 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
         ctx.metrics.server_nodes_missing(&ns, &server.name_any(), missing);
     }
     let action = pass.finish(&ctx, server.as_ref(), result).await;
+    // What waits on the server (its system databases, a first connection) has no timer but
+    // the resync: this wakes it, once the status says Ready.
+    if (ready_now && !was_ready) || created {
+        let why = if created { "system databases created" } else { "became Ready" };
+        super::wakeups::wake_server_objects(&ctx, &super::ServerKey::of(&server), why);
+    }
     if let Ok(couch) = connect(&ctx, &server).await {
         super::drift::follow(&ctx, &server, couch.clone());
         super::audit::run(&ctx, &server, couch).await;
@@ -52,8 +61,14 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
     action
 }
 
-/// Observe → plan → execute; fills the status and the Events of `pass`.
-async fn ensure(server: &CouchServer, ctx: &Context, pass: &mut Pass<CouchServer>) -> Result<Outcome, Error> {
+/// Observe → plan → execute; fills the status and the Events of `pass`, and says in `created`
+/// whether it finished the cluster or created a system database.
+async fn ensure(
+    server: &CouchServer,
+    ctx: &Context,
+    pass: &mut Pass<CouchServer>,
+    created: &mut bool,
+) -> Result<Outcome, Error> {
     let couch = connect(ctx, server).await?;
     let url = server.spec.url.as_str();
     let intent = ServerIntent { config: server.spec.config.as_ref() };
@@ -65,11 +80,15 @@ async fn ensure(server: &CouchServer, ctx: &Context, pass: &mut Pass<CouchServer
         match step {
             ServerStep::FinishCluster(why) => {
                 couch.finish_cluster().await.map_err(|e| Error::couch("finishing the cluster", url, e))?;
+                *created = true;
                 tracing::info!(why = %why, "finished the cluster");
                 // Its `_db_updates` may answer now: the followers listing instead look at once.
                 ctx.server_feeds.wake(&super::ServerKey::of(server));
             }
-            ServerStep::CreateSystemDatabases(missing) => create_system_databases(&couch, missing, url).await?,
+            ServerStep::CreateSystemDatabases(missing) => {
+                create_system_databases(&couch, missing, url).await?;
+                *created = true;
+            }
             ServerStep::SetConfig { node, key: (section, key), value } => {
                 match couch.config_set(node, section, key, value).await {
                     Ok(_) => {
@@ -236,11 +255,19 @@ fn replications_on(ctx: &Context, server: &CouchServer) -> i32 {
         .state()
         .iter()
         .filter_map(|s| s.status.as_ref())
-        .filter(|s| s.server.as_deref() == Some(key.as_str()) && !s.revoked)
-        // An on-change share runs up to maxConcurrent one-shots, however many sources it has.
-        .map(|s| s.replications.len() + s.on_change.as_ref().map_or(0, |o| o.max_concurrent as usize))
+        .filter(|s| s.server.as_deref() == Some(key.as_str()))
+        .map(replications_of)
         .sum();
     i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// The replications a share counts for in its server's budget (none once revoked). An on-change
+/// share runs up to maxConcurrent one-shots, however many sources it has.
+pub(crate) fn replications_of(status: &crate::api::CouchShareStatus) -> usize {
+    if status.revoked {
+        return 0;
+    }
+    status.replications.len() + status.on_change.as_ref().map_or(0, |o| o.max_concurrent as usize)
 }
 
 /// The system databases that do not exist.

@@ -90,9 +90,11 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
             NewCondition::ready("Replicating", "every replication is running or completed"),
             Action::requeue(ctx.resync()),
         ),
+        // The scheduler watch and the replicator feed wake it (see `ensure`); the resync is
+        // the safety net.
         Settled::Pending { reason, message } => Outcome::new(
             NewCondition { type_: condition::READY, status: false, reason: reason.into(), message },
-            Action::requeue(std::time::Duration::from_secs(2).min(ctx.options.resync)),
+            Action::requeue(ctx.resync()),
         ),
         Settled::Done(outcome) => outcome,
     });
@@ -235,10 +237,20 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
             ctx.event(share, true, "ReplicationBudgetExceeded", note).await;
         }
     }
+    let me = kube::runtime::reflector::ObjectRef::from_obj(share);
+    ctx.scheduler_watch.forget(&me);
     match plan.outcome {
         ShareOutcome::Waiting(what) => Err(Error::Waiting { what }),
         ShareOutcome::Replicating => Ok(Settled::Replicating),
-        ShareOutcome::Pending { reason, message } => Ok(Settled::Pending { reason, message }),
+        ShareOutcome::Pending { reason, message } => {
+            // Its jobs have not started (or they fail): the scheduler watch wakes it when they
+            // move, and the replicator feed when one ends.
+            let seen = status.replications.iter().map(|r| (r.id.clone(), r.state.clone())).collect();
+            let server = super::ServerKey::of(&connected.server);
+            let trigger = ctx.share_trigger.clone();
+            ctx.scheduler_watch.wait(server, &connected.couch, &intent.replicator, me, seen, trigger);
+            Ok(Settled::Pending { reason, message })
+        }
     }
 }
 
@@ -335,15 +347,18 @@ async fn execute(ctx: &Context, connected: &Connected, intent: &ShareIntent, ste
                 tracing::info!(id = %id, "wrote sharing document");
             }
             ShareStep::PutReplication { id, body } => {
-                couch.put_replication_doc(replicator, id, body).await.map_err(|e| replication_refused(e, url))?;
+                let rev =
+                    couch.put_replication_doc(replicator, id, body).await.map_err(|e| replication_refused(e, url))?;
+                ctx.replicator_feeds.written(replicator, id, &rev);
                 tracing::info!(id = %id, "wrote replication document");
             }
             ShareStep::DeleteReplication { id, rev } => {
                 ctx.metrics.forget_replication(&intent.owner.namespace, &intent.owner.name, id);
-                couch
+                let deleted = couch
                     .delete_replication_doc(replicator, id, rev)
                     .await
                     .map_err(|e| Error::couch("deleting a replication document", url, e))?;
+                ctx.replicator_feeds.written(replicator, id, &deleted);
                 tracing::info!(id = %id, "deleted replication document no longer wanted");
             }
         }

@@ -107,7 +107,8 @@ pub(crate) async fn ensure(
             None => ("Discovering", "listing the source databases".to_string()),
         };
         let ready = NewCondition { type_: condition::READY, status: false, reason: reason.into(), message };
-        return Ok(Outcome::new(ready, Action::requeue(std::time::Duration::from_secs(2))));
+        // The engine requeues the share when its first listing is done (see `onchange`).
+        return Ok(Outcome::new(ready, Action::requeue(ctx.resync())));
     }
     let now = snapshot.status.clone();
     status.state = Some(summary(&now).into());

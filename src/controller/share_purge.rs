@@ -54,7 +54,7 @@ async fn present(client: &CouchClient, db: &str, copies: &Copies<'_>, url: &str)
 }
 
 /// Purges `copies` from the target, then reads it again and purges what came back, up to
-/// [`PURGE_ROUNDS`] times; copies still there after that make it `Waiting`. A server that
+/// [`PURGE_ROUNDS`] times; copies still there after that make it `Settling` (backoff). A server that
 /// cannot purge is said so in an Event, and nothing is deleted instead. A selector the target
 /// cannot answer leaves the shared documents in place, said in an Event.
 pub(crate) async fn purge_copies(
@@ -99,7 +99,7 @@ pub(crate) async fn purge_copies(
     if ids.is_empty() {
         return Ok(());
     }
-    Err(Error::Waiting { what: format!("{} cop(ies) in {db} that came back after {PURGE_ROUNDS} purges", ids.len()) })
+    Err(Error::Settling { what: format!("{} cop(ies) in {db} that came back after {PURGE_ROUNDS} purges", ids.len()) })
 }
 
 /// Purges documents (every leaf revision) from a database; never deletes, which would replicate.

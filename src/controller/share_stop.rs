@@ -12,7 +12,7 @@ use crate::api::CouchShare;
 use crate::couch::CouchError;
 use crate::plan::share::{jobs_of_share, owner, replication_doc_prefix, replicator_db, stale_replications};
 
-/// How long one pass waits for the jobs to go before it returns `Waiting` and is retried.
+/// How long one pass waits for the jobs to go before it returns `Settling` (reason `Waiting`) and is retried with backoff.
 const SCHEDULER_DROP_WAIT: Duration = Duration::from_secs(2);
 
 /// Deletes every replication document of the share (one range read of its replicator
@@ -49,7 +49,7 @@ pub(crate) async fn delete_replication_docs(
 /// Stops every replication of the share: deletes its documents, then waits until
 /// `_scheduler/jobs` — every node's jobs — shows none of the share (without the scheduler,
 /// pouchdb-server: until its documents' states are gone). Jobs still there after
-/// [`SCHEDULER_DROP_WAIT`] make it `Waiting`: nothing that could flow back is removed before they
+/// [`SCHEDULER_DROP_WAIT`] make it `Settling` (backoff): nothing that could flow back is removed before they
 /// are gone, and the next pass looks again. Returns how many documents it deleted.
 pub(crate) async fn stop_replications(
     ctx: &Context,
@@ -93,7 +93,7 @@ pub(crate) async fn stop_replications(
     Ok(deleted)
 }
 
-/// Asks `running` until it names no job, for at most `wait`; then `Waiting`, naming the jobs
+/// Asks `running` until it names no job, for at most `wait`; then `Settling`, naming the jobs
 /// still there.
 async fn wait_dropped<F>(running: impl Fn() -> F, wait: Duration) -> Result<(), Error>
 where
@@ -106,7 +106,7 @@ where
             return Ok(());
         }
         if started.elapsed() >= wait {
-            return Err(Error::Waiting {
+            return Err(Error::Settling {
                 what: format!("the stopped replication job(s) {} to end on every node", left.join(", ")),
             });
         }
@@ -122,8 +122,8 @@ mod tests {
     async fn a_job_still_running_makes_revocation_wait_instead_of_carrying_on() {
         let still_there = || async { Ok(vec!["couchshare_ns_s_fwd on node2@127.0.0.1".to_string()]) };
         match wait_dropped(still_there, Duration::from_millis(150)).await {
-            Err(Error::Waiting { what }) => assert!(what.contains("couchshare_ns_s_fwd on node2"), "{what}"),
-            other => panic!("expected Waiting, got {other:?}"),
+            Err(Error::Settling { what }) => assert!(what.contains("couchshare_ns_s_fwd on node2"), "{what}"),
+            other => panic!("expected Settling, got {other:?}"),
         }
         let gone = || async { Ok(vec![]) };
         assert!(wait_dropped(gone, Duration::from_millis(150)).await.is_ok());

@@ -98,8 +98,14 @@ pub(crate) async fn access_missing(
     for place in places {
         let Place::Local { database, managed, server } = place else { continue };
         if *managed {
-            let security =
-                connected.couch.security(database).await.map_err(|e| Error::couch("reading _security", url, e))?;
+            // What the database's reconciler (its only writer) last wrote, when it ran in this
+            // process: no read, and no stale shard copy on a cluster.
+            let security = match ctx.ledger.recorded(server, database) {
+                Some(security) => security,
+                None => {
+                    connected.couch.security(database).await.map_err(|e| Error::couch("reading _security", url, e))?
+                }
+            };
             if !grants_present(&security, &contribution(share)) {
                 missing.push(database.clone());
                 continue;

@@ -210,7 +210,7 @@ fn notes(mut events: Vec<Note>, result: &Result<Outcome, Error>, changed: bool) 
             events.extend(outcome.events.iter().cloned());
             events.extend(outcome.on_transition.clone().filter(|_| changed));
         }
-        Err(Error::Waiting { .. }) => {}
+        Err(Error::Waiting { .. } | Error::Settling { .. }) => {}
         Err(e) if changed => events.push(Note::warning(e.reason(), e.to_string())),
         Err(_) => {}
     }

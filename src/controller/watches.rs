@@ -93,6 +93,16 @@ pub(crate) fn user_for_grants(user: &CouchUser) -> Option<u64> {
     Some(h.finish())
 }
 
+/// A CouchShare as its server's replication budget sees it: the server its status names, and
+/// the replications it counts for there.
+pub(crate) fn share_for_budget(share: &CouchShare) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let status = share.status.as_ref();
+    status.and_then(|s| s.server.as_deref()).hash(&mut h);
+    status.map(super::server::replications_of).hash(&mut h);
+    Some(h.finish())
+}
+
 /// The trigger backoff of every controller: none, because each watch already backs off.
 struct NoPause;
 

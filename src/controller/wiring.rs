@@ -10,7 +10,9 @@ use kube::runtime::{predicates, watcher};
 
 use super::reflectors::{Reflectors, Shared};
 use super::servers::server_key;
-use super::watches::{controller_for, declared, share_for_databases, user_for_grants, user_for_shares};
+use super::watches::{
+    controller_for, declared, share_for_budget, share_for_databases, user_for_grants, user_for_shares,
+};
 use super::{ServerKey, access, credentials};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use k8s_openapi::api::core::v1::Secret;
@@ -30,6 +32,14 @@ fn server_spec_changes(
     servers: &mut Shared<CouchServer>,
 ) -> impl Stream<Item = Result<CouchServer, watcher::Error>> + Send + 'static {
     servers.touched_when(predicates::generation)
+}
+
+/// A CouchDatabase just created, that its reconciler has not looked at yet: nothing waiting on
+/// it can move before that reconciler has run, and it requeues them when it has (see
+/// `access::requeue_for_database`, `access::requeue_shares_for_database`). Waking them now
+/// would be a pass for nothing.
+fn not_reconciled_yet(db: &CouchDatabase) -> bool {
+    db.status.is_none() && db.metadata.deletion_timestamp.is_none()
 }
 
 /// A stream of requests from another part of the operator, as a trigger.
@@ -56,7 +66,7 @@ fn refers_to_user(grant: &CouchGrant, user: &CouchUser) -> bool {
 
 /// Whether CouchUser changes matter to a share: a fan-in over its namespace's users, or a
 /// per-user database it names (in any namespace: that user's consent can change).
-fn uses_user_database(share: &CouchShare, user: &CouchUser) -> bool {
+pub(crate) fn uses_user_database(share: &CouchShare, user: &CouchUser) -> bool {
     let ns = share.namespace().unwrap_or_default();
     let names = |r: &Option<crate::api::UserDatabaseRef>| {
         r.as_ref().is_some_and(|r| {
@@ -80,8 +90,10 @@ fn share_on_server(share: &CouchShare, key: &ServerKey) -> bool {
     recorded || share.spec.server_ref.as_ref().is_some_and(|r| &server_key(share, r) == key)
 }
 
-/// A change to an admin or CA Secret requeues the servers that use it (metadata only); the drift
-/// follower requeues its server when the source of its database events changes (`requested`).
+/// A change to an admin or CA Secret requeues the servers that use it (metadata only); a share
+/// whose replications change requeues the server its status names (its budget counts them); the
+/// drift follower requeues its server when the source of its database events changes
+/// (`requested`).
 pub(crate) fn servers(
     r: &mut Reflectors,
     config: Config,
@@ -92,6 +104,11 @@ pub(crate) fn servers(
         .watches_stream(r.secrets.touched(), move |secret: PartialObjectMeta<Secret>| {
             let (sns, sname) = (secret.namespace(), secret.name_any());
             matching(&servers, |s| s.namespace() == sns && uses_secret(s, &sname))
+        })
+        .watches_stream(r.shares.touched_when(share_for_budget), |share: CouchShare| {
+            let server = share.status.as_ref().and_then(|s| s.server.clone())?;
+            let (ns, name) = server.split_once('/')?;
+            Some(ObjectRef::new(name).within(ns))
         })
         .reconcile_on(requests(requested))
         .with_config(config)
@@ -128,12 +145,15 @@ pub(crate) fn databases(
         .with_config(config)
 }
 
-/// A user follows its password and credentials Secrets (edited, deleted) and its server's spec.
-/// Its own writes of its credentials Secret coming back through the watch are not changes.
+/// A user follows its password and credentials Secrets (edited, deleted), its server's spec, and
+/// its server's reconciler (`requested`: the server became Ready, or created its system
+/// databases). Its own writes of its credentials Secret coming back through the watch are not
+/// changes.
 pub(crate) fn users(
     r: &mut Reflectors,
     config: Config,
     own_writes: std::sync::Arc<super::own_writes::OwnWrites>,
+    requested: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<CouchUser>>,
 ) -> Controller<CouchUser> {
     let by_secret = r.users.store();
     let by_server = by_secret.clone();
@@ -154,6 +174,7 @@ pub(crate) fn users(
             let key = ServerKey::of(&server);
             matching(&by_server, |u| server_key(u, &u.spec.server_ref) == key)
         })
+        .reconcile_on(requests(requested))
         .with_config(config)
 }
 
@@ -167,10 +188,16 @@ pub(crate) fn grants(
     let by_user = r.grants.store();
     let (by_database, by_server) = (by_user.clone(), by_user.clone());
     controller_for(&mut r.grants)
+        // A grant on a CouchDatabase is requeued by that database's reconciler once it merged
+        // the user's change (see `access::requeue_for_database`): only the grants that write
+        // `_security` themselves (an unmanaged database) follow their users directly.
         .watches_stream(r.users.touched_when(user_for_grants), move |user: CouchUser| {
-            matching(&by_user, |g| refers_to_user(g, &user))
+            matching(&by_user, |g| g.spec.database.name.is_none() && refers_to_user(g, &user))
         })
         .watches_stream(r.databases.touched_when(declared), move |db: CouchDatabase| {
+            if not_reconciled_yet(&db) {
+                return Vec::new();
+            }
             matching(&by_database, |g| access::targets(g, &db))
         })
         .watches_stream(server_spec_changes(&mut r.servers), move |server: CouchServer| {
@@ -194,6 +221,9 @@ pub(crate) fn shares(
     let (by_user, by_server) = (by_database.clone(), by_database.clone());
     controller_for(&mut r.shares)
         .watches_stream(r.databases.touched_when(declared), move |db: CouchDatabase| {
+            if not_reconciled_yet(&db) {
+                return Vec::new();
+            }
             matching(&by_database, |s| crate::plan::share::touches_database(s, &db))
         })
         .watches_stream(r.users.touched_when(user_for_shares), move |user: CouchUser| {

@@ -134,3 +134,74 @@ pub async fn ensure_system_databases(couch: &CouchClient) {
         }
     }
 }
+
+/// A CouchDB of a test's own, started with `tools/testbin/start-couchdb.sh DIR --cluster` (or
+/// `--single`) from the build that `tools/test` made: for a test that needs a server nobody has
+/// touched yet (a cluster formed by its seedlist and not finished). Stopped when dropped.
+pub struct PrivateCouch {
+    dir: std::path::PathBuf,
+    /// Its URL, admin user and password (from `DIR/couchdb.env`).
+    pub url: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl PrivateCouch {
+    /// Starts one (`topology`: `cluster` or `single`), or `None` (after a SKIP naming what was
+    /// missing) when the scripts cannot start it and the run does not require CouchDB.
+    pub fn start(test: &str, topology: &str) -> Option<Self> {
+        let parent =
+            std::env::var_os("COUCHSHARE_TEST_WORK").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let dir = parent.join(format!("couchdb-{topology}-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).expect("CouchDB directory");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/testbin/start-couchdb.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .arg(format!("--{topology}"))
+            .env("COUCHDB_URL", "")
+            .output();
+        let started = match out {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = started {
+            if std::env::var("COUCHSHARE_REQUIRE_COUCHDB").as_deref() == Ok("1") {
+                panic!("{test}: a private CouchDB ({topology}) did not start:\n{why}");
+            }
+            say_skip(&format!(
+                "SKIP {test}: no private CouchDB {topology} could be started (the CouchDB build of tools/testbin/build-couchdb.sh): {why}"
+            ));
+            return None;
+        }
+        let env = std::fs::read_to_string(dir.join("couchdb.env")).expect("couchdb.env");
+        let value = |key: &str| {
+            env.lines()
+                .find_map(|l| l.trim_start_matches("export ").strip_prefix(&format!("{key}=")))
+                .map(|v| v.trim_matches(['\'', '"']).to_string())
+                .unwrap_or_else(|| panic!("{key} in couchdb.env"))
+        };
+        Some(PrivateCouch {
+            url: value("COUCHDB_URL"),
+            user: value("COUCHDB_USER"),
+            password: value("COUCHDB_PASSWORD"),
+            dir,
+        })
+    }
+
+    /// An admin client for it.
+    pub fn client(&self) -> CouchClient {
+        let mut config =
+            CouchConfig::new(self.url.clone(), Some(Credentials::new(self.user.clone(), self.password.clone())));
+        config.request_timeout = Duration::from_secs(30);
+        CouchClient::new(config).expect("a valid CouchDB client configuration")
+    }
+}
+
+impl Drop for PrivateCouch {
+    fn drop(&mut self) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/testbin/stop-couchdb.sh");
+        let _ = std::process::Command::new("bash").arg(script).arg(&self.dir).output();
+    }
+}

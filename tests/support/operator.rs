@@ -22,7 +22,10 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the operator watching `namespace`, with a short resync and backoff for tests.
+    /// Starts the operator watching `namespace`, with a short backoff for tests and a resync of
+    /// ten minutes: no test may pass by the resync's safety net, so whatever a test waits for
+    /// must come from a trigger (a watch, a reconciler's requeue, a CouchDB feed). A test about
+    /// the resync itself passes a shorter one in `extra`.
     pub fn start(namespace: &str, extra: &[&str]) -> Self {
         let filter = std::env::var("COUCHSHARE_TEST_LOG").unwrap_or_else(|_| "info,couchshare=debug".into());
         Self::start_logging(namespace, extra, &filter)
@@ -54,7 +57,7 @@ impl Operator {
         let log = dir.join(format!("operator-{label}-{:08x}.log", rand::random::<u32>()));
         let file = std::fs::File::create(&log).expect("operator log file");
         let child = Command::new(env!("CARGO_BIN_EXE_couchshare"))
-            .args(["run", "--resync-interval", "3s", "--max-backoff", "4s"])
+            .args(["run", "--resync-interval", "10m", "--max-backoff", "4s"])
             .args(["--deletion-grace", "10s", "--health-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", filter)

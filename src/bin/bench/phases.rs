@@ -40,6 +40,13 @@ pub async fn start_operator_with(args: &Args, run: &Run, server: Value) -> anyho
     Ok(operator)
 }
 
+/// Stops nothing: starts another operator process for the steady phase, with
+/// `--steady-resync-secs` (the caller has dropped the bulk's).
+pub fn restart_operator(args: &Args, run: &Run) -> anyhow::Result<Operator> {
+    let log = std::env::temp_dir().join(format!("couchshare-bench-{}-steady.log", run.tag));
+    Operator::start(&run.ns, args.concurrency, args.steady_resync_secs, &log)
+}
+
 fn bulk_manifests(n: usize, shares: usize, tag: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for i in 0..n {
@@ -166,10 +173,11 @@ pub fn print_profile(run: &Run, bulk: &Bulk) {
         let per = count / objects_of(run, kind).max(1) as f64;
         eprintln!("bench: bulk reconciles {kind}: {count} ({per:.2} per object, mean {mean:.0} ms)");
     }
-    if std::env::var_os("COUCHSHARE_BENCH_CALLS").is_some() {
-        for (call, count) in &bulk.calls {
-            eprintln!("bench: bulk CouchDB call {call}: {count}");
-        }
+    // Where the requests went, most first: what observation costs, call by call.
+    let mut calls: Vec<(&String, &f64)> = bulk.calls.iter().collect();
+    calls.sort_by(|a, b| b.1.total_cmp(a.1));
+    for (call, count) in calls {
+        eprintln!("bench: bulk CouchDB call {call}: {count} ({:.2} per object)", count / objects);
     }
     for (method, count) in &bulk.couch_counts {
         let mean = bulk.couch_seconds.get(method).copied().unwrap_or(0.0) / count * 1000.0;
@@ -183,16 +191,24 @@ pub struct Steady {
     pub couch_writes: f64,
     pub api_writes: usize,
     pub reads_per_resource_period: f64,
+    pub reconciles_per_resource_period: f64,
     pub audit_per_second: f64,
+    /// The restarted operator's first look at everything: reconciles and CouchDB writes.
+    pub restart_reconciles: f64,
+    pub restart_couch_writes: f64,
 }
 
 pub async fn steady(args: &Args, run: &Run, operator: &Operator) -> anyhow::Result<Steady> {
-    tokio::time::sleep(Duration::from_secs(args.resync_secs)).await;
+    let period = Duration::from_secs(args.steady_resync_secs);
+    wait(Duration::from_secs(60), || async { page(&operator.metrics_url).await.is_ok() }).await?;
+    tokio::time::sleep(period).await;
+    let restarted = page(&operator.metrics_url).await?;
     let before_requests = couch_requests(&operator.metrics_url).await?;
     let before_audit = audit_reads(&operator.metrics_url).await?;
     let before_versions = versions(&run.client, &run.ns).await?;
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(2 * args.resync_secs)).await;
+    tokio::time::sleep(2 * period).await;
+    let after = page(&operator.metrics_url).await?;
     let after_requests = couch_requests(&operator.metrics_url).await?;
     let after_audit = audit_reads(&operator.metrics_url).await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -206,11 +222,19 @@ pub async fn steady(args: &Args, run: &Run, operator: &Operator) -> anyhow::Resu
         eprintln!("bench: written at steady state: {changed:?}");
     }
     let resources = (3 * run.n + run.shares + 1) as f64;
+    let reconciles = |p: &str| counter_by(p, "couchshare_reconciles_total", "kind").values().sum::<f64>();
+    let writes_in = |p: &str| {
+        let by = counter_by(p, "couchshare_couchdb_request_duration_seconds_count", "method");
+        ["PUT", "POST", "DELETE"].iter().map(|m| by.get(*m).copied().unwrap_or(0.0)).sum::<f64>()
+    };
     Ok(Steady {
         couch_writes: grew("PUT") + grew("POST") + grew("DELETE"),
         api_writes: changed.len(),
         reads_per_resource_period: (grew("GET") + grew("HEAD") - audit) / resources / 2.0,
+        reconciles_per_resource_period: (reconciles(&after) - reconciles(&restarted)) / resources / 2.0,
         audit_per_second: audit / seconds,
+        restart_reconciles: reconciles(&restarted),
+        restart_couch_writes: writes_in(&restarted),
     })
 }
 

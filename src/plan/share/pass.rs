@@ -330,6 +330,7 @@ pub fn plan_share(intent: &ShareIntent, observed: &ObservedShare) -> Result<Shar
         let error = report.replications.iter().find_map(|r| r.error.clone());
         let message = match error {
             Some(e) => format!("replication is {}: {e}", report.state),
+            None if report.state == "unknown" => format!("replication is unknown: {NOT_TAKEN_UP}"),
             None => format!("replication is {}", report.state),
         };
         let failing = is_failing(&report.state);
@@ -392,3 +393,9 @@ pub fn on_change_body(intent: &ShareIntent, source: &str, urls_only: bool) -> Va
     body.insert("create_target".into(), Value::Bool(false));
     Value::Object(body)
 }
+
+/// Why a replication document the scheduler does not list yet is not running: CouchDB's
+/// replicator has not taken it up. On a cluster it finds a `_replicator` database created after
+/// it started (a cluster finished by the operator) only at its next scan of the shards, every
+/// `replicator/interval` ÷ 2 (30 s by default).
+pub const NOT_TAKEN_UP: &str = "CouchDB's replicator has not taken the document up yet (on a cluster whose _replicator was created after the nodes started, it finds it at its next scan of the shards, every replicator/interval ÷ 2: 30 s by default)";

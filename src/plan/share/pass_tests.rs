@@ -85,7 +85,10 @@ fn a_first_pass_writes_the_sharing_document_then_the_replication_and_reports_pen
     assert_eq!(report.sharing_document_id.as_deref(), Some("db_sharing-alice--bob"));
     assert_eq!(
         plan.outcome,
-        ShareOutcome::Pending { reason: "ReplicationPending", message: "replication is unknown".into() }
+        ShareOutcome::Pending {
+            reason: "ReplicationPending",
+            message: format!("replication is unknown: {}", super::NOT_TAKEN_UP)
+        }
     );
 }
 
