@@ -217,6 +217,13 @@ fn invalid_values_are_refused_by_the_schema() {
         (&["image.repository=null"], "repository"),
         (&["concurrency=0"], "concurrency"),
         (&["couchdb.allowedNamespaces.from=Everyone"], "from"),
+        // A selector exactly with `from: Selector`, and a label selector's own keys.
+        (&["couchdb.allowedNamespaces.from=Selector"], "selector"),
+        (&["couchdb.trustedNamespaces.selector.matchLabels.team=a"], "selector"),
+        (
+            &["couchdb.allowedNamespaces.from=Selector", "couchdb.allowedNamespaces.selector.matchLabelz.a=b"],
+            "matchLabelz",
+        ),
         // Rules the schema cannot express fail in the templates, with a message as clear.
         (&["couchdb.enabled=true", "couchdb.cluster.copies=3"], "couchdb.cluster.copies"),
         (&["couchdb.enabled=true", "watchNamespace=apps"], "watchNamespace"),
@@ -802,7 +809,10 @@ async fn the_couchdb_secrets_survive_upgrade_and_uninstall() {
     };
     let values = ["--set", "couchdb.enabled=true", "--set", "couchdb.nodes=3"];
     let notes = helm_run("install", &values);
-    assert!(notes.contains("A CouchServer named main is ready"), "NOTES say what to apply next:\n{notes}");
+    assert!(
+        notes.contains("Wait until the CouchServer main is Ready"),
+        "NOTES say how to wait for the server:\n{notes}"
+    );
 
     let admin = format!("{release}-couchshare-couchdb-admin");
     let cookie = format!("{release}-couchshare-couchdb-erlang-cookie");

@@ -181,7 +181,10 @@ impl Error {
             | Error::ConfigFailed(_)
             | Error::Waiting { .. }
             | Error::Settling { .. } => true,
-            Error::Couch { source, .. } => source.is_transient(),
+            // A document update conflict (409) means what was read is already stale (on a
+            // cluster, a quorum read can miss a write a moment old): the next reconcile reads
+            // again, so retry soon rather than at the resync.
+            Error::Couch { source, .. } => source.is_transient() || source.is_conflict(),
             _ => false,
         }
     }
@@ -277,6 +280,16 @@ mod tests {
             (Error::Settling { what: "x".into() }, "Waiting", true, false),
             (Error::Finalizer("x".into()), "FinalizerError", true, false),
             (Error::Leadership("x".into()), "LeadershipError", false, false),
+            (
+                Error::couch(
+                    "writing the user",
+                    "http://couch",
+                    CouchError::Conflict { method: "PUT".into(), path: "/_users/x".into(), reason: "conflict".into() },
+                ),
+                "CouchDBError",
+                true,
+                false,
+            ),
         ];
         for (error, reason, transient, waits) in cases {
             assert_eq!(error.reason(), reason, "{error:?}");

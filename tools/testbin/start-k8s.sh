@@ -5,9 +5,18 @@
 # the PKI (CA key included, so tests can mint client certificates) in WORK_DIR/pki.
 # Run again on the same WORK_DIR after stop-k8s.sh, it restarts both on the same ports with the
 # same PKI and etcd data: what a control-plane restart looks like to a client.
+# COUCHSHARE_K8S_NODE_ADDRESS=IP (start-node.sh sets it): an API server that a node's pods can
+# use — it listens on that address (a bridge's, not loopback) instead of 127.0.0.1, publishes it
+# in the `kubernetes` Service's endpoints, has the ServiceAccount admission plugin on (service
+# account tokens for pods), a serving certificate for that address and the Service's IP, and
+# reaches kubelets by their InternalIP with the admin client certificate.
 set -euo pipefail
 BIN=${1:?dir with kube-apiserver and etcd}; W=${2:?work dir}
 mkdir -p "$W/pki" "$W/etcd"
+NODE_ADDR=${COUCHSHARE_K8S_NODE_ADDRESS:-}
+ADDR=${NODE_ADDR:-127.0.0.1}
+SANS="DNS:localhost,IP:127.0.0.1"
+[ -n "$NODE_ADDR" ] && SANS+=",IP:$NODE_ADDR,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 if [ -f "$W/ports.env" ]; then
   # shellcheck disable=SC1091
@@ -22,7 +31,7 @@ fi
   openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 7 -subj "/CN=couchshare-test-ca" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"
   openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
-  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=%s\n' "$SANS" >server.ext
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 7 -extfile server.ext
   openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=couchshare-test-admin"
   printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >client.ext
@@ -42,23 +51,28 @@ curl -fsS "http://127.0.0.1:$ETCD_PORT/health" >/dev/null \
 
 # --advertise-address on loopback with the endpoint reconciler off: hermetic, and accepted
 # by every release (a loopback address breaks the kubernetes Endpoints write otherwise).
+if [ -n "$NODE_ADDR" ]; then
+  MODE=(--endpoint-reconciler-type=lease --kubelet-preferred-address-types=InternalIP
+        --kubelet-client-certificate="$W/pki/admin.crt" --kubelet-client-key="$W/pki/admin.key")
+else
+  MODE=(--endpoint-reconciler-type=none --disable-admission-plugins=ServiceAccount)
+fi
 "$BIN/kube-apiserver" \
   --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-  --bind-address=127.0.0.1 --secure-port="$API_PORT" \
-  --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+  --bind-address="$ADDR" --secure-port="$API_PORT" \
+  --advertise-address="$ADDR" "${MODE[@]}" \
   --cert-dir="$W/pki" --tls-cert-file="$W/pki/apiserver.crt" --tls-private-key-file="$W/pki/apiserver.key" \
   --client-ca-file="$W/pki/ca.crt" \
   --authorization-mode=RBAC \
-  --service-account-issuer="https://127.0.0.1:$API_PORT" \
+  --service-account-issuer="https://$ADDR:$API_PORT" \
   --service-account-key-file="$W/pki/sa.pub" --service-account-signing-key-file="$W/pki/sa.key" \
   --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
-  --disable-admission-plugins=ServiceAccount \
   >"$W/kube-apiserver.log" 2>&1 &
 echo $! >"$W/apiserver.pid"
 
 C=(--cacert "$W/pki/ca.crt" --cert "$W/pki/admin.crt" --key "$W/pki/admin.key")
-for _ in $(seq 240); do curl -fsS "${C[@]}" "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
-curl -fsS "${C[@]}" "https://127.0.0.1:$API_PORT/readyz" >/dev/null \
+for _ in $(seq 240); do curl -fsS "${C[@]}" "https://$ADDR:$API_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
+curl -fsS "${C[@]}" "https://$ADDR:$API_PORT/readyz" >/dev/null \
   || { echo "kube-apiserver not ready" >&2; tail -n 40 "$W/kube-apiserver.log" >&2; exit 1; }
 
 b64() { base64 -w0 "$1"; }
@@ -68,7 +82,7 @@ kind: Config
 clusters:
 - name: couchshare-test
   cluster:
-    server: https://127.0.0.1:$API_PORT
+    server: https://$ADDR:$API_PORT
     certificate-authority-data: $(b64 "$W/pki/ca.crt")
 users:
 - name: couchshare-test-admin
@@ -86,4 +100,4 @@ export COUCHSHARE_TEST_PKI=$W/pki
 export COUCHSHARE_KUBECTL=$BIN/kubectl
 export COUCHSHARE_HELM=$BIN/helm
 ENV
-echo "kube-apiserver ready on https://127.0.0.1:$API_PORT" >&2
+echo "kube-apiserver ready on https://$ADDR:$API_PORT" >&2
