@@ -5,8 +5,9 @@
 //! per-user database within 10 s, whether the feed answers or the `_all_dbs` listing stands in.
 //! Each test says which it was (the feed, since that fix); on a single
 //! node those two skip: the topology, not a capability, is what they need. On a single node a
-//! third takes `_global_changes` away under a running operator: it lists around the missing
-//! feed, its server puts the database back, and the feed is taken up again.
+//! third takes `_global_changes` away under a running operator: the follower's failing feed
+//! wakes its server (or it lists around the missing feed, which does too), the server puts the
+//! database back, and the feed is followed again.
 
 mod support;
 
@@ -178,8 +179,9 @@ async fn a_feed_that_goes_missing_is_listed_around_and_taken_back_when_it_return
         events_source(&env).await.as_deref() == Some("_db_updates")
     })
     .await;
-    // The feed goes: the follower lists instead and requeues its server, whose reconcile (no
-    // resync for 10 minutes) puts the system database back; the follower takes the feed back.
+    // The feed goes: the follower's first failure requeues its server (or, when the feed answers
+    // 404 first, it lists instead and that change requeues it), whose reconcile (no resync for 10
+    // minutes) puts the system database back; the follower follows the feed again.
     env.couch.delete_database("_global_changes").await.expect("remove _global_changes");
     let gone = Instant::now();
     let restored = couchdb::eventually(Duration::from_secs(30), || async {
@@ -194,13 +196,14 @@ async fn a_feed_that_goes_missing_is_listed_around_and_taken_back_when_it_return
         !feed_missing(&env.couch).await && events_source(&env).await.as_deref() == Some("_db_updates")
     })
     .await;
+    // Either the follower listed meanwhile and took the feed back, or its feed's first failure
+    // woke the server, which put the database back before the follower had to list.
     let output = env.op.output();
-    assert!(
-        output.contains("no _db_updates; listing the databases instead"),
-        "it listed meanwhile:\n{}",
-        env.op.tail()
-    );
-    assert!(output.contains("_db_updates answers again"), "it took the feed back:\n{}", env.op.tail());
+    let listed = output.contains("no _db_updates; listing the databases instead");
+    if listed {
+        assert!(output.contains("_db_updates answers again"), "it took the feed back:\n{}", env.op.tail());
+    }
+    eprintln!("{test}: the follower listed meanwhile: {listed}");
     env.couch.delete_database(&name).await.expect("delete by hand");
     let deleted = Instant::now();
     let back = couchdb::eventually(Duration::from_secs(30), || async {
