@@ -45,9 +45,12 @@ impl Names<'_> {
     }
 }
 
-/// Share `j` replicates database `5j` into `5j + 1` (in both phases).
-pub fn share_ends(j: usize) -> (usize, usize) {
-    (5 * j, 5 * j + 1)
+/// Share `j` of `shares` replicates database `sj` into `sj + 1` (in both phases), with the
+/// stride `s` the spread of n databases allows: 5 when there are n/5 shares or fewer, down to 2
+/// (n/2 shares: every database in one). More shares than n/2 is refused by `main`.
+pub fn share_ends(j: usize, n: usize, shares: usize) -> (usize, usize) {
+    let stride = (n / shares.max(1)).clamp(2, 5);
+    (stride * j, stride * j + 1)
 }
 
 fn owner(kind: &str, name: &str) -> Owner {
@@ -93,7 +96,9 @@ pub async fn run(
             let mut security = couch.security(&db).await?;
             let mut members = vec![user.clone()];
             members.extend(
-                (0..shares).filter(|j| [share_ends(*j).0, share_ends(*j).1].contains(&i)).map(|j| names.repl_user(j)),
+                (0..shares)
+                    .filter(|j| [share_ends(*j, n, shares).0, share_ends(*j, n, shares).1].contains(&i))
+                    .map(|j| names.repl_user(j)),
             );
             members.sort();
             security.members.names = members;
@@ -117,7 +122,7 @@ pub async fn run(
             let mut user = UserDoc::new(&auth.username, vec![], Some(auth.password.clone()));
             user.extra.insert(SHARE_FIELD.into(), serde_json::to_value(&me)?);
             couch.put_user(&user).await?;
-            let (a, b) = share_ends(j);
+            let (a, b) = share_ends(j, n, shares);
             let end = |i| Endpoint { base_url: base.clone(), database: names.db(i), auth: Some(auth.clone()) };
             let spec = ReplicationSpec {
                 id: names.replication(j),

@@ -122,6 +122,8 @@ async fn setup(args: &Args) -> anyhow::Result<(Run, CouchClient, pin::Pinning)> 
     let client = Client::try_from(config)?;
     let tag = format!("{:06x}", rand::random::<u32>() & 0xffffff);
     let (n, shares) = if args.scale { (3000, 1000) } else { (args.n, args.shares.unwrap_or(args.n / 5)) };
+    // Each share replicates one database into another, never one a share of its own uses.
+    anyhow::ensure!(2 * shares <= n, "--shares {shares} needs at least {} databases (--n)", 2 * shares);
     let pinning = pin::pin(&couch_url, &api_url, !args.no_pin && !args.fan_in);
     let run = Run {
         client,

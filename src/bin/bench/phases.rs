@@ -65,7 +65,7 @@ fn bulk_manifests(n: usize, shares: usize, tag: &str) -> Vec<Value> {
         out.push(manifest("CouchGrant", &format!("grant-{i}"), grant));
     }
     for j in 0..shares {
-        let (a, b) = share_ends(j);
+        let (a, b) = share_ends(j, n, shares);
         let spec = json!({"source": {"database": {"name": format!("db-{a}")}},
             "target": {"database": {"name": format!("db-{b}")}}, "continuous": false});
         out.push(manifest("CouchShare", &format!("share-{j}"), spec));
