@@ -4,7 +4,8 @@
 //! whose replications have not started registers here what it saw; one task per server and
 //! replicator database reads `_scheduler/docs` twice a second while any share waits, and wakes
 //! each share whose jobs' states moved. The cost is two reads a second per server, whatever
-//! the number of waiting shares, and none when no share waits.
+//! the number of waiting shares, plus at most ten per read for one-shots the listing shows as
+//! not ended (on a cluster it lags the node that ran them), and none when no share waits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -27,10 +28,15 @@ type States = BTreeMap<String, Option<String>>;
 /// A server and one of its replicator databases.
 type Key = (ServerKey, String);
 
+/// How many one-shot jobs a read asks for by themselves (see [`run`]).
+const ONE_SHOTS_PER_READ: usize = 10;
+
 #[derive(Default)]
 struct Watched {
     /// Each waiting share, with the states it saw.
     waiting: HashMap<ObjectRef<CouchShare>, States>,
+    /// The waiting shares whose jobs are one-shots.
+    one_shot: std::collections::HashSet<ObjectRef<CouchShare>>,
     /// The states of the last read (a listing that lags a node is not taken for a change twice).
     last: States,
     /// Whether a task reads for this key.
@@ -59,6 +65,7 @@ fn moved(watched: &mut Watched, listed: States) -> Vec<ObjectRef<CouchShare>> {
     }
     for share in &woken {
         watched.waiting.remove(share);
+        watched.one_shot.remove(share);
     }
     watched.last = listed;
     woken
@@ -70,10 +77,12 @@ impl SchedulerWatch {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         for watched in keys.values_mut() {
             watched.waiting.remove(share);
+            watched.one_shot.remove(share);
         }
     }
 
-    /// Registers `share` as waiting for its jobs (`seen`: each job's state as this pass saw it)
+    /// Registers `share` as waiting for its jobs (`seen`: each job's state as this pass saw it,
+    /// and whether they are one-shots)
     /// on `replicator` of `server`, and makes sure a task reads that scheduler.
     pub(crate) fn wait(
         &self,
@@ -81,7 +90,7 @@ impl SchedulerWatch {
         couch: &CouchClient,
         replicator: &str,
         share: ObjectRef<CouchShare>,
-        seen: States,
+        (seen, one_shot): (States, bool),
         trigger: Option<ShareTrigger>,
     ) {
         let Some(trigger) = trigger else { return };
@@ -89,6 +98,9 @@ impl SchedulerWatch {
         let start = {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             let watched = keys.entry(key.clone()).or_default();
+            if one_shot {
+                watched.one_shot.insert(share.clone());
+            }
             watched.waiting.insert(share, seen);
             !std::mem::replace(&mut watched.running, true)
         };
@@ -102,13 +114,40 @@ impl SchedulerWatch {
 async fn run(keys: Arc<Mutex<HashMap<Key, Watched>>>, key: Key, couch: CouchClient, trigger: ShareTrigger) {
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
-        let listed = match couch.replication_statuses(&key.1).await {
+        let mut listed: Option<States> = match couch.replication_statuses(&key.1).await {
             Ok(listed) => Some(listed.into_iter().map(|s| (s.doc_id, s.state.as_ref().map(state_name))).collect()),
             Err(e) => {
                 tracing::debug!(error = %e, database = %key.1, "reading _scheduler/docs for waiting shares failed");
                 None
             }
         };
+        // On a cluster the listing lags the node that ran a one-shot by seconds, and CouchDB
+        // writes its end into the document later still: a few one-shots the listing shows as
+        // not ended are asked for by themselves, as the share's own pass does.
+        let ask: Vec<String> = {
+            let all = keys.lock().unwrap_or_else(|e| e.into_inner());
+            let ended = |id: &String| {
+                listed
+                    .as_ref()
+                    .and_then(|l| l.get(id))
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|s| s == "completed" || s == "failed")
+            };
+            all.get(&key).map_or_else(Vec::new, |w| {
+                w.one_shot
+                    .iter()
+                    .filter_map(|share| w.waiting.get(share))
+                    .flat_map(|seen| seen.keys().filter(|id| !ended(id)).cloned())
+                    .take(ONE_SHOTS_PER_READ)
+                    .collect()
+            })
+        };
+        for id in ask {
+            if let (Some(listed), Ok(Some(one))) = (listed.as_mut(), couch.replication_status(&key.1, &id).await) {
+                listed.insert(id, one.state.as_ref().map(state_name));
+            }
+        }
         let (woken, done) = {
             let mut all = keys.lock().unwrap_or_else(|e| e.into_inner());
             let Some(watched) = all.get_mut(&key) else { return };

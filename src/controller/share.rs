@@ -248,7 +248,8 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
             let seen = status.replications.iter().map(|r| (r.id.clone(), r.state.clone())).collect();
             let server = super::ServerKey::of(&connected.server);
             let trigger = ctx.share_trigger.clone();
-            ctx.scheduler_watch.wait(server, &connected.couch, &intent.replicator, me, seen, trigger);
+            let waited = (seen, !intent.continuous);
+            ctx.scheduler_watch.wait(server, &connected.couch, &intent.replicator, me, waited, trigger);
             Ok(Settled::Pending { reason, message })
         }
     }

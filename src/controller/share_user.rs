@@ -82,7 +82,9 @@ pub(crate) async fn ensure_replication_user(
 /// share's entry (the share waits for it); a per-user database is written here, entry by
 /// entry. Then CouchDB is asked as the user, for each database not in `shown` — those a share
 /// already replicating with an unchanged user has shown it can use: asking costs CouchDB a
-/// password check, and its auth cache follows `_users` asynchronously.
+/// password check, and its auth cache follows `_users` asynchronously. A database whose
+/// `_security` grants the user while CouchDB still refuses it (the auth cache, or a cluster's
+/// shard copies not agreeing yet) is `Settling`, retried with backoff: nothing announces that.
 pub(crate) async fn access_missing(
     ctx: &Context,
     share: &CouchShare,
@@ -118,7 +120,14 @@ pub(crate) async fn access_missing(
         }
         match user_client.database_info(database).await {
             Ok(_) => {}
-            Err(e) if e.is_access_denied() => missing.push(database.clone()),
+            // Its `_security` holds the user (the ledger, a read, or this share's own write),
+            // yet CouchDB refuses it: on a cluster the shard copies take a moment to agree, and
+            // nothing announces when they do. Retried with backoff, not left to a trigger.
+            Err(e) if e.is_access_denied() => {
+                return Err(Error::Settling {
+                    what: format!("the replication user's access to {database}, which its _security already grants"),
+                });
+            }
             Err(e) => return Err(Error::couch("checking the replication user's access", url, e)),
         }
     }
