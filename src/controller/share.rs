@@ -239,19 +239,23 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     }
     let me = kube::runtime::reflector::ObjectRef::from_obj(share);
     ctx.scheduler_watch.forget(&me);
+    // Jobs that have not started (or fail), and one-shots that have not ended: the scheduler
+    // watch wakes the share when they move (CouchDB writes a one-shot's end into its document
+    // seconds after its scheduler says it), and the replicator feed when one ends.
+    let one_shot_running = !intent.continuous
+        && matches!(plan.outcome, ShareOutcome::Replicating)
+        && status.replications.iter().any(|r| r.state.as_deref() != Some("completed"));
+    if one_shot_running || matches!(plan.outcome, ShareOutcome::Pending { .. }) {
+        let seen = status.replications.iter().map(|r| (r.id.clone(), r.state.clone())).collect();
+        let server = super::ServerKey::of(&connected.server);
+        let trigger = ctx.share_trigger.clone();
+        let waited = (seen, !intent.continuous);
+        ctx.scheduler_watch.wait(server, &connected.couch, &intent.replicator, me, waited, trigger);
+    }
     match plan.outcome {
         ShareOutcome::Waiting(what) => Err(Error::Waiting { what }),
         ShareOutcome::Replicating => Ok(Settled::Replicating),
-        ShareOutcome::Pending { reason, message } => {
-            // Its jobs have not started (or they fail): the scheduler watch wakes it when they
-            // move, and the replicator feed when one ends.
-            let seen = status.replications.iter().map(|r| (r.id.clone(), r.state.clone())).collect();
-            let server = super::ServerKey::of(&connected.server);
-            let trigger = ctx.share_trigger.clone();
-            let waited = (seen, !intent.continuous);
-            ctx.scheduler_watch.wait(server, &connected.couch, &intent.replicator, me, waited, trigger);
-            Ok(Settled::Pending { reason, message })
-        }
+        ShareOutcome::Pending { reason, message } => Ok(Settled::Pending { reason, message }),
     }
 }
 
