@@ -541,21 +541,17 @@ fn cases(s: &Scraped, ns: &str) -> Vec<Case> {
     ));
     out.push(case("an operator up is silent", "CouchshareOperatorDown", vec![(up.clone(), "1x40")], None));
 
-    let reconciles = need(
-        "couchshare_reconciles_total",
-        "CouchShare",
-        s.find("couchshare_reconciles_total", |m| label(m, "kind") == "CouchShare"),
-    );
+    let leader = need("couchshare_leader", "the leading operator", s.find("couchshare_leader", |_| true));
     out.push(case(
-        "replicas up that reconcile nothing fire",
+        "replicas up and none leading fire",
         "CouchshareNoLeader",
-        vec![(up.clone(), "1x40"), (reconciles.clone(), "7x40")],
+        vec![(up.clone(), "1x40"), (leader.clone(), "0x40")],
         Some(BTreeMap::new()),
     ));
     out.push(case(
-        "a leader reconciling is silent",
+        "a replica leading is silent",
         "CouchshareNoLeader",
-        vec![(up.clone(), "1x40"), (reconciles.clone(), "0+5x40")],
+        vec![(up.clone(), "1x40"), (leader.clone(), "1x40")],
         None,
     ));
     out

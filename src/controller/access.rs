@@ -7,12 +7,11 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::error::Error;
-use super::servers::{namespace_allowed, server_key};
-use super::status::condition_state;
-use super::tenancy::database_reference;
+use super::servers::server_key;
+use super::status::{condition_state, is_ready};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser, UserDatabaseRef, condition};
 use crate::plan::security::GrantEntries;
-use crate::plan::tenancy::{self, NameKind, grant_needs};
+use crate::plan::tenancy::{self, NameKind};
 
 /// A grant's contribution, with the referenced CouchUsers that do not exist.
 pub(crate) struct Resolved {
@@ -98,46 +97,51 @@ pub(crate) fn targets(grant: &CouchGrant, db: &CouchDatabase) -> bool {
     db.name_any() == *name && db.namespace().as_deref() == Some(ns)
 }
 
-/// The contributions of every live grant on a CouchDatabase whose namespace the server allows.
+/// The contributions of every live grant and share on a CouchDatabase, through the one filter
+/// `kubectl couchshare access` explains ([`crate::plan::access::contributions`]): consent,
+/// `allowedNamespaces`, name scope, admitted users and replication users. The labels of each
+/// namespace they come from are read here, where a policy needs them.
 pub(crate) async fn grants_for_database(
     ctx: &Context,
     db: &CouchDatabase,
     server: &CouchServer,
 ) -> Result<Vec<GrantEntries>, Error> {
-    let key = super::ServerKey::of(server);
-    let mut out = Vec::new();
-    for grant in ctx.stores.grants.state() {
-        if grant.metadata.deletion_timestamp.is_some() || !targets(&grant, db) {
-            continue;
-        }
-        let from = grant.namespace().unwrap_or_default();
-        // From another namespace, only with the database's consent: withdrawing it drops the entries.
-        if database_reference(db, &from, &grant_needs(grant.spec.access)).is_err()
-            || !namespace_allowed(ctx, server, &from).await?
+    let grants = ctx.stores.grants.state();
+    let shares = ctx.stores.shares.state();
+    let users = ctx.stores.users.state();
+    let from: std::collections::BTreeSet<String> = grants
+        .iter()
+        .filter(|g| targets(g, db))
+        .map(|g| g.namespace().unwrap_or_default())
+        .chain(
+            shares
+                .iter()
+                .filter(|s| crate::plan::share::touches_database(s, db))
+                .map(|s| s.namespace().unwrap_or_default()),
+        )
+        .collect();
+    let mut labels = std::collections::BTreeMap::new();
+    for ns in from {
+        if let Some(l) = super::tenancy::labels_for(
+            ctx,
+            server,
+            &[&server.spec.allowed_namespaces, &server.spec.trusted_namespaces],
+            &ns,
+        )
+        .await?
         {
-            continue;
-        }
-        // Names and roles out of the grant's namespace's scope: nothing of it is merged.
-        match grant_in_scope(ctx, &grant, server).await {
-            Ok(()) => {}
-            Err(Error::NotPermitted(_)) => continue,
-            Err(e) => return Err(e),
-        }
-        out.push(resolve_grant(&grant, ctx, &key).entries);
-    }
-    // Shares with scoped credentials need their replication user as a member.
-    for share in ctx.stores.shares.state() {
-        let from = share.namespace().unwrap_or_default();
-        if crate::plan::share::wants_access(&share)
-            && crate::plan::share::touches_database(&share, db)
-            && super::share_refs::database_permitted(&share, db)
-            && share_admitted(&share).is_ok()
-            && namespace_allowed(ctx, server, &from).await?
-        {
-            out.push(crate::plan::share::contribution(&share));
+            labels.insert(ns, l);
         }
     }
-    Ok(out)
+    let world = crate::plan::access::World {
+        server,
+        database: db,
+        grants: &grants,
+        users: &users,
+        shares: &shares,
+        namespace_labels: &labels,
+    };
+    Ok(crate::plan::access::contributions(&world).entries)
 }
 
 /// Requeues the grants on `db` after a pass of its reconciler whose next pass would say
@@ -174,8 +178,7 @@ fn grant_would_change(
     }
     let Some(security) = security else { return true };
     let applied = resolved.missing.is_empty() && crate::plan::grant::grants_present(security, &resolved.entries);
-    let ready = condition_state(&status.conditions, condition::READY).is_some_and(|(s, _)| s == "True");
-    applied != ready
+    applied != is_ready(Some(&status.conditions))
 }
 
 /// Requeues the shares on `db` that are not Ready yet and that this pass of its reconciler gave
@@ -194,9 +197,7 @@ pub(crate) fn requeue_shares_for_database(
         security.is_some_and(|s| crate::plan::grant::grants_present(s, &crate::plan::share::contribution(share)))
     };
     for share in ctx.stores.shares.state() {
-        let ready = share.status.as_ref().is_some_and(|s| {
-            condition_state(&s.conditions, condition::READY).is_some_and(|(status, _)| status == "True")
-        });
+        let ready = is_ready(share.status.as_ref().map(|s| s.conditions.as_slice()));
         if ready || !crate::plan::share::touches_database(&share, db) {
             continue;
         }

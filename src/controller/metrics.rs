@@ -92,6 +92,8 @@ fn latency() -> Histogram {
 /// Every metric of the process.
 pub struct Metrics {
     registry: Registry,
+    /// What each scrape reads from the watches and leadership (see `state_metrics`).
+    pub state: std::sync::Arc<super::state_metrics::State>,
     reconciles: Family<Kind, Counter>,
     reconcile_errors: Family<KindReason, Counter>,
     reconcile_seconds: Family<Kind, Histogram, fn() -> Histogram>,
@@ -149,7 +151,9 @@ impl Metrics {
             on_change_docs: Family::default(),
             on_change_databases: Family::default(),
             registry: Registry::default(),
+            state: Default::default(),
         };
+        registry.register_collector(Box::new(super::state_metrics::Collector(m.state.clone())));
         registry.register("reconciles", "Reconciles run, by kind", m.reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by kind and reason", m.reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration, by kind", m.reconcile_seconds.clone());

@@ -36,6 +36,7 @@ mod share_refs;
 mod share_revoke;
 mod share_stop;
 mod share_user;
+mod state_metrics;
 mod status;
 mod tail;
 mod tasks;
@@ -170,6 +171,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         Some(election) => Some(leader::acquire(client.clone(), election).await?),
         None => None,
     };
+    metrics.state.leading(true);
     wait_for_crds(&client).await?;
     let ns = config.namespace.as_deref();
 
@@ -190,8 +192,9 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
             shares: Some(share_trigger),
             users: Some(user_trigger),
         },
-        metrics,
+        metrics.clone(),
     ));
+    metrics.state.watch(reflectors.stores());
 
     let per_kind = controller::Config::default().concurrency(config.concurrency);
     let servers = wiring::servers(&mut reflectors, per_kind.clone(), servers_requested);
@@ -227,6 +230,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         _ = lost => Err(Error::Leadership("lost the lease; stopping so that only one replica reconciles".into())),
     };
     ready.set(false);
+    metrics.state.leading(false);
     watches.iter().for_each(JoinHandle::abort);
     if let Some(l) = leadership {
         l.release().await;

@@ -1,5 +1,6 @@
-//! What the other reconcilers need to know about shares that takes the cluster's view: whether a
-//! share may use a CouchDatabase (consent), and which per-user databases it touches. What the
+//! What the other reconcilers need to know about shares that takes the cluster's view: which
+//! per-user databases a share touches (whether it may use a CouchDatabase is decided with the
+//! grants, in `plan::access::contributions`). What the
 //! share resource alone says (its identity, the databases it names, the entry its replication
 //! user needs) is in `plan::share::refs`. The database and grant reconcilers meet the share
 //! reconciler here and there, never in its module.
@@ -10,21 +11,6 @@ use super::context::Context;
 use super::share_endpoints::{Place, fan_in_users};
 use crate::api::CouchShare;
 use crate::plan::tenancy::{EndpointRole, share_needs};
-
-/// Whether `share` may use the CouchDatabase `db` in every role it gives it (its own namespace,
-/// or the database's consent), so whether the database keeps its replication user's access.
-pub(crate) fn database_permitted(share: &CouchShare, db: &crate::api::CouchDatabase) -> bool {
-    let ns = share.namespace().unwrap_or_default();
-    let names = |r: &Option<crate::api::ObjectRef>| {
-        r.as_ref().is_some_and(|r| {
-            r.name == db.name_any() && r.namespace.as_deref().unwrap_or(&ns) == db.namespace().unwrap_or_default()
-        })
-    };
-    [(&share.spec.source.database, EndpointRole::Source), (&share.spec.target.database, EndpointRole::Target)]
-        .into_iter()
-        .filter(|(r, _)| names(r))
-        .all(|(_, role)| super::tenancy::database_reference(db, &ns, &share_needs(role, share.spec.mode)).is_ok())
-}
 
 /// Whether this share touches the per-user database `couch_name` on `server` (and may: a user
 /// in another namespace must consent).

@@ -76,6 +76,13 @@ pub fn condition_state(conditions: &[Condition], type_: &str) -> Option<(String,
     conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// Whether `conditions` say Ready=True (no status, or no Ready condition yet, is not Ready).
+pub fn is_ready(conditions: Option<&[Condition]>) -> bool {
+    conditions
+        .and_then(|c| condition_state(c, crate::api::condition::READY))
+        .is_some_and(|(status, _)| status == "True")
+}
+
 /// Writes `status` with server-side apply, unless it equals `current`. Returns whether it wrote.
 pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<bool, Error>
 where

@@ -15,7 +15,7 @@ use crate::api::{AllowedNamespaces, ConsentScope, CouchDatabase, CouchServer, Co
 use crate::plan::tenancy::{self, NameKind, NameScope, Refused, TrustedAct};
 
 /// Namespace `from`'s labels, read only when one of `policies` needs them to decide.
-async fn labels_for(
+pub(crate) async fn labels_for(
     ctx: &Context,
     server: &CouchServer,
     policies: &[&AllowedNamespaces],

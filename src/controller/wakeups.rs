@@ -9,13 +9,8 @@ use kube::runtime::reflector::ObjectRef;
 use super::context::Context;
 use super::keys::ServerKey;
 use super::servers::server_key;
-use super::status::condition_state;
-use crate::api::{CouchDatabase, CouchGrant, CouchShare, CouchUser, condition};
-
-/// Whether an object's status says Ready=True.
-fn is_ready(conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>) -> bool {
-    conditions.and_then(|c| condition_state(c, condition::READY)).is_some_and(|(status, _)| status == "True")
-}
+use super::status::is_ready;
+use crate::api::{CouchDatabase, CouchGrant, CouchShare, CouchUser};
 
 /// The objects on `server` that are not Ready, by kind.
 #[derive(Debug, Default, PartialEq)]

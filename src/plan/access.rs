@@ -3,10 +3,12 @@
 //! which consent let it in) and what was refused and why. Pure: the `kubectl couchshare access`
 //! command passes in what it listed. The `_security` itself comes from
 //! [`super::security::desired_security`], and each admission from the tenancy rules
-//! ([`super::tenancy`]) and share functions ([`super::share`]) the operator's reconcilers use,
-//! with the same filters as the controller's `grants_for_database`.
+//! ([`super::tenancy`]) and share functions ([`super::share`]) the operator's reconcilers use.
+//! [`contributions`] is the one filter of grants and shares: the database reconciler's
+//! `grants_for_database` calls it with what its watches hold.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use serde::Serialize;
@@ -16,13 +18,14 @@ use super::tenancy::{self, EndpointRole, NameKind, grant_needs, share_needs};
 use crate::api::{Access, CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser, ServerRef, condition};
 use crate::couch;
 
-/// Everything the explanation reads, as listed from the API server.
+/// Everything the explanation reads: what the plugin listed from the API server, or what the
+/// operator's watches hold.
 pub struct World<'a> {
     pub server: &'a CouchServer,
     pub database: &'a CouchDatabase,
-    pub grants: &'a [CouchGrant],
-    pub users: &'a [CouchUser],
-    pub shares: &'a [CouchShare],
+    pub grants: &'a [Arc<CouchGrant>],
+    pub users: &'a [Arc<CouchUser>],
+    pub shares: &'a [Arc<CouchShare>],
     /// Labels of the namespaces a `Selector` policy asks about (absent: the namespace does not
     /// exist, or could not be read).
     pub namespace_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
@@ -200,7 +203,7 @@ impl World<'_> {
             });
             let who = format!("CouchUser {user_ns}/{}", reference.name);
             match found {
-                Some(u) if server_of(u, &u.spec.server_ref) == server => {
+                Some(u) if server_of(u.as_ref(), &u.spec.server_ref) == server => {
                     let status = u.status.as_ref();
                     match admitted(
                         status.and_then(|s| s.username.as_deref()),
@@ -223,8 +226,8 @@ impl World<'_> {
         Some(GrantEntries { access: grant.spec.access, names, roles })
     }
 
-    /// Whether a share may use this database for every role it has in it (the controller's
-    /// `database_permitted`), or why not.
+    /// Whether a share may use this database for every role it has in it (its own namespace, or
+    /// the database's consent), or why not.
     fn share_permitted(&self, share: &CouchShare) -> Result<Vec<&'static str>, String> {
         let ns = share.namespace().unwrap_or_default();
         let db_ns = self.database.namespace().unwrap_or_default();
@@ -253,16 +256,23 @@ impl World<'_> {
     }
 }
 
-/// The explanation of `world.database`'s access.
-pub fn explain(world: &World<'_>) -> Explained {
+/// What the live grants and shares of `world` contribute to `world.database`'s `_security`,
+/// each with its cause, and what was refused and why.
+pub struct Contributions {
+    /// The entries to merge, grant by grant and share by share.
+    pub entries: Vec<GrantEntries>,
+    causes: Causes,
+    /// The grants, users and shares that would have added entries and did not.
+    pub refused: Vec<Refusal>,
+}
+
+/// The contributions to `world.database`: grants that target it from a namespace it consents to
+/// and the server allows, with names and roles in that namespace's scope and admitted users;
+/// replication users of shares that touch it, may use it, and whose user is admitted.
+pub fn contributions(world: &World<'_>) -> Contributions {
     let db = world.database;
-    let db_ns = db.namespace().unwrap_or_default();
     let mut causes = Causes { by_entry: BTreeMap::new() };
     let mut refused = Vec::new();
-    let base = format!("base _security of {}", world.database_what());
-    for (access, part) in [(Access::Admin, &db.spec.security.admins), (Access::Member, &db.spec.security.members)] {
-        causes.add(access, &part.names, &part.roles, &base);
-    }
     let mut contributions = Vec::new();
     for grant in world.grants {
         if grant.metadata.deletion_timestamp.is_some() || !world.targets(grant) {
@@ -283,14 +293,11 @@ pub fn explain(world: &World<'_>) -> Explained {
         }
     }
     for share in world.shares {
-        if !super::share::touches_database(share, db) {
+        if !super::share::touches_database(share, db) || !super::share::wants_access(share) {
             continue;
         }
         let from = share.namespace().unwrap_or_default();
         let source = format!("CouchShare {from}/{}", share.name_any());
-        if !super::share::wants_access(share) {
-            continue;
-        }
         let roles = match world.share_permitted(share) {
             Ok(roles) => roles,
             Err(why) => {
@@ -320,6 +327,22 @@ pub fn explain(world: &World<'_>) -> Explained {
         }
         causes.add(entries.access, &entries.names, &entries.roles, &cause);
         contributions.push(entries);
+    }
+    Contributions { entries: contributions, causes, refused }
+}
+
+/// The explanation of `world.database`'s access.
+pub fn explain(world: &World<'_>) -> Explained {
+    let db = world.database;
+    let db_ns = db.namespace().unwrap_or_default();
+    let Contributions { entries: contributions, causes: granted, refused } = contributions(world);
+    let mut causes = Causes { by_entry: BTreeMap::new() };
+    let base = format!("base _security of {}", world.database_what());
+    for (access, part) in [(Access::Admin, &db.spec.security.admins), (Access::Member, &db.spec.security.members)] {
+        causes.add(access, &part.names, &part.roles, &base);
+    }
+    for (entry, why) in granted.by_entry {
+        causes.by_entry.entry(entry).or_default().extend(why);
     }
     let security = desired_security(&db.spec.security, &contributions, db.spec.public);
     if security.members.roles.iter().any(|r| r == ADMIN_ROLE)

@@ -72,9 +72,9 @@ impl Fixture {
         explain(&World {
             server: &self.server,
             database: &self.database,
-            grants: &self.grants,
-            users: &self.users,
-            shares: &self.shares,
+            grants: &self.grants.iter().cloned().map(Arc::new).collect::<Vec<_>>(),
+            users: &self.users.iter().cloned().map(Arc::new).collect::<Vec<_>>(),
+            shares: &self.shares.iter().cloned().map(Arc::new).collect::<Vec<_>>(),
             namespace_labels: &labels,
         })
     }

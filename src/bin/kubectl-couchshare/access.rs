@@ -3,6 +3,7 @@
 //! lists — the tenancy rules and `desired_security` the operator's reconcilers use.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use couchshare::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use couchshare::plan::access::{World, explain};
@@ -15,7 +16,7 @@ use crate::output::{print, table};
 use crate::{Failure, Format, Scope};
 
 /// Every object of a kind the caller may list: across namespaces if allowed, else in `ns`.
-async fn list<K>(client: &kube::Client, ns: &str) -> Result<Vec<K>, Failure>
+async fn list<K>(client: &kube::Client, ns: &str) -> Result<Vec<Arc<K>>, Failure>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -23,10 +24,11 @@ where
         + std::fmt::Debug,
 {
     match Api::<K>::all(client.clone()).list(&ListParams::default()).await {
-        Ok(list) => Ok(list.items),
+        Ok(list) => Ok(list.items.into_iter().map(Arc::new).collect()),
         Err(kube::Error::Api(e)) if e.code == 403 => {
             eprintln!("note: may not list {} in every namespace; only namespace {ns} is considered", K::plural(&()));
-            Ok(Api::<K>::namespaced(client.clone(), ns).list(&ListParams::default()).await?.items)
+            let items = Api::<K>::namespaced(client.clone(), ns).list(&ListParams::default()).await?.items;
+            Ok(items.into_iter().map(Arc::new).collect())
         }
         Err(e) => Err(e.into()),
     }
@@ -69,9 +71,9 @@ pub async fn run(scope: &Scope, database: &str) -> Result<(), Failure> {
                 db.name_any()
             ))
         })?;
-    let grants: Vec<CouchGrant> = list(client, &db_ns).await?;
-    let users: Vec<CouchUser> = list(client, &db_ns).await?;
-    let shares: Vec<CouchShare> = list(client, &db_ns).await?;
+    let grants: Vec<Arc<CouchGrant>> = list(client, &db_ns).await?;
+    let users: Vec<Arc<CouchUser>> = list(client, &db_ns).await?;
+    let shares: Vec<Arc<CouchShare>> = list(client, &db_ns).await?;
     let mut labels = BTreeMap::new();
     if let Ok(namespaces) = Api::<Namespace>::all(client.clone()).list(&ListParams::default()).await {
         for n in namespaces.items {
