@@ -263,3 +263,105 @@ async fn kubectl_couchshare_shows_which_consent_let_another_namespace_in_and_wha
     }
     eprintln!("{table}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_couchshare_explains_a_per_user_database_and_a_couch_name_grant_as_couchdb_has_them() {
+    let test = "kubectl_couchshare_explains_a_per_user_database_and_a_couch_name_grant_as_couchdb_has_them";
+    let Some((client, couch)) = support::servers(test).await else { return };
+    let ns = k8s::namespace(&client, "plugin").await;
+    admin_secret(&client, &ns).await;
+    let op = Operator::start(&ns, &[]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    let (ana, analytics, legacy) =
+        (couchdb::unique_name("ana"), couchdb::unique_name("notes-analytics"), couchdb::unique_name("legacy"));
+    // A database no resource manages, for a couchName grant (the server's own namespace is
+    // trusted with unmanaged databases).
+    couch.create_database(&legacy, &Default::default()).await.expect("create the unmanaged database");
+    let server = std::fs::read_to_string(root.join("examples/server/couchserver.yaml")).expect("example");
+    let yaml = format!(
+        "{}\n---\n\
+         apiVersion: couchshare.io/v1alpha1\nkind: CouchUser\nmetadata: {{name: ana, labels: {{app: notes}}}}\n\
+         spec: {{serverRef: {{name: main}}, username: {ana}, roles: [notes-user], perUserDatabase: true}}\n---\n\
+         apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata: {{name: notes-analytics}}\n\
+         spec: {{serverRef: {{name: main}}, name: {analytics}, security: {{members: {{roles: [analysts]}}}}}}\n---\n\
+         apiVersion: couchshare.io/v1alpha1\nkind: CouchShare\nmetadata: {{name: notes-fan-in}}\n\
+         spec: {{source: {{userDatabases: {{selector: {{matchLabels: {{app: notes}}}}}}}}, target: {{database: {{name: notes-analytics}}}}}}\n---\n\
+         apiVersion: couchshare.io/v1alpha1\nkind: CouchGrant\nmetadata: {{name: ana-support}}\n\
+         spec: {{database: {{userDatabase: {{user: ana}}}}, access: member, roles: [support]}}\n---\n\
+         apiVersion: couchshare.io/v1alpha1\nkind: CouchGrant\nmetadata: {{name: legacy-readers}}\n\
+         spec: {{database: {{couchName: {legacy}, serverRef: {{name: main}}}}, access: member, users: [{{name: ana}}]}}\n",
+        server.replace("url: http://127.0.0.1:5984", &format!("url: {url}"))
+    );
+    let Some((ok, said)) = k8s::kubectl_apply(test, &ns, &yaml) else { return };
+    assert!(ok, "kubectl apply: {said}");
+    let user = wait_ready(&Api::<CouchUser>::namespaced(client.clone(), &ns), "ana", &op).await;
+    let userdb = user.status.and_then(|s| s.per_user_database).expect("per-user database");
+    let share = wait_ready(&Api::<CouchShare>::namespaced(client.clone(), &ns), "notes-fan-in", &op).await;
+    let repl_user = share.status.and_then(|s| s.replication_user).expect("scoped replication user");
+    wait_ready(&Api::<CouchGrant>::namespaced(client.clone(), &ns), "ana-support", &op).await;
+    wait_ready(&Api::<CouchGrant>::namespaced(client.clone(), &ns), "legacy-readers", &op).await;
+
+    // The per-user database: couchshare's entries are in CouchDB's _security, and what else is
+    // there is CouchDB's own entry for the owner.
+    let args = ["access", userdb.as_str(), "-n", ns.as_str(), "-o", "json"];
+    let v = json_of(None, &args);
+    assert_eq!(v["owner"].as_str(), Some(format!("{ns}/ana").as_str()), "{v:#}");
+    let explained = |v: &Value| {
+        let mut sets: Sets = Default::default();
+        for e in v["entries"].as_array().expect("entries") {
+            let value = e["value"].as_str().expect("value").to_string();
+            match (e["section"].as_str(), e["kind"].as_str()) {
+                (Some("admins"), Some("name")) => sets.0.insert(value),
+                (Some("admins"), Some("role")) => sets.1.insert(value),
+                (Some("members"), Some("name")) => sets.2.insert(value),
+                (Some("members"), Some("role")) => sets.3.insert(value),
+                other => panic!("unexpected entry kind {other:?}"),
+            };
+        }
+        sets
+    };
+    let expected: Sets = (
+        BTreeSet::new(),
+        BTreeSet::new(),
+        [repl_user.clone()].into_iter().collect(),
+        ["support".to_string()].into_iter().collect(),
+    );
+    assert_eq!(explained(&v), expected, "{v:#}");
+    let real = sets_of_security(&couch.security(&userdb).await.expect("_security"));
+    let owner_only: BTreeSet<String> = [ana.clone()].into_iter().collect();
+    let minus = |a: &BTreeSet<String>, b: &BTreeSet<String>| a.difference(b).cloned().collect::<BTreeSet<String>>();
+    let e = explained(&v);
+    assert!(e.2.is_subset(&real.2) && e.3.is_subset(&real.3), "CouchDB holds every entry explained: {real:?} {v:#}");
+    assert!(
+        minus(&real.0, &e.0).is_subset(&owner_only) && minus(&real.2, &e.2).is_subset(&owner_only),
+        "what the plugin does not explain is the owner's own entry: {real:?}, {v:#}"
+    );
+    assert!(real.1.is_empty() && minus(&real.3, &e.3).is_empty(), "no other role: {real:?}");
+    assert!(
+        causes_of(&v, &repl_user).iter().any(|c| c.contains(&format!("CouchShare {ns}/notes-fan-in (fan-in source)"))),
+        "{v:#}"
+    );
+    assert!(
+        causes_of(&v, "support").iter().any(|c| c.contains(&format!("CouchGrant {ns}/ana-support (member)"))),
+        "{v:#}"
+    );
+
+    // The couchName grant's database: its one entry, as CouchDB has it.
+    let v = json_of(None, &["access", &legacy, "-n", &ns, "-o", "json"]);
+    assert!(v["owner"].is_null(), "{v:#}");
+    let real = sets_of_security(&couch.security(&legacy).await.expect("_security"));
+    assert_eq!(explained(&v), real, "the unmanaged database's _security is exactly the grant's: {v:#}");
+    assert!(
+        causes_of(&v, &ana).iter().any(|c| c.contains(&format!("CouchGrant {ns}/legacy-readers (member)"))),
+        "{v:#}"
+    );
+
+    // The table says whose database it is and that other entries are not couchshare's.
+    let (code, table, err) = plugin(None, &["access", &userdb, "-n", &ns]);
+    assert_eq!(code, 0, "{err}");
+    for expected in [format!("per-user database of CouchUser {ns}/ana"), "not couchshare's".to_string(), repl_user] {
+        assert!(table.contains(&expected), "{expected} missing from:\n{table}");
+    }
+    couch.delete_database(&legacy).await.expect("delete the unmanaged database");
+}

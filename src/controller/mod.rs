@@ -32,7 +32,6 @@ mod share_checks;
 mod share_endpoints;
 mod share_onchange;
 mod share_purge;
-mod share_refs;
 mod share_revoke;
 mod share_stop;
 mod share_user;

@@ -1,7 +1,7 @@
 //! The CouchShare reconciler: observe (endpoints, credentials, what CouchDB holds), decide with
 //! [`plan_share`], execute its steps in order, report the plan's status. The credentials stage is
-//! in `share_user`, revocation in `share_revoke`, what other kinds need of shares in `share_refs` and
-//! `plan::share::refs`.
+//! in `share_user`, revocation in `share_revoke`; what other kinds need of shares is in
+//! `plan::share::refs` and `plan::access`.
 
 use std::sync::Arc;
 

@@ -138,11 +138,6 @@ async fn remote(ctx: &Context, share_ns: &str, remote: &RemoteDatabase) -> Resul
 /// Each selected user's CouchDB name and per-user database.
 pub(crate) type FanInPlaces = Vec<(String, Place)>;
 
-/// The per-user databases of the CouchUsers a fan-in selects (those whose database exists).
-pub(crate) fn fan_in_users(ctx: &Context, share: &CouchShare) -> Result<Vec<(String, Place)>, Error> {
-    Ok(fan_in(ctx, share)?.0)
-}
-
 /// A fan-in's users: those whose per-user database exists, and the names of those that declare
 /// one that does not exist yet (the share waits for them: nothing else would requeue it).
 pub(crate) fn fan_in(ctx: &Context, share: &CouchShare) -> Result<(FanInPlaces, Vec<String>), Error> {

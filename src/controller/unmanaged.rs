@@ -4,14 +4,13 @@
 
 use kube::ResourceExt;
 
-use super::access::{resolve_grant, user_ns};
 use super::context::Context;
 use super::error::Error;
-use super::servers::{Connected, namespace_allowed, server_key};
-use super::tenancy::user_database_reference;
-use crate::api::{CouchGrant, CouchServer};
+use super::servers::{Connected, server_key};
+use crate::api::CouchServer;
+use crate::plan::access::{Tenants, UnmanagedWorld, unmanaged_contributions};
 use crate::plan::grant::merge_unmanaged;
-use crate::plan::tenancy::{self, Refused, TrustedAct, grant_needs};
+use crate::plan::tenancy::{self, Refused, TrustedAct};
 
 /// Why a `couchName` grant from namespace `from` may not touch `couch_name`: a resource manages
 /// it (whatever the namespace), or the server does not trust `from` with unmanaged databases.
@@ -40,34 +39,6 @@ pub(crate) fn requeue_managers(ctx: &Context, server: &super::ServerKey, couch_n
     }
 }
 
-/// Whether a live grant may contribute to the unmanaged or per-user database `couch_name` on
-/// `server`, and so whether `write_unmanaged` keeps its entries.
-async fn contributes_to(
-    ctx: &Context,
-    grant: &CouchGrant,
-    connected: &Connected,
-    server: &super::ServerKey,
-    couch_name: &str,
-) -> Result<bool, Error> {
-    let from = grant.namespace().unwrap_or_default();
-    let target = &grant.spec.database;
-    if let (Some(name), Some(r)) = (&target.couch_name, &target.server_ref) {
-        // The trust check covers `allowedNamespaces` too.
-        return Ok(name == couch_name
-            && &server_key(grant, r) == server
-            && couch_name_refusal(ctx, &connected.server, server, couch_name, &from).await?.is_none());
-    }
-    let Some(reference) = &target.user_database else { return Ok(false) };
-    let ns = user_ns(&from, reference);
-    let user = ctx.stores.users.get(&kube::runtime::reflector::ObjectRef::new(&reference.user).within(&ns));
-    let aimed = user.is_some_and(|u| {
-        u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(couch_name)
-            && &server_key(u.as_ref(), &u.spec.server_ref) == server
-            && user_database_reference(&u, &from, &grant_needs(grant.spec.access)).is_ok()
-    });
-    Ok(aimed && namespace_allowed(ctx, &connected.server, &from).await?)
-}
-
 /// Applies every live grant (and share) on an unmanaged database, except `leaving` (a grant or
 /// share being deleted). A grant's names must be in its namespace's scope and its users
 /// admitted; a share's replication user enters once its status names it, or when it is
@@ -83,24 +54,48 @@ pub(crate) async fn write_unmanaged(
     let url = connected.server.spec.url.clone();
     let lock = ctx.database_lock(&format!("{server}/{couch_name}"));
     let _held = lock.lock().await;
-    let mut contributions = Vec::new();
-    for g in ctx.stores.grants.state() {
-        let live = g.metadata.deletion_timestamp.is_none() && g.uid().as_deref() != leaving;
-        if live
-            && contributes_to(ctx, &g, connected, server, couch_name).await?
-            && super::access::grant_in_scope(ctx, &g, &connected.server).await.is_ok()
-        {
-            contributions.push(resolve_grant(&g, ctx, server).entries);
+    let (grants, users, shares) = (ctx.stores.grants.state(), ctx.stores.users.state(), ctx.stores.shares.state());
+    let databases = ctx.stores.databases.state();
+    // The namespaces a grant or share that may aim here comes from, and their labels where a
+    // policy reads them.
+    let from: std::collections::BTreeSet<String> = grants
+        .iter()
+        .filter(|g| {
+            g.spec.database.couch_name.as_deref() == Some(couch_name) || g.spec.database.user_database.is_some()
+        })
+        .map(|g| g.namespace().unwrap_or_default())
+        .chain(
+            shares
+                .iter()
+                .filter(|s| {
+                    let (source, target) = (&s.spec.source, &s.spec.target);
+                    source.user_database.is_some() || source.user_databases.is_some() || target.user_database.is_some()
+                })
+                .map(|s| s.namespace().unwrap_or_default()),
+        )
+        .collect();
+    let server_spec = &connected.server.spec;
+    let mut labels = std::collections::BTreeMap::new();
+    for ns in from {
+        let policies = [&server_spec.allowed_namespaces, &server_spec.trusted_namespaces];
+        if let Some(l) = super::tenancy::labels_for(ctx, &connected.server, &policies, &ns).await? {
+            labels.insert(ns, l);
         }
     }
-    for share in ctx.stores.shares.state() {
-        let admitted = arriving.is_some_and(|uid| share.uid().as_deref() == Some(uid))
-            || super::access::share_admitted(&share).is_ok();
-        let live = share.uid().as_deref() != leaving && crate::plan::share::wants_access(&share) && admitted;
-        if live && super::share_refs::touches_user_database(&share, ctx, server, couch_name) {
-            contributions.push(crate::plan::share::contribution(&share));
-        }
-    }
+    let world = UnmanagedWorld {
+        tenants: Tenants {
+            server: &connected.server,
+            grants: &grants,
+            users: &users,
+            shares: &shares,
+            namespace_labels: &labels,
+        },
+        couch_name,
+        databases: &databases,
+        leaving,
+        arriving,
+    };
+    let contributions = unmanaged_contributions(&world).entries;
     let actual = connected.couch.security(couch_name).await.map_err(|e| {
         if e.is_not_found() {
             Error::DatabaseNotFound { what: format!("database {couch_name} on the server") }

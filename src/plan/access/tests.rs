@@ -158,3 +158,81 @@ fn a_users_refusal_keeps_it_out() {
     assert!(e.security.members.names.is_empty());
     assert!(e.refused.iter().any(|r| r.why.contains("CouchUser team-a/alice")), "{:?}", e.refused);
 }
+
+impl Fixture {
+    fn per_user(mut self, ns: &str, name: &str, username: &str, db: &str, extra: Value) -> Self {
+        let mut spec = json!({"serverRef": {"name": "main", "namespace": "team-a"}, "username": username, "perUserDatabase": true});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let mut user: CouchUser =
+            object("CouchUser", ns, name, spec, ready("Ready", json!({"username": username, "perUserDatabase": db})));
+        user.metadata.labels = Some([("app".to_string(), "notes".to_string())].into());
+        self.users.push(user);
+        self
+    }
+
+    fn unmanaged(&self, couch_name: &str, trusted: Value) -> ExplainedUnmanaged {
+        let labels = BTreeMap::new();
+        let mut server = self.server.clone();
+        if let Ok(t) = serde_json::from_value(trusted) {
+            server.spec.trusted_namespaces = t;
+        }
+        let databases = vec![Arc::new(self.database.clone())];
+        explain_unmanaged(&UnmanagedWorld {
+            tenants: Tenants {
+                server: &server,
+                grants: &self.grants.iter().cloned().map(Arc::new).collect::<Vec<_>>(),
+                users: &self.users.iter().cloned().map(Arc::new).collect::<Vec<_>>(),
+                shares: &self.shares.iter().cloned().map(Arc::new).collect::<Vec<_>>(),
+                namespace_labels: &labels,
+            },
+            couch_name,
+            databases: &databases,
+            leaving: None,
+            arriving: None,
+        })
+    }
+}
+
+#[test]
+fn a_per_user_database_takes_its_grants_and_fan_in_users_and_refuses_without_the_owners_consent() {
+    let mut f = Fixture::new(json!({}))
+        .per_user("team-a", "ana", "team-a_ana", "userdb-616e61", json!({}))
+        .grant("team-a", "support", json!({"database": {"userDatabase": {"user": "ana"}}, "access": "member", "roles": ["team-a_support"]}))
+        .grant("team-b", "snoop", json!({"database": {"userDatabase": {"user": "ana", "namespace": "team-a"}}, "access": "member", "roles": ["team-b_snoop"]}));
+    f.shares.push(object(
+        "CouchShare",
+        "team-a",
+        "fan-in",
+        json!({"source": {"userDatabases": {"selector": {"matchLabels": {"app": "notes"}}}}, "target": {"database": {"name": "payroll"}}}),
+        ready("Replicating", json!({"replicationUser": crate::plan::share::replication_username("team-a", "fan-in")})),
+    ));
+    let e = f.unmanaged("userdb-616e61", json!(null));
+    assert_eq!(e.owner.as_deref(), Some("team-a/ana"));
+    let values: Vec<(&str, &str)> = e.entries.iter().map(|x| (x.section, x.value.as_str())).collect();
+    assert!(values.contains(&("members", "team-a_support")), "{e:#?}");
+    assert!(values.iter().any(|(s, v)| *s == "members" && v.starts_with("couchshare-repl-")), "{e:#?}");
+    assert!(!values.iter().any(|(_, v)| *v == "team-b_snoop"), "no consent, no entry: {e:#?}");
+    assert!(e.refused.iter().any(|r| r.source == "CouchGrant team-b/snoop"), "{e:#?}");
+    // Another database is not touched by any of it.
+    assert!(f.unmanaged("userdb-626f62", json!(null)).entries.is_empty());
+}
+
+#[test]
+fn a_couch_name_grant_needs_trust_and_a_name_no_resource_manages() {
+    let f = Fixture::new(json!({}))
+        .user("team-b", "bob", "team-b_bob")
+        .grant("team-b", "legacy", json!({"database": {"couchName": "legacy", "serverRef": {"name": "main", "namespace": "team-a"}}, "access": "member", "users": [{"name": "bob"}]}))
+        .grant("team-b", "payroll-by-name", json!({"database": {"couchName": "team-a_payroll", "serverRef": {"name": "main", "namespace": "team-a"}}, "access": "member", "users": [{"name": "bob"}]}));
+    let untrusted = f.unmanaged("legacy", json!(null));
+    assert!(untrusted.entries.is_empty(), "team-b is not trusted: {untrusted:#?}");
+    assert!(untrusted.refused.iter().any(|r| r.source == "CouchGrant team-b/legacy"), "{untrusted:#?}");
+    let trusted = f.unmanaged("legacy", json!({"from": "All"}));
+    assert_eq!(trusted.entries.len(), 1, "{trusted:#?}");
+    assert_eq!((trusted.entries[0].section, trusted.entries[0].value.as_str()), ("members", "team-b_bob"));
+    // A name a CouchDatabase manages is refused, trusted or not.
+    let managed = f.unmanaged("team-a_payroll", json!({"from": "All"}));
+    assert!(managed.entries.is_empty(), "{managed:#?}");
+    assert!(managed.refused.iter().any(|r| r.why.contains("CouchDatabase team-a/payroll")), "{managed:#?}");
+}

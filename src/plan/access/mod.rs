@@ -14,9 +14,15 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use super::security::{ADMIN_ROLE, GrantEntries, desired_security};
-use super::tenancy::{self, EndpointRole, NameKind, grant_needs, share_needs};
+use super::tenancy::{self, EndpointRole, grant_needs, share_needs};
 use crate::api::{Access, CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser, ServerRef, condition};
 use crate::couch;
+
+mod tenants;
+mod unmanaged;
+
+pub use tenants::Tenants;
+pub use unmanaged::{ExplainedUnmanaged, UnmanagedWorld, explain_unmanaged, unmanaged_contributions};
 
 /// Everything the explanation reads: what the plugin listed from the API server, or what the
 /// operator's watches hold.
@@ -100,29 +106,14 @@ impl Causes {
 }
 
 impl World<'_> {
-    fn server_ns(&self) -> String {
-        self.server.namespace().unwrap_or_default()
-    }
-
-    fn allowed(&self, from: &str) -> bool {
-        tenancy::in_namespaces(
-            &self.server.spec.allowed_namespaces,
-            &self.server_ns(),
-            from,
-            self.namespace_labels.get(from),
-        )
-    }
-
-    fn scope(&self, from: &str) -> tenancy::NameScope {
-        let own = self.server_ns();
-        let trusted = from == own
-            || tenancy::in_namespaces(
-                &self.server.spec.trusted_namespaces,
-                &own,
-                from,
-                self.namespace_labels.get(from),
-            );
-        tenancy::name_scope(from, &own, &self.server.name_any(), trusted)
+    fn tenants(&self) -> Tenants<'_> {
+        Tenants {
+            server: self.server,
+            grants: self.grants,
+            users: self.users,
+            shares: self.shares,
+            namespace_labels: self.namespace_labels,
+        }
     }
 
     fn database_what(&self) -> String {
@@ -162,68 +153,26 @@ impl World<'_> {
     fn grant(&self, grant: &CouchGrant, refused: &mut Vec<Refusal>) -> Option<GrantEntries> {
         let from = grant.namespace().unwrap_or_default();
         let source = format!("CouchGrant {from}/{}", grant.name_any());
-        let refuse = |refused: &mut Vec<Refusal>, why: String| refused.push(Refusal { source: source.clone(), why });
         let db_ns = self.database.namespace().unwrap_or_default();
-        if let Err(e) = tenancy::reference(
+        let consent = tenancy::reference(
             &self.database_what(),
             &db_ns,
             &self.database.spec.shared_with,
             &from,
             &grant_needs(grant.spec.access),
-        ) {
-            refuse(refused, e.to_string());
+        );
+        if let Err(e) = consent {
+            refused.push(Refusal { source, why: e.to_string() });
             return None;
         }
-        if !self.allowed(&from) {
-            refuse(
-                refused,
-                format!(
-                    "namespace {from} is not in the allowedNamespaces of CouchServer {}/{}",
-                    self.server_ns(),
-                    self.server.name_any()
-                ),
-            );
+        let tenants = self.tenants();
+        if !tenants.allowed(&from) {
+            let why =
+                format!("namespace {from} is not in the allowedNamespaces of CouchServer {}", tenants.server_name());
+            refused.push(Refusal { source, why });
             return None;
         }
-        let scope = self.scope(&from);
-        let in_scope = tenancy::all_in_scope(&scope, NameKind::Username, &grant.spec.usernames, true)
-            .and_then(|()| tenancy::all_in_scope(&scope, NameKind::Role, &grant.spec.roles, true));
-        if let Err(e) = in_scope {
-            refuse(refused, e.to_string());
-            return None;
-        }
-        let server = (self.server_ns(), self.server.name_any());
-        let mut names = grant.spec.usernames.clone();
-        for reference in &grant.spec.users {
-            let user_ns = reference.namespace.clone().unwrap_or_else(|| from.clone());
-            let found = self.users.iter().find(|u| {
-                u.namespace().as_deref() == Some(user_ns.as_str())
-                    && u.name_any() == reference.name
-                    && u.metadata.deletion_timestamp.is_none()
-            });
-            let who = format!("CouchUser {user_ns}/{}", reference.name);
-            match found {
-                Some(u) if server_of(u.as_ref(), &u.spec.server_ref) == server => {
-                    let status = u.status.as_ref();
-                    match admitted(
-                        status.and_then(|s| s.username.as_deref()),
-                        u.couch_username(),
-                        status.map(|s| s.conditions.as_slice()),
-                    ) {
-                        Ok(()) => names.push(u.couch_username().to_string()),
-                        Err(why) => refuse(refused, format!("{who}: {why}")),
-                    }
-                }
-                Some(_) => refuse(refused, format!("{who} is on another CouchServer")),
-                None => refuse(refused, format!("{who} does not exist")),
-            }
-        }
-        names.sort();
-        names.dedup();
-        let mut roles = grant.spec.roles.clone();
-        roles.sort();
-        roles.dedup();
-        Some(GrantEntries { access: grant.spec.access, names, roles })
+        tenants.grant_entries(grant, refused)
     }
 
     /// Whether a share may use this database for every role it has in it (its own namespace, or
@@ -305,19 +254,8 @@ pub fn contributions(world: &World<'_>) -> Contributions {
                 continue;
             }
         };
-        let status = share.status.as_ref();
-        let me = super::share::owner(share);
-        let username = super::share::replication_username(&me.namespace, &me.name);
-        if let Err(why) = admitted(
-            status.and_then(|s| s.replication_user.as_deref()),
-            &username,
-            status.map(|s| s.conditions.as_slice()),
-        ) {
-            refused.push(Refusal { source, why: format!("its replication user {username}: {why}") });
-            continue;
-        }
-        if !world.allowed(&from) {
-            refused.push(Refusal { source, why: format!("namespace {from} is not in the server's allowedNamespaces") });
+        if let Err(why) = world.tenants().share_user(share) {
+            refused.push(Refusal { source, why });
             continue;
         }
         let entries = super::share::contribution(share);
@@ -373,5 +311,4 @@ pub fn explain(world: &World<'_>) -> Explained {
 }
 
 #[cfg(test)]
-#[path = "access_tests.rs"]
 mod tests;
