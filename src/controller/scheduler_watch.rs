@@ -33,10 +33,8 @@ const ONE_SHOTS_PER_READ: usize = 10;
 
 #[derive(Default)]
 struct Watched {
-    /// Each waiting share, with the states it saw.
-    waiting: HashMap<ObjectRef<CouchShare>, States>,
-    /// The waiting shares whose jobs are one-shots.
-    one_shot: std::collections::HashSet<ObjectRef<CouchShare>>,
+    /// Each waiting share, with the states it saw and whether its jobs are one-shots.
+    waiting: HashMap<ObjectRef<CouchShare>, (States, bool)>,
     /// The states of the last read (a listing that lags a node is not taken for a change twice).
     last: States,
     /// Whether a task reads for this key.
@@ -53,7 +51,7 @@ pub struct SchedulerWatch {
 /// the share saw and from the previous read. Updates `last`.
 fn moved(watched: &mut Watched, listed: States) -> Vec<ObjectRef<CouchShare>> {
     let mut woken = Vec::new();
-    for (share, seen) in &watched.waiting {
+    for (share, (seen, _)) in &watched.waiting {
         let changed = seen.iter().any(|(id, state)| {
             let now = listed.get(id).cloned().flatten();
             let before = watched.last.get(id).cloned().flatten();
@@ -65,7 +63,6 @@ fn moved(watched: &mut Watched, listed: States) -> Vec<ObjectRef<CouchShare>> {
     }
     for share in &woken {
         watched.waiting.remove(share);
-        watched.one_shot.remove(share);
     }
     watched.last = listed;
     woken
@@ -77,7 +74,6 @@ impl SchedulerWatch {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         for watched in keys.values_mut() {
             watched.waiting.remove(share);
-            watched.one_shot.remove(share);
         }
     }
 
@@ -98,10 +94,7 @@ impl SchedulerWatch {
         let start = {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             let watched = keys.entry(key.clone()).or_default();
-            if one_shot {
-                watched.one_shot.insert(share.clone());
-            }
-            watched.waiting.insert(share, seen);
+            watched.waiting.insert(share, (seen, one_shot));
             !std::mem::replace(&mut watched.running, true)
         };
         if start {
@@ -135,10 +128,10 @@ async fn run(keys: Arc<Mutex<HashMap<Key, Watched>>>, key: Key, couch: CouchClie
                     .is_some_and(|s| s == "completed" || s == "failed")
             };
             all.get(&key).map_or_else(Vec::new, |w| {
-                w.one_shot
-                    .iter()
-                    .filter_map(|share| w.waiting.get(share))
-                    .flat_map(|seen| seen.keys().filter(|id| !ended(id)).cloned())
+                w.waiting
+                    .values()
+                    .filter(|(_, one_shot)| *one_shot)
+                    .flat_map(|(seen, _)| seen.keys().filter(|id| !ended(id)).cloned())
                     .take(ONE_SHOTS_PER_READ)
                     .collect()
             })
@@ -180,7 +173,7 @@ mod tests {
     fn a_share_wakes_when_its_job_moves_and_not_for_a_lagging_listing_twice() {
         let share = ObjectRef::<CouchShare>::new("s").within("ns");
         let mut w = Watched::default();
-        w.waiting.insert(share.clone(), states(&[("a", Some("pending"))]));
+        w.waiting.insert(share.clone(), (states(&[("a", Some("pending"))]), false));
         // The first read still says pending: nothing moved.
         assert!(moved(&mut w, states(&[("a", Some("pending"))])).is_empty());
         // Running now: the share wakes, once, and no longer waits.
@@ -189,14 +182,14 @@ mod tests {
         // A share that saw `running` (a per-document read) while the listing still says
         // `pending` is woken by the first read that differs, then not again for the same lag.
         let mut w = Watched::default();
-        w.waiting.insert(share.clone(), states(&[("a", Some("running"))]));
+        w.waiting.insert(share.clone(), (states(&[("a", Some("running"))]), false));
         assert_eq!(moved(&mut w, states(&[("a", Some("pending"))])), vec![share.clone()]);
-        w.waiting.insert(share.clone(), states(&[("a", Some("running"))]));
+        w.waiting.insert(share.clone(), (states(&[("a", Some("running"))]), false));
         assert!(moved(&mut w, states(&[("a", Some("pending"))])).is_empty(), "the same lag again");
         assert_eq!(moved(&mut w, states(&[("a", Some("crashing"))])), vec![share.clone()]);
         // A job not listed yet, then listed.
         let mut w = Watched::default();
-        w.waiting.insert(share.clone(), states(&[("a", None)]));
+        w.waiting.insert(share.clone(), (states(&[("a", None)]), false));
         assert!(moved(&mut w, states(&[])).is_empty());
         assert_eq!(moved(&mut w, states(&[("a", Some("running"))])), vec![share]);
     }
