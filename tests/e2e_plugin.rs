@@ -101,13 +101,19 @@ fn causes_of<'a>(v: &'a Value, value: &str) -> Vec<&'a str> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kubectl_couchshare_explains_the_drafft_examples_access_as_couchdb_has_it() {
-    let test = "kubectl_couchshare_explains_the_drafft_examples_access_as_couchdb_has_it";
-    let Some((client, couch)) = support::servers(test).await else { return };
+/// The servers, a namespace of this test with the admin Secret, and an operator watching it.
+async fn start(test: &str) -> Option<(kube::Client, CouchClient, String, Operator)> {
+    let (client, couch) = support::servers(test).await?;
     let ns = k8s::namespace(&client, "plugin").await;
     admin_secret(&client, &ns).await;
     let op = Operator::start(&ns, &[]);
+    Some((client, couch, ns, op))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_couchshare_explains_the_drafft_examples_access_as_couchdb_has_it() {
+    let test = "kubectl_couchshare_explains_the_drafft_examples_access_as_couchdb_has_it";
+    let Some((client, couch, ns, op)) = start(test).await else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
     let (db, user, copy) =
@@ -267,10 +273,7 @@ async fn kubectl_couchshare_shows_which_consent_let_another_namespace_in_and_wha
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_couchshare_explains_a_per_user_database_and_a_couch_name_grant_as_couchdb_has_them() {
     let test = "kubectl_couchshare_explains_a_per_user_database_and_a_couch_name_grant_as_couchdb_has_them";
-    let Some((client, couch)) = support::servers(test).await else { return };
-    let ns = k8s::namespace(&client, "plugin").await;
-    admin_secret(&client, &ns).await;
-    let op = Operator::start(&ns, &[]);
+    let Some((client, couch, ns, op)) = start(test).await else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
     let (ana, analytics, legacy) =

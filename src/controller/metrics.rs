@@ -13,14 +13,14 @@ use prometheus_client::registry::Registry;
 use crate::couch::RequestRecord;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Kind {
-    kind: String,
+pub(super) struct Kind {
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindReason {
-    kind: String,
-    reason: String,
+pub(super) struct KindReason {
+    pub kind: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

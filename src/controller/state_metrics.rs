@@ -8,26 +8,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::context::Stores;
+use super::metrics::{Kind, KindReason};
 use crate::api::Condition;
 
 /// The reason given to an object that no pass has written a Ready condition for.
 pub const NOT_RECONCILED: &str = "NotReconciled";
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Kind {
-    kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindReason {
-    kind: String,
-    reason: String,
-}
 
 /// What the scrape reads: the watches' stores once the controllers run, and leadership.
 #[derive(Default)]

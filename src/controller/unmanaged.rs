@@ -82,19 +82,14 @@ pub(crate) async fn write_unmanaged(
             labels.insert(ns, l);
         }
     }
-    let world = UnmanagedWorld {
-        tenants: Tenants {
-            server: &connected.server,
-            grants: &grants,
-            users: &users,
-            shares: &shares,
-            namespace_labels: &labels,
-        },
-        couch_name,
-        databases: &databases,
-        leaving,
-        arriving,
+    let tenants = Tenants {
+        server: &connected.server,
+        grants: &grants,
+        users: &users,
+        shares: &shares,
+        namespace_labels: &labels,
     };
+    let world = UnmanagedWorld { leaving, arriving, ..UnmanagedWorld::new(tenants, couch_name, &databases) };
     let contributions = unmanaged_contributions(&world).entries;
     let actual = connected.couch.security(couch_name).await.map_err(|e| {
         if e.is_not_found() {

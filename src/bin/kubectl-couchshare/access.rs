@@ -141,19 +141,9 @@ async fn unmanaged(scope: &Scope, couch_name: &str) -> Result<(), Failure> {
         .await?
         .ok_or_else(|| Failure::NotFound(format!("CouchServer {server_ns}/{server_name} does not exist")))?;
     let labels = namespace_labels(client).await;
-    let world = UnmanagedWorld {
-        tenants: Tenants {
-            server: &server,
-            grants: &grants,
-            users: &users,
-            shares: &shares,
-            namespace_labels: &labels,
-        },
-        couch_name,
-        databases: &databases,
-        leaving: None,
-        arriving: None,
-    };
+    let tenants =
+        Tenants { server: &server, grants: &grants, users: &users, shares: &shares, namespace_labels: &labels };
+    let world = UnmanagedWorld::new(tenants, couch_name, &databases);
     let explained = explain_unmanaged(&world);
     let wide = scope.format == Some(Format::Wide);
     print(scope.format, &explained, || {

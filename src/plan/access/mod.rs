@@ -92,6 +92,17 @@ struct Causes {
 }
 
 impl Causes {
+    /// Each entry with its causes, sorted by section, kind and value.
+    fn into_entries(self) -> Vec<Entry> {
+        let mut entries: Vec<Entry> = self
+            .by_entry
+            .into_iter()
+            .map(|((section, kind, value), causes)| Entry { section, kind, value, causes })
+            .collect();
+        entries.sort_by(|a, b| (a.section, a.kind, &a.value).cmp(&(b.section, b.kind, &b.value)));
+        entries
+    }
+
     fn add(&mut self, access: Access, names: &[String], roles: &[String], cause: &str) {
         let section = match access {
             Access::Admin => "admins",
@@ -293,12 +304,7 @@ pub fn explain(world: &World<'_>) -> Explained {
             "no members declared or granted: server admins only (an empty members list would make the database public; spec.public is false)",
         );
     }
-    let mut entries: Vec<Entry> = causes
-        .by_entry
-        .into_iter()
-        .map(|((section, kind, value), causes)| Entry { section, kind, value, causes })
-        .collect();
-    entries.sort_by(|a, b| (a.section, a.kind, &a.value).cmp(&(b.section, b.kind, &b.value)));
+    let entries = causes.into_entries();
     let (sns, sname) = server_of(db, &db.spec.server_ref);
     Explained {
         database: format!("{db_ns}/{}", db.name_any()),

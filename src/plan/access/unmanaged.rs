@@ -47,6 +47,13 @@ pub struct ExplainedUnmanaged {
     pub refused: Vec<Refusal>,
 }
 
+impl<'a> UnmanagedWorld<'a> {
+    /// The database `couch_name` of `tenants.server`, with nothing leaving or arriving.
+    pub fn new(tenants: Tenants<'a>, couch_name: &'a str, databases: &'a [Arc<CouchDatabase>]) -> Self {
+        UnmanagedWorld { tenants, couch_name, databases, leaving: None, arriving: None }
+    }
+}
+
 impl UnmanagedWorld<'_> {
     fn on_server(&self, user: &CouchUser) -> bool {
         server_of(user, &user.spec.server_ref) == (self.tenants.server_key())
@@ -209,12 +216,7 @@ pub fn unmanaged_contributions(world: &UnmanagedWorld<'_>) -> Contributions {
 pub fn explain_unmanaged(world: &UnmanagedWorld<'_>) -> ExplainedUnmanaged {
     let Contributions { causes, refused, .. } = unmanaged_contributions(world);
     let owner = world.owner().map(|u| format!("{}/{}", u.namespace().unwrap_or_default(), u.name_any()));
-    let mut entries: Vec<Entry> = causes
-        .by_entry
-        .into_iter()
-        .map(|((section, kind, value), causes)| Entry { section, kind, value, causes })
-        .collect();
-    entries.sort_by(|a, b| (a.section, a.kind, &a.value).cmp(&(b.section, b.kind, &b.value)));
+    let entries = causes.into_entries();
     ExplainedUnmanaged {
         couch_name: world.couch_name.to_string(),
         server: world.tenants.server_name(),
