@@ -13,31 +13,14 @@ have() { [ -x "$OUT/$1" ]; }
 if have kube-apiserver && have kubectl && have etcd && have helm; then echo "$OUT"; exit 0; fi
 mkdir -p "$OUT"
 log() { echo "build-k8s: $*" >&2; }
-MINOR=$(cut -d. -f2 <<<"$K8S_VERSION"); PATCH=$(cut -d. -f3 <<<"$K8S_VERSION")
-STAGING="v0.${MINOR}.${PATCH}"          # k8s v1.Y.Z <-> staging modules v0.Y.Z
+# shellcheck source=tools/testbin/k8s-module.sh
+source "$(dirname "${BASH_SOURCE[0]}")/k8s-module.sh"
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
 mkdir "$WORK/out"   # binaries land here, apart from the module folders
 
 if ! have kube-apiserver || ! have kubectl; then
   log "building kube-apiserver and kubectl $K8S_VERSION (cold: 10-20 minutes)"
-  mkdir "$WORK/k8s"; cd "$WORK/k8s"
-  go mod init local.invalid/k8s-testbin >/dev/null 2>&1
-  # k/k requires its staging modules at v0.0.0 with ./staging replaces, which a dependency's
-  # go.mod cannot carry: replace each with its published v0.Y.Z tag (kubernetes#79384).
-  KK_GOMOD=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" \
-             | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-  MODS=$( { sed -n 's|^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\)[[:space:]]*=>[[:space:]]*\./staging/.*|\1|p' "$KK_GOMOD"
-            sed -n 's|^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\)[[:space:]]\{1,\}v0\.0\.0\([[:space:]].*\)\{0,1\}$|\1|p' "$KK_GOMOD"; } | sort -u )
-  for m in $MODS; do go mod edit -replace="$m=$m@$STAGING"; done
-  go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" >&2
-  # helm reads .Capabilities.KubeVersion from the server's gitVersion: stamp it.
-  LDF="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    LDF+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$MINOR -X $p.gitTreeState=clean"
-    LDF+=" -X $p.buildDate=1970-01-01T00:00:00Z"
-  done
-  go build -mod=mod -trimpath -ldflags "$LDF" -o "$WORK/out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-  go build -mod=mod -trimpath -ldflags "$LDF" -o "$WORK/out/kubectl" k8s.io/kubernetes/cmd/kubectl
+  k8s_build "$WORK/k8s" "$WORK/out" kube-apiserver kubectl
   mv "$WORK/out/kube-apiserver" "$WORK/out/kubectl" "$OUT/"
 fi
 

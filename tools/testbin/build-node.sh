@@ -18,33 +18,16 @@ all=1; for b in "${K8S_CMDS[@]}" coredns pause; do have "$b" || all=0; done
 if [ $all = 1 ]; then echo "$OUT"; exit 0; fi
 mkdir -p "$OUT"
 log() { echo "build-node: $*" >&2; }
-MINOR=$(cut -d. -f2 <<<"$K8S_VERSION"); PATCH=$(cut -d. -f3 <<<"$K8S_VERSION")
-STAGING="v0.${MINOR}.${PATCH}"
+# shellcheck source=tools/testbin/k8s-module.sh
+source "$(dirname "${BASH_SOURCE[0]}")/k8s-module.sh"
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
 mkdir "$WORK/out"
 
 missing=(); for b in "${K8S_CMDS[@]}"; do have "$b" || missing+=("$b"); done
 if [ ${#missing[@]} -gt 0 ]; then
   log "building ${missing[*]} $K8S_VERSION"
-  mkdir "$WORK/k8s"; cd "$WORK/k8s"
-  go mod init local.invalid/k8s-testbin >/dev/null 2>&1
-  # The same wrapper module as build-k8s.sh (kubernetes#79384): staging modules at v0.Y.Z.
-  KK_GOMOD=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" \
-             | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-  MODS=$( { sed -n 's|^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\)[[:space:]]*=>[[:space:]]*\./staging/.*|\1|p' "$KK_GOMOD"
-            sed -n 's|^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\)[[:space:]]\{1,\}v0\.0\.0\([[:space:]].*\)\{0,1\}$|\1|p' "$KK_GOMOD"; } | sort -u )
-  for m in $MODS; do go mod edit -replace="$m=$m@$STAGING"; done
-  pkgs=(); for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b@$K8S_VERSION"); done
-  go get -tool "${pkgs[@]}" >&2
-  LDF="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    LDF+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$MINOR -X $p.gitTreeState=clean"
-    LDF+=" -X $p.buildDate=1970-01-01T00:00:00Z"
-  done
-  for b in "${missing[@]}"; do
-    go build -mod=mod -trimpath -ldflags "$LDF" -o "$WORK/out/$b" "k8s.io/kubernetes/cmd/$b"
-    mv "$WORK/out/$b" "$OUT/"
-  done
+  k8s_build "$WORK/k8s" "$WORK/out" "${missing[@]}"
+  for b in "${missing[@]}"; do mv "$WORK/out/$b" "$OUT/"; done
 fi
 
 if ! have coredns; then
