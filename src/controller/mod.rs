@@ -2,49 +2,14 @@
 //! `reflectors` and `wiring`), sharing a [`Context`]. The only
 //! module that holds both a Kubernetes client and a CouchDB client.
 
-mod access;
-mod audit;
-mod backoff;
-mod clients;
-mod context;
-mod credentials;
 mod database;
-mod db_events;
-mod drift;
-mod error;
-mod finalize;
 mod grant;
-mod health;
-mod keys;
-mod leader;
-mod ledger;
-mod metrics;
-mod onchange;
-mod own_writes;
-mod reflectors;
-mod replicator_feed;
-mod scheduler;
-mod scheduler_watch;
+mod runtime;
 mod server;
-mod servers;
 mod share;
-mod share_checks;
-mod share_endpoints;
-mod share_onchange;
-mod share_purge;
-mod share_refs;
-mod share_revoke;
-mod share_stop;
-mod share_user;
-mod status;
-mod tail;
-mod tasks;
-mod tenancy;
-mod unmanaged;
+mod shared;
+mod triggers;
 mod user;
-mod wakeups;
-mod watches;
-mod wiring;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,14 +23,15 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use tokio::task::JoinHandle;
 
-pub use context::{Context, DEFAULT_SECURITY_AUDIT_RATE, Options};
-pub use error::Error;
-pub use health::Readiness;
-pub use keys::ServerKey;
-pub use leader::LeaderElection;
+pub use runtime::context::{Context, DEFAULT_SECURITY_AUDIT_RATE, Options};
+pub use runtime::error::Error;
+pub use runtime::health::Readiness;
+pub use runtime::keys::ServerKey;
+pub use runtime::leader::LeaderElection;
 pub use server::SYSTEM_DATABASES;
 
-use reflectors::Reflectors;
+use runtime::reflectors::Reflectors;
+use runtime::{context, health, leader, metrics, watches, wiring};
 
 /// How the operator process runs.
 #[derive(Debug, Clone)]

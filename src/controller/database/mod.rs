@@ -9,13 +9,13 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use serde_json::Value;
 
-use super::context::Context;
-use super::error::Error;
-use super::finalize::reconcile_with_finalizer;
-use super::servers::{Connected, resolve, resolve_for_cleanup, server_key};
-use super::status::{NewCondition, apply_status};
-use super::tail::{Note, Outcome, Pass};
 use crate::api::{CouchDatabase, CouchDatabaseStatus};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::runtime::finalize::reconcile_with_finalizer;
+use crate::controller::runtime::status::{NewCondition, apply_status};
+use crate::controller::runtime::tail::{Note, Outcome, Pass};
+use crate::controller::shared::servers::{Connected, resolve, resolve_for_cleanup, server_key};
 use crate::couch::{CouchClient, CouchError, CreateDatabase};
 use crate::plan::database::{
     DatabaseIntent, DatabaseOutcome, DatabaseStep, DeletionStep, OWNER_DOC_ID, ObservedDatabase, Owner, plan_database,
@@ -96,7 +96,7 @@ async fn observe(
     let mut owner_alive = owner.as_ref().is_some_and(|o| owner_alive(ctx, &o.uid));
     // A CouchUser's per-user database carries no owner record; it is that user's all the same.
     if owner.is_none()
-        && let Some(user) = super::tenancy::per_user_database_owner(ctx, server, name)
+        && let Some(user) = crate::controller::shared::tenancy::per_user_database_owner(ctx, server, name)
     {
         owner = Some(Owner {
             kind: "CouchUser".into(),
@@ -129,9 +129,9 @@ async fn apply(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
     // What waits on this database, from the status just written (the store may lag it).
     let mut now = db.as_ref().clone();
     now.status = Some(pass_status);
-    super::access::requeue_for_database(ctx, &now, &key);
+    crate::controller::shared::access::requeue_for_database(ctx, &now, &key);
     let after = ctx.ledger.recorded(&key, db.couch_name());
-    super::access::requeue_shares_for_database(ctx, &now, arrived, before.as_ref(), after.as_ref());
+    crate::controller::shared::access::requeue_shares_for_database(ctx, &now, arrived, before.as_ref(), after.as_ref());
     Ok(action)
 }
 
@@ -173,10 +173,13 @@ async fn ensure(
     let Connected { server, couch } = resolve(ctx, &ns, &db.spec.server_ref).await?;
     // Database names and the names in `_security` are server-wide: a per-user database's name
     // is its user's, and a namespace the server does not trust declares only its own names.
-    crate::plan::tenancy::database_not_reserved(&name, &super::tenancy::declared_userdb_prefix(&server))?;
-    let scope = super::tenancy::name_scope(ctx, &server, &ns).await?;
+    crate::plan::tenancy::database_not_reserved(
+        &name,
+        &crate::controller::shared::tenancy::declared_userdb_prefix(&server),
+    )?;
+    let scope = crate::controller::shared::tenancy::name_scope(ctx, &server, &ns).await?;
     crate::plan::tenancy::in_scope(&scope, crate::plan::tenancy::NameKind::Database, &name, false)?;
-    super::tenancy::security_in_scope(&scope, &db.spec.security)?;
+    crate::controller::shared::tenancy::security_in_scope(&scope, &db.spec.security)?;
     let url = server.spec.url.clone();
     let server_id = server_key(db, &db.spec.server_ref);
     let observation = observe(&couch, &server_id, &name, &url, ctx).await?;
@@ -186,11 +189,13 @@ async fn ensure(
     let previously_owned = status.couch_name.as_deref() == Some(name.as_str());
     let not_ours = observed.owner.as_ref().map_or(!previously_owned, |o| o.uid != owner(db).uid);
     let adopt_refused = if db.spec.adopt && observed.exists && not_ours {
-        super::tenancy::require_trust(ctx, &server, &ns, TrustedAct::AdoptDatabase(name.clone())).await?.err()
+        crate::controller::shared::tenancy::require_trust(ctx, &server, &ns, TrustedAct::AdoptDatabase(name.clone()))
+            .await?
+            .err()
     } else {
         None
     };
-    let grants = super::access::grants_for_database(ctx, db, &server).await?;
+    let grants = crate::controller::shared::access::grants_for_database(ctx, db, &server).await?;
     let shards = db.spec.shards.as_ref();
     let intent = DatabaseIntent {
         me: owner(db),
@@ -316,7 +321,9 @@ async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error>
             .await
         }
         Ok(_) => {}
-        Err(e) if e.is_transient() && super::finalize::within_grace(db.as_ref(), ctx) => return Err(e),
+        Err(e) if e.is_transient() && crate::controller::runtime::finalize::within_grace(db.as_ref(), ctx) => {
+            return Err(e);
+        }
         Err(e) => {
             ctx.event(db.as_ref(), true, "CleanupSkipped", format!("database {name} not deleted: {e}")).await;
         }

@@ -2,9 +2,9 @@
 //! CouchDatabase manages, write) their entries in `_security` → status.
 //!
 //! A grant on a CouchDatabase never writes `_security` itself: the database reconciler merges
-//! every grant on it (exactly one writer per database; see [`super::access`]). A grant on an
+//! every grant on it (exactly one writer per database; see [`crate::controller::shared::access`]). A grant on an
 //! unmanaged database (`couchName`, or a per-user database) goes through
-//! [`super::unmanaged::write_unmanaged`].
+//! [`crate::controller::shared::unmanaged::write_unmanaged`].
 
 use std::sync::Arc;
 
@@ -12,16 +12,16 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 
-use super::access::{Resolved, grant_in_scope, resolve_grant, user_ns};
-use super::context::Context;
-use super::error::Error;
-use super::finalize::{reconcile_with_finalizer, within_grace};
-use super::servers::{resolve, resolve_for_cleanup, server_key};
-use super::status::NewCondition;
-use super::tail::{Note, Outcome, Pass};
-use super::tenancy::{database_reference, user_database_reference};
-use super::unmanaged::{couch_name_refusal, requeue_managers, write_unmanaged};
 use crate::api::{CouchDatabase, CouchGrant, CouchGrantStatus, CouchUser, ServerRef, UserDatabaseRef, condition};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::runtime::finalize::{reconcile_with_finalizer, within_grace};
+use crate::controller::runtime::status::NewCondition;
+use crate::controller::runtime::tail::{Note, Outcome, Pass};
+use crate::controller::shared::access::{Resolved, grant_in_scope, resolve_grant, user_ns};
+use crate::controller::shared::servers::{resolve, resolve_for_cleanup, server_key};
+use crate::controller::shared::tenancy::{database_reference, user_database_reference};
+use crate::controller::shared::unmanaged::{couch_name_refusal, requeue_managers, write_unmanaged};
 use crate::plan::grant::grants_present;
 use crate::plan::tenancy::grant_needs;
 
@@ -68,7 +68,7 @@ fn outcome_of(found: Found, missing_users: &[String], ctx: &Context) -> Outcome 
         };
         // An Event for a refused user; one still on its way is a wait, said by the condition.
         let outcome = Outcome::new(ready, resync);
-        return if missing_users.iter().any(|m| super::access::missing_is_a_problem(m)) {
+        return if missing_users.iter().any(|m| crate::controller::shared::access::missing_is_a_problem(m)) {
             outcome.on_transition(Note::warning("UserNotFound", message))
         } else {
             outcome
@@ -170,7 +170,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
     let key = server_key(grant, server_ref);
     if let Some(refused) = couch_name_refusal(ctx, &connected.server, &key, couch_name, &ns).await? {
         // Nothing new is written; what this grant put there while it was allowed is taken back.
-        match super::tenancy::database_manager(ctx, &key, couch_name) {
+        match crate::controller::shared::tenancy::database_manager(ctx, &key, couch_name) {
             Some(_) => requeue_managers(ctx, &key, couch_name),
             None => write_unmanaged(ctx, &connected, &key, couch_name, grant.uid().as_deref(), None).await?,
         }
@@ -186,7 +186,7 @@ async fn ensure(grant: &CouchGrant, ctx: &Context, status: &mut CouchGrantStatus
 /// store does not have it yet); it must declare a per-user database.
 async fn user_of(ctx: &Context, grant_ns: &str, reference: &UserDatabaseRef) -> Result<Arc<CouchUser>, Error> {
     let ns = user_ns(grant_ns, reference);
-    let user = super::servers::stored_or_read(ctx, &ctx.stores.users, &ns, &reference.user)
+    let user = crate::controller::shared::servers::stored_or_read(ctx, &ctx.stores.users, &ns, &reference.user)
         .await?
         .ok_or_else(|| Error::Waiting { what: format!("CouchUser {ns}/{}", reference.user) })?;
     if !user.spec.per_user_database {

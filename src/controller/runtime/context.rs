@@ -16,11 +16,11 @@ use rand::Rng;
 use super::backoff::Backoff;
 use super::clients::ClientCache;
 use super::keys::ServerKey;
-use super::ledger::Ledger;
 use super::metrics::Metrics;
-use super::scheduler::SchedulerCache;
 use super::tasks::{Task, Tasks};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use crate::controller::shared::ledger::Ledger;
+use crate::controller::triggers::scheduler::SchedulerCache;
 
 /// Tunables of the operator process.
 #[derive(Debug, Clone)]
@@ -141,23 +141,23 @@ pub struct Context {
     /// The `_db_updates` follower and `_security` auditor of each CouchServer.
     pub(crate) tasks: Tasks,
     /// The `_changes` followers of the replicator databases shares use (see `replicator_feed`).
-    pub(crate) replicator_feeds: super::replicator_feed::ReplicatorFeeds,
+    pub(crate) replicator_feeds: crate::controller::triggers::replicator_feed::ReplicatorFeeds,
     /// Per server: the source of its database events, and the nudge to look for the feed again.
-    pub(crate) server_feeds: Arc<super::db_events::ServerFeeds>,
+    pub(crate) server_feeds: Arc<crate::controller::triggers::db_events::ServerFeeds>,
     /// The on-change fan-in engines, one per CouchShare with strategy `OnChange`.
-    pub(crate) engines: super::onchange::Engines,
+    pub(crate) engines: crate::controller::share::engine::Engines,
     /// Consecutive failures per object, for the retry delay.
     pub(crate) backoff: Backoff,
     /// `_scheduler/docs` reads, shared by the shares on one replicator database.
     pub(crate) scheduler: SchedulerCache,
     /// The shares waiting for their jobs to start, and the reads that wake them.
-    pub(crate) scheduler_watch: super::scheduler_watch::SchedulerWatch,
+    pub(crate) scheduler_watch: crate::controller::triggers::scheduler_watch::SchedulerWatch,
     /// The process's metrics (served on `/metrics`).
     pub(crate) metrics: Arc<Metrics>,
     /// Requeues CouchServers when the source of their database events changes (see `drift`).
     pub(crate) server_trigger: Option<ServerTrigger>,
     /// Requeues CouchDatabases from CouchDB's own feeds (see `drift`).
-    pub(crate) database_trigger: Option<super::drift::DatabaseTrigger>,
+    pub(crate) database_trigger: Option<crate::controller::triggers::drift::DatabaseTrigger>,
     /// Requeues CouchGrants when their database's reconciler has merged them into `_security`.
     pub(crate) grant_trigger: Option<GrantTrigger>,
     /// Requeues CouchShares when a database they use has merged their replication user.
@@ -165,7 +165,7 @@ pub struct Context {
     /// Requeues CouchUsers when their server is ready for them (see `wakeups`).
     pub(crate) user_trigger: Option<UserTrigger>,
     /// The Secrets this process wrote, so that their watch events are not taken for changes.
-    pub(crate) own_writes: Arc<super::own_writes::OwnWrites>,
+    pub(crate) own_writes: Arc<crate::controller::triggers::own_writes::OwnWrites>,
     /// One lock per unmanaged database whose `_security` grants write (read-modify-write).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -188,7 +188,7 @@ pub struct Triggers {
     /// To the CouchServer controller.
     pub servers: Option<ServerTrigger>,
     /// To the CouchDatabase controller.
-    pub databases: Option<super::drift::DatabaseTrigger>,
+    pub databases: Option<crate::controller::triggers::drift::DatabaseTrigger>,
     /// To the CouchGrant controller.
     pub grants: Option<GrantTrigger>,
     /// To the CouchShare controller.

@@ -17,9 +17,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
-use super::scoped;
 use super::watches::{Watched, forget_managed_fields};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use crate::controller::scoped;
 
 /// What a subscriber is told: an object was applied (listed, created, changed) or deleted.
 #[derive(Clone)]

@@ -80,7 +80,7 @@ pub(crate) fn share_for_databases(share: &CouchShare) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     declared(share).hash(&mut h);
     share.status.as_ref().is_some_and(|s| s.revoked).hash(&mut h);
-    super::access::share_admitted(share).hash(&mut h);
+    crate::controller::shared::access::share_admitted(share).hash(&mut h);
     Some(h.finish())
 }
 
@@ -89,7 +89,7 @@ pub(crate) fn share_for_databases(share: &CouchShare) -> Option<u64> {
 pub(crate) fn user_for_grants(user: &CouchUser) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     declared(user).hash(&mut h);
-    super::access::user_admitted(user).hash(&mut h);
+    crate::controller::shared::access::user_admitted(user).hash(&mut h);
     Some(h.finish())
 }
 
@@ -99,7 +99,7 @@ pub(crate) fn share_for_budget(share: &CouchShare) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let status = share.status.as_ref();
     status.and_then(|s| s.server.as_deref()).hash(&mut h);
-    status.map(super::server::replications_of).hash(&mut h);
+    status.map(crate::controller::server::replications_of).hash(&mut h);
     Some(h.finish())
 }
 

@@ -8,13 +8,14 @@ use kube::runtime::controller::{Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{predicates, watcher};
 
+use super::ServerKey;
 use super::reflectors::{Reflectors, Shared};
-use super::servers::server_key;
 use super::watches::{
     controller_for, declared, share_for_budget, share_for_databases, user_for_grants, user_for_shares,
 };
-use super::{ServerKey, access, credentials};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use crate::controller::shared::servers::server_key;
+use crate::controller::shared::{access, credentials};
 use k8s_openapi::api::core::v1::Secret;
 
 /// References to every object in `store` that `related` picks: the mapper of a watch.
@@ -152,7 +153,7 @@ pub(crate) fn databases(
 pub(crate) fn users(
     r: &mut Reflectors,
     config: Config,
-    own_writes: std::sync::Arc<super::own_writes::OwnWrites>,
+    own_writes: std::sync::Arc<crate::controller::triggers::own_writes::OwnWrites>,
     requested: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<CouchUser>>,
 ) -> Controller<CouchUser> {
     let by_secret = r.users.store();

@@ -10,12 +10,12 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tracing::Instrument;
 
-use super::context::Context;
-use super::error::Error;
-use super::servers::connect;
-use super::status::NewCondition;
-use super::tail::{Note, Outcome, Pass};
 use crate::api::{CouchServer, NodeConfigFailure, condition};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::runtime::status::NewCondition;
+use crate::controller::runtime::tail::{Note, Outcome, Pass};
+use crate::controller::shared::servers::connect;
 use crate::couch::{CouchClient, CouchError};
 use crate::plan::cluster::NodeSettings;
 use crate::plan::config::display_key;
@@ -52,11 +52,11 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
     // the resync: this wakes it, once the status says Ready.
     if (ready_now && !was_ready) || created {
         let why = if created { "system databases created" } else { "became Ready" };
-        super::wakeups::wake_server_objects(&ctx, &super::ServerKey::of(&server), why);
+        crate::controller::triggers::wakeups::wake_server_objects(&ctx, &super::ServerKey::of(&server), why);
     }
     if let Ok(couch) = connect(&ctx, &server).await {
-        super::drift::follow(&ctx, &server, couch.clone());
-        super::audit::run(&ctx, &server, couch).await;
+        crate::controller::triggers::drift::follow(&ctx, &server, couch.clone());
+        crate::controller::triggers::audit::run(&ctx, &server, couch).await;
     }
     action
 }
@@ -114,7 +114,7 @@ async fn ensure(
     };
     let was_degraded = pass.was(condition::DEGRADED);
     pass.set(server, degraded);
-    let is_degraded = super::status::condition_state(&pass.status.conditions, condition::DEGRADED);
+    let is_degraded = crate::controller::runtime::status::condition_state(&pass.status.conditions, condition::DEGRADED);
     if let Some(why) = &planned.finished_now {
         let note = format!("cluster finished ({why}): system databases, one admin hash, uuid and secret on every node");
         pass.events.push(Note::normal("ClusterFinished", note));

@@ -7,11 +7,11 @@
 
 use kube::ResourceExt;
 
-use super::context::Context;
-use super::error::Error;
-use super::servers::Connected;
-use super::share_endpoints::Place;
+use super::endpoints::Place;
 use crate::api::{CouchShare, ShareCredentials, ShareStrategy};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::shared::servers::Connected;
 use crate::plan::share::{foreign_replication_doc, owner, replication_doc_prefix, replicator_db};
 use crate::plan::tenancy::{NameKind, TrustedAct, in_scope};
 
@@ -37,13 +37,14 @@ pub(crate) async fn before_writing(
     let ns = share.namespace().unwrap_or_default();
     let url = &connected.server.spec.url;
     if share.spec.credentials == ShareCredentials::Admin {
-        super::tenancy::require_trust(ctx, &connected.server, &ns, TrustedAct::AdminCredentials).await??;
+        crate::controller::shared::tenancy::require_trust(ctx, &connected.server, &ns, TrustedAct::AdminCredentials)
+            .await??;
     }
     // A per-tenant replicator database is a database name like any other: in the namespace's scope.
     if let Some(replicator) = &share.spec.replicator_database
         && replicator != crate::couch::REPLICATOR_DB
     {
-        let scope = super::tenancy::name_scope(ctx, &connected.server, &ns).await?;
+        let scope = crate::controller::shared::tenancy::name_scope(ctx, &connected.server, &ns).await?;
         in_scope(&scope, NameKind::Database, replicator, false)?;
     }
     if replicating {

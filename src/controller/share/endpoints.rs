@@ -4,11 +4,11 @@
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
-use super::context::Context;
-use super::error::Error;
-use super::servers::{Connected, secret_value, server_key, stored_when_or_read};
-use super::tenancy::{database_reference, user_database_reference};
 use crate::api::{CouchDatabase, CouchShare, CouchUser, ObjectRef, RemoteDatabase, ServerRef, UserDatabaseRef};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::shared::servers::{Connected, secret_value, server_key, stored_when_or_read};
+use crate::controller::shared::tenancy::{database_reference, user_database_reference};
 use crate::couch::CouchClient;
 use crate::plan::share::{End, EndpointAuth};
 use crate::plan::tenancy::{EndpointRole, share_needs};
@@ -18,7 +18,7 @@ use crate::plan::tenancy::{EndpointRole, share_needs};
 pub(crate) enum Place {
     /// A database on the managed server: `managed` is true for a CouchDatabase (whose
     /// reconciler writes `_security`), false for a per-user database (written entry by entry).
-    Local { database: String, managed: bool, server: super::ServerKey },
+    Local { database: String, managed: bool, server: crate::controller::ServerKey },
     /// A database on another CouchDB.
     Remote { base_url: String, database: String, auth: EndpointAuth },
 }
@@ -212,7 +212,7 @@ pub(crate) async fn target(ctx: &Context, share: &CouchShare, consent: Consent) 
 /// The server whose `_replicator` runs the share: `serverRef`, or the one server of its local
 /// endpoints (which must all be on one server).
 pub(crate) fn managing_server(share: &CouchShare, places: &[&Place]) -> Result<ServerRef, Error> {
-    let locals: Vec<&super::ServerKey> = places
+    let locals: Vec<&crate::controller::ServerKey> = places
         .iter()
         .filter_map(|p| match p {
             Place::Local { server, .. } => Some(server),

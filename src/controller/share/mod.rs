@@ -3,30 +3,39 @@
 //! in `share_user`, revocation in `share_revoke`, what other kinds need of shares in `share_refs` and
 //! `plan::share::refs`.
 
+mod checks;
+pub(crate) mod endpoints;
+pub(crate) mod engine;
+mod onchange;
+mod purge;
+mod replication_user;
+mod revoke;
+mod stop;
+
 use std::sync::Arc;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use serde_json::Value;
 
-use super::context::Context;
-use super::error::Error;
-use super::finalize::reconcile_with_finalizer;
-use super::servers::{Connected, resolve, secret_value};
-use super::share_endpoints::{Consent, Place, Sources, managing_server, place_client, remote_client, sources, target};
-use super::status::NewCondition;
-use super::tail::{Note, Outcome, Pass};
 use crate::api::{CouchShare, CouchShareStatus, ShareCredentials, ShareStrategy, condition};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::runtime::finalize::reconcile_with_finalizer;
+use crate::controller::runtime::status::NewCondition;
+use crate::controller::runtime::tail::{Note, Outcome, Pass};
+use crate::controller::shared::servers::{Connected, resolve, secret_value};
 use crate::couch::CouchError;
 use crate::plan::share::{
     EndpointAuth, EndpointStyle, ObservedShare, ShareIntent, ShareOutcome, ShareRefusal, ShareStep, is_failing,
     plan_share, replication_doc_prefix, validate_share, wanted_ids, wanted_sharing_docs,
 };
 use crate::plan::share::{owner, replicator_db};
+use endpoints::{Consent, Place, Sources, managing_server, place_client, remote_client, sources, target};
 
 /// Reconciles one CouchShare.
 pub async fn reconcile(share: Arc<CouchShare>, ctx: Arc<Context>) -> Result<Action, Error> {
-    reconcile_with_finalizer(share, &ctx, |s| apply(s, &ctx), |s| super::share_revoke::cleanup(s, &ctx)).await
+    reconcile_with_finalizer(share, &ctx, |s| apply(s, &ctx), |s| revoke::cleanup(s, &ctx)).await
 }
 
 async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
@@ -36,7 +45,7 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     if share.spec.revoke.as_ref().is_some_and(|r| r.revoked) {
-        super::share_revoke::revoke(&share, ctx).await?;
+        revoke::revoke(&share, ctx).await?;
         pass.status.revoked = true;
         pass.status.state = Some("revoked".into());
         pass.status.changes_pending = None;
@@ -60,9 +69,9 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
     }
     // Not (or no longer) permitted: whatever ran while it was is stopped, in revocation order.
     if matches!(result, Err(Error::NotPermitted(_))) {
-        super::share_onchange::stop(ctx, &share).await?;
+        onchange::stop(ctx, &share).await?;
         pass.status.on_change = None;
-        super::share_revoke::withdraw(&share, ctx).await?;
+        revoke::withdraw(&share, ctx).await?;
         pass.status.replications.clear();
         pass.status.changes_pending = None;
         pass.status.sharing_document_id = None;
@@ -133,7 +142,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         Sources::One(p) => (vec![(None, p)], vec![]),
         Sources::FanIn { ready, waiting } => (ready.into_iter().map(|(user, p)| (Some(user), p)).collect(), waiting),
     };
-    super::share_checks::distinct_ends(fan_in.iter().map(|(_, p)| p), &target)?;
+    checks::distinct_ends(fan_in.iter().map(|(_, p)| p), &target)?;
     let mut places: Vec<&Place> = vec![&target];
     places.extend(fan_in.iter().map(|(_, p)| p));
     // A remote that no client can be built for is refused before anything is written.
@@ -144,22 +153,22 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     }
     let server_ref = managing_server(share, &places)?;
     let connected = resolve(ctx, &ns, &server_ref).await?;
-    let replicating = super::status::condition_state(&status.conditions, condition::READY)
+    let replicating = crate::controller::runtime::status::condition_state(&status.conditions, condition::READY)
         .is_some_and(|(s, reason)| s == "True" && reason == "Replicating");
-    super::share_checks::before_writing(ctx, share, &connected, replicating).await?;
+    checks::before_writing(ctx, share, &connected, replicating).await?;
     status.server = Some(format!("{}/{}", server_ref.namespace.clone().unwrap_or_default(), server_ref.name));
     let url = connected.server.spec.url.clone();
     let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
     let (local_auth, access_missing) = match share.spec.credentials {
         ShareCredentials::Scoped => {
-            let (auth, rewritten) = super::share_user::ensure_replication_user(ctx, share, &connected).await?;
+            let (auth, rewritten) = replication_user::ensure_replication_user(ctx, share, &connected).await?;
             // The databases its running replications already use, with this same user.
             let shown: Vec<&str> = if replicating && !rewritten {
                 status.replications.iter().flat_map(|r| [r.source.as_str(), r.target.as_str()]).collect()
             } else {
                 vec![]
             };
-            let missing = super::share_user::access_missing(ctx, share, &connected, &places, &auth, &shown).await?;
+            let missing = replication_user::access_missing(ctx, share, &connected, &places, &auth, &shown).await?;
             status.replication_user = Some(auth.username.clone());
             (auth, missing)
         }
@@ -201,10 +210,10 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
             return Err(Error::Waiting { what: format!("the replication user's access to {database}") });
         }
         let names = fan_in.iter().map(|(_, p)| p.database().to_string()).collect();
-        return super::share_onchange::ensure(ctx, share, &connected, intent, names, status).await.map(Settled::Done);
+        return onchange::ensure(ctx, share, &connected, intent, names, status).await.map(Settled::Done);
     }
-    if ctx.engines.running(&super::share_onchange::engine_key(share)) {
-        super::share_onchange::stop(ctx, share).await?;
+    if ctx.engines.running(&onchange::engine_key(share)) {
+        onchange::stop(ctx, share).await?;
         status.on_change = None;
     }
     let observed = observe(ctx, &connected, &intent, access_missing).await?;
@@ -290,7 +299,7 @@ async fn observe(
         return Ok(observed);
     }
     // Followed before the scheduler is read: a replication that ends after this pass wakes it.
-    super::replicator_feed::follow(ctx, connected, replicator)
+    crate::controller::triggers::replicator_feed::follow(ctx, connected, replicator)
         .await
         .map_err(|e| Error::couch("following the replicator database", url, e))?;
     let prefix = replication_doc_prefix(&intent.owner.namespace, &intent.owner.name);

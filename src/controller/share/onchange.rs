@@ -9,14 +9,14 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use sha2::{Digest, Sha256};
 
-use super::context::Context;
-use super::error::Error;
-use super::onchange::{EngineSpec, Membership};
-use super::servers::Connected;
-use super::share_endpoints::place_client;
-use super::status::NewCondition;
-use super::tail::{Note, Outcome};
+use super::endpoints::place_client;
+use super::engine::{EngineSpec, Membership};
 use crate::api::{CouchShare, CouchShareStatus, OnChangeStatus, condition};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::runtime::status::NewCondition;
+use crate::controller::runtime::tail::{Note, Outcome};
+use crate::controller::shared::servers::Connected;
 use crate::plan::share::{ShareIntent, on_change_body};
 
 /// The condition that says some sources fail while the others replicate.
@@ -38,7 +38,7 @@ async fn prefix(share: &CouchShare, connected: &Connected) -> String {
     if let Some(p) = declared.and_then(|p| p.database_prefix.clone()) {
         return p;
     }
-    super::user::userdb_prefix(&connected.couch).await
+    crate::controller::user::userdb_prefix(&connected.couch).await
 }
 
 /// Keeps the engine running and reports it. `names`: the selected CouchUsers' databases, for a
@@ -53,7 +53,7 @@ pub(crate) async fn ensure(
 ) -> Result<Outcome, Error> {
     // Once, when the engine starts (a switch from Continuous, or a restart), not on every pass.
     if !ctx.engines.running(&engine_key(share)) {
-        let deleted = super::share_stop::delete_replication_docs(ctx, share, connected).await?;
+        let deleted = super::stop::delete_replication_docs(ctx, share, connected).await?;
         if !deleted.is_empty() {
             tracing::info!(?deleted, "deleted continuous replication documents: the share replicates on change now");
         }
@@ -92,7 +92,7 @@ pub(crate) async fn ensure(
         target: (target_client, target_db),
         k,
         resync: ctx.options.resync,
-        nudge: ctx.server_feeds.nudge(&super::ServerKey::of(&connected.server)),
+        nudge: ctx.server_feeds.nudge(&crate::controller::ServerKey::of(&connected.server)),
     };
     let shared = ctx.engines.keep(spec, ctx.share_trigger.clone(), ctx.metrics.clone());
     let snapshot = shared.snapshot();

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::context::Context;
-use super::error::Error;
-use super::servers::Connected;
-use super::share_endpoints::{Place, place_client};
+use super::endpoints::{Place, place_client};
 use crate::api::CouchShare;
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::shared::servers::Connected;
 use crate::couch::{CouchClient, CouchError};
 
 /// How many times the target is read again after a purge before copies that keep coming back

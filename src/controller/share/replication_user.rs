@@ -6,11 +6,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::context::Context;
-use super::error::Error;
-use super::servers::{Connected, secret_value};
-use super::share_endpoints::Place;
+use super::endpoints::Place;
 use crate::api::{CouchShare, labels};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::shared::servers::{Connected, secret_value};
 use crate::plan::grant::grants_present;
 use crate::plan::share::{EndpointAuth, replication_user_owned, replication_user_update, replication_username};
 use crate::plan::share::{contribution, owner, replication_secret_name};
@@ -32,7 +32,7 @@ pub(crate) async fn ensure_replication_user(
     // The password Secret is this share's, or not touched: an app's Secret of the same name is
     // neither read nor overwritten.
     if let Some(existing) = secrets.get_opt(&secret_name).await? {
-        super::credentials::secret_is_ours(&existing, Some(me.uid.as_str()), &ns, &secret_name)?;
+        crate::controller::shared::credentials::secret_is_ours(&existing, Some(me.uid.as_str()), &ns, &secret_name)?;
     }
     // The user is this share's, or not touched: a `_users` document another object owns (or
     // that someone made by hand) under this name is never written.
@@ -61,7 +61,7 @@ pub(crate) async fn ensure_replication_user(
             secrets
                 .patch(
                     &secret_name,
-                    &kube::api::PatchParams::apply(super::status::FIELD_MANAGER).force(),
+                    &kube::api::PatchParams::apply(crate::controller::runtime::status::FIELD_MANAGER).force(),
                     &kube::api::Patch::Apply(&secret),
                 )
                 .await?;
@@ -113,7 +113,15 @@ pub(crate) async fn access_missing(
                 continue;
             }
         } else {
-            super::unmanaged::write_unmanaged(ctx, connected, server, database, None, share.uid().as_deref()).await?;
+            crate::controller::shared::unmanaged::write_unmanaged(
+                ctx,
+                connected,
+                server,
+                database,
+                None,
+                share.uid().as_deref(),
+            )
+            .await?;
         }
         if shown.contains(&database.as_str()) {
             continue;

@@ -11,13 +11,13 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 
-use super::context::Context;
-use super::error::Error;
-use super::servers::{Connected, resolve_for_cleanup};
-use super::share_endpoints::{Consent, Place, Sources, place_client, sources, target};
-use super::share_purge::{Copies, purge_copies};
-use super::share_stop::stop_replications;
+use super::endpoints::{Consent, Place, Sources, place_client, sources, target};
+use super::purge::{Copies, purge_copies};
+use super::stop::stop_replications;
 use crate::api::{CouchShare, ServerRef};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::shared::servers::{Connected, resolve_for_cleanup};
 use crate::plan::share::{owner, replication_secret_name, replication_username};
 
 /// The server whose `_replicator` holds the share's documents: recorded in status, else
@@ -40,7 +40,7 @@ fn server_ref(share: &CouchShare) -> Option<ServerRef> {
 pub(crate) async fn withdraw(share: &CouchShare, ctx: &Context) -> Result<(), Error> {
     let ns = share.namespace().unwrap_or_default();
     let Some(reference) = server_ref(share) else { return Ok(()) };
-    let connected = match super::servers::resolve(ctx, &ns, &reference).await {
+    let connected = match crate::controller::shared::servers::resolve(ctx, &ns, &reference).await {
         Ok(c) => c,
         // The server is gone or no longer lets this namespace in: nothing it can stop there.
         Err(Error::ServerNotFound { .. } | Error::NotAllowed { .. }) => return Ok(()),
@@ -107,7 +107,15 @@ async fn take_unmanaged_access(
     places.push(target);
     for place in places {
         if let Place::Local { database, managed: false, server } = place {
-            super::unmanaged::write_unmanaged(ctx, connected, server, database, share.uid().as_deref(), None).await?;
+            crate::controller::shared::unmanaged::write_unmanaged(
+                ctx,
+                connected,
+                server,
+                database,
+                share.uid().as_deref(),
+                None,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -126,7 +134,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
     let url = connected.server.spec.url.clone();
     // 1. Stop replicating, before anything is removed that could flow back: the on-change
     // engine and its one-shots, then the replication documents.
-    super::share_onchange::stop(ctx, share).await?;
+    super::onchange::stop(ctx, share).await?;
     let stopped = stop_replications(ctx, share, &connected).await?;
     tracing::info!(stopped, "replications stopped");
 
@@ -168,7 +176,13 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(secret) = secrets.get_opt(&replication_secret_name(share)).await?
-        && super::credentials::secret_is_ours(&secret, Some(&me.uid), &ns, &replication_secret_name(share)).is_ok()
+        && crate::controller::shared::credentials::secret_is_ours(
+            &secret,
+            Some(&me.uid),
+            &ns,
+            &replication_secret_name(share),
+        )
+        .is_ok()
     {
         secrets.delete(&replication_secret_name(share), &DeleteParams::default()).await?;
     }
@@ -203,7 +217,7 @@ pub(crate) async fn cleanup(share: Arc<CouchShare>, ctx: &Context) -> Result<Act
                 .await;
             Ok(Action::await_change())
         }
-        Err(e) if e.is_transient() && super::finalize::within_grace(share.as_ref(), ctx) => Err(e),
+        Err(e) if e.is_transient() && crate::controller::runtime::finalize::within_grace(share.as_ref(), ctx) => Err(e),
         Err(e) => {
             ctx.event(share.as_ref(), true, "CleanupSkipped", format!("revocation incomplete: {e}")).await;
             Ok(Action::await_change())

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use super::context::Context;
-use super::error::Error;
-use super::servers::Connected;
 use crate::api::CouchShare;
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::shared::servers::Connected;
 use crate::couch::CouchError;
 use crate::plan::share::{jobs_of_share, owner, replication_doc_prefix, replicator_db, stale_replications};
 

@@ -5,12 +5,12 @@
 
 use kube::{Resource, ResourceExt};
 
-use super::context::Context;
-use super::error::Error;
 use super::servers::{namespace_allowed, server_key};
-use super::status::condition_state;
 use super::tenancy::database_reference;
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser, UserDatabaseRef, condition};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::runtime::status::condition_state;
 use crate::plan::security::GrantEntries;
 use crate::plan::tenancy::{self, NameKind, grant_needs};
 

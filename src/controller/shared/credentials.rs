@@ -12,11 +12,11 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::Value;
 
-use super::context::Context;
-use super::error::Error;
 use super::servers::secret_value;
-use super::status::FIELD_MANAGER;
 use crate::api::CouchUser;
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::runtime::status::FIELD_MANAGER;
 use crate::plan::secret_template;
 use crate::plan::user::credentials_data;
 

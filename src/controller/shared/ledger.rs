@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use super::keys::ServerKey;
+use crate::controller::runtime::keys::ServerKey;
 use crate::couch::Security;
 
 /// The `_security` of each managed database, by server and database; and the creations in flight.

@@ -8,10 +8,10 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::context::Context;
-use super::error::Error;
-use super::keys::ServerKey;
 use crate::api::{CouchServer, ServerRef};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::runtime::keys::ServerKey;
 use crate::couch::{CouchClient, CouchConfig, Credentials, RetryPolicy};
 
 /// A CouchServer and a client for it, with the admin's credentials.

@@ -6,9 +6,9 @@
 
 use kube::ResourceExt;
 
-use super::context::Context;
-use super::share_endpoints::{Place, fan_in_users};
 use crate::api::CouchShare;
+use crate::controller::runtime::context::Context;
+use crate::controller::share::endpoints::{Place, fan_in_users};
 use crate::plan::tenancy::{EndpointRole, share_needs};
 
 /// Whether `share` may use the CouchDatabase `db` in every role it gives it (its own namespace,

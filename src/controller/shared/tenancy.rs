@@ -8,10 +8,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::context::Context;
-use super::error::Error;
 use super::servers::server_key;
 use crate::api::{AllowedNamespaces, ConsentScope, CouchDatabase, CouchServer, CouchUser, SecuritySpec};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
 use crate::plan::tenancy::{self, NameKind, NameScope, Refused, TrustedAct};
 
 /// Namespace `from`'s labels, read only when one of `policies` needs them to decide.

@@ -5,11 +5,11 @@
 use kube::ResourceExt;
 
 use super::access::{resolve_grant, user_ns};
-use super::context::Context;
-use super::error::Error;
 use super::servers::{Connected, namespace_allowed, server_key};
 use super::tenancy::user_database_reference;
 use crate::api::{CouchGrant, CouchServer};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
 use crate::plan::grant::merge_unmanaged;
 use crate::plan::tenancy::{self, Refused, TrustedAct, grant_needs};
 

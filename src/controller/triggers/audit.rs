@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::ObjectRef;
 
-use super::context::Context;
-use super::keys::ServerKey;
-use super::servers::server_key;
-use super::tasks::{Task, server_exists};
 use crate::api::CouchServer;
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::keys::ServerKey;
+use crate::controller::runtime::tasks::{Task, server_exists};
+use crate::controller::shared::servers::server_key;
 use crate::couch::CouchClient;
 use crate::plan::security::security_matches;
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::keys::ServerKey;
+use crate::controller::runtime::keys::ServerKey;
 use crate::couch::{CouchClient, CouchError, DbUpdate, DbUpdatesQuery, FeedMode};
 use crate::plan::listing::listing_changes;
 

@@ -14,14 +14,14 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::backoff::delay;
-use super::context::Context;
 use super::db_events::{DbEvents, EventSource, position};
-use super::keys::ServerKey;
-use super::ledger::Ledger;
-use super::servers::server_key;
-use super::tasks::{Task, server_exists};
 use crate::api::{CouchDatabase, CouchServer};
+use crate::controller::runtime::backoff::delay;
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::keys::ServerKey;
+use crate::controller::runtime::tasks::{Task, server_exists};
+use crate::controller::shared::ledger::Ledger;
+use crate::controller::shared::servers::server_key;
 use crate::couch::CouchClient;
 
 /// Where database events turn into reconcile requests.

@@ -15,11 +15,11 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use super::backoff::delay;
-use super::context::{Context, ShareTrigger};
-use super::keys::ServerKey;
-use super::servers::Connected;
 use crate::api::CouchShare;
+use crate::controller::runtime::backoff::delay;
+use crate::controller::runtime::context::{Context, ShareTrigger};
+use crate::controller::runtime::keys::ServerKey;
+use crate::controller::shared::servers::Connected;
 use crate::couch::{ChangesQuery, CouchClient, CouchError, FeedMode};
 use crate::plan::share::{replication_doc_owner, replicator_db};
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use kube::runtime::reflector::ObjectRef;
 
-use super::context::ShareTrigger;
-use super::keys::ServerKey;
 use crate::api::CouchShare;
+use crate::controller::runtime::context::ShareTrigger;
+use crate::controller::runtime::keys::ServerKey;
 use crate::couch::CouchClient;
 use crate::plan::share::state_name;
 

@@ -6,11 +6,11 @@
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::context::Context;
-use super::keys::ServerKey;
-use super::servers::server_key;
-use super::status::condition_state;
 use crate::api::{CouchDatabase, CouchGrant, CouchShare, CouchUser, condition};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::keys::ServerKey;
+use crate::controller::runtime::status::condition_state;
+use crate::controller::shared::servers::server_key;
 
 /// Whether an object's status says Ready=True.
 fn is_ready(conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>) -> bool {
@@ -57,13 +57,13 @@ pub(crate) fn waiting_on(
     for grant in grants.iter().filter(|g| !is_ready(g.status.as_ref().map(|s| s.conditions.as_slice()))) {
         let ns = grant.namespace().unwrap_or_default();
         let direct = grant.spec.database.server_ref.as_ref().is_some_and(|r| &server_key(grant.as_ref(), r) == server);
-        let database = on_server.iter().any(|d| super::access::targets(grant, d));
+        let database = on_server.iter().any(|d| crate::controller::shared::access::targets(grant, d));
         let user_database = grant
             .spec
             .database
             .user_database
             .as_ref()
-            .is_some_and(|r| names_user(&super::access::user_ns(&ns, r), &r.user));
+            .is_some_and(|r| names_user(&crate::controller::shared::access::user_ns(&ns, r), &r.user));
         let user = grant.spec.users.iter().any(|r| names_user(r.namespace.as_deref().unwrap_or(&ns), &r.name));
         if direct || database || user_database || user {
             out.grants.push(ObjectRef::from_obj(grant.as_ref()));
@@ -74,7 +74,7 @@ pub(crate) fn waiting_on(
         let recorded = share.status.as_ref().and_then(|s| s.server.as_deref()) == Some(key.as_str());
         let declared = share.spec.server_ref.as_ref().is_some_and(|r| &server_key(share.as_ref(), r) == server);
         let database = on_server.iter().any(|d| crate::plan::share::touches_database(share, d));
-        let user = users_on.iter().any(|u| super::wiring::uses_user_database(share, u));
+        let user = users_on.iter().any(|u| crate::controller::runtime::wiring::uses_user_database(share, u));
         if recorded || declared || database || user {
             out.shares.push(ObjectRef::from_obj(share.as_ref()));
         }

@@ -9,16 +9,16 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 
-use super::context::Context;
-use super::credentials::{
+use crate::api::{CouchUser, CouchUserStatus, DeletionPolicy, condition};
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::error::Error;
+use crate::controller::runtime::finalize::{reconcile_with_finalizer, within_grace};
+use crate::controller::runtime::status::NewCondition;
+use crate::controller::runtime::tail::{Note, Outcome, Pass};
+use crate::controller::shared::credentials::{
     apply_secret, credentials_secret_name, desired_password, desired_secret, rotation_generation, secret_up_to_date,
 };
-use super::error::Error;
-use super::finalize::{reconcile_with_finalizer, within_grace};
-use super::servers::{Connected, resolve, resolve_for_cleanup, server_key};
-use super::status::NewCondition;
-use super::tail::{Note, Outcome, Pass};
-use crate::api::{CouchUser, CouchUserStatus, DeletionPolicy, condition};
+use crate::controller::shared::servers::{Connected, resolve, resolve_for_cleanup, server_key};
 use crate::couch::{CouchClient, CouchError, UserDoc};
 use crate::plan::ownership::{self, Claim, Owner};
 use crate::plan::tenancy::{self, NameKind, TrustedAct};
@@ -163,7 +163,7 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     let Connected { server, couch } = resolve(ctx, &ns, &user.spec.server_ref).await?;
     // Usernames and roles are server-wide: a namespace the server does not trust declares only
     // its own, before anything is written.
-    let scope = super::tenancy::name_scope(ctx, &server, &ns).await?;
+    let scope = crate::controller::shared::tenancy::name_scope(ctx, &server, &ns).await?;
     tenancy::in_scope(&scope, NameKind::Username, &username, false)?;
     tenancy::all_in_scope(&scope, NameKind::Role, &user.spec.roles, false)?;
     let url = server.spec.url.clone();
@@ -171,7 +171,7 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = secrets.get_opt(&secret_name).await?;
     if let Some(existing) = &existing {
-        super::credentials::secret_is_ours(existing, user.uid().as_deref(), &ns, &secret_name)?;
+        crate::controller::shared::credentials::secret_is_ours(existing, user.uid().as_deref(), &ns, &secret_name)?;
     }
     let password = desired_password(user, ctx, existing.as_ref()).await?;
     let me = owner(user);
@@ -181,7 +181,9 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     // existing user this resource does not own yet.
     let not_ours = observed.owner.as_ref().map_or(!previously_owned, |o| o.uid != me.uid);
     let adopt_refused = if user.spec.adopt && observed.exists && not_ours {
-        super::tenancy::require_trust(ctx, &server, &ns, TrustedAct::AdoptUser(username.clone())).await?.err()
+        crate::controller::shared::tenancy::require_trust(ctx, &server, &ns, TrustedAct::AdoptUser(username.clone()))
+            .await?
+            .err()
     } else {
         None
     };
@@ -259,7 +261,8 @@ async fn cleanup(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret_name = credentials_secret_name(&user);
     if let Some(secret) = secrets.get_opt(&secret_name).await?
-        && super::credentials::secret_is_ours(&secret, user.uid().as_deref(), &ns, &secret_name).is_ok()
+        && crate::controller::shared::credentials::secret_is_ours(&secret, user.uid().as_deref(), &ns, &secret_name)
+            .is_ok()
     {
         secrets.delete(&secret_name, &DeleteParams::default()).await?;
     }

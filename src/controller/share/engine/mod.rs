@@ -32,10 +32,10 @@ use crate::api::{CouchShare, OnChangeFailure, OnChangeStatus};
 use crate::couch::{CouchClient, CouchError};
 use crate::plan::onchange::{Ended, FanInQueue, seq_number};
 
-use super::backoff::delay;
-use super::context::ShareTrigger;
-use super::db_events::{Batch, DbEvents, EventSource, position};
-use super::metrics::Metrics;
+use crate::controller::runtime::backoff::delay;
+use crate::controller::runtime::context::ShareTrigger;
+use crate::controller::runtime::metrics::Metrics;
+use crate::controller::triggers::db_events::{Batch, DbEvents, EventSource, position};
 
 /// How a one-shot replication may take before it is given up (and retried).
 const REPLICATION_WAIT: Duration = Duration::from_secs(600);
