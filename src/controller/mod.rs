@@ -31,7 +31,7 @@ pub use runtime::leader::LeaderElection;
 pub use server::SYSTEM_DATABASES;
 
 use runtime::reflectors::Reflectors;
-use runtime::{context, health, leader, metrics, watches, wiring};
+use runtime::{context, health, leader, metrics, wiring};
 
 /// How the operator process runs.
 #[derive(Debug, Clone)]
@@ -46,16 +46,6 @@ pub struct RunConfig {
     pub options: Options,
     /// Run only while holding this Lease.
     pub leader_election: Option<LeaderElection>,
-}
-
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Waits until every couchshare CRD is Established, logging while it waits.
@@ -149,7 +139,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         client.clone(),
         config.options.clone(),
         reflectors.stores(),
-        context::Triggers {
+        runtime::requeues::Triggers {
             servers: Some(server_trigger),
             databases: Some(database_trigger),
             grants: Some(grant_trigger),
@@ -204,7 +194,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
 /// Runs one controller until shutdown, logging each reconcile's outcome.
 async fn drive<K, F, Fut>(kind: &'static str, controller: Controller<K>, reconcile: F, ctx: Arc<Context>)
 where
-    K: watches::Watched,
+    K: runtime::reflectors::Watched,
     F: FnMut(Arc<K>, Arc<Context>) -> Fut,
     Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {

@@ -7,10 +7,18 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rand::Rng;
+
 /// The delay after the `n`-th consecutive failure (n ≥ 1): `base · 2ⁿ⁻¹`, at most `max`, ±20%.
 pub fn delay(base: Duration, max: Duration, n: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << n.saturating_sub(1).min(16));
-    super::context::jitter(exp.min(max), 0.2)
+    jitter(exp.min(max), 0.2)
+}
+
+/// `d` ± `fraction`, uniformly.
+pub fn jitter(d: Duration, fraction: f64) -> Duration {
+    let factor = rand::rng().random_range((1.0 - fraction)..=(1.0 + fraction));
+    d.mul_f64(factor)
 }
 
 /// Consecutive transient failures per object (by [`object_key`](super::context::object_key)).

@@ -2,10 +2,20 @@
 //! and CA, and reused while they stay the same (see `servers::connect`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::keys::ServerKey;
+use crate::api::CouchServer;
 use crate::couch::CouchClient;
+
+/// A CouchServer and a client for it, with the admin's credentials.
+#[derive(Clone)]
+pub struct Connected {
+    /// The CouchServer resource.
+    pub server: Arc<CouchServer>,
+    /// Admin client.
+    pub couch: CouchClient,
+}
 
 /// A client and what it was built from.
 struct Cached {

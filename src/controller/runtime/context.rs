@@ -11,12 +11,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
-use rand::Rng;
 
-use super::backoff::Backoff;
+use super::backoff::{Backoff, jitter};
 use super::clients::ClientCache;
 use super::keys::ServerKey;
 use super::metrics::Metrics;
+use super::requeues::{DatabaseTrigger, GrantTrigger, ServerTrigger, ShareTrigger, Triggers, UserTrigger};
 use super::tasks::{Task, Tasks};
 use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use crate::controller::shared::ledger::Ledger;
@@ -157,7 +157,7 @@ pub struct Context {
     /// Requeues CouchServers when the source of their database events changes (see `drift`).
     pub(crate) server_trigger: Option<ServerTrigger>,
     /// Requeues CouchDatabases from CouchDB's own feeds (see `drift`).
-    pub(crate) database_trigger: Option<crate::controller::triggers::drift::DatabaseTrigger>,
+    pub(crate) database_trigger: Option<DatabaseTrigger>,
     /// Requeues CouchGrants when their database's reconciler has merged them into `_security`.
     pub(crate) grant_trigger: Option<GrantTrigger>,
     /// Requeues CouchShares when a database they use has merged their replication user.
@@ -168,33 +168,6 @@ pub struct Context {
     pub(crate) own_writes: Arc<crate::controller::triggers::own_writes::OwnWrites>,
     /// One lock per unmanaged database whose `_security` grants write (read-modify-write).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// Where a server's drift follower asks for the server to be looked at again.
-pub type ServerTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchServer>>;
-
-/// Where a database reconciler asks for its grants to be looked at again.
-pub type GrantTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchGrant>>;
-
-/// Where a database reconciler asks for the shares it just let in to be looked at again.
-pub type ShareTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchShare>>;
-
-/// Where a server reconciler asks for the users waiting on it to be looked at again.
-pub type UserTrigger = tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CouchUser>>;
-
-/// Channels by which one controller requeues another's objects.
-#[derive(Default)]
-pub struct Triggers {
-    /// To the CouchServer controller.
-    pub servers: Option<ServerTrigger>,
-    /// To the CouchDatabase controller.
-    pub databases: Option<crate::controller::triggers::drift::DatabaseTrigger>,
-    /// To the CouchGrant controller.
-    pub grants: Option<GrantTrigger>,
-    /// To the CouchShare controller.
-    pub shares: Option<ShareTrigger>,
-    /// To the CouchUser controller.
-    pub users: Option<UserTrigger>,
 }
 
 impl Context {
@@ -269,12 +242,6 @@ impl Context {
     pub fn resync(&self) -> Duration {
         jitter(self.options.resync, 0.1)
     }
-}
-
-/// `d` ± `fraction`, uniformly.
-pub fn jitter(d: Duration, fraction: f64) -> Duration {
-    let factor = rand::rng().random_range((1.0 - fraction)..=(1.0 + fraction));
-    d.mul_f64(factor)
 }
 
 /// The time used for conditions.

@@ -10,6 +10,7 @@ pub(crate) mod keys;
 pub(crate) mod leader;
 pub(crate) mod metrics;
 pub(crate) mod reflectors;
+pub(crate) mod requeues;
 pub(crate) mod status;
 pub(crate) mod tail;
 pub(crate) mod tasks;

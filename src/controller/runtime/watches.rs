@@ -7,33 +7,9 @@ use std::time::Duration;
 use kube::Resource;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
-use serde::de::DeserializeOwned;
 
-use super::reflectors::Shared;
+use super::reflectors::{Shared, Watched};
 use crate::api::{CouchShare, CouchUser};
-
-/// What every watched kind is.
-pub(crate) trait Watched:
-    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + DeserializeOwned
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<K> Watched for K where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static
-{
-}
 
 /// A controller for `K` on its kind's shared watch, reconciling an object when what it declares
 /// changed — spec (generation), deletion, labels or annotations — and not on its own writes: its
@@ -45,12 +21,6 @@ pub(crate) fn controller_for<K: Watched>(shared: &mut Shared<K>) -> Controller<K
     // Each watch backs off on its own (see `reflectors`): a controller's shared trigger backoff
     // would serialise the relists after an API server restart behind an ever longer pause.
     Controller::for_stream(own, shared.store()).trigger_backoff(NoPause)
-}
-
-/// Drops `managedFields` before an object is cached: nothing reads them, and at a thousand
-/// objects per kind they are most of the memory.
-pub(crate) fn forget_managed_fields<K: Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
 }
 
 /// A hash of what an object declares: generation, deletion, labels, annotations.
@@ -99,7 +69,7 @@ pub(crate) fn share_for_budget(share: &CouchShare) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let status = share.status.as_ref();
     status.and_then(|s| s.server.as_deref()).hash(&mut h);
-    status.map(crate::controller::server::replications_of).hash(&mut h);
+    status.map(crate::plan::server::replications_of).hash(&mut h);
     Some(h.finish())
 }
 

@@ -256,18 +256,9 @@ fn replications_on(ctx: &Context, server: &CouchServer) -> i32 {
         .iter()
         .filter_map(|s| s.status.as_ref())
         .filter(|s| s.server.as_deref() == Some(key.as_str()))
-        .map(replications_of)
+        .map(crate::plan::server::replications_of)
         .sum();
     i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-/// The replications a share counts for in its server's budget (none once revoked). An on-change
-/// share runs up to maxConcurrent one-shots, however many sources it has.
-pub(crate) fn replications_of(status: &crate::api::CouchShareStatus) -> usize {
-    if status.revoked {
-        return 0;
-    }
-    status.replications.len() + status.on_change.as_ref().map_or(0, |o| o.max_concurrent as usize)
 }
 
 /// The system databases that do not exist.

@@ -299,9 +299,15 @@ async fn observe(
         return Ok(observed);
     }
     // Followed before the scheduler is read: a replication that ends after this pass wakes it.
-    crate::controller::triggers::replicator_feed::follow(ctx, connected, replicator)
-        .await
-        .map_err(|e| Error::couch("following the replicator database", url, e))?;
+    crate::controller::triggers::replicator_feed::follow(
+        &ctx.replicator_feeds,
+        ctx.share_trigger.as_ref(),
+        &ctx.stores.shares,
+        connected,
+        replicator,
+    )
+    .await
+    .map_err(|e| Error::couch("following the replicator database", url, e))?;
     let prefix = replication_doc_prefix(&intent.owner.namespace, &intent.owner.name);
     observed.replication_docs = couch
         .list_replication_docs_with_prefix(replicator, &prefix)

@@ -14,14 +14,7 @@ use crate::controller::runtime::error::Error;
 use crate::controller::runtime::keys::ServerKey;
 use crate::couch::{CouchClient, CouchConfig, Credentials, RetryPolicy};
 
-/// A CouchServer and a client for it, with the admin's credentials.
-#[derive(Clone)]
-pub struct Connected {
-    /// The CouchServer resource.
-    pub server: Arc<CouchServer>,
-    /// Admin client.
-    pub couch: CouchClient,
-}
+pub use crate::controller::runtime::clients::Connected;
 
 /// Reads one key of a Secret as UTF-8.
 pub async fn secret_value(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<String, Error> {

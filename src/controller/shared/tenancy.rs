@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::servers::server_key;
+use super::ServerKey;
 use crate::api::{AllowedNamespaces, ConsentScope, CouchDatabase, CouchServer, CouchUser, SecuritySpec};
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
@@ -108,7 +108,7 @@ pub(crate) fn database_manager(ctx: &Context, server: &super::ServerKey, name: &
     let database = ctx.stores.databases.state().into_iter().find(|d| {
         d.metadata.deletion_timestamp.is_none()
             && d.couch_name() == name
-            && &server_key(d.as_ref(), &d.spec.server_ref) == server
+            && &ServerKey::referenced(d.as_ref(), &d.spec.server_ref) == server
     });
     if let Some(d) = database {
         return Some(format!("CouchDatabase {}/{}", d.namespace().unwrap_or_default(), d.name_any()));
@@ -127,6 +127,6 @@ pub(crate) fn per_user_database_owner(
         u.metadata.deletion_timestamp.is_none()
             && u.spec.per_user_database
             && u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(name)
-            && &server_key(u.as_ref(), &u.spec.server_ref) == server
+            && &ServerKey::referenced(u.as_ref(), &u.spec.server_ref) == server
     })
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
-use tokio::sync::mpsc::UnboundedSender;
 
 use super::db_events::{DbEvents, EventSource, position};
 use crate::api::{CouchDatabase, CouchServer};
@@ -23,9 +22,6 @@ use crate::controller::runtime::tasks::{Task, server_exists};
 use crate::controller::shared::ledger::Ledger;
 use crate::controller::shared::servers::server_key;
 use crate::couch::CouchClient;
-
-/// Where database events turn into reconcile requests.
-pub type DatabaseTrigger = UnboundedSender<ObjectRef<CouchDatabase>>;
 
 /// Makes sure a follower runs for `server` (one per server and client; a new admin Secret or
 /// URL replaces it).

@@ -17,9 +17,9 @@ use tokio::task::JoinHandle;
 
 use crate::api::CouchShare;
 use crate::controller::runtime::backoff::delay;
-use crate::controller::runtime::context::{Context, ShareTrigger};
+use crate::controller::runtime::clients::Connected;
 use crate::controller::runtime::keys::ServerKey;
-use crate::controller::shared::servers::Connected;
+use crate::controller::runtime::requeues::ShareTrigger;
 use crate::couch::{ChangesQuery, CouchClient, CouchError, FeedMode};
 use crate::plan::share::{replication_doc_owner, replicator_db};
 
@@ -85,22 +85,30 @@ impl ReplicatorFeeds {
 /// Makes sure the replicator database `db` of the connected server is followed. When no task
 /// follows it yet, the feed's position is read before this returns, so any change made after
 /// it returns — a replication ending after the pass read the scheduler — wakes the share.
-pub(crate) async fn follow(ctx: &Context, connected: &Connected, db: &str) -> Result<(), CouchError> {
-    let Some(trigger) = ctx.share_trigger.clone() else { return Ok(()) };
+/// (`feeds` is the context's, `trigger` its share trigger, `shares` the shares' store: the
+/// context holds the feeds, so they do not take it.)
+pub(crate) async fn follow(
+    feeds: &ReplicatorFeeds,
+    trigger: Option<&ShareTrigger>,
+    shares: &Store<CouchShare>,
+    connected: &Connected,
+    db: &str,
+) -> Result<(), CouchError> {
+    let Some(trigger) = trigger.cloned() else { return Ok(()) };
     let server = ServerKey::of(&connected.server);
     let fingerprint = format!("{}|{}", connected.server.spec.url, connected.server.uid().unwrap_or_default());
     let key = (server.clone(), db.to_string());
-    if ctx.replicator_feeds.running(&key, &fingerprint) {
+    if feeds.running(&key, &fingerprint) {
         return Ok(());
     }
     let couch = connected.couch.clone();
     let now = ChangesQuery { feed: FeedMode::Normal, since: Some(json!("now")), ..Default::default() };
     let since = couch.changes(db, &now).await?.last_seq;
     tracing::debug!(server = %server, database = db, "following the replicator database");
-    let shares = ctx.stores.shares.clone();
-    let own = ctx.replicator_feeds.own.clone();
+    let shares = shares.clone();
+    let own = feeds.own.clone();
     let handle = tokio::spawn(run(couch, key.clone(), since, shares, trigger, own));
-    ctx.replicator_feeds.keep(key, fingerprint, handle);
+    feeds.keep(key, fingerprint, handle);
     Ok(())
 }
 

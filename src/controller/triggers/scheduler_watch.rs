@@ -14,8 +14,8 @@ use std::time::Duration;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::CouchShare;
-use crate::controller::runtime::context::ShareTrigger;
 use crate::controller::runtime::keys::ServerKey;
+use crate::controller::runtime::requeues::ShareTrigger;
 use crate::couch::CouchClient;
 use crate::plan::share::state_name;
 

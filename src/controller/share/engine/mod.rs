@@ -33,8 +33,8 @@ use crate::couch::{CouchClient, CouchError};
 use crate::plan::onchange::{Ended, FanInQueue, seq_number};
 
 use crate::controller::runtime::backoff::delay;
-use crate::controller::runtime::context::ShareTrigger;
 use crate::controller::runtime::metrics::Metrics;
+use crate::controller::runtime::requeues::ShareTrigger;
 use crate::controller::triggers::db_events::{Batch, DbEvents, EventSource, position};
 
 /// How a one-shot replication may take before it is given up (and retried).
