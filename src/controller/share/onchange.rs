@@ -38,7 +38,7 @@ async fn prefix(share: &CouchShare, connected: &Connected) -> String {
     if let Some(p) = declared.and_then(|p| p.database_prefix.clone()) {
         return p;
     }
-    crate::controller::user::userdb_prefix(&connected.couch).await
+    crate::controller::shared::tenancy::userdb_prefix(&connected.couch).await
 }
 
 /// Keeps the engine running and reports it. `names`: the selected CouchUsers' databases, for a

@@ -88,6 +88,20 @@ pub(crate) fn declared_userdb_prefix(server: &CouchServer) -> String {
         .unwrap_or_else(|| crate::plan::user::DEFAULT_USERDB_PREFIX.to_string())
 }
 
+/// The server's `couch_peruser/database_prefix`, else `userdb-`.
+pub(crate) async fn userdb_prefix(couch: &crate::couch::CouchClient) -> String {
+    let node = match couch.membership().await {
+        Ok(m) => m.cluster_nodes.first().or(m.all_nodes.first()).cloned(),
+        Err(_) => None,
+    };
+    match node {
+        Some(node) => couch.config_get(&node, "couch_peruser", "database_prefix").await.ok().flatten(),
+        None => None,
+    }
+    .filter(|p| crate::api::validation::is_valid_database_name(&format!("{p}0")))
+    .unwrap_or_else(|| crate::plan::user::DEFAULT_USERDB_PREFIX.to_string())
+}
+
 /// A reference from namespace `from` to the CouchDatabase `db`, for `needs`.
 pub(crate) fn database_reference(db: &CouchDatabase, from: &str, needs: &[ConsentScope]) -> Result<(), Refused> {
     let ns = db.namespace().unwrap_or_default();

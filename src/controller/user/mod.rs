@@ -23,8 +23,8 @@ use crate::couch::{CouchClient, CouchError, UserDoc};
 use crate::plan::ownership::{self, Claim, Owner};
 use crate::plan::tenancy::{self, NameKind, TrustedAct};
 use crate::plan::user::{
-    DEFAULT_USERDB_PREFIX, OWNER_FIELD, ObservedUser, UserIntent, UserOutcome, password_fingerprint,
-    per_user_database_name, plan_user, with_owner,
+    OWNER_FIELD, ObservedUser, UserIntent, UserOutcome, password_fingerprint, per_user_database_name, plan_user,
+    with_owner,
 };
 
 /// Reconciles one CouchUser.
@@ -87,20 +87,6 @@ async fn observe_user(
         owner_alive,
     };
     Ok((doc, observed))
-}
-
-/// The server's `couch_peruser/database_prefix`, else `userdb-`.
-pub(crate) async fn userdb_prefix(couch: &CouchClient) -> String {
-    let node = match couch.membership().await {
-        Ok(m) => m.cluster_nodes.first().or(m.all_nodes.first()).cloned(),
-        Err(_) => None,
-    };
-    match node {
-        Some(node) => couch.config_get(&node, "couch_peruser", "database_prefix").await.ok().flatten(),
-        None => None,
-    }
-    .filter(|p| crate::api::validation::is_valid_database_name(&format!("{p}0")))
-    .unwrap_or_else(|| DEFAULT_USERDB_PREFIX.to_string())
 }
 
 /// Makes sure the user's private database exists with the owner as admin and member. A
@@ -202,7 +188,7 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     let plan = plan_user(&intent, &observed)?;
 
     let userdb_name = if user.spec.per_user_database {
-        Some(per_user_database_name(&userdb_prefix(&couch).await, &username))
+        Some(per_user_database_name(&crate::controller::shared::tenancy::userdb_prefix(&couch).await, &username))
     } else {
         None
     };
