@@ -7,11 +7,11 @@
 
 use kube::ResourceExt;
 
-use super::endpoints::Place;
 use crate::api::{CouchShare, ShareCredentials, ShareStrategy};
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
 use crate::controller::shared::servers::Connected;
+use crate::controller::shared::share_refs::Place;
 use crate::plan::share::{foreign_replication_doc, owner, replication_doc_prefix, replicator_db};
 use crate::plan::tenancy::{NameKind, TrustedAct, in_scope};
 

@@ -2,49 +2,16 @@
 //! per-user databases on the managed server, remote databases with their credentials.
 
 use kube::ResourceExt;
-use kube::core::{Selector, SelectorExt};
 
 use crate::api::{CouchDatabase, CouchShare, CouchUser, ObjectRef, RemoteDatabase, ServerRef, UserDatabaseRef};
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
 use crate::controller::shared::servers::{Connected, secret_value, server_key, stored_when_or_read};
+use crate::controller::shared::share_refs::{Place, fan_in, user_place};
 use crate::controller::shared::tenancy::{database_reference, user_database_reference};
 use crate::couch::CouchClient;
 use crate::plan::share::{End, EndpointAuth};
 use crate::plan::tenancy::{EndpointRole, share_needs};
-
-/// Where one end of a replication is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Place {
-    /// A database on the managed server: `managed` is true for a CouchDatabase (whose
-    /// reconciler writes `_security`), false for a per-user database (written entry by entry).
-    Local { database: String, managed: bool, server: crate::controller::ServerKey },
-    /// A database on another CouchDB.
-    Remote { base_url: String, database: String, auth: EndpointAuth },
-}
-
-impl Place {
-    /// Whether both are the same database: a share from a database into itself replicates it
-    /// onto itself, and is refused.
-    pub fn same_database(&self, other: &Place) -> bool {
-        match (self, other) {
-            (Place::Local { database: a, server: s, .. }, Place::Local { database: b, server: t, .. }) => {
-                a == b && s == t
-            }
-            (Place::Remote { base_url: u, database: a, .. }, Place::Remote { base_url: v, database: b, .. }) => {
-                a == b && u.trim_end_matches('/') == v.trim_end_matches('/')
-            }
-            _ => false,
-        }
-    }
-
-    /// The database name.
-    pub fn database(&self) -> &str {
-        match self {
-            Place::Local { database, .. } | Place::Remote { database, .. } => database,
-        }
-    }
-}
 
 /// A resolved source: one place, or the per-user databases of the selected users (fan-in),
 /// with each user's CouchDB name.
@@ -97,11 +64,6 @@ async fn local_database(
     Ok(Place::Local { database, managed: true, server: server_key(db.as_ref(), &db.spec.server_ref) })
 }
 
-fn user_place(user: &CouchUser) -> Option<Place> {
-    let database = user.status.as_ref()?.per_user_database.clone()?;
-    Some(Place::Local { database, managed: false, server: server_key(user, &user.spec.server_ref) })
-}
-
 async fn user_database(
     ctx: &Context,
     share: &CouchShare,
@@ -133,38 +95,6 @@ async fn remote(ctx: &Context, share_ns: &str, remote: &RemoteDatabase) -> Resul
         database: remote.database.clone(),
         auth: EndpointAuth { username, password },
     })
-}
-
-/// Each selected user's CouchDB name and per-user database.
-pub(crate) type FanInPlaces = Vec<(String, Place)>;
-
-/// The per-user databases of the CouchUsers a fan-in selects (those whose database exists).
-pub(crate) fn fan_in_users(ctx: &Context, share: &CouchShare) -> Result<Vec<(String, Place)>, Error> {
-    Ok(fan_in(ctx, share)?.0)
-}
-
-/// A fan-in's users: those whose per-user database exists, and the names of those that declare
-/// one that does not exist yet (the share waits for them: nothing else would requeue it).
-pub(crate) fn fan_in(ctx: &Context, share: &CouchShare) -> Result<(FanInPlaces, Vec<String>), Error> {
-    let Some(fan_in) = &share.spec.source.user_databases else { return Ok((vec![], vec![])) };
-    let selector = Selector::try_from(fan_in.selector.clone())
-        .map_err(|e| Error::InvalidSpec(format!("source.userDatabases.selector: {e}")))?;
-    let ns = share.namespace();
-    let mut ready = Vec::new();
-    let mut waiting = Vec::new();
-    for u in ctx.stores.users.state() {
-        if u.namespace() != ns || u.metadata.deletion_timestamp.is_some() || !selector.matches(u.labels()) {
-            continue;
-        }
-        match user_place(&u) {
-            Some(p) => ready.push((u.couch_username().to_string(), p)),
-            None if u.spec.per_user_database => waiting.push(u.name_any()),
-            None => {}
-        }
-    }
-    ready.sort_by(|a, b| a.0.cmp(&b.0));
-    waiting.sort();
-    Ok((ready, waiting))
 }
 
 /// Resolves the source.
@@ -239,20 +169,6 @@ pub(crate) fn managing_server(share: &CouchShare, places: &[&Place]) -> Result<S
         .first()
         .map(|key| key.to_ref())
         .ok_or_else(|| Error::InvalidSpec("serverRef is required when both source and target are remote".into()))
-}
-
-impl Place {
-    /// The place as the share plan sees it.
-    pub fn end(&self) -> crate::plan::share::End {
-        match self {
-            Place::Local { database, .. } => crate::plan::share::End::Local { database: database.clone() },
-            Place::Remote { base_url, database, auth } => crate::plan::share::End::Remote {
-                base_url: base_url.clone(),
-                database: database.clone(),
-                auth: auth.clone(),
-            },
-        }
-    }
 }
 
 /// A client for a remote endpoint with its credentials, reused while URL and credentials stay

@@ -4,7 +4,7 @@
 //! `plan::share::refs`.
 
 mod checks;
-pub(crate) mod endpoints;
+mod endpoints;
 pub(crate) mod engine;
 mod onchange;
 mod purge;
@@ -25,13 +25,14 @@ use crate::controller::runtime::finalize::reconcile_with_finalizer;
 use crate::controller::runtime::status::NewCondition;
 use crate::controller::runtime::tail::{Note, Outcome, Pass};
 use crate::controller::shared::servers::{Connected, resolve, secret_value};
+use crate::controller::shared::share_refs::Place;
 use crate::couch::CouchError;
 use crate::plan::share::{
     EndpointAuth, EndpointStyle, ObservedShare, ShareIntent, ShareOutcome, ShareRefusal, ShareStep, is_failing,
     plan_share, replication_doc_prefix, validate_share, wanted_ids, wanted_sharing_docs,
 };
 use crate::plan::share::{owner, replicator_db};
-use endpoints::{Consent, Place, Sources, managing_server, place_client, remote_client, sources, target};
+use endpoints::{Consent, Sources, managing_server, place_client, remote_client, sources, target};
 
 /// Reconciles one CouchShare.
 pub async fn reconcile(share: Arc<CouchShare>, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::endpoints::{Place, place_client};
+use super::endpoints::place_client;
 use crate::api::CouchShare;
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
 use crate::controller::shared::servers::Connected;
+use crate::controller::shared::share_refs::Place;
 use crate::couch::{CouchClient, CouchError};
 
 /// How many times the target is read again after a purge before copies that keep coming back

@@ -6,11 +6,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::endpoints::Place;
 use crate::api::{CouchShare, labels};
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
 use crate::controller::shared::servers::{Connected, secret_value};
+use crate::controller::shared::share_refs::Place;
 use crate::plan::grant::grants_present;
 use crate::plan::share::{EndpointAuth, replication_user_owned, replication_user_update, replication_username};
 use crate::plan::share::{contribution, owner, replication_secret_name};

@@ -11,13 +11,14 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 
-use super::endpoints::{Consent, Place, Sources, place_client, sources, target};
+use super::endpoints::{Consent, Sources, place_client, sources, target};
 use super::purge::{Copies, purge_copies};
 use super::stop::stop_replications;
 use crate::api::{CouchShare, ServerRef};
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
 use crate::controller::shared::servers::{Connected, resolve_for_cleanup};
+use crate::controller::shared::share_refs::Place;
 use crate::plan::share::{owner, replication_secret_name, replication_username};
 
 /// The server whose `_replicator` holds the share's documents: recorded in status, else
