@@ -1,7 +1,11 @@
 //! The CouchShare reconciler: observe (endpoints, credentials, what CouchDB holds), decide with
-//! [`plan_share`], execute its steps in order, report the plan's status. The credentials stage is
-//! in `share_user`, revocation in `share_revoke`, what other kinds need of shares in `share_refs` and
-//! `plan::share::refs`.
+//! [`plan_share`], execute its steps in order, report the plan's status.
+//!
+//! The parts: `endpoints` (source and target to places), `checks` (before anything is
+//! written), `replication_user` (the credentials stage), `steps` (observe and execute against
+//! CouchDB), `onchange` (a share with strategy OnChange, run by the `engine`), `revoke` (revoke,
+//! withdraw, cleanup) with `stop` and `purge`. What other kinds need of shares is in
+//! `shared::share_refs` and `plan::share::refs`; nothing here is used from another kind's folder.
 
 mod checks;
 mod endpoints;
