@@ -1,6 +1,32 @@
-//! The operator: one kube-runtime `Controller` per kind on one shared watch per kind (see
-//! `reflectors` and `wiring`), sharing a [`Context`]. The only
-//! module that holds both a Kubernetes client and a CouchDB client.
+//! The operator: one kube-runtime `Controller` per kind on one shared watch per kind, sharing a
+//! [`Context`]. The only module that holds both a Kubernetes client and a CouchDB client. This
+//! file starts the controllers ([`run`]); the rest is in folders.
+//!
+//! The map: each folder, what it owns, who may use it.
+//!
+//! - `runtime/`: what every reconciler shares and nothing kind-specific: the [`Context`] and
+//!   the channels that requeue objects (`requeues`), the shared watches (`reflectors`,
+//!   `watches`, `wiring`), leader election, health, metrics, the one `backoff`, the reconcile
+//!   `tail`, status writes, `finalize`, the errors, server keys, per-server tasks and the client
+//!   cache. Anyone in `controller/` may use it.
+//! - `triggers/`: what wakes a reconciler from outside its kind's Kubernetes watch, each with
+//!   one contract: `db_events` (database events from `_db_updates` or an `_all_dbs` diff), `drift`
+//!   (wakes a database whose CouchDB side changed), `audit` (the `_security` audit),
+//!   `replicator_feed` (the `_replicator` `_changes` follower), `scheduler` and `scheduler_watch`
+//!   (`_scheduler/docs`, read only while a share waits), `wakeups` (a server that becomes Ready),
+//!   `own_writes` (the operator's own Secret writes, which wake nobody). They use `runtime/` and
+//!   `shared/`. The context holds the state of some (feeds, watches): those take nothing from
+//!   the context's file, only the channel types of `runtime/requeues`.
+//! - `shared/`: what several kinds use: `servers` (a reference to a connected client),
+//!   `access` (what grants and shares add to a database's `_security`), `unmanaged` (per-user and
+//!   unmanaged databases, written entry by entry), `credentials`, `tenancy` (the tenancy rules
+//!   against live objects), `ledger` (the `_security` each database was last brought to: one
+//!   writer, the database reconciler), `share_refs` (what other kinds need to know of shares).
+//!   Every kind may use it; it uses no kind's folder.
+//! - one folder per kind: `server/`, `database/`, `user/`, `grant/`, `share/`, each holding its
+//!   reconciler (in its `mod.rs`) and the parts only it uses (`share/` holds the on-change
+//!   `engine/`). A kind's folder uses `runtime/`, `triggers/` and `shared/`, never another
+//!   kind's folder (`tools/layout-check` fails on that, and on any circle between files).
 
 mod database;
 mod grant;

@@ -1,5 +1,5 @@
 //! The reconcile side of a CouchShare with strategy `OnChange`: no replication documents (those
-//! a `Continuous` past left are deleted), one engine (see `onchange`) kept running with the
+//! a `Continuous` past left are deleted), one engine (see `engine`) kept running with the
 //! share's resolved endpoints, and the engine's counts turned into status, conditions and Events.
 
 use std::collections::BTreeSet;
@@ -107,7 +107,7 @@ pub(crate) async fn ensure(
             None => ("Discovering", "listing the source databases".to_string()),
         };
         let ready = NewCondition { type_: condition::READY, status: false, reason: reason.into(), message };
-        // The engine requeues the share when its first listing is done (see `onchange`).
+        // The engine requeues the share when its first listing is done (see `engine`).
         return Ok(Outcome::new(ready, Action::requeue(ctx.resync())));
     }
     let now = snapshot.status.clone();

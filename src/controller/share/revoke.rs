@@ -1,7 +1,7 @@
 //! Revoking a CouchShare, in an order that cannot replicate a deletion back: stop the
-//! replications (`share_stop`: no job of the share left on any node), delete the sharing
+//! replications (`stop`: no job of the share left on any node), delete the sharing
 //! document from the source, purge — never delete — it (and, when asked, the shared documents)
-//! from the target, reading it again for copies that came back (`share_purge`), then remove the
+//! from the target, reading it again for copies that came back (`purge`), then remove the
 //! scoped replication user.
 
 use std::sync::Arc;
