@@ -279,7 +279,7 @@ async fn every_dashboard_panel_and_alert_holds_against_a_real_prometheus_scrapin
         .collect();
     // A family with no series yet is not in the text: the names the operator registers are
     // read from its metrics module (`registry.register("name", ...)`, prefixed `couchshare_`).
-    let source = std::fs::read_to_string(root().join("src/controller/metrics.rs")).expect("metrics.rs");
+    let source = std::fs::read_to_string(root().join("src/controller/runtime/metrics.rs")).expect("metrics.rs");
     let registered: BTreeSet<String> = source
         .split("registry.register(")
         .skip(1)

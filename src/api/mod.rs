@@ -8,6 +8,7 @@ pub mod labels;
 mod schema;
 mod server;
 mod share;
+mod share_status;
 mod user;
 pub mod validation;
 
@@ -16,6 +17,7 @@ pub use database::*;
 pub use grant::*;
 pub use server::*;
 pub use share::*;
+pub use share_status::*;
 pub use user::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -1,50 +1,43 @@
-//! The operator: one kube-runtime `Controller` per kind on one shared watch per kind (see
-//! `reflectors` and `wiring`), sharing a [`Context`]. The only
-//! module that holds both a Kubernetes client and a CouchDB client.
+//! The operator: one kube-runtime `Controller` per kind on one shared watch per kind, sharing a
+//! [`Context`]. The only module that holds both a Kubernetes client and a CouchDB client. This
+//! file starts the controllers ([`run`]); the rest is in folders.
+//!
+//! The map: each folder, what it owns, who may use it.
+//!
+//! - `runtime/`: what every reconciler shares and nothing kind-specific: the [`Context`] and
+//!   the channels that requeue objects (`requeues`), the shared watches (`reflectors`,
+//!   `watches`, `wiring`), leader election, health, metrics, the one `backoff`, the reconcile
+//!   `tail`, status writes, `finalize`, the errors, server keys, per-server tasks, the client
+//!   cache and `state_metrics` (what each scrape reads from the watches). Anyone in
+//!   `controller/` may use it.
+//! - `triggers/`: what wakes a reconciler from outside its kind's Kubernetes watch, each with
+//!   one contract: `db_events` (database events from `_db_updates` or an `_all_dbs` diff), `drift`
+//!   (wakes a database whose CouchDB side changed), `audit` (the `_security` audit),
+//!   `replicator_feed` (the `_replicator` `_changes` follower), `scheduler` and `scheduler_watch`
+//!   (`_scheduler/docs`, read only while a share waits), `wakeups` (a server that becomes Ready),
+//!   `own_writes` (the operator's own Secret writes, which wake nobody). They use `runtime/` and
+//!   `shared/`. The context holds the state of some (feeds, watches): those take nothing from
+//!   the context's file, only the channel types of `runtime/requeues`.
+//! - `shared/`: what several kinds use: `servers` (a reference to a connected client),
+//!   `access` (what grants and shares add to a database's `_security`), `unmanaged` (per-user and
+//!   unmanaged databases, written entry by entry), `credentials`, `tenancy` (the tenancy rules
+//!   against live objects), `ledger` (the `_security` each database was last brought to: one
+//!   writer, the database reconciler). What grants and shares contribute is filtered by
+//!   `plan::access`, which `access` and `unmanaged` call. Every kind may use it; it uses no
+//!   kind's folder.
+//! - one folder per kind: `server/`, `database/`, `user/`, `grant/`, `share/`, each holding its
+//!   reconciler (in its `mod.rs`) and the parts only it uses (`share/` holds the on-change
+//!   `engine/`). A kind's folder uses `runtime/`, `triggers/` and `shared/`, never another
+//!   kind's folder (`tools/layout-check` fails on that, and on any circle between files).
 
-mod access;
-mod audit;
-mod backoff;
-mod clients;
-mod context;
-mod credentials;
 mod database;
-mod db_events;
-mod drift;
-mod error;
-mod finalize;
 mod grant;
-mod health;
-mod keys;
-mod leader;
-mod ledger;
-mod metrics;
-mod onchange;
-mod own_writes;
-mod reflectors;
-mod replicator_feed;
-mod scheduler;
-mod scheduler_watch;
+mod runtime;
 mod server;
-mod servers;
 mod share;
-mod share_checks;
-mod share_endpoints;
-mod share_onchange;
-mod share_purge;
-mod share_revoke;
-mod share_stop;
-mod share_user;
-mod state_metrics;
-mod status;
-mod tail;
-mod tasks;
-mod tenancy;
-mod unmanaged;
+mod shared;
+mod triggers;
 mod user;
-mod wakeups;
-mod watches;
-mod wiring;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,14 +51,15 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use tokio::task::JoinHandle;
 
-pub use context::{Context, DEFAULT_SECURITY_AUDIT_RATE, Options};
-pub use error::Error;
-pub use health::Readiness;
-pub use keys::ServerKey;
-pub use leader::LeaderElection;
+pub use runtime::context::{Context, DEFAULT_SECURITY_AUDIT_RATE, Options};
+pub use runtime::error::Error;
+pub use runtime::health::Readiness;
+pub use runtime::keys::ServerKey;
+pub use runtime::leader::LeaderElection;
 pub use server::SYSTEM_DATABASES;
 
-use reflectors::Reflectors;
+use runtime::reflectors::Reflectors;
+use runtime::{context, health, leader, metrics, wiring};
 
 /// How the operator process runs.
 #[derive(Debug, Clone)]
@@ -80,16 +74,6 @@ pub struct RunConfig {
     pub options: Options,
     /// Run only while holding this Lease.
     pub leader_election: Option<LeaderElection>,
-}
-
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Waits until every couchshare CRD is Established, logging while it waits.
@@ -156,6 +140,38 @@ macro_rules! measured {
     };
 }
 
+/// What each scrape counts in the watches: each kind's objects, and those not Ready by reason.
+fn census(stores: context::Stores) -> runtime::state_metrics::Census {
+    use runtime::state_metrics::count;
+    fn conditions(s: Option<&Vec<crate::api::Condition>>) -> Option<&[crate::api::Condition]> {
+        s.map(Vec::as_slice)
+    }
+    Box::new(move || {
+        vec![
+            (
+                "CouchServer",
+                count(stores.servers.state().iter().map(|o| conditions(o.status.as_ref().map(|s| &s.conditions)))),
+            ),
+            (
+                "CouchDatabase",
+                count(stores.databases.state().iter().map(|o| conditions(o.status.as_ref().map(|s| &s.conditions)))),
+            ),
+            (
+                "CouchUser",
+                count(stores.users.state().iter().map(|o| conditions(o.status.as_ref().map(|s| &s.conditions)))),
+            ),
+            (
+                "CouchGrant",
+                count(stores.grants.state().iter().map(|o| conditions(o.status.as_ref().map(|s| &s.conditions)))),
+            ),
+            (
+                "CouchShare",
+                count(stores.shares.state().iter().map(|o| conditions(o.status.as_ref().map(|s| &s.conditions)))),
+            ),
+        ]
+    })
+}
+
 /// Runs the controllers until SIGTERM or Ctrl-C (or until a lost lease).
 pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let ready = Readiness::default();
@@ -184,7 +200,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         client.clone(),
         config.options.clone(),
         reflectors.stores(),
-        context::Triggers {
+        runtime::requeues::Triggers {
             servers: Some(server_trigger),
             databases: Some(database_trigger),
             grants: Some(grant_trigger),
@@ -193,7 +209,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         },
         metrics.clone(),
     ));
-    metrics.state.watch(reflectors.stores());
+    metrics.state.watch(census(reflectors.stores()));
 
     let per_kind = controller::Config::default().concurrency(config.concurrency);
     let servers = wiring::servers(&mut reflectors, per_kind.clone(), servers_requested);
@@ -241,7 +257,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
 /// Runs one controller until shutdown, logging each reconcile's outcome.
 async fn drive<K, F, Fut>(kind: &'static str, controller: Controller<K>, reconcile: F, ctx: Arc<Context>)
 where
-    K: watches::Watched,
+    K: runtime::reflectors::Watched,
     F: FnMut(Arc<K>, Arc<Context>) -> Fut,
     Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {

@@ -13,7 +13,7 @@ use url::Url;
 
 use super::config::{CouchConfig, Credentials, RetryPolicy, install_crypto_provider, parse_base_url, tls_config};
 use super::error::{CouchError, redact_url};
-use super::server::ServerInfo;
+use super::info::ServerInfo;
 
 /// A CouchDB client. Cheap to clone; clones share the connection pool and the cached
 /// [`ServerInfo`].
@@ -24,7 +24,7 @@ pub struct CouchClient {
     credentials: Option<Credentials>,
     request_timeout: Duration,
     retry: RetryPolicy,
-    server_info: Arc<OnceCell<ServerInfo>>,
+    pub(super) server_info: Arc<OnceCell<ServerInfo>>,
     observer: Option<RequestObserver>,
 }
 
@@ -176,11 +176,6 @@ impl CouchClient {
 
     pub(crate) fn request_timeout(&self) -> Duration {
         self.request_timeout
-    }
-
-    /// The server's `GET /` answer, fetched once and shared by clones.
-    pub async fn cached_server_info(&self) -> Result<&ServerInfo, CouchError> {
-        self.server_info.get_or_try_init(|| self.server_info()).await
     }
 
     fn url_for(&self, req: &Request) -> Url {

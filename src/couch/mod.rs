@@ -11,6 +11,7 @@ mod database;
 mod documents;
 mod error;
 mod feeds;
+mod info;
 mod path;
 mod replicate;
 mod replication;
@@ -23,10 +24,11 @@ pub use database::{ClusterInfo, CreateDatabase, DatabaseInfo, DatabaseProps, Dat
 pub use documents::{AllDocs, AllDocsQuery, AllDocsRow, AllDocsValue, BulkDocResult, DocWrite, PurgeResult};
 pub use error::{CouchError, TransportKind, redact_url, redact_url_str};
 pub use feeds::{Change, ChangeRev, Changes, ChangesQuery, DbUpdate, DbUpdates, DbUpdatesQuery, FeedMode};
+pub use info::{Capabilities, ServerInfo};
 pub use path::{encode_db, encode_doc_id};
 pub use replicate::{ALL_DBS_PAGE, Replicated};
 pub use replication::{
     REPLICATOR_DB, ReplicationInfo, ReplicationState, ReplicationStatus, SchedulerJob, status_from_replicator_doc,
 };
-pub use server::{Capabilities, Membership, SINGLE_NODE_NAME, ServerInfo};
+pub use server::{Membership, SINGLE_NODE_NAME};
 pub use users::{USERS_DB, UserContext, UserDoc, user_doc_id};

@@ -274,6 +274,15 @@ pub fn unsupported(caps: &Capabilities) -> Vec<String> {
     flags.iter().filter(|(_, has)| !has).map(|(name, _)| name.to_string()).collect()
 }
 
+/// The replications a share counts for in its server's budget (none once revoked). An on-change
+/// share runs up to maxConcurrent one-shots, however many sources it has.
+pub fn replications_of(status: &crate::api::CouchShareStatus) -> usize {
+    if status.revoked {
+        return 0;
+    }
+    status.replications.len() + status.on_change.as_ref().map_or(0, |o| o.max_concurrent as usize)
+}
+
 #[cfg(test)]
 #[path = "server_tests.rs"]
 mod tests;

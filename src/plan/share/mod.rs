@@ -10,6 +10,7 @@ use crate::plan::ownership::Owner;
 
 mod documents;
 mod ids;
+mod intent;
 mod pass;
 mod refs;
 mod selector;
@@ -18,6 +19,7 @@ mod state;
 
 pub use documents::*;
 pub use ids::*;
+pub use intent::*;
 pub use pass::*;
 pub use refs::*;
 pub use selector::*;

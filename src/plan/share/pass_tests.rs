@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::couch::{ReplicationInfo, ReplicationState, ReplicationStatus as Scheduled};
+use crate::plan::ownership::Refusal;
 use crate::plan::share::{EndpointAuth, EndpointStyle, SHARE_FIELD, SPEC_HASH_FIELD, replication_doc};
 
 fn owner() -> Owner {

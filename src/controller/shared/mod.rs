@@ -1,0 +1,10 @@
+//! What several kinds use.
+
+pub(crate) mod access;
+pub(crate) mod credentials;
+pub(crate) mod ledger;
+pub(crate) mod servers;
+pub(crate) mod tenancy;
+pub(crate) mod unmanaged;
+
+pub(crate) use crate::controller::runtime::keys::ServerKey;

@@ -1,0 +1,192 @@
+//! The CouchShare trigger from CouchDB's replicator: one task per server and replicator database
+//! follows that database's `_changes` and requeues the share whose replication document changed.
+//! CouchDB writes a one-shot replication's end (`_replication_state` `completed` or `failed`)
+//! into its document as a new revision about a second after the run, and a continuous one's
+//! `failed` too: a share whose replications run wakes when CouchDB says so, instead of at the
+//! periodic resync. The share's own writes come back through the feed as well; the revisions it
+//! wrote are recorded ([`ReplicatorFeeds::written`]) and do not wake it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::api::CouchShare;
+use crate::controller::runtime::backoff::delay;
+use crate::controller::runtime::clients::Connected;
+use crate::controller::runtime::keys::ServerKey;
+use crate::controller::runtime::requeues::ShareTrigger;
+use crate::couch::{ChangesQuery, CouchClient, CouchError, FeedMode};
+use crate::plan::share::{replication_doc_owner, replicator_db};
+
+/// The longpoll wait of the feed.
+const FEED_WAIT: Duration = Duration::from_secs(25);
+
+/// A server and one of its replicator databases.
+type Key = (ServerKey, String);
+
+/// The replicator feeds running in this process, each with what it was started for (URL and
+/// server UID), and the document revisions the shares wrote themselves.
+#[derive(Default)]
+pub struct ReplicatorFeeds {
+    running: Mutex<HashMap<Key, (String, JoinHandle<()>)>>,
+    own: std::sync::Arc<OwnRevisions>,
+}
+
+/// The replication document revisions a share wrote itself (database, id, rev): when the feed
+/// brings one back it is not a change of CouchDB's, and the share is not woken for it.
+#[derive(Default)]
+struct OwnRevisions(Mutex<BTreeSet<(String, String, String)>>);
+
+impl OwnRevisions {
+    /// Whether `change` is a revision a share wrote (and forgets it: it comes back once).
+    fn take(&self, db: &str, change: &crate::couch::Change) -> bool {
+        let Some(rev) = change.changes.first().map(|c| c.rev.clone()) else { return false };
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&(db.to_string(), change.id.clone(), rev))
+    }
+}
+
+impl ReplicatorFeeds {
+    /// Records a revision a share wrote to `db` (a replication document put or deleted): the
+    /// feed does not wake the share for it.
+    pub(crate) fn written(&self, db: &str, id: &str, rev: &str) {
+        let mut own = self.own.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: a revision whose feed event never came (no feed yet) is not kept forever.
+        if own.len() > 100_000 {
+            own.clear();
+        }
+        own.insert((db.to_string(), id.to_string(), rev.to_string()));
+    }
+
+    fn running(&self, key: &Key, fingerprint: &str) -> bool {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.get(key).is_some_and(|(fp, handle)| fp == fingerprint && !handle.is_finished())
+    }
+
+    /// Keeps `handle` for `key` unless another task with the same fingerprint started meanwhile
+    /// (two shares on one replicator database reconciled at once): then `handle` is aborted.
+    fn keep(&self, key: Key, fingerprint: String, handle: JoinHandle<()>) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((fp, old)) = running.get(&key) {
+            if *fp == fingerprint && !old.is_finished() {
+                handle.abort();
+                return;
+            }
+            old.abort();
+        }
+        running.insert(key, (fingerprint, handle));
+    }
+}
+
+/// Makes sure the replicator database `db` of the connected server is followed. When no task
+/// follows it yet, the feed's position is read before this returns, so any change made after
+/// it returns — a replication ending after the pass read the scheduler — wakes the share.
+/// (`feeds` is the context's, `trigger` its share trigger, `shares` the shares' store: the
+/// context holds the feeds, so they do not take it.)
+pub(crate) async fn follow(
+    feeds: &ReplicatorFeeds,
+    trigger: Option<&ShareTrigger>,
+    shares: &Store<CouchShare>,
+    connected: &Connected,
+    db: &str,
+) -> Result<(), CouchError> {
+    let Some(trigger) = trigger.cloned() else { return Ok(()) };
+    let server = ServerKey::of(&connected.server);
+    let fingerprint = format!("{}|{}", connected.server.spec.url, connected.server.uid().unwrap_or_default());
+    let key = (server.clone(), db.to_string());
+    if feeds.running(&key, &fingerprint) {
+        return Ok(());
+    }
+    let couch = connected.couch.clone();
+    let now = ChangesQuery { feed: FeedMode::Normal, since: Some(json!("now")), ..Default::default() };
+    let since = couch.changes(db, &now).await?.last_seq;
+    tracing::debug!(server = %server, database = db, "following the replicator database");
+    let shares = shares.clone();
+    let own = feeds.own.clone();
+    let handle = tokio::spawn(run(couch, key.clone(), since, shares, trigger, own));
+    feeds.keep(key, fingerprint, handle);
+    Ok(())
+}
+
+/// Whether a share that is not revoked runs on `server` from replicator database `db`.
+fn in_use(shares: &Store<CouchShare>, (server, db): &Key) -> bool {
+    let server = server.to_string();
+    shares.state().iter().any(|s| {
+        s.status.as_ref().is_some_and(|st| st.server.as_deref() == Some(server.as_str()) && !st.revoked)
+            && replicator_db(s) == *db
+    })
+}
+
+/// The shares whose replication documents are among `ids`, once each.
+fn owners<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<ObjectRef<CouchShare>> {
+    let owners: BTreeSet<(String, String)> = ids.filter_map(replication_doc_owner).collect();
+    owners.into_iter().map(|(ns, name)| ObjectRef::new(&name).within(&ns)).collect()
+}
+
+/// Follows `db`'s `_changes` from `since` and requeues the shares whose documents changed; ends
+/// when the database is gone, or when no share uses it any more — looked at only after a wait
+/// with no change, as a new share's status names its server at the end of its first pass, after
+/// its first writes came through here.
+async fn run(
+    couch: CouchClient,
+    key: Key,
+    mut since: Value,
+    shares: Store<CouchShare>,
+    trigger: ShareTrigger,
+    own: std::sync::Arc<OwnRevisions>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let query = ChangesQuery {
+            feed: FeedMode::Longpoll,
+            since: Some(since.clone()),
+            timeout: Some(FEED_WAIT),
+            ..Default::default()
+        };
+        let quiet = match couch.changes(&key.1, &query).await {
+            Ok(changes) => {
+                failures = 0;
+                let theirs = changes.results.iter().filter(|c| !own.take(&key.1, c));
+                for share in owners(theirs.map(|c| c.id.as_str())) {
+                    tracing::debug!(share = %share, "replication document changed; requeueing");
+                    let _ = trigger.send(share);
+                }
+                since = changes.last_seq;
+                changes.results.is_empty()
+            }
+            Err(e) if e.is_not_found() => {
+                tracing::debug!(database = %key.1, "replicator database gone; no longer followed");
+                return;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::debug!(error = %e, database = %key.1, "replicator _changes failed; retrying");
+                tokio::time::sleep(delay(Duration::from_millis(500), Duration::from_secs(30), failures)).await;
+                true
+            }
+        };
+        if quiet && !in_use(&shares, &key) {
+            tracing::debug!(database = %key.1, "no share uses the replicator database; no longer followed");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_share_whose_documents_changed_is_requeued_once() {
+        let ids =
+            ["couchshare_inv_a_fwd", "couchshare_inv_a_back", "couchshare_inv_b_fwd_626f62", "_design/x", "other"];
+        let woken = owners(ids.into_iter());
+        let names: Vec<String> =
+            woken.iter().map(|r| format!("{}/{}", r.namespace.clone().unwrap_or_default(), r.name)).collect();
+        assert_eq!(names, ["inv/a", "inv/b"]);
+    }
+}
