@@ -320,12 +320,28 @@ async fn prefixed_replicator_databases_hold_documents() {
     // Not a replication any server will start: nothing listens on port 9.
     let doc = json!({"source": "http://127.0.0.1:9/a", "target": "http://127.0.0.1:9/b"});
     let rev = couch.put_replication_doc(&db, "r1", &doc).await.expect("put");
-    let listed = couch.list_replication_docs(&db).await.expect("list");
+    // On a cluster a read may reach a shard copy the write has not reached yet: read again.
+    let mut listed = couch.list_replication_docs(&db).await.expect("list");
+    for _ in 0..50 {
+        if !listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        listed = couch.list_replication_docs(&db).await.expect("list");
+    }
     assert_eq!(listed.iter().map(|d| d["_id"].clone()).collect::<Vec<_>>(), [json!("r1")]);
     let current = couch.get_replication_doc(&db, "r1").await.expect("get").expect("exists");
     let rev = current["_rev"].as_str().unwrap_or(&rev).to_owned();
     couch.delete_replication_doc(&db, "r1", &rev).await.expect("delete");
-    assert!(couch.list_replication_docs(&db).await.expect("list").is_empty());
+    let mut listed = couch.list_replication_docs(&db).await.expect("list");
+    for _ in 0..50 {
+        if listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        listed = couch.list_replication_docs(&db).await.expect("list");
+    }
+    assert!(listed.is_empty(), "the deleted document is no longer listed: {listed:?}");
     couch.delete_database(&db).await.expect("cleanup");
 }
 
