@@ -143,31 +143,25 @@ macro_rules! measured {
 /// What each scrape counts in the watches: each kind's objects, and those not Ready by reason.
 fn census(stores: context::Stores) -> runtime::state_metrics::Census {
     use runtime::state_metrics::count;
-    fn conditions(s: Option<&Vec<crate::api::Condition>>) -> Option<&[crate::api::Condition]> {
-        s.map(Vec::as_slice)
+    type Counted = (i64, std::collections::BTreeMap<String, i64>);
+    fn of<K, S>(
+        store: &kube::runtime::reflector::Store<K>,
+        status: impl Fn(&K) -> Option<&S>,
+        conditions: impl Fn(&S) -> &[crate::api::Condition],
+    ) -> Counted
+    where
+        K: kube::runtime::reflector::Lookup + Clone + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        count(store.state().iter().map(|o| status(o).map(&conditions)))
     }
     Box::new(move || {
         vec![
-            (
-                "CouchServer",
-                count(stores.servers.state().iter().map(|o| conditions(o.status.as_ref().map(|s| &s.conditions)))),
-            ),
-            (
-                "CouchDatabase",
-                count(stores.databases.state().iter().map(|o| conditions(o.status.as_ref().map(|s| &s.conditions)))),
-            ),
-            (
-                "CouchUser",
-                count(stores.users.state().iter().map(|o| conditions(o.status.as_ref().map(|s| &s.conditions)))),
-            ),
-            (
-                "CouchGrant",
-                count(stores.grants.state().iter().map(|o| conditions(o.status.as_ref().map(|s| &s.conditions)))),
-            ),
-            (
-                "CouchShare",
-                count(stores.shares.state().iter().map(|o| conditions(o.status.as_ref().map(|s| &s.conditions)))),
-            ),
+            ("CouchServer", of(&stores.servers, |o| o.status.as_ref(), |s| &s.conditions)),
+            ("CouchDatabase", of(&stores.databases, |o| o.status.as_ref(), |s| &s.conditions)),
+            ("CouchUser", of(&stores.users, |o| o.status.as_ref(), |s| &s.conditions)),
+            ("CouchGrant", of(&stores.grants, |o| o.status.as_ref(), |s| &s.conditions)),
+            ("CouchShare", of(&stores.shares, |o| o.status.as_ref(), |s| &s.conditions)),
         ]
     })
 }

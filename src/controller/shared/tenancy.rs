@@ -8,7 +8,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::ServerKey;
 use crate::api::{AllowedNamespaces, ConsentScope, CouchDatabase, CouchServer, CouchUser, SecuritySpec};
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
@@ -119,16 +118,8 @@ pub(crate) fn user_database_reference(user: &CouchUser, from: &str, needs: &[Con
 /// The live resource that manages the CouchDB database `name` on `server`, as the watches know:
 /// a CouchDatabase naming it, or a CouchUser whose per-user database it is.
 pub(crate) fn database_manager(ctx: &Context, server: &super::ServerKey, name: &str) -> Option<String> {
-    let database = ctx.stores.databases.state().into_iter().find(|d| {
-        d.metadata.deletion_timestamp.is_none()
-            && d.couch_name() == name
-            && &ServerKey::referenced(d.as_ref(), &d.spec.server_ref) == server
-    });
-    if let Some(d) = database {
-        return Some(format!("CouchDatabase {}/{}", d.namespace().unwrap_or_default(), d.name_any()));
-    }
-    per_user_database_owner(ctx, server, name)
-        .map(|u| format!("CouchUser {}/{} (its per-user database)", u.namespace().unwrap_or_default(), u.name_any()))
+    let key = (server.namespace.clone(), server.name.clone());
+    crate::plan::access::manager(&ctx.stores.databases.state(), &ctx.stores.users.state(), &key, name)
 }
 
 /// The live CouchUser whose per-user database `name` on `server` is.
@@ -137,10 +128,6 @@ pub(crate) fn per_user_database_owner(
     server: &super::ServerKey,
     name: &str,
 ) -> Option<std::sync::Arc<CouchUser>> {
-    ctx.stores.users.state().into_iter().find(|u| {
-        u.metadata.deletion_timestamp.is_none()
-            && u.spec.per_user_database
-            && u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(name)
-            && &ServerKey::referenced(u.as_ref(), &u.spec.server_ref) == server
-    })
+    let key = (server.namespace.clone(), server.name.clone());
+    crate::plan::access::per_user_owner(&ctx.stores.users.state(), &key, name).cloned()
 }

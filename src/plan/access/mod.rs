@@ -22,7 +22,9 @@ mod tenants;
 mod unmanaged;
 
 pub use tenants::Tenants;
-pub use unmanaged::{ExplainedUnmanaged, UnmanagedWorld, explain_unmanaged, unmanaged_contributions};
+pub use unmanaged::{
+    ExplainedUnmanaged, UnmanagedWorld, explain_unmanaged, manager, per_user_owner, unmanaged_contributions,
+};
 
 /// Everything the explanation reads: what the plugin listed from the API server, or what the
 /// operator's watches hold.

@@ -61,28 +61,12 @@ impl UnmanagedWorld<'_> {
 
     /// The live CouchUser whose per-user database this is.
     fn owner(&self) -> Option<&Arc<CouchUser>> {
-        self.tenants.users.iter().find(|u| {
-            u.metadata.deletion_timestamp.is_none()
-                && self.on_server(u)
-                && u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(self.couch_name)
-        })
+        per_user_owner(self.tenants.users, &self.tenants.server_key(), self.couch_name)
     }
 
-    /// The resource that manages the name, if one does: a CouchDatabase naming it, or the
-    /// CouchUser whose per-user database it is.
+    /// The resource that manages the name, if one does.
     fn manager(&self) -> Option<String> {
-        let server = self.tenants.server_key();
-        let database = self.databases.iter().find(|d| {
-            d.metadata.deletion_timestamp.is_none()
-                && d.couch_name() == self.couch_name
-                && server_of(d.as_ref(), &d.spec.server_ref) == server
-        });
-        if let Some(d) = database {
-            return Some(format!("CouchDatabase {}/{}", d.namespace().unwrap_or_default(), d.name_any()));
-        }
-        self.owner().map(|u| {
-            format!("CouchUser {}/{} (its per-user database)", u.namespace().unwrap_or_default(), u.name_any())
-        })
+        manager(self.databases, self.tenants.users, &self.tenants.server_key(), self.couch_name)
     }
 
     /// Whether namespace `from` may use the per-user database of the CouchUser `user_ns/name`
@@ -154,6 +138,41 @@ impl UnmanagedWorld<'_> {
         });
         Ok(selected.then_some("fan-in source"))
     }
+}
+
+/// The live CouchUser of `users` whose per-user database on `server` (namespace, name) is
+/// `name`.
+pub fn per_user_owner<'a>(
+    users: &'a [Arc<CouchUser>],
+    server: &(String, String),
+    name: &str,
+) -> Option<&'a Arc<CouchUser>> {
+    users.iter().find(|u| {
+        u.metadata.deletion_timestamp.is_none()
+            && u.spec.per_user_database
+            && u.status.as_ref().and_then(|s| s.per_user_database.as_deref()) == Some(name)
+            && &server_of(u.as_ref(), &u.spec.server_ref) == server
+    })
+}
+
+/// The live resource that manages the CouchDB database `name` on `server`, if one does: a
+/// CouchDatabase naming it, or the CouchUser whose per-user database it is.
+pub fn manager(
+    databases: &[Arc<CouchDatabase>],
+    users: &[Arc<CouchUser>],
+    server: &(String, String),
+    name: &str,
+) -> Option<String> {
+    let database = databases.iter().find(|d| {
+        d.metadata.deletion_timestamp.is_none()
+            && d.couch_name() == name
+            && &server_of(d.as_ref(), &d.spec.server_ref) == server
+    });
+    if let Some(d) = database {
+        return Some(format!("CouchDatabase {}/{}", d.namespace().unwrap_or_default(), d.name_any()));
+    }
+    per_user_owner(users, server, name)
+        .map(|u| format!("CouchUser {}/{} (its per-user database)", u.namespace().unwrap_or_default(), u.name_any()))
 }
 
 /// What live grants and shares contribute to the unmanaged database: grants that name it
