@@ -32,7 +32,7 @@ enum LogFormat {
 enum Command {
     /// Run the operator against the cluster of the in-cluster config, KUBECONFIG or --kubeconfig.
     Run(RunArgs),
-    /// Print the five CustomResourceDefinitions as YAML (or write one file per CRD).
+    /// Print the six CustomResourceDefinitions as YAML (or write one file per CRD).
     Crd {
         /// Write `<plural>.<group>.yaml` files into this directory instead of printing.
         #[arg(long)]
@@ -86,6 +86,10 @@ struct RunArgs {
     /// reports them in no feed); 0 turns it off.
     #[arg(long, default_value_t = couchshare::controller::DEFAULT_SECURITY_AUDIT_RATE)]
     security_audit_rate: f64,
+    /// Where the backup volume is mounted: CouchBackups with `destination.volume` write below
+    /// it, one folder per namespace. Without it they are refused.
+    #[arg(long, env = "COUCHSHARE_BACKUP_DIR")]
+    backup_dir: Option<PathBuf>,
     /// Address of the `/healthz`, `/readyz` and `/metrics` endpoints.
     #[arg(long, default_value = "0.0.0.0:8080")]
     health_addr: SocketAddr,
@@ -145,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
                 backoff_max: args.max_backoff,
                 deletion_grace: args.deletion_grace,
                 security_audit_rate: args.security_audit_rate.max(0.0),
+                backup_dir: args.backup_dir,
                 ..Options::default()
             };
             let leader_election = args.leader_election.then(|| couchshare::controller::LeaderElection {

@@ -4,6 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::backup::{RestoreFrom, RestoreStatus};
 use super::common::{Condition, Consent, DeletionPolicy, SecuritySpec, ServerRef};
 
 /// One CouchDB database owned by this resource.
@@ -30,7 +31,9 @@ use super::common::{Condition, Consent, DeletionPolicy, SecuritySpec, ServerRef}
     {"rule": "self.partitioned == oldSelf.partitioned",
      "message": "partitioned is immutable", "fieldPath": ".partitioned"},
     {"rule": "has(self.shards) == has(oldSelf.shards) && (!has(self.shards) || self.shards == oldSelf.shards)",
-     "message": "shards is immutable", "fieldPath": ".shards"}
+     "message": "shards is immutable", "fieldPath": ".shards"},
+    {"rule": "!has(self.restoreFrom) || !has(oldSelf.restoreFrom) || self.restoreFrom == oldSelf.restoreFrom",
+     "message": "restoreFrom cannot be changed (it may be removed)", "fieldPath": ".restoreFrom"}
 ]))]
 pub struct CouchDatabaseSpec {
     /// The CouchServer this database lives on.
@@ -68,6 +71,10 @@ pub struct CouchDatabaseSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["namespace"]))]
     pub shared_with: Vec<Consent>,
+    /// Fill the database, once, from a backup. Only a database with no documents (a new one)
+    /// is filled; one that holds documents is refused with `DatabaseNotEmpty`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<RestoreFrom>,
 }
 
 /// Shard settings: CouchDB's `q` and `n`, under names every YAML parser reads the same (YAML
@@ -110,6 +117,9 @@ pub struct CouchDatabaseStatus {
     /// Whether the database is partitioned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitioned: Option<bool>,
+    /// The restore of `spec.restoreFrom`, once it is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
 }
 
 impl CouchDatabase {

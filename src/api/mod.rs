@@ -1,6 +1,7 @@
-//! The CRD types of `couchshare.io/v1alpha1`: the five kinds, their specs, statuses and
+//! The CRD types of `couchshare.io/v1alpha1`: the six kinds, their specs, statuses and
 //! admission-time validation (OpenAPI schema plus CEL rules). Knows nothing of HTTP.
 
+mod backup;
 mod common;
 mod database;
 mod grant;
@@ -12,6 +13,7 @@ mod share_status;
 mod user;
 pub mod validation;
 
+pub use backup::*;
 pub use common::*;
 pub use database::*;
 pub use grant::*;
@@ -45,7 +47,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         "!(has(self.spec.username) ? self.spec.username : self.metadata.name).startsWith('couchshare-')",
         "usernames that start with couchshare- are reserved for the scoped replication users of shares; choose another username",
     );
-    vec![CouchServer::crd(), database, user, CouchGrant::crd(), CouchShare::crd()]
+    vec![CouchServer::crd(), database, user, CouchGrant::crd(), CouchShare::crd(), CouchBackup::crd()]
 }
 
 fn add_root_rule(crd: &mut CustomResourceDefinition, rule: &str, message: &str) {

@@ -25,11 +25,12 @@
 //!   writer, the database reconciler). What grants and shares contribute is filtered by
 //!   `plan::access`, which `access` and `unmanaged` call. Every kind may use it; it uses no
 //!   kind's folder.
-//! - one folder per kind: `server/`, `database/`, `user/`, `grant/`, `share/`, each holding its
+//! - one folder per kind: `server/`, `database/`, `user/`, `grant/`, `share/`, `backup/`, each holding its
 //!   reconciler (in its `mod.rs`) and the parts only it uses (`share/` holds the on-change
 //!   `engine/`). A kind's folder uses `runtime/`, `triggers/` and `shared/`, never another
 //!   kind's folder (`tools/layout-check` fails on that, and on any circle between files).
 
+mod backup;
 mod database;
 mod grant;
 mod runtime;
@@ -162,6 +163,7 @@ fn census(stores: context::Stores) -> runtime::state_metrics::Census {
             ("CouchUser", of(&stores.users, |o| o.status.as_ref(), |s| &s.conditions)),
             ("CouchGrant", of(&stores.grants, |o| o.status.as_ref(), |s| &s.conditions)),
             ("CouchShare", of(&stores.shares, |o| o.status.as_ref(), |s| &s.conditions)),
+            ("CouchBackup", of(&stores.backups, |o| o.status.as_ref(), |s| &s.conditions)),
         ]
     })
 }
@@ -210,7 +212,8 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let databases = wiring::databases(&mut reflectors, per_kind.clone(), databases_requested);
     let users = wiring::users(&mut reflectors, per_kind.clone(), ctx.own_writes.clone(), users_requested);
     let grants = wiring::grants(&mut reflectors, per_kind.clone(), grants_requested);
-    let shares = wiring::shares(&mut reflectors, per_kind, shares_requested);
+    let shares = wiring::shares(&mut reflectors, per_kind.clone(), shares_requested);
+    let backups = wiring::backups(&mut reflectors, per_kind);
     let watches = reflectors.start(&client, ns);
     tracing::info!(
         namespace = ns.unwrap_or("<all>"),
@@ -226,6 +229,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
             drive("CouchUser", users, measured!("CouchUser", user::reconcile), ctx.clone()),
             drive("CouchGrant", grants, measured!("CouchGrant", grant::reconcile), ctx.clone()),
             drive("CouchShare", shares, measured!("CouchShare", share::reconcile), ctx.clone()),
+            drive("CouchBackup", backups, measured!("CouchBackup", backup::reconcile), ctx.clone()),
         )
     };
     let lost = async {

@@ -55,7 +55,7 @@ app.kubernetes.io/component: operator
 {{/* The operator's permissions on the namespaced resources it manages (ClusterRole or Role). */}}
 {{- define "couchshare.namespacedRules" -}}
 - apiGroups: ["couchshare.io"]
-  resources: ["couchservers", "couchdatabases", "couchusers", "couchgrants", "couchshares"]
+  resources: ["couchservers", "couchdatabases", "couchusers", "couchgrants", "couchshares", "couchbackups"]
   verbs: ["get", "list", "watch", "patch", "update"]
 - apiGroups: ["couchshare.io"]
   resources:
@@ -64,6 +64,7 @@ app.kubernetes.io/component: operator
     - "couchusers/status"
     - "couchgrants/status"
     - "couchshares/status"
+    - "couchbackups/status"
   verbs: ["get", "patch", "update"]
 - apiGroups: [""]
   resources: ["secrets"]
@@ -84,6 +85,7 @@ app.kubernetes.io/component: operator
     - couchusers.couchshare.io
     - couchgrants.couchshare.io
     - couchshares.couchshare.io
+    - couchbackups.couchshare.io
   verbs: ["get"]
 - apiGroups: [""]
   resources: ["namespaces"]

@@ -1,6 +1,8 @@
 //! The CouchDatabase reconciler: resolve the server → observe the database → plan → apply the
-//! steps in order → status. Cleanup runs in the finalizer and never hangs on a server or a
+//! steps in order → restore `spec.restoreFrom` once (`restore`) → status. Cleanup runs in the finalizer and never hangs on a server or a
 //! Secret that is gone.
+
+mod restore;
 
 use std::sync::Arc;
 
@@ -122,6 +124,16 @@ async fn apply(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
     let key = server_key(db.as_ref(), &db.spec.server_ref);
     let before = ctx.ledger.recorded(&key, db.couch_name());
     let result = ensure(&db, ctx, &api, &mut pass.status).await;
+    let restored = |s: Option<&CouchDatabaseStatus>| s.and_then(|s| s.restore.as_ref()).and_then(|r| r.completed_at.clone());
+    if let Some(restore) = pass.status.restore.as_ref().filter(|_| restored(Some(&pass.status)) != restored(pass.current())) {
+        let message = format!(
+            "restored {} document revisions from {} into {}",
+            restore.documents.unwrap_or_default(),
+            restore.source,
+            db.couch_name()
+        );
+        pass.events.push(Note::normal("Restored", message));
+    }
     let arrived = !was_ready
         || matches!(&result, Ok((DatabaseOutcome::Created | DatabaseOutcome::Recreated | DatabaseOutcome::Adopted, _)));
     let pass_status = pass.status.clone();
@@ -261,9 +273,22 @@ async fn ensure(
         }
     }
     ctx.ledger.record(&server_id, &name, intent.security.clone());
+    let restored = match restore::pending(db) {
+        Some(from) => {
+            run_restore(ctx, db, api, status, from, &couch, &name, &url).await?;
+            // The declared `_security` (the spec and today's grants and shares), not the one of the
+            // backup: a restore must not bring back access revoked since.
+            couch
+                .put_security(&name, &intent.security)
+                .await
+                .map_err(|e| Error::couch("writing _security after the restore", &url, e))?;
+            true
+        }
+        None => false,
+    };
     // Documents written above are `_local` (not counted): the info read first is still right,
     // unless the database was just created.
-    let info = match (observation.info, creates) {
+    let info = match (observation.info, creates || restored) {
         (Some(info), false) => info,
         _ => couch.database_info(&name).await.map_err(|e| Error::couch("reading database info", &url, e))?,
     };
@@ -273,6 +298,40 @@ async fn ensure(
     status.active_size = info.active_size().and_then(|s| i64::try_from(s).ok());
     status.partitioned = Some(info.is_partitioned());
     Ok((plan.outcome, name))
+}
+
+/// Restores `from` once: refuses a database that holds documents, records the restore as started
+/// before writing (so that one cut short is resumed, not refused for the documents it wrote),
+/// then records it as completed.
+#[allow(clippy::too_many_arguments)]
+async fn run_restore(
+    ctx: &Context,
+    db: &CouchDatabase,
+    api: &Api<CouchDatabase>,
+    status: &mut CouchDatabaseStatus,
+    from: &crate::api::RestoreFrom,
+    couch: &CouchClient,
+    name: &str,
+    url: &str,
+) -> Result<(), Error> {
+    let source = restore::source_of(from);
+    let resume = status.restore.as_ref().is_some_and(|r| r.source == source && r.completed_at.is_none());
+    if !resume {
+        let info = couch.database_info(name).await.map_err(|e| Error::couch("reading database info", url, e))?;
+        let documents = info.doc_count + info.doc_del_count;
+        if documents > 0 {
+            return Err(Error::backup(
+                "restoring",
+                crate::backup::BackupError::NotEmpty { database: name.to_string(), documents },
+            ));
+        }
+        let mut started = status.clone();
+        started.restore = Some(crate::api::RestoreStatus { source, documents: None, completed_at: None });
+        apply_status(api, db, Some(status), &started).await?;
+        *status = started;
+    }
+    status.restore = Some(restore::restore(ctx, db, from, couch, name, resume).await?);
+    Ok(())
 }
 
 async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {

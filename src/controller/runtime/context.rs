@@ -18,7 +18,7 @@ use super::keys::ServerKey;
 use super::metrics::Metrics;
 use super::requeues::{DatabaseTrigger, GrantTrigger, ServerTrigger, ShareTrigger, Triggers, UserTrigger};
 use super::tasks::{Task, Tasks};
-use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use crate::api::{CouchBackup, CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use crate::controller::shared::ledger::Ledger;
 use crate::controller::triggers::scheduler::SchedulerCache;
 
@@ -37,6 +37,8 @@ pub struct Options {
     pub couch_timeout: Duration,
     /// `_security` reads per second per server by the audit (0: no audit).
     pub security_audit_rate: f64,
+    /// Where the backup volume is mounted (`--backup-dir`); `None`: no volume destinations.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             deletion_grace: Duration::from_secs(300),
             couch_timeout: Duration::from_secs(10),
             security_audit_rate: DEFAULT_SECURITY_AUDIT_RATE,
+            backup_dir: None,
         }
     }
 }
@@ -69,12 +72,14 @@ pub struct Stores {
     pub grants: Store<CouchGrant>,
     /// CouchShares.
     pub shares: Store<CouchShare>,
+    /// CouchBackups.
+    pub backups: Store<CouchBackup>,
     /// Secrets, metadata only (names and resourceVersions; never data).
     pub secrets: Store<kube::api::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>,
 }
 
 impl Stores {
-    /// Waits until every watch of the five kinds has listed its objects once. Reconcilers read
+    /// Waits until every watch of the six kinds has listed its objects once. Reconcilers read
     /// each other's stores: a database reconciled before the shares were listed would write
     /// `_security` without their replication users, cutting off running replications. (The
     /// Secret metadata store is not waited for: a client is built from a Secret read when the
@@ -94,7 +99,8 @@ impl Stores {
             && ready(&self.databases)
             && ready(&self.users)
             && ready(&self.grants)
-            && ready(&self.shares))
+            && ready(&self.shares)
+            && ready(&self.backups))
         {
             if !warned && started.elapsed() > Duration::from_secs(30) {
                 tracing::warn!("still waiting for the first list of every watched kind (can the operator list them?)");
@@ -118,6 +124,7 @@ impl Stores {
             "CouchUser" => within(&self.users, ns, name),
             "CouchGrant" => within(&self.grants, ns, name),
             "CouchShare" => within(&self.shares, ns, name),
+            "CouchBackup" => within(&self.backups, ns, name),
             _ => true,
         }
     }

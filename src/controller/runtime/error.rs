@@ -138,6 +138,21 @@ pub enum Error {
     /// The finalizer machinery failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// A backup or a restore failed: its object store, its data, or CouchDB while it ran.
+    #[error("{step}: {source}")]
+    Backup {
+        /// What the operator was doing.
+        step: &'static str,
+        /// What failed.
+        #[source]
+        source: Box<crate::backup::BackupError>,
+    },
+}
+
+impl From<crate::backup::BackupError> for Error {
+    fn from(source: crate::backup::BackupError) -> Self {
+        Error::Backup { step: "backup", source: Box::new(source) }
+    }
 }
 
 impl Error {
@@ -168,6 +183,7 @@ impl Error {
             Error::Kube(_) => "KubernetesError",
             Error::Finalizer(_) => "FinalizerError",
             Error::Leadership(_) => "LeadershipError",
+            Error::Backup { source, .. } => source.reason(),
         }
     }
 
@@ -185,6 +201,7 @@ impl Error {
             // cluster, a quorum read can miss a write a moment old): the next reconcile reads
             // again, so retry soon rather than at the resync.
             Error::Couch { source, .. } => source.is_transient() || source.is_conflict(),
+            Error::Backup { source, .. } => source.is_transient(),
             _ => false,
         }
     }
@@ -214,6 +231,11 @@ impl Error {
         } else {
             Error::ClientConfig(message.clone())
         }
+    }
+
+    /// Maps a failure of a backup or a restore during `step`.
+    pub fn backup(step: &'static str, source: crate::backup::BackupError) -> Self {
+        Error::Backup { step, source: Box::new(source) }
     }
 
     /// Whether the error policy waits for a trigger (no timer but the resync) rather than

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
-use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use crate::api::{CouchBackup, CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 
 /// What every watched kind is.
 pub(crate) trait Watched:
@@ -164,6 +164,8 @@ pub(crate) struct Reflectors {
     pub grants: Shared<CouchGrant>,
     /// CouchShares.
     pub shares: Shared<CouchShare>,
+    /// CouchBackups.
+    pub backups: Shared<CouchBackup>,
     /// Secrets, metadata only: the operator never keeps Secret data in memory.
     pub secrets: Shared<PartialObjectMeta<Secret>>,
 }
@@ -177,6 +179,7 @@ impl Reflectors {
             users: Shared::new(),
             grants: Shared::new(),
             shares: Shared::new(),
+            backups: Shared::new(),
             secrets: Shared::new(),
         }
     }
@@ -189,11 +192,12 @@ impl Reflectors {
             users: self.users.store(),
             grants: self.grants.store(),
             shares: self.shares.store(),
+            backups: self.backups.store(),
             secrets: self.secrets.store(),
         }
     }
 
-    /// Starts the six watches (in `ns`, or every namespace). Each backs off on its own: after
+    /// Starts the seven watches (in `ns`, or every namespace). Each backs off on its own: after
     /// an API server restart every watch gets `410 Expired` once and relists, and one watch's
     /// errors must not pause the others.
     pub fn start(self, client: &Client, ns: Option<&str>) -> Vec<JoinHandle<()>> {
@@ -209,6 +213,7 @@ impl Reflectors {
             self.users.start(watch(client, ns)),
             self.grants.start(watch(client, ns)),
             self.shares.start(watch(client, ns)),
+            self.backups.start(watch(client, ns)),
             // `Api<PartialObjectMeta<_>>` makes metadata-only requests.
             self.secrets.start(watch(client, ns)),
         ]

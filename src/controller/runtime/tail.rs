@@ -13,7 +13,7 @@ use super::context::{Context, now, object_key};
 use super::error::Error;
 use super::status::{NewCondition, apply_status, condition_state, set_condition};
 use crate::api::{
-    CouchDatabase, CouchDatabaseStatus, CouchGrant, CouchGrantStatus, CouchServer, CouchServerStatus, CouchShare,
+    CouchBackup, CouchBackupStatus, CouchDatabase, CouchDatabaseStatus, CouchGrant, CouchGrantStatus, CouchServer, CouchServerStatus, CouchShare,
     CouchShareStatus, CouchUser, CouchUserStatus, condition,
 };
 
@@ -128,6 +128,7 @@ reconciled!(
     CouchGrant => CouchGrantStatus,
     CouchServer => CouchServerStatus,
     CouchShare => CouchShareStatus,
+    CouchBackup => CouchBackupStatus,
 );
 
 /// One reconcile pass of `K`, from the status snapshot to the tail.

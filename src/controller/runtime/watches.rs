@@ -9,7 +9,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
 
 use super::reflectors::{Shared, Watched};
-use crate::api::{CouchShare, CouchUser};
+use crate::api::{CouchBackup, CouchDatabase, CouchShare, CouchUser};
 
 /// A controller for `K` on its kind's shared watch, reconciling an object when what it declares
 /// changed — spec (generation), deletion, labels or annotations — and not on its own writes: its
@@ -85,4 +85,22 @@ impl Iterator for NoPause {
 
 impl kube::runtime::utils::Backoff for NoPause {
     fn reset(&mut self) {}
+}
+
+/// What a backup waits for in its database: what it declares, whether it is Ready, its name.
+pub(crate) fn database_for_backups(db: &CouchDatabase) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    declared(db).hash(&mut h);
+    let status = db.status.as_ref();
+    crate::controller::runtime::status::is_ready(status.map(|s| s.conditions.as_slice())).hash(&mut h);
+    status.and_then(|s| s.couch_name.as_deref()).hash(&mut h);
+    Some(h.finish())
+}
+
+/// What a restore waits for in a backup: its phase.
+pub(crate) fn backup_phase(backup: &CouchBackup) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    declared(backup).hash(&mut h);
+    backup.status.as_ref().and_then(|s| s.phase).hash(&mut h);
+    Some(h.finish())
 }

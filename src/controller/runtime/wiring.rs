@@ -11,9 +11,9 @@ use kube::runtime::{predicates, watcher};
 use super::ServerKey;
 use super::reflectors::{Reflectors, Shared};
 use super::watches::{
-    controller_for, declared, share_for_budget, share_for_databases, user_for_grants, user_for_shares,
+    backup_phase, controller_for, database_for_backups, declared, share_for_budget, share_for_databases, user_for_grants, user_for_shares,
 };
-use crate::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use crate::api::{CouchBackup, CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use crate::controller::shared::servers::server_key;
 use crate::controller::shared::{access, credentials};
 use k8s_openapi::api::core::v1::Secret;
@@ -145,7 +145,8 @@ pub(crate) fn servers(
 }
 
 /// A database follows its server's spec, the grants and users whose entries its `_security`
-/// holds, the shares whose replication users it holds, and CouchDB's own feeds (`requested`:
+/// holds, the shares whose replication users it holds, the backup its `restoreFrom` names (once
+/// it completes), and CouchDB's own feeds (`requested`:
 /// `_db_updates` and the `_security` audit).
 pub(crate) fn databases(
     r: &mut Reflectors,
@@ -153,7 +154,7 @@ pub(crate) fn databases(
     requested: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<CouchDatabase>>,
 ) -> Controller<CouchDatabase> {
     let (databases, grants) = (r.databases.store(), r.grants.store());
-    let by_server = databases.clone();
+    let (by_server, restoring) = (databases.clone(), databases.clone());
     controller_for(&mut r.databases)
         .watches_stream(server_spec_changes(&mut r.servers), move |server: CouchServer| {
             let key = ServerKey::of(&server);
@@ -170,6 +171,14 @@ pub(crate) fn databases(
         })
         .watches_stream(r.shares.touched_when(share_for_databases), move |share: CouchShare| {
             matching(&databases, |d| crate::plan::share::touches_database(&share, d))
+        })
+        .watches_stream(r.backups.touched_when(backup_phase), move |backup: CouchBackup| {
+            let (ns, name) = (backup.namespace(), backup.name_any());
+            matching(&restoring, |d| {
+                d.namespace() == ns
+                    && d.spec.restore_from.as_ref().and_then(|f| f.backup.as_deref()) == Some(name.as_str())
+                    && d.status.as_ref().and_then(|s| s.restore.as_ref()).is_none_or(|r| r.completed_at.is_none())
+            })
         })
         .reconcile_on(requests(requested))
         .with_config(config)
@@ -264,5 +273,29 @@ pub(crate) fn shares(
             matching(&by_server, |s| share_on_server(s, &key))
         })
         .reconcile_on(requests(requested))
+        .with_config(config)
+}
+
+/// A backup that has not completed follows the CouchDatabase it names (it waits for that
+/// database to exist and be Ready) and its bucket's Secret (a key that was refused, fixed).
+pub(crate) fn backups(r: &mut Reflectors, config: Config) -> Controller<CouchBackup> {
+    let by_database = r.backups.store();
+    let by_secret = by_database.clone();
+    let unfinished = |b: &CouchBackup| b.status.as_ref().and_then(|s| s.phase) != Some(crate::api::BackupPhase::Completed);
+    controller_for(&mut r.backups)
+        .watches_stream(r.secrets.touched(), move |secret: PartialObjectMeta<Secret>| {
+            let (ns, name) = (secret.namespace(), secret.name_any());
+            matching(&by_secret, |b| {
+                b.namespace() == ns
+                    && unfinished(b)
+                    && b.spec.destination.s3.as_ref().is_some_and(|s3| s3.credentials_secret_ref.name == name)
+            })
+        })
+        .watches_stream(r.databases.touched_when(database_for_backups), move |db: CouchDatabase| {
+            let (ns, name) = (db.namespace(), db.name_any());
+            matching(&by_database, |b| {
+                b.namespace() == ns && b.spec.database == name && unfinished(b)
+            })
+        })
         .with_config(config)
 }

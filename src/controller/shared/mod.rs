@@ -1,6 +1,7 @@
 //! What several kinds use.
 
 pub(crate) mod access;
+pub(crate) mod backups;
 pub(crate) mod credentials;
 pub(crate) mod ledger;
 pub(crate) mod servers;
