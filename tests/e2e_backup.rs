@@ -15,7 +15,7 @@ use kube::Client;
 use kube::api::Api;
 use serde_json::{Value, json};
 use support::operator::{
-    Operator, admin_secret, apply_json, events_for, server_manifest, wait_not_ready, wait_ready,
+    Operator, admin_secret, apply_json, events_for, server_manifest, wait_for, wait_not_ready, wait_ready,
 };
 use support::{couchdb, k8s};
 
@@ -237,7 +237,7 @@ async fn a_volume_backup_restores_and_a_restore_into_a_database_with_documents_i
     );
     let backups = Api::<CouchBackup>::namespaced(env.client.clone(), &env.ns);
     let backup = wait_ready(&backups, "inventory-1", &env.op).await;
-    let folder = format!("nightly/{}/inventory-1/", env.ns);
+    let folder = format!("{}/nightly/inventory-1/", env.ns);
     assert_eq!(backup.status.and_then(|s| s.location), Some(format!("volume:{folder}")));
     let manifest = env.backup_dir.path().join(&folder).join("manifest.json");
     assert!(manifest.is_file(), "the manifest is on the volume at {}", manifest.display());
@@ -348,4 +348,54 @@ async fn a_backup_killed_mid_way_is_never_marked_complete_and_the_next_run_compl
     wait_ready(&databases, "big-restored", &env.op).await;
     let info = env.couch.database_info(&format!("{source}-r")).await.expect("info");
     assert_eq!(info.doc_count, 20_000, "the second run's backup restores whole");
+}
+
+/// Team B tries every way to a backup of team A's on the same server and the same backup
+/// volume: naming A's database, A's backup, and A's folder on the volume through a prefix.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_namespace_reaches_no_backup_and_no_database_of_the_first() {
+    let test = "another_namespace_reaches_no_backup_and_no_database_of_the_first";
+    let Some(env) = support::tenants::tenants(test, "  allowedNamespaces: {from: All}\n").await else { return };
+    let (a, b) = (env.a.clone(), env.b.clone());
+    let secret_db = couchdb::unique_name("payroll");
+    env.apply(
+        &a,
+        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: payroll\nspec:\n  serverRef: {{name: main}}\n  name: {secret_db}\n---\napiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: {b}\nspec:\n  database: payroll\n  destination:\n    volume: {{}}\n"),
+    );
+    wait_ready(&env.api::<CouchDatabase>(&a), "payroll", &env.op).await;
+    env.couch.put_document(&secret_db, "salary", &json!({"amount": 1})).await.expect("a document");
+    // A's backup is named after B's namespace: with the prefix first on the volume, B's prefix
+    // `<a>` would have made B's folder A's backup's.
+    let mine = env.api::<CouchBackup>(&a);
+    let backup = wait_for(&mine, &b, &env.op, "Completed", |o| {
+        o.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Completed)
+    })
+    .await;
+    assert_eq!(backup.status.and_then(|s| s.location), Some(format!("volume:{a}/{b}/")));
+
+    let server = format!("{{name: main, namespace: {a}}}");
+    let stolen = couchdb::unique_name("stolen");
+    let peek = couchdb::unique_name("peek");
+    env.apply(
+        &b,
+        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: copy\nspec:\n  database: payroll\n  destination:\n    volume: {{}}\n---\napiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: stolen\nspec:\n  serverRef: {server}\n  name: {stolen}\n  restoreFrom:\n    couchbackupFile:\n      source: {{volume: {{prefix: {a}}}}}\n      key: data.jsonl\n---\napiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: peek\nspec:\n  serverRef: {server}\n  name: {peek}\n  restoreFrom: {{backup: {b}}}\n"),
+    );
+    // B's CouchBackup names a database B does not have.
+    wait_not_ready(&env.api::<CouchBackup>(&b), "copy", &env.op, "DatabaseNotFound").await;
+    // B's prefix `<a>` is a folder below B's own namespace on the volume: there is no file there.
+    let theirs = env.api::<CouchDatabase>(&b);
+    let refused = wait_not_ready(&theirs, "stolen", &env.op, "BackupFormat").await;
+    let message = support::operator::ready(&refused).map(|r| r.2).unwrap_or_default();
+    assert!(message.contains(&format!("{b}/{a}/")), "the file is looked for below B's folder: {message}");
+    // B's restoreFrom.backup names a CouchBackup of B's namespace, which does not exist.
+    let waiting = wait_not_ready(&theirs, "peek", &env.op, "Waiting").await;
+    let message = support::operator::ready(&waiting).map(|r| r.2).unwrap_or_default();
+    assert!(message.contains(&format!("CouchBackup {b}/{b}")), "{message}");
+    for db in [&stolen, &peek] {
+        let info = env.couch.database_info(db).await.expect("info");
+        assert_eq!(info.doc_count + info.doc_del_count, 0, "nothing of A's reached {db}");
+    }
+    let volume = support::operator::Operator::cluster_wide_backup_dir(&env.kubeconfig);
+    assert!(volume.join(&a).join(&b).join("manifest.json").is_file(), "A's backup is on the volume");
+    assert!(!volume.join(&b).exists(), "B wrote nothing on the volume");
 }

@@ -41,7 +41,8 @@ pub struct CouchBackupSpec {
 }
 
 /// Where backups are kept: exactly one of `s3` and `volume`. A backup's objects go in the
-/// folder `<prefix><namespace>/<backup name>/`.
+/// folder `<prefix><namespace>/<backup name>/` of a bucket, or `<namespace>/<prefix>/<backup
+/// name>/` of the backup volume.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -111,7 +112,7 @@ pub struct S3CredentialsRef {
 #[serde(rename_all = "camelCase")]
 pub struct VolumeDestination {
     /// A folder below `<backup-dir>/<namespace>/` for every backup of this destination; none
-    /// when omitted.
+    /// when omitted. (The namespace comes first: no prefix reaches another namespace's folder.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 200), extend("x-kubernetes-validations" = [
         {"rule": "!self.startsWith('/') && !self.contains('..') && !self.contains('//')", "message": "must be a relative path without .. or empty segments"}
@@ -218,7 +219,8 @@ pub struct RestoreFrom {
 pub struct CouchbackupFile {
     /// Where the file is.
     pub source: BackupDestination,
-    /// Its path below the destination's folder for this namespace (`<prefix><namespace>/`).
+    /// Its path below the destination's folder for this namespace (`<prefix><namespace>/` in a
+    /// bucket, `<namespace>/<prefix>/` on the backup volume).
     #[schemars(length(min = 1, max = 500), extend("x-kubernetes-validations" = [
         {"rule": "!self.startsWith('/') && !self.contains('..')", "message": "must be a relative path without .."}
     ]))]

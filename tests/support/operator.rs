@@ -47,9 +47,17 @@ impl Operator {
     /// The operator watching every namespace (as the chart installs it for a shared server),
     /// against the API server of `kubeconfig`: only for a private control plane, where no other
     /// test's resources live.
+    /// Its backup volume is [`Operator::cluster_wide_backup_dir`].
     pub fn start_cluster_wide(kubeconfig: &std::path::Path) -> Self {
         let filter = std::env::var("COUCHSHARE_TEST_LOG").unwrap_or_else(|_| "info,couchshare=debug".into());
-        Self::spawn("all", &[], &filter, &[("KUBECONFIG", kubeconfig)])
+        let backups = Self::cluster_wide_backup_dir(kubeconfig);
+        Self::spawn("all", &[], &filter, &[("KUBECONFIG", kubeconfig), ("COUCHSHARE_BACKUP_DIR", &backups)])
+    }
+
+    /// The backup volume (`--backup-dir`) of the operator of [`Operator::start_cluster_wide`]:
+    /// a folder beside its control plane's kubeconfig.
+    pub fn cluster_wide_backup_dir(kubeconfig: &std::path::Path) -> PathBuf {
+        kubeconfig.parent().unwrap_or(std::path::Path::new(".")).join("backups")
     }
 
     fn spawn(label: &str, extra: &[&str], filter: &str, env: &[(&str, &std::path::Path)]) -> Self {

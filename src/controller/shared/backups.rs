@@ -9,19 +9,24 @@ use crate::controller::runtime::error::Error;
 
 use super::servers::secret_values;
 
-/// The folder of the destination for namespace `ns`: `<prefix><ns>/`. Every namespace writes
-/// below its own name, so one namespace's backups are never another's.
+/// The folder of the destination for namespace `ns`. In a bucket, `<prefix><ns>/`: who reads a
+/// bucket is the bucket's keys' business, and each namespace brings its own. On the backup
+/// volume, which every namespace shares and only the operator guards, `<ns>/<prefix>`: the
+/// namespace comes first, so no prefix of one namespace can name another's folder (with the
+/// prefix first, namespace `b` with prefix `team-a` would have read the backup `b` of `team-a`).
 fn namespace_folder(destination: &BackupDestination, ns: &str) -> String {
-    let prefix = match (&destination.s3, &destination.volume) {
-        (Some(s3), _) => s3.prefix.clone(),
-        (None, Some(volume)) => volume.prefix.clone().unwrap_or_default(),
-        (None, None) => String::new(),
-    };
-    let prefix = prefix.trim_matches('/');
-    if prefix.is_empty() { format!("{ns}/") } else { format!("{prefix}/{ns}/") }
+    let clean = |p: &str| p.trim_matches('/').to_string();
+    match (&destination.s3, &destination.volume) {
+        (Some(s3), _) if !clean(&s3.prefix).is_empty() => format!("{}/{ns}/", clean(&s3.prefix)),
+        (None, Some(volume)) => match volume.prefix.as_deref().map(clean).filter(|p| !p.is_empty()) {
+            Some(prefix) => format!("{ns}/{prefix}/"),
+            None => format!("{ns}/"),
+        },
+        _ => format!("{ns}/"),
+    }
 }
 
-/// The folder of backup `name` of namespace `ns`: `<prefix><ns>/<name>/`.
+/// The folder of backup `name` of namespace `ns`: its namespace's folder, then `<name>/`.
 pub fn backup_folder(destination: &BackupDestination, ns: &str, name: &str) -> String {
     format!("{}{name}/", namespace_folder(destination, ns))
 }
@@ -79,9 +84,14 @@ pub async fn backup_target(ctx: &Context, backup: &CouchBackup) -> Result<(Targe
     Ok((target, folder))
 }
 
+/// The folder a `couchbackup` file's key is relative to: its namespace's folder.
+pub fn file_folder(source: &BackupDestination, ns: &str) -> String {
+    namespace_folder(source, ns)
+}
+
 /// The store of a `couchbackup` file's source, rooted at the namespace's folder.
 pub async fn file_target(ctx: &Context, ns: &str, source: &BackupDestination) -> Result<Target, Error> {
-    target(ctx, ns, source, &namespace_folder(source, ns)).await
+    target(ctx, ns, source, &file_folder(source, ns)).await
 }
 
 #[cfg(test)]
@@ -113,6 +123,12 @@ mod tests {
         assert_eq!(backup_folder(&s3(""), "team-a", "nightly"), "team-a/nightly/");
         let volume = BackupDestination { s3: None, volume: Some(VolumeDestination::default()) };
         assert_eq!(backup_folder(&volume, "team-b", "x"), "team-b/x/");
+        let prefixed = |p: &str| BackupDestination { s3: None, volume: Some(VolumeDestination { prefix: Some(p.into()) }) };
+        assert_eq!(backup_folder(&prefixed("nightly/"), "team-b", "x"), "team-b/nightly/x/");
+        // On the shared volume no prefix reaches another namespace's folder: `b` naming the
+        // prefix `team-a` stays below `b/`, never at `team-a/b/` (team-a's backup `b`).
+        assert_eq!(file_folder(&prefixed("team-a"), "b"), "b/team-a/");
+        assert!(!file_folder(&prefixed("team-a"), "b").starts_with("team-a/"));
         assert_eq!(location(&s3("p"), "p/team-a/x/"), "s3://b/p/team-a/x/");
         assert_eq!(location(&volume, "team-b/x/"), "volume:team-b/x/");
     }
