@@ -5,6 +5,7 @@
 //! knows nothing of Kubernetes, [`plan`] is pure (spec + observed state → steps).
 
 pub mod api;
+pub mod backup;
 pub mod controller;
 pub mod couch;
 pub mod plan;

@@ -5,6 +5,7 @@
 //! can do is read once from `GET /` ([`Capabilities`]); calls that need a missing capability
 //! fall back (`/_config`, `_replication_state`) or answer [`CouchError::NotSupported`].
 
+mod backup;
 mod client;
 mod config;
 mod database;
@@ -18,6 +19,7 @@ mod replication;
 mod server;
 mod users;
 
+pub use backup::{BulkGetDoc, BulkGetError, BulkGetResult};
 pub use client::{CouchClient, RequestObserver, RequestRecord, call_template};
 pub use config::{CouchConfig, Credentials, RetryPolicy, install_crypto_provider};
 pub use database::{ClusterInfo, CreateDatabase, DatabaseInfo, DatabaseProps, DatabaseSizes, Principals, Security};

@@ -1,0 +1,191 @@
+//! [`back_up`]: one database into a target, streamed: `_changes` pages of ids, every leaf of
+//! those ids through `_bulk_get`, one bounded line per part of a page, uploaded as it goes.
+
+use serde_json::{Value, json};
+
+use super::error::BackupError;
+use super::format::{header_line, leaf_for_file};
+use super::target::{ObjectWriter, Target};
+use super::{DATA_OBJECT, DATABASE_OBJECT, MANIFEST_FORMAT, MANIFEST_OBJECT, Manifest, ObjectEntry, SECURITY_OBJECT};
+use crate::couch::{CouchClient, CouchError};
+
+/// Document ids per `_changes` page, and so per `_bulk_get`.
+const PAGE: u64 = 500;
+/// A line is closed once it holds this many bytes (couchrestore holds a whole line in memory).
+const LINE_BYTES: usize = 4 * 1024 * 1024;
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// A sequence as text: a string as it is, a number as JSON.
+fn seq_text(seq: &Value) -> String {
+    match seq {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Backs up one database into `target`: streamed, bounded memory (never the whole database in
+/// RAM). Writes the data file, `security.json`, `database.json` and, last, `manifest.json`; an
+/// earlier manifest under the same prefix is removed first, so a backup that fails half-way
+/// leaves no manifest behind.
+pub async fn back_up(couch: &CouchClient, db: &str, target: &Target) -> Result<Manifest, BackupError> {
+    let started_at = now();
+    let info = couch.database_info(db).await?;
+    target.delete(MANIFEST_OBJECT).await?;
+    let security = couch.security_raw(db).await?;
+
+    let mut writer = target.writer(DATA_OBJECT).await?;
+    let (update_seq, documents) = match write_data(couch, db, &mut writer).await {
+        Ok(done) => done,
+        Err(e) => {
+            writer.abort().await;
+            return Err(e);
+        }
+    };
+    let (sha256, bytes) = writer.finish().await?;
+    let mut objects = vec![ObjectEntry { name: DATA_OBJECT.into(), sha256, bytes }];
+
+    let (q, n) = info.cluster.map_or((None, None), |c| (Some(c.q), Some(c.n)));
+    let partitioned = info.is_partitioned();
+    let layout = json!({ "q": q, "n": n, "partitioned": partitioned });
+    for (name, value) in [(SECURITY_OBJECT, &security), (DATABASE_OBJECT, &layout)] {
+        let body = serde_json::to_vec_pretty(value).map_err(|e| BackupError::Format(format!("{name}: {e}")))?;
+        let (sha256, bytes) = target.put_small(name, body).await?;
+        objects.push(ObjectEntry { name: name.into(), sha256, bytes });
+    }
+
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        database: db.to_owned(),
+        update_seq,
+        documents,
+        bytes: objects.iter().map(|o| o.bytes).sum(),
+        started_at,
+        completed_at: now(),
+        objects,
+        security,
+        q,
+        n,
+        partitioned,
+    };
+    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Format(format!("manifest: {e}")))?;
+    target.put_small(MANIFEST_OBJECT, body).await?;
+    Ok(manifest)
+}
+
+/// The data file: the header, then the leaves of each `_changes` page. Returns the last
+/// `last_seq` read and the number of leaves written.
+async fn write_data(couch: &CouchClient, db: &str, writer: &mut ObjectWriter) -> Result<(String, u64), BackupError> {
+    writer.write(format!("{}\n", header_line()).as_bytes()).await?;
+    let mut since: Option<Value> = None;
+    let mut documents = 0u64;
+    loop {
+        let page = couch.changes_all_leaves(db, since.as_ref(), PAGE).await?;
+        let done = page.results.is_empty() || page.pending == Some(0);
+        let mut ids: Vec<&str> = page.results.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if !ids.is_empty() {
+            documents += write_leaves(couch, db, &ids, writer).await?;
+        }
+        since = Some(page.last_seq.clone());
+        if done {
+            break;
+        }
+    }
+    Ok((since.as_ref().map(seq_text).unwrap_or_default(), documents))
+}
+
+/// Every leaf of `ids` as one or more lines; returns how many leaves.
+async fn write_leaves(
+    couch: &CouchClient,
+    db: &str,
+    ids: &[&str],
+    writer: &mut ObjectWriter,
+) -> Result<u64, BackupError> {
+    let results = couch.bulk_get_leaves(db, ids).await?;
+    let mut line = LineBuilder::default();
+    let mut written = 0u64;
+    for result in results {
+        for leaf in result.docs {
+            if let Some(doc) = leaf.ok {
+                let doc = leaf_for_file(doc).map_err(BackupError::Format)?;
+                let bytes = serde_json::to_vec(&doc).map_err(|e| BackupError::Format(e.to_string()))?;
+                if let Some(full) = line.add(&bytes) {
+                    writer.write(&full).await?;
+                }
+                written += 1;
+            } else if let Some(error) = leaf.error {
+                // Purged (or deleted and compacted away) since the feed named it: nothing to keep.
+                if error.error == "not_found" {
+                    continue;
+                }
+                return Err(BackupError::Couch(CouchError::Status {
+                    method: "POST".into(),
+                    path: format!("/{}/_bulk_get", crate::couch::encode_db(db)),
+                    status: 200,
+                    error: error.error,
+                    reason: format!("{} (document {})", error.reason, result.id),
+                }));
+            }
+        }
+    }
+    if let Some(rest) = line.finish() {
+        writer.write(&rest).await?;
+    }
+    Ok(written)
+}
+
+/// A line of documents being built: `[doc,doc,...]\n`, closed once it reaches [`LINE_BYTES`].
+#[derive(Default)]
+struct LineBuilder {
+    buf: Vec<u8>,
+}
+
+impl LineBuilder {
+    /// Adds a serialized document; returns the line when it is full.
+    fn add(&mut self, doc: &[u8]) -> Option<Vec<u8>> {
+        self.buf.push(if self.buf.is_empty() { b'[' } else { b',' });
+        self.buf.extend_from_slice(doc);
+        if self.buf.len() >= LINE_BYTES { self.finish() } else { None }
+    }
+
+    /// The line so far, closed; `None` when it holds nothing.
+    fn finish(&mut self) -> Option<Vec<u8>> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let mut line = std::mem::take(&mut self.buf);
+        line.extend_from_slice(b"]\n");
+        Some(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_json_arrays_closed_when_full() {
+        let mut line = LineBuilder::default();
+        assert_eq!(line.add(br#"{"_id":"a"}"#), None);
+        assert_eq!(line.add(br#"{"_id":"b"}"#), None);
+        assert_eq!(
+            line.finish().as_deref(),
+            Some(&br#"[{"_id":"a"},{"_id":"b"}]"#[..]).map(|l| [l, b"\n"].concat()).as_deref()
+        );
+        assert_eq!(line.finish(), None);
+        let big = vec![b'1'; LINE_BYTES];
+        let full = line.add(&big).expect("a full line");
+        assert_eq!(full.len(), LINE_BYTES + 3);
+        assert_eq!(line.finish(), None);
+    }
+
+    #[test]
+    fn sequences_become_text() {
+        assert_eq!(seq_text(&json!("3-g1AA")), "3-g1AA");
+        assert_eq!(seq_text(&json!(42)), "42");
+    }
+}

@@ -1,0 +1,123 @@
+//! What can go wrong backing up or restoring, and the condition reason each failure shows as.
+
+use crate::couch::CouchError;
+
+/// A failed backup, restore or check. Messages never carry a secret key or credentials.
+#[derive(thiserror::Error, Debug)]
+pub enum BackupError {
+    /// The object store refused or failed: `denied` for bad credentials or missing
+    /// permissions, `transient` when trying again later may work (unreachable, 5xx).
+    #[error("object store: {reason}")]
+    Store { reason: String, denied: bool, transient: bool },
+    /// CouchDB refused or failed.
+    #[error(transparent)]
+    Couch(#[from] CouchError),
+    /// An object of the backup is not what the manifest says (size or sha256), or is missing.
+    #[error("backup object {object} is corrupt: {detail}")]
+    Corrupt { object: String, detail: String },
+    /// A restore's target database already holds documents.
+    #[error("database {database} is not empty ({documents} documents): a restore needs an empty database")]
+    NotEmpty { database: String, documents: u64 },
+    /// A file that is not a backup couchshare can restore (bad JSON, attachment stubs, ...).
+    #[error("backup format: {0}")]
+    Format(String),
+}
+
+impl BackupError {
+    /// The condition reason: `StoreUnavailable`, `StoreAccessDenied`, `BackupCorrupt`,
+    /// `DatabaseNotEmpty`, `BackupFormat` or `CouchDBError`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BackupError::Store { denied: true, .. } => "StoreAccessDenied",
+            BackupError::Store { .. } => "StoreUnavailable",
+            BackupError::Couch(_) => "CouchDBError",
+            BackupError::Corrupt { .. } => "BackupCorrupt",
+            BackupError::NotEmpty { .. } => "DatabaseNotEmpty",
+            BackupError::Format(_) => "BackupFormat",
+        }
+    }
+
+    /// Whether the same call may succeed later without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BackupError::Store { transient, .. } => *transient,
+            BackupError::Couch(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn store(reason: impl Into<String>) -> Self {
+        BackupError::Store { reason: reason.into(), denied: false, transient: false }
+    }
+}
+
+/// S3 error codes that mean the credentials or the permissions are wrong.
+const DENIED_CODES: [&str; 5] =
+    ["AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken"];
+
+/// The HTTP status an object_store message names (`... status code: 403 Forbidden ...`).
+fn status_in(text: &str) -> Option<u16> {
+    let (_, rest) = text.split_once("status code: ")?;
+    rest.get(..3)?.parse().ok()
+}
+
+impl From<object_store::Error> for BackupError {
+    fn from(e: object_store::Error) -> Self {
+        use object_store::Error as E;
+        // The whole chain: object_store wraps the HTTP status and S3's error body in sources.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        let status = status_in(&text);
+        let (denied, transient) = match &e {
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => (true, false),
+            E::Generic { .. } | E::JoinError { .. } => {
+                let denied = matches!(status, Some(401 | 403)) || DENIED_CODES.iter().any(|c| text.contains(c));
+                // No status: the request got no answer (refused, reset, timed out).
+                let transient = !denied && status.is_none_or(|s| s >= 500 || s == 429 || s == 408);
+                (denied, transient)
+            }
+            _ => (false, false),
+        };
+        BackupError::Store { reason: text, denied, transient }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(message: &str) -> object_store::Error {
+        object_store::Error::Generic { store: "S3", source: message.to_owned().into() }
+    }
+
+    #[test]
+    fn store_failures_map_to_their_reasons() {
+        let refused = BackupError::from(generic("Error performing PUT http://h/b/k - client error (Connect)"));
+        assert_eq!(refused.reason(), "StoreUnavailable");
+        assert!(refused.is_transient());
+        let denied = BackupError::from(generic(
+            "Server returned non-2xx status code: 403 Forbidden: <Code>SignatureDoesNotMatch</Code>",
+        ));
+        assert_eq!(denied.reason(), "StoreAccessDenied");
+        assert!(!denied.is_transient());
+        let failing = BackupError::from(generic("Server returned non-2xx status code: 503 Service Unavailable"));
+        assert!(failing.is_transient());
+        let bad = BackupError::from(generic("Server returned non-2xx status code: 400 Bad Request"));
+        assert!(!bad.is_transient());
+        assert_eq!(bad.reason(), "StoreUnavailable");
+    }
+
+    #[test]
+    fn other_failures_have_their_own_reasons() {
+        let corrupt = BackupError::Corrupt { object: "data.jsonl".into(), detail: "sha256".into() };
+        assert_eq!(corrupt.reason(), "BackupCorrupt");
+        assert_eq!(BackupError::NotEmpty { database: "d".into(), documents: 1 }.reason(), "DatabaseNotEmpty");
+        assert_eq!(BackupError::Format("x".into()).reason(), "BackupFormat");
+        assert_eq!(BackupError::Couch(CouchError::InvalidConfig("x".into())).reason(), "CouchDBError");
+    }
+}

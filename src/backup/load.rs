@@ -1,0 +1,175 @@
+//! Reading a backup back: its manifest, the check of every object against it, and the restore
+//! of a data file (ours, or one couchbackup wrote) into an empty database.
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::error::BackupError;
+use super::format::{Line, Lines, doc_for_couch, parse_line};
+use super::target::Target;
+use super::{DATA_OBJECT, MANIFEST_FORMAT, MANIFEST_OBJECT, Manifest, Restored};
+use crate::couch::{CouchClient, CouchError, encode_db};
+
+/// Documents per `_bulk_docs` request.
+const BATCH_DOCS: usize = 500;
+/// A batch is sent once its documents add up to about this many bytes of JSON.
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads the manifest; `Ok(None)` when there is none (an incomplete or absent backup).
+pub async fn read_manifest(target: &Target) -> Result<Option<Manifest>, BackupError> {
+    let Some(bytes) = target.get_small(MANIFEST_OBJECT).await? else {
+        return Ok(None);
+    };
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| BackupError::Corrupt { object: MANIFEST_OBJECT.into(), detail: format!("not a manifest: {e}") })?;
+    if manifest.format != MANIFEST_FORMAT {
+        return Err(BackupError::Format(format!(
+            "manifest format {} is not one this version reads ({MANIFEST_FORMAT})",
+            manifest.format
+        )));
+    }
+    Ok(Some(manifest))
+}
+
+/// Re-reads every object the manifest lists and checks its size and sha256.
+pub async fn verify(target: &Target, manifest: &Manifest) -> Result<(), BackupError> {
+    if !manifest.objects.iter().any(|o| o.name == DATA_OBJECT) {
+        return Err(BackupError::Corrupt { object: MANIFEST_OBJECT.into(), detail: format!("lists no {DATA_OBJECT}") });
+    }
+    for entry in &manifest.objects {
+        let corrupt = |detail: String| BackupError::Corrupt { object: entry.name.clone(), detail };
+        let Some((sha256, bytes)) = target.read_each(&entry.name, |_| Ok(())).await? else {
+            return Err(corrupt("missing".into()));
+        };
+        if bytes != entry.bytes {
+            return Err(corrupt(format!("{bytes} bytes, the manifest says {}", entry.bytes)));
+        }
+        if sha256 != entry.sha256 {
+            return Err(corrupt(format!("sha256 {sha256}, the manifest says {}", entry.sha256)));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a database that holds documents (deleted ones included).
+async fn require_empty(couch: &CouchClient, db: &str) -> Result<(), BackupError> {
+    let info = couch.database_info(db).await?;
+    let documents = info.doc_count + info.doc_del_count;
+    if documents > 0 {
+        return Err(BackupError::NotEmpty { database: db.to_owned(), documents });
+    }
+    Ok(())
+}
+
+/// Restores a backup into `db`, which must exist and be empty. Checks every object first
+/// ([`verify`]): nothing is written when one is corrupt. Then the revisions in batches through
+/// `_bulk_docs` with `new_edits: false`, then `_security`.
+pub async fn restore(
+    couch: &CouchClient,
+    db: &str,
+    target: &Target,
+    manifest: &Manifest,
+) -> Result<Restored, BackupError> {
+    require_empty(couch, db).await?;
+    verify(target, manifest).await?;
+    let documents = replay(couch, db, target, DATA_OBJECT, true).await?;
+    if manifest.security.as_object().is_some_and(|o| !o.is_empty()) {
+        couch.put_security_raw(db, &manifest.security).await?;
+    }
+    Ok(Restored { documents })
+}
+
+/// Restores a file `couchbackup` wrote (no manifest), object `key` under the target's prefix,
+/// into `db`, which must exist and be empty. A first pass reads the whole file: a line that is
+/// not JSON, a document without `_rev` or an attachment stub (a backup made without
+/// `--attachments`) is refused before anything is written. `_security` is not in such a file.
+pub async fn restore_couchbackup_file(
+    couch: &CouchClient,
+    db: &str,
+    target: &Target,
+    key: &str,
+) -> Result<Restored, BackupError> {
+    require_empty(couch, db).await?;
+    replay(couch, db, target, key, false).await?;
+    let documents = replay(couch, db, target, key, true).await?;
+    Ok(Restored { documents })
+}
+
+/// Reads data file `name` line by line; with `write`, sends its documents to `db` in batches.
+/// Returns the number of documents.
+async fn replay(couch: &CouchClient, db: &str, target: &Target, name: &str, write: bool) -> Result<u64, BackupError> {
+    let Some(mut stream) = target.stream(name).await? else {
+        return Err(BackupError::Format(format!("no object {name} under {}", target.prefix())));
+    };
+    let format = |e: String| BackupError::Format(format!("{name}: {e}"));
+    let mut lines = Lines::default();
+    let mut batch = Batch::default();
+    let mut count = 0u64;
+    let mut done = false;
+    while !done {
+        // Documents of the lines a piece completes; a line is bounded, so is this.
+        let mut ready: Vec<(Value, usize)> = Vec::new();
+        let mut take = |line: &[u8], number: u64| -> Result<(), String> {
+            if let Line::Docs(docs) = parse_line(line, number)? {
+                let each = line.len() / docs.len().max(1);
+                ready.extend(docs.into_iter().map(|d| (d, each)));
+            }
+            Ok(())
+        };
+        match stream.next().await {
+            Some(piece) => lines.push(piece?.as_ref(), &mut take).map_err(format)?,
+            None => {
+                std::mem::take(&mut lines).finish(&mut take).map_err(format)?;
+                done = true;
+            }
+        }
+        for (doc, size) in ready {
+            let doc = doc_for_couch(doc).map_err(format)?;
+            count += 1;
+            if write && batch.add(doc, size) {
+                batch.send(couch, db).await?;
+            }
+        }
+    }
+    if write {
+        batch.send(couch, db).await?;
+    }
+    Ok(count)
+}
+
+/// Documents waiting for one `_bulk_docs`.
+#[derive(Default)]
+struct Batch {
+    docs: Vec<Value>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Adds a document of about `size` bytes; true when the batch should be sent.
+    fn add(&mut self, doc: Value, size: usize) -> bool {
+        self.docs.push(doc);
+        self.bytes += size;
+        self.docs.len() >= BATCH_DOCS || self.bytes >= BATCH_BYTES
+    }
+
+    /// Sends the batch (if any); a document CouchDB refuses fails the restore.
+    async fn send(&mut self, couch: &CouchClient, db: &str) -> Result<(), BackupError> {
+        if self.docs.is_empty() {
+            return Ok(());
+        }
+        let refused = couch.bulk_docs_replicated(db, &self.docs).await?;
+        self.docs.clear();
+        self.bytes = 0;
+        let Some(first) = refused.iter().find(|r| r.get("error").is_some()) else {
+            return Ok(());
+        };
+        let text = |k: &str| first.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        Err(BackupError::Couch(CouchError::Status {
+            method: "POST".into(),
+            path: format!("/{}/_bulk_docs", encode_db(db)),
+            status: 201,
+            error: text("error"),
+            reason: format!("{} (document {:?}, {} refused in the batch)", text("reason"), text("id"), refused.len()),
+        }))
+    }
+}
