@@ -119,7 +119,9 @@ async fn every_leaf(db: &str) -> BTreeMap<String, Vec<Value>> {
 /// Fills `db` with what the apps write: plain documents, one edited three times, a conflict
 /// (two leaves), a deleted document, a design document, a text and a binary attachment.
 async fn fill(couch: &CouchClient, db: &str) {
-    let mut docs: Vec<Value> = (0..50).map(|i| json!({"_id": format!("scene-{i:03}"), "title": format!("Scene {i}"), "words": i * 100})).collect();
+    let mut docs: Vec<Value> = (0..50)
+        .map(|i| json!({"_id": format!("scene-{i:03}"), "title": format!("Scene {i}"), "words": i * 100}))
+        .collect();
     docs.push(json!({"_id": "_design/app", "views": {"by_words": {"map": "function (doc) { if (doc.words) emit(doc.words, null); }"}}}));
     docs.push(json!({"_id": "cover", "_attachments": {
         "notes.txt": {"content_type": "text/plain", "data": "aGVsbG8sIGF0dGFjaG1lbnQK"},
@@ -161,7 +163,9 @@ async fn a_database_backed_up_to_a_bucket_comes_back_exactly_in_a_new_database()
     apply(
         test,
         &env,
-        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: drafft\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n  security:\n    members:\n      roles: [writers]\n"),
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: drafft\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n  security:\n    members:\n      roles: [writers]\n"
+        ),
     );
     let databases = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
     wait_ready(&databases, "drafft", &env.op).await;
@@ -195,7 +199,9 @@ async fn a_database_backed_up_to_a_bucket_comes_back_exactly_in_a_new_database()
     apply(
         test,
         &env,
-        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: drafft-restored\nspec:\n  serverRef: {{name: main}}\n  name: {restored}\n  security:\n    members:\n      roles: [readers]\n  restoreFrom:\n    backup: drafft-1\n"),
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: drafft-restored\nspec:\n  serverRef: {{name: main}}\n  name: {restored}\n  security:\n    members:\n      roles: [readers]\n  restoreFrom:\n    backup: drafft-1\n"
+        ),
     );
     let db = wait_ready(&databases, "drafft-restored", &env.op).await;
     let restore = db.status.and_then(|s| s.restore).expect("status.restore");
@@ -223,7 +229,9 @@ async fn a_volume_backup_restores_and_a_restore_into_a_database_with_documents_i
     apply(
         test,
         &env,
-        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: inventory\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n---\napiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: busy\nspec:\n  serverRef: {{name: main}}\n  name: {busy}\n"),
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: inventory\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n---\napiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: busy\nspec:\n  serverRef: {{name: main}}\n  name: {busy}\n"
+        ),
     );
     let databases = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
     wait_ready(&databases, "inventory", &env.op).await;
@@ -246,7 +254,9 @@ async fn a_volume_backup_restores_and_a_restore_into_a_database_with_documents_i
     apply(
         test,
         &env,
-        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: busy\nspec:\n  serverRef: {{name: main}}\n  name: {busy}\n  restoreFrom: {{backup: inventory-1}}\n"),
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: busy\nspec:\n  serverRef: {{name: main}}\n  name: {busy}\n  restoreFrom: {{backup: inventory-1}}\n"
+        ),
     );
     let refused = wait_not_ready(&databases, "busy", &env.op, "DatabaseNotEmpty").await;
     assert!(refused.status.and_then(|s| s.restore).is_none(), "no restore is recorded");
@@ -264,11 +274,15 @@ async fn a_backup_whose_key_the_bucket_refuses_says_so_and_bad_destinations_are_
     apply(
         test,
         &env,
-        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: notes\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n"),
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: notes\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n"
+        ),
     );
     wait_ready(&Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns), "notes", &env.op).await;
     let backup = |name: &str, destination: &str| {
-        format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: {name}\nspec:\n  database: notes\n  destination:\n{destination}")
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: {name}\nspec:\n  database: notes\n  destination:\n{destination}"
+        )
     };
     apply(test, &env, &backup("denied", &s3_destination(&endpoint, &bucket_name, "wrong")));
     let backups = Api::<CouchBackup>::namespaced(env.client.clone(), &env.ns);
@@ -305,7 +319,9 @@ async fn a_backup_killed_mid_way_is_never_marked_complete_and_the_next_run_compl
     apply(
         test,
         &env,
-        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: big\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n"),
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: big\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n"
+        ),
     );
     let databases = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
     wait_ready(&databases, "big", &env.op).await;
@@ -343,7 +359,9 @@ async fn a_backup_killed_mid_way_is_never_marked_complete_and_the_next_run_compl
     apply(
         test,
         &env,
-        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: big-restored\nspec:\n  serverRef: {{name: main}}\n  name: {source}-r\n  restoreFrom: {{backup: big-1}}\n"),
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: big-restored\nspec:\n  serverRef: {{name: main}}\n  name: {source}-r\n  restoreFrom: {{backup: big-1}}\n"
+        ),
     );
     wait_ready(&databases, "big-restored", &env.op).await;
     let info = env.couch.database_info(&format!("{source}-r")).await.expect("info");

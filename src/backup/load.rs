@@ -69,8 +69,11 @@ pub async fn restore(
     db: &str,
     target: &Target,
     manifest: &Manifest,
+    resume: bool,
 ) -> Result<Restored, BackupError> {
-    require_empty(couch, db).await?;
+    if !resume {
+        require_empty(couch, db).await?;
+    }
     verify(target, manifest).await?;
     let documents = replay(couch, db, target, DATA_OBJECT, true).await?;
     if manifest.security.as_object().is_some_and(|o| !o.is_empty()) {
@@ -88,8 +91,11 @@ pub async fn restore_couchbackup_file(
     db: &str,
     target: &Target,
     key: &str,
+    resume: bool,
 ) -> Result<Restored, BackupError> {
-    require_empty(couch, db).await?;
+    if !resume {
+        require_empty(couch, db).await?;
+    }
     replay(couch, db, target, key, false).await?;
     let documents = replay(couch, db, target, key, true).await?;
     Ok(Restored { documents })

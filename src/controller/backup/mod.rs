@@ -91,6 +91,10 @@ fn record(status: &mut CouchBackupStatus, manifest: &Manifest) {
     status.objects = manifest
         .objects
         .iter()
-        .map(|o| BackupObject { name: o.name.clone(), sha256: o.sha256.clone(), bytes: i64::try_from(o.bytes).unwrap_or(i64::MAX) })
+        .map(|o| BackupObject {
+            name: o.name.clone(),
+            sha256: o.sha256.clone(),
+            bytes: i64::try_from(o.bytes).unwrap_or(i64::MAX),
+        })
         .collect();
 }

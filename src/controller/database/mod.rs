@@ -124,8 +124,11 @@ async fn apply(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {
     let key = server_key(db.as_ref(), &db.spec.server_ref);
     let before = ctx.ledger.recorded(&key, db.couch_name());
     let result = ensure(&db, ctx, &api, &mut pass.status).await;
-    let restored = |s: Option<&CouchDatabaseStatus>| s.and_then(|s| s.restore.as_ref()).and_then(|r| r.completed_at.clone());
-    if let Some(restore) = pass.status.restore.as_ref().filter(|_| restored(Some(&pass.status)) != restored(pass.current())) {
+    let restored =
+        |s: Option<&CouchDatabaseStatus>| s.and_then(|s| s.restore.as_ref()).and_then(|r| r.completed_at.clone());
+    if let Some(restore) =
+        pass.status.restore.as_ref().filter(|_| restored(Some(&pass.status)) != restored(pass.current()))
+    {
         let message = format!(
             "restored {} document revisions from {} into {}",
             restore.documents.unwrap_or_default(),

@@ -79,7 +79,9 @@ pub async fn restore(
                 .await
                 .map_err(|e| Error::backup("restoring a couchbackup file", e))?
         }
-        (None, None) => return Err(Error::InvalidSpec("restoreFrom: set exactly one of backup and couchbackupFile".into())),
+        (None, None) => {
+            return Err(Error::InvalidSpec("restoreFrom: set exactly one of backup and couchbackupFile".into()));
+        }
     };
     tracing::info!(database = %name, %source, documents = restored.documents, "restored");
     Ok(RestoreStatus {

@@ -13,8 +13,8 @@ use super::context::{Context, now, object_key};
 use super::error::Error;
 use super::status::{NewCondition, apply_status, condition_state, set_condition};
 use crate::api::{
-    CouchBackup, CouchBackupStatus, CouchDatabase, CouchDatabaseStatus, CouchGrant, CouchGrantStatus, CouchServer, CouchServerStatus, CouchShare,
-    CouchShareStatus, CouchUser, CouchUserStatus, condition,
+    CouchBackup, CouchBackupStatus, CouchDatabase, CouchDatabaseStatus, CouchGrant, CouchGrantStatus, CouchServer,
+    CouchServerStatus, CouchShare, CouchShareStatus, CouchUser, CouchUserStatus, condition,
 };
 
 /// An Event to publish.

@@ -11,7 +11,8 @@ use kube::runtime::{predicates, watcher};
 use super::ServerKey;
 use super::reflectors::{Reflectors, Shared};
 use super::watches::{
-    backup_phase, controller_for, database_for_backups, declared, share_for_budget, share_for_databases, user_for_grants, user_for_shares,
+    backup_phase, controller_for, database_for_backups, declared, share_for_budget, share_for_databases,
+    user_for_grants, user_for_shares,
 };
 use crate::api::{CouchBackup, CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
 use crate::controller::shared::servers::server_key;
@@ -281,7 +282,8 @@ pub(crate) fn shares(
 pub(crate) fn backups(r: &mut Reflectors, config: Config) -> Controller<CouchBackup> {
     let by_database = r.backups.store();
     let by_secret = by_database.clone();
-    let unfinished = |b: &CouchBackup| b.status.as_ref().and_then(|s| s.phase) != Some(crate::api::BackupPhase::Completed);
+    let unfinished =
+        |b: &CouchBackup| b.status.as_ref().and_then(|s| s.phase) != Some(crate::api::BackupPhase::Completed);
     controller_for(&mut r.backups)
         .watches_stream(r.secrets.touched(), move |secret: PartialObjectMeta<Secret>| {
             let (ns, name) = (secret.namespace(), secret.name_any());
@@ -293,9 +295,7 @@ pub(crate) fn backups(r: &mut Reflectors, config: Config) -> Controller<CouchBac
         })
         .watches_stream(r.databases.touched_when(database_for_backups), move |db: CouchDatabase| {
             let (ns, name) = (db.namespace(), db.name_any());
-            matching(&by_database, |b| {
-                b.namespace() == ns && b.spec.database == name && unfinished(b)
-            })
+            matching(&by_database, |b| b.namespace() == ns && b.spec.database == name && unfinished(b))
         })
         .with_config(config)
 }

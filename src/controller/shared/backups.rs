@@ -123,7 +123,8 @@ mod tests {
         assert_eq!(backup_folder(&s3(""), "team-a", "nightly"), "team-a/nightly/");
         let volume = BackupDestination { s3: None, volume: Some(VolumeDestination::default()) };
         assert_eq!(backup_folder(&volume, "team-b", "x"), "team-b/x/");
-        let prefixed = |p: &str| BackupDestination { s3: None, volume: Some(VolumeDestination { prefix: Some(p.into()) }) };
+        let prefixed =
+            |p: &str| BackupDestination { s3: None, volume: Some(VolumeDestination { prefix: Some(p.into()) }) };
         assert_eq!(backup_folder(&prefixed("nightly/"), "team-b", "x"), "team-b/nightly/x/");
         // On the shared volume no prefix reaches another namespace's folder: `b` naming the
         // prefix `team-a` stays below `b/`, never at `team-a/b/` (team-a's backup `b`).
