@@ -392,8 +392,9 @@ async fn another_namespace_reaches_no_backup_and_no_database_of_the_first() {
     assert_eq!(backup.status.and_then(|s| s.location), Some(format!("volume:{a}/{b}/")));
 
     let server = format!("{{name: main, namespace: {a}}}");
-    let stolen = couchdb::unique_name("stolen");
-    let peek = couchdb::unique_name("peek");
+    // Names B may declare on A's server: its own, `<b>_...`.
+    let stolen = format!("{b}_{}", couchdb::unique_name("stolen"));
+    let peek = format!("{b}_{}", couchdb::unique_name("peek"));
     env.apply(
         &b,
         &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: copy\nspec:\n  database: payroll\n  destination:\n    volume: {{}}\n---\napiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: stolen\nspec:\n  serverRef: {server}\n  name: {stolen}\n  restoreFrom:\n    couchbackupFile:\n      source: {{volume: {{prefix: {a}}}}}\n      key: data.jsonl\n---\napiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: peek\nspec:\n  serverRef: {server}\n  name: {peek}\n  restoreFrom: {{backup: {b}}}\n"),
