@@ -405,7 +405,7 @@ async fn another_namespace_reaches_no_backup_and_no_database_of_the_first() {
     let theirs = env.api::<CouchDatabase>(&b);
     let refused = wait_not_ready(&theirs, "stolen", &env.op, "BackupFormat").await;
     let message = support::operator::ready(&refused).map(|r| r.2).unwrap_or_default();
-    assert!(message.contains(&format!("{b}/{a}/")), "the file is looked for below B's folder: {message}");
+    assert!(message.contains(&format!("under {b}/{a}")), "the file is looked for below B's folder: {message}");
     // B's restoreFrom.backup names a CouchBackup of B's namespace, which does not exist.
     let waiting = wait_not_ready(&theirs, "peek", &env.op, "Waiting").await;
     let message = support::operator::ready(&waiting).map(|r| r.2).unwrap_or_default();
