@@ -38,6 +38,12 @@ pub struct CouchBackupSpec {
     pub database: String,
     /// Where the backup is written.
     pub destination: BackupDestination,
+    /// Make this an incremental backup: only what changed since this completed CouchBackup
+    /// of the same database and destination (deletions included). A restore of it restores
+    /// the chain, from the full backup up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub incremental_from: Option<String>,
 }
 
 /// Where backups are kept: exactly one of `s3` and `volume`. A backup's objects go in the
@@ -182,6 +188,9 @@ pub struct CouchBackupStatus {
     /// When it completed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
+    /// For an incremental backup: the sequence it starts after (its base's `updateSeq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_seq: Option<String>,
     /// The source's update sequence the backup reaches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_seq: Option<String>,
@@ -196,17 +205,29 @@ pub struct CouchBackupStatus {
     pub objects: Vec<BackupObject>,
 }
 
-/// What fills a new CouchDatabase: a CouchBackup, or a file `couchbackup` wrote. Exactly one.
+/// What fills a new CouchDatabase: a CouchBackup, the backups of a CouchScheduledBackup at a
+/// point in time, or a file `couchbackup` wrote. Exactly one.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.backup) != has(self.couchbackupFile)", "message": "set exactly one of backup and couchbackupFile"}
+    {"rule": "(has(self.backup) ? 1 : 0) + (has(self.scheduledBackup) ? 1 : 0) + (has(self.couchbackupFile) ? 1 : 0) == 1",
+     "message": "set exactly one of backup, scheduledBackup and couchbackupFile"},
+    {"rule": "!has(self.pointInTime) || has(self.scheduledBackup)", "message": "pointInTime goes with scheduledBackup"}
 ]))]
 pub struct RestoreFrom {
     /// A completed CouchBackup in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub backup: Option<String>,
+    /// A CouchScheduledBackup in this namespace: its newest completed backup, or the newest at
+    /// or before `pointInTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub scheduled_backup: Option<String>,
+    /// With `scheduledBackup`: the newest backup completed at or before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub point_in_time: Option<String>,
     /// A file written by `couchbackup` (from `@cloudant/couchbackup`), with `--attachments`
     /// when the database had attachments.
     #[serde(default, skip_serializing_if = "Option::is_none")]

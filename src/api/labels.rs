@@ -12,3 +12,5 @@ pub const OWNER_ANNOTATION: &str = "couchshare.io/owner";
 pub const OWNER_UID_ANNOTATION: &str = "couchshare.io/owner-uid";
 /// On a credentials Secret: the rotation generation its generated password is for.
 pub const ROTATION_ANNOTATION: &str = "couchshare.io/rotation-generation";
+/// On a CouchBackup: the CouchScheduledBackup (same namespace) that created it.
+pub const SCHEDULED_BACKUP_LABEL: &str = "couchshare.io/scheduled-backup";

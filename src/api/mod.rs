@@ -1,4 +1,4 @@
-//! The CRD types of `couchshare.io/v1alpha1`: the six kinds, their specs, statuses and
+//! The CRD types of `couchshare.io/v1alpha1`: the seven kinds, their specs, statuses and
 //! admission-time validation (OpenAPI schema plus CEL rules). Knows nothing of HTTP.
 
 mod backup;
@@ -6,6 +6,7 @@ mod common;
 mod database;
 mod grant;
 pub mod labels;
+mod scheduled_backup;
 mod schema;
 mod server;
 mod share;
@@ -17,6 +18,7 @@ pub use backup::*;
 pub use common::*;
 pub use database::*;
 pub use grant::*;
+pub use scheduled_backup::*;
 pub use server::*;
 pub use share::*;
 pub use share_status::*;
@@ -47,7 +49,33 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         "!(has(self.spec.username) ? self.spec.username : self.metadata.name).startsWith('couchshare-')",
         "usernames that start with couchshare- are reserved for the scoped replication users of shares; choose another username",
     );
-    vec![CouchServer::crd(), database, user, CouchGrant::crd(), CouchShare::crd(), CouchBackup::crd()]
+    let mut scheduled = CouchScheduledBackup::crd();
+    // The pattern is built from its parts (see `cron_pattern`), so the rule is added here.
+    add_rule_at(
+        &mut scheduled,
+        &["spec", "schedule"],
+        &format!("self.matches('{}')", cron_pattern()),
+        "must be a cron expression of five fields (minute 0-59, hour 0-23, day of month 1-31, month 1-12 or jan-dec, day of week 0-7 or sun-sat; with * , - and /) or @hourly, @daily, @weekly, @monthly, @yearly",
+    );
+    vec![CouchServer::crd(), database, user, CouchGrant::crd(), CouchShare::crd(), CouchBackup::crd(), scheduled]
+}
+
+/// Adds a CEL rule to the schema node at `path` (property names from the root).
+fn add_rule_at(crd: &mut CustomResourceDefinition, path: &[&str], rule: &str, message: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
+    for version in &mut crd.spec.versions {
+        let mut node = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut());
+        for key in path {
+            node = node.and_then(|n| n.properties.as_mut()).and_then(|p| p.get_mut(*key));
+        }
+        if let Some(node) = node {
+            node.x_kubernetes_validations.get_or_insert_with(Vec::new).push(ValidationRule {
+                rule: rule.into(),
+                message: Some(message.into()),
+                ..Default::default()
+            });
+        }
+    }
 }
 
 fn add_root_rule(crd: &mut CustomResourceDefinition, rule: &str, message: &str) {

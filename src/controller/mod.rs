@@ -25,7 +25,8 @@
 //!   writer, the database reconciler). What grants and shares contribute is filtered by
 //!   `plan::access`, which `access` and `unmanaged` call. Every kind may use it; it uses no
 //!   kind's folder.
-//! - one folder per kind: `server/`, `database/`, `user/`, `grant/`, `share/`, `backup/`, each holding its
+//! - one folder per kind: `server/`, `database/`, `user/`, `grant/`, `share/`, `backup/`,
+//!   `scheduled_backup/`, each holding its
 //!   reconciler (in its `mod.rs`) and the parts only it uses (`share/` holds the on-change
 //!   `engine/`). A kind's folder uses `runtime/`, `triggers/` and `shared/`, never another
 //!   kind's folder (`tools/layout-check` fails on that, and on any circle between files).
@@ -34,6 +35,7 @@ mod backup;
 mod database;
 mod grant;
 mod runtime;
+mod scheduled_backup;
 mod server;
 mod share;
 mod shared;
@@ -164,6 +166,7 @@ fn census(stores: context::Stores) -> runtime::state_metrics::Census {
             ("CouchGrant", of(&stores.grants, |o| o.status.as_ref(), |s| &s.conditions)),
             ("CouchShare", of(&stores.shares, |o| o.status.as_ref(), |s| &s.conditions)),
             ("CouchBackup", of(&stores.backups, |o| o.status.as_ref(), |s| &s.conditions)),
+            ("CouchScheduledBackup", of(&stores.scheduled_backups, |o| o.status.as_ref(), |s| &s.conditions)),
         ]
     })
 }
@@ -213,7 +216,8 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let users = wiring::users(&mut reflectors, per_kind.clone(), ctx.own_writes.clone(), users_requested);
     let grants = wiring::grants(&mut reflectors, per_kind.clone(), grants_requested);
     let shares = wiring::shares(&mut reflectors, per_kind.clone(), shares_requested);
-    let backups = wiring::backups(&mut reflectors, per_kind);
+    let backups = wiring::backups(&mut reflectors, per_kind.clone());
+    let scheduled_backups = wiring::scheduled_backups(&mut reflectors, per_kind);
     let watches = reflectors.start(&client, ns);
     tracing::info!(
         namespace = ns.unwrap_or("<all>"),
@@ -230,6 +234,12 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
             drive("CouchGrant", grants, measured!("CouchGrant", grant::reconcile), ctx.clone()),
             drive("CouchShare", shares, measured!("CouchShare", share::reconcile), ctx.clone()),
             drive("CouchBackup", backups, measured!("CouchBackup", backup::reconcile), ctx.clone()),
+            drive(
+                "CouchScheduledBackup",
+                scheduled_backups,
+                measured!("CouchScheduledBackup", scheduled_backup::reconcile),
+                ctx.clone()
+            ),
         )
     };
     let lost = async {

@@ -2,6 +2,7 @@
 //! randomness: the controller and the `plan` command feed them what they read.
 
 pub mod access;
+pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod database;

@@ -18,7 +18,7 @@ use super::keys::ServerKey;
 use super::metrics::Metrics;
 use super::requeues::{DatabaseTrigger, GrantTrigger, ServerTrigger, ShareTrigger, Triggers, UserTrigger};
 use super::tasks::{Task, Tasks};
-use crate::api::{CouchBackup, CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use crate::api::{CouchBackup, CouchDatabase, CouchGrant, CouchScheduledBackup, CouchServer, CouchShare, CouchUser};
 use crate::controller::shared::ledger::Ledger;
 use crate::controller::triggers::scheduler::SchedulerCache;
 
@@ -74,12 +74,14 @@ pub struct Stores {
     pub shares: Store<CouchShare>,
     /// CouchBackups.
     pub backups: Store<CouchBackup>,
+    /// CouchScheduledBackups.
+    pub scheduled_backups: Store<CouchScheduledBackup>,
     /// Secrets, metadata only (names and resourceVersions; never data).
     pub secrets: Store<kube::api::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>,
 }
 
 impl Stores {
-    /// Waits until every watch of the six kinds has listed its objects once. Reconcilers read
+    /// Waits until every watch of the seven kinds has listed its objects once. Reconcilers read
     /// each other's stores: a database reconciled before the shares were listed would write
     /// `_security` without their replication users, cutting off running replications. (The
     /// Secret metadata store is not waited for: a client is built from a Secret read when the
@@ -100,7 +102,8 @@ impl Stores {
             && ready(&self.users)
             && ready(&self.grants)
             && ready(&self.shares)
-            && ready(&self.backups))
+            && ready(&self.backups)
+            && ready(&self.scheduled_backups))
         {
             if !warned && started.elapsed() > Duration::from_secs(30) {
                 tracing::warn!("still waiting for the first list of every watched kind (can the operator list them?)");
@@ -125,6 +128,7 @@ impl Stores {
             "CouchGrant" => within(&self.grants, ns, name),
             "CouchShare" => within(&self.shares, ns, name),
             "CouchBackup" => within(&self.backups, ns, name),
+            "CouchScheduledBackup" => within(&self.scheduled_backups, ns, name),
             _ => true,
         }
     }

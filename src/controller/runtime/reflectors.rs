@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
-use crate::api::{CouchBackup, CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use crate::api::{CouchBackup, CouchDatabase, CouchGrant, CouchScheduledBackup, CouchServer, CouchShare, CouchUser};
 
 /// What every watched kind is.
 pub(crate) trait Watched:
@@ -166,6 +166,8 @@ pub(crate) struct Reflectors {
     pub shares: Shared<CouchShare>,
     /// CouchBackups.
     pub backups: Shared<CouchBackup>,
+    /// CouchScheduledBackups.
+    pub scheduled_backups: Shared<CouchScheduledBackup>,
     /// Secrets, metadata only: the operator never keeps Secret data in memory.
     pub secrets: Shared<PartialObjectMeta<Secret>>,
 }
@@ -180,6 +182,7 @@ impl Reflectors {
             grants: Shared::new(),
             shares: Shared::new(),
             backups: Shared::new(),
+            scheduled_backups: Shared::new(),
             secrets: Shared::new(),
         }
     }
@@ -193,11 +196,12 @@ impl Reflectors {
             grants: self.grants.store(),
             shares: self.shares.store(),
             backups: self.backups.store(),
+            scheduled_backups: self.scheduled_backups.store(),
             secrets: self.secrets.store(),
         }
     }
 
-    /// Starts the seven watches (in `ns`, or every namespace). Each backs off on its own: after
+    /// Starts the eight watches (in `ns`, or every namespace). Each backs off on its own: after
     /// an API server restart every watch gets `410 Expired` once and relists, and one watch's
     /// errors must not pause the others.
     pub fn start(self, client: &Client, ns: Option<&str>) -> Vec<JoinHandle<()>> {
@@ -214,6 +218,7 @@ impl Reflectors {
             self.grants.start(watch(client, ns)),
             self.shares.start(watch(client, ns)),
             self.backups.start(watch(client, ns)),
+            self.scheduled_backups.start(watch(client, ns)),
             // `Api<PartialObjectMeta<_>>` makes metadata-only requests.
             self.secrets.start(watch(client, ns)),
         ]

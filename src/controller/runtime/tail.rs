@@ -13,8 +13,9 @@ use super::context::{Context, now, object_key};
 use super::error::Error;
 use super::status::{NewCondition, apply_status, condition_state, set_condition};
 use crate::api::{
-    CouchBackup, CouchBackupStatus, CouchDatabase, CouchDatabaseStatus, CouchGrant, CouchGrantStatus, CouchServer,
-    CouchServerStatus, CouchShare, CouchShareStatus, CouchUser, CouchUserStatus, condition,
+    CouchBackup, CouchBackupStatus, CouchDatabase, CouchDatabaseStatus, CouchGrant, CouchGrantStatus,
+    CouchScheduledBackup, CouchScheduledBackupStatus, CouchServer, CouchServerStatus, CouchShare, CouchShareStatus,
+    CouchUser, CouchUserStatus, condition,
 };
 
 /// An Event to publish.
@@ -129,6 +130,7 @@ reconciled!(
     CouchServer => CouchServerStatus,
     CouchShare => CouchShareStatus,
     CouchBackup => CouchBackupStatus,
+    CouchScheduledBackup => CouchScheduledBackupStatus,
 );
 
 /// One reconcile pass of `K`, from the status snapshot to the tail.

@@ -14,7 +14,7 @@ use super::watches::{
     backup_phase, controller_for, database_for_backups, declared, share_for_budget, share_for_databases,
     user_for_grants, user_for_shares,
 };
-use crate::api::{CouchBackup, CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use crate::api::{CouchBackup, CouchDatabase, CouchGrant, CouchScheduledBackup, CouchServer, CouchShare, CouchUser};
 use crate::controller::shared::servers::server_key;
 use crate::controller::shared::{access, credentials};
 use k8s_openapi::api::core::v1::Secret;
@@ -296,6 +296,17 @@ pub(crate) fn backups(r: &mut Reflectors, config: Config) -> Controller<CouchBac
         .watches_stream(r.databases.touched_when(database_for_backups), move |db: CouchDatabase| {
             let (ns, name) = (db.namespace(), db.name_any());
             matching(&by_database, |b| b.namespace() == ns && b.spec.database == name && unfinished(b))
+        })
+        .with_config(config)
+}
+
+/// A schedule follows its backups (one completing is the next one's base, or lets the next
+/// start); its own requeue waits for the next occurrence.
+pub(crate) fn scheduled_backups(r: &mut Reflectors, config: Config) -> Controller<CouchScheduledBackup> {
+    controller_for(&mut r.scheduled_backups)
+        .watches_stream(r.backups.touched_when(backup_phase), |backup: CouchBackup| {
+            let schedule = backup.labels().get(crate::api::labels::SCHEDULED_BACKUP_LABEL).cloned();
+            schedule.map(|name| ObjectRef::new(&name).within(&backup.namespace().unwrap_or_default()))
         })
         .with_config(config)
 }
