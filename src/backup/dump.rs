@@ -33,7 +33,7 @@ fn seq_text(seq: &Value) -> String {
 pub async fn back_up(couch: &CouchClient, db: &str, target: &Target) -> Result<Manifest, BackupError> {
     let started_at = now();
     let info = couch.database_info(db).await?;
-    target.delete(MANIFEST_OBJECT).await?;
+    target.remove_if_present(MANIFEST_OBJECT).await?;
     let security = couch.security_raw(db).await?;
 
     let mut writer = target.writer(DATA_OBJECT).await?;

@@ -61,16 +61,36 @@ fn status_in(text: &str) -> Option<u16> {
     rest.get(..3)?.parse().ok()
 }
 
+/// Longest store message kept (S3 error bodies are XML documents).
+const MESSAGE_CHARS: usize = 600;
+
+/// A message on one line, whitespace runs collapsed, cut to [`MESSAGE_CHARS`].
+fn one_line(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match joined.char_indices().nth(MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}…", &joined[..at]),
+        None => joined,
+    }
+}
+
 impl From<object_store::Error> for BackupError {
     fn from(e: object_store::Error) -> Self {
         use object_store::Error as E;
         // The whole chain: object_store wraps the HTTP status and S3's error body in sources.
         let mut text = e.to_string();
+        let mut message = text.clone();
+        let mut innermost = None;
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
+            let said = s.to_string();
             text.push_str(": ");
-            text.push_str(&s.to_string());
+            text.push_str(&said);
+            innermost = Some(said);
             source = s.source();
+        }
+        // The root cause (e.g. "Connection refused") when the message does not already say it.
+        if let Some(root) = innermost.filter(|r| !message.contains(r.as_str())) {
+            message = format!("{message} ({root})");
         }
         let status = status_in(&text);
         let (denied, transient) = match &e {
@@ -83,7 +103,7 @@ impl From<object_store::Error> for BackupError {
             }
             _ => (false, false),
         };
-        BackupError::Store { reason: text, denied, transient }
+        BackupError::Store { reason: one_line(&message), denied, transient }
     }
 }
 
@@ -110,6 +130,9 @@ mod tests {
         let bad = BackupError::from(generic("Server returned non-2xx status code: 400 Bad Request"));
         assert!(!bad.is_transient());
         assert_eq!(bad.reason(), "StoreUnavailable");
+        let long = BackupError::from(generic(&format!("a\n  b {}", "x".repeat(2000))));
+        let BackupError::Store { reason, .. } = long else { panic!("a store error") };
+        assert!(reason.starts_with("Generic S3 error: a b x") && reason.chars().count() <= MESSAGE_CHARS + 1);
     }
 
     #[test]

@@ -181,6 +181,18 @@ impl Target {
         }
     }
 
+    /// Removes `name` when it is there. Checked first with a HEAD, so that a bucket that lets
+    /// couchshare write but not delete takes a backup under a fresh prefix; an object the
+    /// credentials may not even see is left as it is (whoever reads it later cannot see it either).
+    pub(crate) async fn remove_if_present(&self, name: &str) -> Result<(), BackupError> {
+        match self.store.head(&self.path(name)).await {
+            Ok(_) => self.delete(name).await,
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Removes `name`; a missing object is fine.
     pub(crate) async fn delete(&self, name: &str) -> Result<(), BackupError> {
         match self.store.delete(&self.path(name)).await {
