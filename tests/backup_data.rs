@@ -30,9 +30,9 @@ macro_rules! couch_or_skip {
 
 /// Plain documents beyond one `_changes` page of the backup (500).
 const PLAIN: usize = 620;
-/// Leaves `fill` writes: the plain ones, plus `plain`, `edited`, two of `conflict`, `gone`,
-/// `_design/d` and `att`.
-const LEAVES: u64 = PLAIN as u64 + 7;
+/// Leaves `fill` writes: the plain ones, plus `plain`, `edited`, two of `conflict`, two of
+/// `mixed`, `gone`, `_design/d` and `att`.
+const LEAVES: u64 = PLAIN as u64 + 9;
 
 /// A fresh database with one copy of each shard (read-your-writes on a cluster too).
 async fn fresh_db(couch: &CouchClient, prefix: &str) -> String {
@@ -60,8 +60,19 @@ async fn fill(couch: &CouchClient, db: &str) {
     let (a, b, c) = (hex_rev(1, 'a'), hex_rev(2, 'b'), hex_rev(2, 'c'));
     let strip = |r: &str| r.split_once('-').map(|(_, h)| h.to_owned()).expect("a revision");
     let leaves = [
-        json!({"_id": "conflict", "_rev": b, "_revisions": {"start": 2, "ids": [strip(&b), strip(&a)]}, "side": "b"}),
+        // The losing leaf (2-bbbb… < 2-cccc…) alone has an attachment.
+        json!({"_id": "conflict", "_rev": b, "_revisions": {"start": 2, "ids": [strip(&b), strip(&a)]}, "side": "b",
+            "_attachments": {"loser.txt": {"content_type": "text/plain", "data": b64(b"only on the losing leaf")}}}),
         json!({"_id": "conflict", "_rev": c, "_revisions": {"start": 2, "ids": [strip(&c), strip(&a)]}, "side": "c"}),
+    ];
+    // A live leaf whose losing sibling alone has an attachment, and a deleted conflict branch.
+    let (d, e) = (hex_rev(2, 'd'), hex_rev(2, 'e'));
+    let leaves = [
+        leaves[0].clone(),
+        leaves[1].clone(),
+        json!({"_id": "mixed", "_rev": d, "_revisions": {"start": 2, "ids": [strip(&d), strip(&a)]},
+            "_attachments": {"lost.bin": {"content_type": "application/x-lost", "data": b64(&[0, 159, 146, 150])}}}),
+        json!({"_id": "mixed", "_rev": e, "_revisions": {"start": 2, "ids": [strip(&e), strip(&a)]}, "_deleted": true}),
     ];
     let refused = couch.bulk_docs_replicated(db, &leaves).await.expect("conflict");
     assert!(refused.is_empty(), "{refused:?}");
@@ -161,6 +172,9 @@ async fn assert_same(couch: &CouchClient, source: &str, restored: &str, security
         assert_eq!(got[id], want[id], "document {id}");
     }
     assert_eq!(want["conflict"].len(), 2, "both conflicting leaves");
+    assert!(want["conflict"][0]["_attachments"]["loser.txt"]["bytes"].is_array(), "{:?}", want["conflict"]);
+    assert_eq!(want["mixed"].len(), 2, "a live and a deleted leaf");
+    assert!(want["mixed"].iter().any(|l| l["_attachments"]["lost.bin"]["bytes"] == json!([0, 159, 146, 150])));
     assert_eq!(want["edited"][0]["_revisions"]["ids"].as_array().map(Vec::len), Some(3));
     assert_eq!(want["gone"][0]["_deleted"], true);
     assert_eq!(want["att"][0]["_attachments"]["blob.bin"]["bytes"].as_array().map(Vec::len), Some(512));
@@ -236,6 +250,29 @@ async fn a_database_round_trips_through_a_volume() {
     assert_eq!(target.prefix(), "backups/one");
     round_trip(&couch, &target, "bk-vol").await;
     assert!(dir.path().join("mount/backups/one/manifest.json").exists());
+
+    // The data file as docs/backup-format.md says: a couchbackup-style header, then arrays of
+    // leaves with _id, _rev, _revisions, and attachments as contentType/data/digest/revpos.
+    let text = std::fs::read_to_string(dir.path().join("mount/backups/one").join(backup::DATA_OBJECT)).expect("data");
+    let mut lines = text.lines();
+    let header: Value = serde_json::from_str(lines.next().expect("a header")).expect("JSON");
+    assert_eq!(
+        header,
+        json!({"name": "couchshare", "version": env!("CARGO_PKG_VERSION"), "mode": "full", "attachments": false})
+    );
+    let batches: Vec<Vec<Value>> = lines.map(|l| serde_json::from_str(l).expect("an array of documents")).collect();
+    assert!(batches.len() >= 2, "one line per _changes page at least");
+    let leaves: Vec<&Value> = batches.iter().flatten().collect();
+    assert_eq!(leaves.len() as u64, LEAVES);
+    for leaf in &leaves {
+        assert!(leaf["_id"].is_string() && leaf["_rev"].is_string() && leaf["_revisions"]["ids"].is_array(), "{leaf}");
+    }
+    let att = leaves.iter().find(|l| l["_id"] == "att").expect("att");
+    for (name, entry) in att["_attachments"].as_object().expect("attachments") {
+        let keys: Vec<&str> = entry.as_object().expect("an entry").keys().map(String::as_str).collect();
+        assert_eq!(keys, ["contentType", "data", "digest", "revpos"], "{name}");
+    }
+    assert_eq!(att["_attachments"]["hello.txt"]["contentType"], "text/plain");
 }
 
 /// The test store's settings and an object_store client of its bucket, for tampering.
