@@ -275,6 +275,49 @@ async fn a_database_round_trips_through_a_volume() {
     assert_eq!(att["_attachments"]["hello.txt"]["contentType"], "text/plain");
 }
 
+/// Bytes that do not compress (CouchDB would gzip a compressible type), from a xorshift.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn large_attachments_go_through_s3_in_parts_and_come_back_whole() {
+    let test = "large_attachments_go_through_s3_in_parts_and_come_back_whole";
+    let couch = couch_or_skip!(test);
+    let Some(target) = support::s3::target(test, &unique_name("large")) else { return };
+    let db = fresh_db(&couch, "bk-large").await;
+    // 5 × 4 MiB: more than one 16 MiB _bulk_get group, 4 MiB lines, 5 MiB upload parts.
+    for i in 0..5u64 {
+        let doc = json!({"i": i, "_attachments": {"big.bin": {"content_type": "application/octet-stream",
+            "data": b64(&noise(4 << 20, i + 1))}}});
+        couch.put_document(&db, &format!("big-{i}"), &doc).await.expect("a large document");
+    }
+    couch.put_document(&db, "small", &json!({"x": 1})).await.expect("small");
+    let manifest = backup::back_up(&couch, &db, &target).await.expect("back_up");
+    assert_eq!(manifest.documents, 6);
+    let data = manifest.objects.iter().find(|o| o.name == backup::DATA_OBJECT).expect("the data object");
+    assert!(data.bytes > 5 * (4 << 20) * 4 / 3, "{} bytes", data.bytes);
+
+    let into = fresh_db(&couch, "bk-large-into").await;
+    let restored = backup::restore(&couch, &into, &target, &manifest).await.expect("restore");
+    assert_eq!(restored.documents, 6);
+    let ids = all_ids(&couch, &db).await;
+    let (want, got) = (snapshot(&db, &ids).await, snapshot(&into, &ids).await);
+    assert_eq!(got, want);
+    assert_eq!(want["big-4"][0]["_attachments"]["big.bin"]["bytes"].as_array().map(Vec::len), Some(4 << 20));
+    for name in [&db, &into] {
+        couch.delete_database(name).await.expect("clean up");
+    }
+}
+
 /// The test store's settings and an object_store client of its bucket, for tampering.
 fn raw_bucket(settings: &S3Settings) -> impl object_store::ObjectStore {
     object_store::aws::AmazonS3Builder::new()
