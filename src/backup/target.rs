@@ -114,7 +114,7 @@ impl Target {
     /// A mounted directory; created when missing.
     pub fn volume(path: &std::path::Path, prefix: &str) -> Result<Target, BackupError> {
         std::fs::create_dir_all(path)
-            .map_err(|e| BackupError::store(format!("cannot create directory {}: {e}", path.display())))?;
+            .map_err(|e| BackupError::io(format!("cannot create directory {}", path.display()), &e))?;
         let store = LocalFileSystem::new_with_prefix(path).map_err(BackupError::from)?;
         Ok(Target { store: Arc::new(store), prefix: prefix_path(prefix)? })
     }
