@@ -7,12 +7,14 @@ use super::error::BackupError;
 use super::format::{header_line, leaf_for_file};
 use super::target::{ObjectWriter, Target};
 use super::{DATA_OBJECT, DATABASE_OBJECT, MANIFEST_FORMAT, MANIFEST_OBJECT, Manifest, ObjectEntry, SECURITY_OBJECT};
-use crate::couch::{CouchClient, CouchError};
+use crate::couch::{BulkGetResult, CouchClient, CouchError, encode_db};
 
 /// Document ids per `_changes` page, and so per `_bulk_get`.
 const PAGE: u64 = 500;
 /// A line is closed once it holds this many bytes (couchrestore holds a whole line in memory).
 const LINE_BYTES: usize = 4 * 1024 * 1024;
+/// Attachment bytes read in one `_bulk_get` (more for a single document that has more).
+const ATTACHMENT_BYTES: u64 = 16 * 1024 * 1024;
 
 fn now() -> String {
     jiff::Timestamp::now().to_string()
@@ -33,7 +35,7 @@ fn seq_text(seq: &Value) -> String {
 pub async fn back_up(couch: &CouchClient, db: &str, target: &Target) -> Result<Manifest, BackupError> {
     let started_at = now();
     let info = couch.database_info(db).await?;
-    target.delete(MANIFEST_OBJECT).await?;
+    target.remove_if_present(MANIFEST_OBJECT).await?;
     let security = couch.security_raw(db).await?;
 
     let mut writer = target.writer(DATA_OBJECT).await?;
@@ -98,44 +100,104 @@ async fn write_data(couch: &CouchClient, db: &str, writer: &mut ObjectWriter) ->
     Ok((since.as_ref().map(seq_text).unwrap_or_default(), documents))
 }
 
-/// Every leaf of `ids` as one or more lines; returns how many leaves.
+/// Every leaf of `ids` as one or more lines; returns how many leaves. The leaves are read
+/// without attachment bytes first; the documents that have attachments are read again with
+/// them, in groups of about [`ATTACHMENT_BYTES`], so that memory stays bounded by the page's
+/// bodies and one group's attachments (or one document's, when it alone is larger).
 async fn write_leaves(
     couch: &CouchClient,
     db: &str,
     ids: &[&str],
     writer: &mut ObjectWriter,
 ) -> Result<u64, BackupError> {
-    let results = couch.bulk_get_leaves(db, ids).await?;
     let mut line = LineBuilder::default();
     let mut written = 0u64;
-    for result in results {
-        for leaf in result.docs {
-            if let Some(doc) = leaf.ok {
-                let doc = leaf_for_file(doc).map_err(BackupError::Format)?;
-                let bytes = serde_json::to_vec(&doc).map_err(|e| BackupError::Format(e.to_string()))?;
-                if let Some(full) = line.add(&bytes) {
-                    writer.write(&full).await?;
-                }
-                written += 1;
-            } else if let Some(error) = leaf.error {
-                // Purged (or deleted and compacted away) since the feed named it: nothing to keep.
-                if error.error == "not_found" {
-                    continue;
-                }
-                return Err(BackupError::Couch(CouchError::Status {
-                    method: "POST".into(),
-                    path: format!("/{}/_bulk_get", crate::couch::encode_db(db)),
-                    status: 200,
-                    error: error.error,
-                    reason: format!("{} (document {})", error.reason, result.id),
-                }));
-            }
+    let mut with_attachments: Vec<(String, u64)> = Vec::new();
+    for result in couch.bulk_get_leaves(db, ids, false).await? {
+        let id = result.id.clone();
+        let leaves = leaves_of(db, result)?;
+        match attachment_bytes(&leaves) {
+            Some(bytes) => with_attachments.push((id, bytes)),
+            None => written += add_leaves(leaves, &mut line, writer).await?,
+        }
+    }
+    for group in size_groups(&with_attachments, ATTACHMENT_BYTES) {
+        for result in couch.bulk_get_leaves(db, &group, true).await? {
+            let leaves = leaves_of(db, result)?;
+            written += add_leaves(leaves, &mut line, writer).await?;
         }
     }
     if let Some(rest) = line.finish() {
         writer.write(&rest).await?;
     }
     Ok(written)
+}
+
+/// The leaves of one id's `_bulk_get` answer. An id gone since the feed named it (purged)
+/// has none; any other error fails the backup.
+fn leaves_of(db: &str, result: BulkGetResult) -> Result<Vec<Value>, BackupError> {
+    let mut leaves = Vec::new();
+    for leaf in result.docs {
+        match (leaf.ok, leaf.error) {
+            (Some(doc), _) => leaves.push(doc),
+            (None, Some(error)) if error.error == "not_found" => {}
+            (None, Some(error)) => {
+                return Err(BackupError::Couch(CouchError::Status {
+                    method: "POST".into(),
+                    path: format!("/{}/_bulk_get", encode_db(db)),
+                    status: 200,
+                    error: error.error,
+                    reason: format!("{} (document {:?})", error.reason, result.id),
+                }));
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(leaves)
+}
+
+/// Adds leaves to the line, writing each line that fills; returns how many.
+async fn add_leaves(leaves: Vec<Value>, line: &mut LineBuilder, writer: &mut ObjectWriter) -> Result<u64, BackupError> {
+    let mut added = 0;
+    for doc in leaves {
+        let doc = leaf_for_file(doc).map_err(BackupError::Format)?;
+        let bytes = serde_json::to_vec(&doc).map_err(|e| BackupError::Format(e.to_string()))?;
+        if let Some(full) = line.add(&bytes) {
+            writer.write(&full).await?;
+        }
+        added += 1;
+    }
+    Ok(added)
+}
+
+/// The bytes of all attachments of some leaves (their stubs' `length`), `None` when they have none.
+fn attachment_bytes(leaves: &[Value]) -> Option<u64> {
+    let mut any = false;
+    let mut bytes = 0u64;
+    for att in leaves.iter().filter_map(|l| l.get("_attachments")?.as_object()).flat_map(|a| a.values()) {
+        any = true;
+        bytes += att.get("length").and_then(Value::as_u64).unwrap_or(0);
+    }
+    any.then_some(bytes)
+}
+
+/// Ids cut into groups of at most `max` bytes each (an id larger than that alone).
+fn size_groups(items: &[(String, u64)], max: u64) -> Vec<Vec<&str>> {
+    let mut groups: Vec<Vec<&str>> = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    let mut size = 0u64;
+    for (id, bytes) in items {
+        if !current.is_empty() && size + bytes > max {
+            groups.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        current.push(id);
+        size += bytes;
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
 }
 
 /// A line of documents being built: `[doc,doc,...]\n`, closed once it reaches [`LINE_BYTES`].
@@ -181,6 +243,20 @@ mod tests {
         let full = line.add(&big).expect("a full line");
         assert_eq!(full.len(), LINE_BYTES + 3);
         assert_eq!(line.finish(), None);
+    }
+
+    #[test]
+    fn documents_with_attachments_are_grouped_by_size() {
+        let leaves = [
+            json!({"_id": "a", "_attachments": {"x": {"length": 10, "stub": true}, "y": {"length": 5}}}),
+            json!({"_id": "a", "_attachments": {"x": {"length": 7, "stub": true}}}),
+        ];
+        assert_eq!(attachment_bytes(&leaves), Some(22));
+        assert_eq!(attachment_bytes(&[json!({"_id": "b"}), json!({"_id": "b", "_attachments": {}})]), None);
+        let items: Vec<(String, u64)> =
+            [("a", 6), ("b", 4), ("c", 1), ("d", 30), ("e", 2)].iter().map(|(i, b)| (i.to_string(), *b)).collect();
+        assert_eq!(size_groups(&items, 10), [vec!["a", "b"], vec!["c"], vec!["d"], vec!["e"]]);
+        assert!(size_groups(&[], 10).is_empty());
     }
 
     #[test]

@@ -45,10 +45,6 @@ impl BackupError {
             _ => false,
         }
     }
-
-    pub(crate) fn store(reason: impl Into<String>) -> Self {
-        BackupError::Store { reason: reason.into(), denied: false, transient: false }
-    }
 }
 
 /// S3 error codes that mean the credentials or the permissions are wrong.
@@ -61,20 +57,73 @@ fn status_in(text: &str) -> Option<u16> {
     rest.get(..3)?.parse().ok()
 }
 
+/// Longest store message kept (S3 error bodies are XML documents).
+const MESSAGE_CHARS: usize = 600;
+
+/// A message on one line, whitespace runs collapsed, cut to [`MESSAGE_CHARS`].
+fn one_line(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match joined.char_indices().nth(MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}…", &joined[..at]),
+        None => joined,
+    }
+}
+
+/// A file error that says the store may not be written or read.
+fn io_denied(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(kind, K::PermissionDenied | K::ReadOnlyFilesystem)
+}
+
+/// A file error that may pass by itself (a full disk, an interrupted call, a stale NFS mount).
+fn io_transient(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        kind,
+        K::StorageFull | K::QuotaExceeded | K::Interrupted | K::TimedOut | K::StaleNetworkFileHandle | K::ResourceBusy
+    )
+}
+
+impl BackupError {
+    /// A directory of a volume target could not be created.
+    pub(crate) fn io(what: String, e: &std::io::Error) -> Self {
+        BackupError::Store {
+            reason: format!("{what}: {e}"),
+            denied: io_denied(e.kind()),
+            transient: io_transient(e.kind()),
+        }
+    }
+}
+
 impl From<object_store::Error> for BackupError {
     fn from(e: object_store::Error) -> Self {
         use object_store::Error as E;
         // The whole chain: object_store wraps the HTTP status and S3's error body in sources.
         let mut text = e.to_string();
+        let mut message = text.clone();
+        let mut innermost = None;
+        let mut io_kind = None;
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                io_kind = io_kind.or(Some(io.kind()));
+            }
+            let said = s.to_string();
             text.push_str(": ");
-            text.push_str(&s.to_string());
+            text.push_str(&said);
+            innermost = Some(said);
             source = s.source();
+        }
+        // The root cause (e.g. "Connection refused") when the message does not already say it.
+        if let Some(root) = innermost.filter(|r| !message.contains(r.as_str())) {
+            message = format!("{message} ({root})");
         }
         let status = status_in(&text);
         let (denied, transient) = match &e {
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => (true, false),
+            // A mounted directory: a local file error.
+            E::Generic { .. } if io_kind.is_some_and(io_denied) => (true, false),
+            E::Generic { store: "LocalFileSystem", .. } => (false, io_kind.is_some_and(io_transient)),
             E::Generic { .. } | E::JoinError { .. } => {
                 let denied = matches!(status, Some(401 | 403)) || DENIED_CODES.iter().any(|c| text.contains(c));
                 // No status: the request got no answer (refused, reset, timed out).
@@ -83,7 +132,7 @@ impl From<object_store::Error> for BackupError {
             }
             _ => (false, false),
         };
-        BackupError::Store { reason: text, denied, transient }
+        BackupError::Store { reason: one_line(&message), denied, transient }
     }
 }
 
@@ -107,9 +156,19 @@ mod tests {
         assert!(!denied.is_transient());
         let failing = BackupError::from(generic("Server returned non-2xx status code: 503 Service Unavailable"));
         assert!(failing.is_transient());
+        let local = |kind| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::new(kind, "file")),
+        };
+        assert_eq!(BackupError::from(local(std::io::ErrorKind::PermissionDenied)).reason(), "StoreAccessDenied");
+        assert!(BackupError::from(local(std::io::ErrorKind::StorageFull)).is_transient());
+        assert!(!BackupError::from(local(std::io::ErrorKind::InvalidData)).is_transient());
         let bad = BackupError::from(generic("Server returned non-2xx status code: 400 Bad Request"));
         assert!(!bad.is_transient());
         assert_eq!(bad.reason(), "StoreUnavailable");
+        let long = BackupError::from(generic(&format!("a\n  b {}", "x".repeat(2000))));
+        let BackupError::Store { reason, .. } = long else { panic!("a store error") };
+        assert!(reason.starts_with("Generic S3 error: a b x") && reason.chars().count() <= MESSAGE_CHARS + 1);
     }
 
     #[test]

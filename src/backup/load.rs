@@ -3,6 +3,7 @@
 
 use futures::StreamExt;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::error::BackupError;
 use super::format::{Line, Lines, doc_for_couch, parse_line};
@@ -75,7 +76,14 @@ pub async fn restore(
         require_empty(couch, db).await?;
     }
     verify(target, manifest).await?;
-    let documents = replay(couch, db, target, DATA_OBJECT, true).await?;
+    let (documents, sha256) = replay(couch, db, target, DATA_OBJECT, true).await?;
+    // Changed since verify() read it: too late to write nothing, not too late to say so.
+    if let Some(entry) = manifest.objects.iter().find(|o| o.name == DATA_OBJECT && o.sha256 != sha256) {
+        return Err(BackupError::Corrupt {
+            object: entry.name.clone(),
+            detail: format!("changed during the restore: sha256 {sha256}, the manifest says {}", entry.sha256),
+        });
+    }
     if manifest.security.as_object().is_some_and(|o| !o.is_empty()) {
         couch.put_security_raw(db, &manifest.security).await?;
     }
@@ -97,13 +105,19 @@ pub async fn restore_couchbackup_file(
         require_empty(couch, db).await?;
     }
     replay(couch, db, target, key, false).await?;
-    let documents = replay(couch, db, target, key, true).await?;
+    let (documents, _) = replay(couch, db, target, key, true).await?;
     Ok(Restored { documents })
 }
 
 /// Reads data file `name` line by line; with `write`, sends its documents to `db` in batches.
-/// Returns the number of documents.
-async fn replay(couch: &CouchClient, db: &str, target: &Target, name: &str, write: bool) -> Result<u64, BackupError> {
+/// Returns the number of documents and the sha256 (hex) of what it read.
+async fn replay(
+    couch: &CouchClient,
+    db: &str,
+    target: &Target,
+    name: &str,
+    write: bool,
+) -> Result<(u64, String), BackupError> {
     let Some(mut stream) = target.stream(name).await? else {
         return Err(BackupError::Format(format!("no object {name} under {}", target.prefix())));
     };
@@ -111,6 +125,7 @@ async fn replay(couch: &CouchClient, db: &str, target: &Target, name: &str, writ
     let mut lines = Lines::default();
     let mut batch = Batch::default();
     let mut count = 0u64;
+    let mut sha = Sha256::new();
     let mut done = false;
     while !done {
         // Documents of the lines a piece completes; a line is bounded, so is this.
@@ -123,7 +138,11 @@ async fn replay(couch: &CouchClient, db: &str, target: &Target, name: &str, writ
             Ok(())
         };
         match stream.next().await {
-            Some(piece) => lines.push(piece?.as_ref(), &mut take).map_err(format)?,
+            Some(piece) => {
+                let piece = piece?;
+                sha.update(piece.as_ref());
+                lines.push(piece.as_ref(), &mut take).map_err(format)?;
+            }
             None => {
                 std::mem::take(&mut lines).finish(&mut take).map_err(format)?;
                 done = true;
@@ -140,7 +159,7 @@ async fn replay(couch: &CouchClient, db: &str, target: &Target, name: &str, writ
     if write {
         batch.send(couch, db).await?;
     }
-    Ok(count)
+    Ok((count, hex::encode(sha.finalize())))
 }
 
 /// Documents waiting for one `_bulk_docs`.

@@ -69,6 +69,18 @@ fn prefix_path(prefix: &str) -> Result<Path, BackupError> {
         .map_err(|e| BackupError::Format(format!("invalid backup prefix {prefix:?}: {e}")))
 }
 
+/// A virtual-hosted-style endpoint names the bucket in its host (object_store takes it as
+/// given): `https://s3.example` becomes `https://BUCKET.s3.example`, unless it already is.
+fn bucket_host(endpoint: &str, bucket: &str) -> Result<String, BackupError> {
+    let invalid = || BackupError::Format(format!("invalid S3 endpoint {endpoint:?}"));
+    let mut url = url::Url::parse(endpoint).map_err(|_| invalid())?;
+    let host = url.host_str().ok_or_else(invalid)?.to_owned();
+    if !host.starts_with(&format!("{bucket}.")) {
+        url.set_host(Some(&format!("{bucket}.{host}"))).map_err(|_| invalid())?;
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
 impl Target {
     /// An S3-compatible bucket. A few quick retries only, so an unreachable store is reported
     /// within seconds and the caller (the controller) retries on its own schedule.
@@ -90,8 +102,10 @@ impl Target {
             .with_allow_http(s3.allow_http)
             .with_client_options(options)
             .with_retry(retry);
-        if let Some(endpoint) = &s3.endpoint {
-            builder = builder.with_endpoint(endpoint);
+        match &s3.endpoint {
+            Some(endpoint) if !s3.path_style => builder = builder.with_endpoint(bucket_host(endpoint, &s3.bucket)?),
+            Some(endpoint) => builder = builder.with_endpoint(endpoint),
+            None => {}
         }
         let store = builder.build().map_err(BackupError::from)?;
         Ok(Target { store: Arc::new(store), prefix: prefix_path(prefix)? })
@@ -100,7 +114,7 @@ impl Target {
     /// A mounted directory; created when missing.
     pub fn volume(path: &std::path::Path, prefix: &str) -> Result<Target, BackupError> {
         std::fs::create_dir_all(path)
-            .map_err(|e| BackupError::store(format!("cannot create directory {}: {e}", path.display())))?;
+            .map_err(|e| BackupError::io(format!("cannot create directory {}", path.display()), &e))?;
         let store = LocalFileSystem::new_with_prefix(path).map_err(BackupError::from)?;
         Ok(Target { store: Arc::new(store), prefix: prefix_path(prefix)? })
     }
@@ -181,6 +195,18 @@ impl Target {
         }
     }
 
+    /// Removes `name` when it is there. Checked first with a HEAD, so that a bucket that lets
+    /// couchshare write but not delete takes a backup under a fresh prefix; an object the
+    /// credentials may not even see is left as it is (whoever reads it later cannot see it either).
+    pub(crate) async fn remove_if_present(&self, name: &str) -> Result<(), BackupError> {
+        match self.store.head(&self.path(name)).await {
+            Ok(_) => self.delete(name).await,
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Removes `name`; a missing object is fine.
     pub(crate) async fn delete(&self, name: &str) -> Result<(), BackupError> {
         match self.store.delete(&self.path(name)).await {
@@ -244,5 +270,12 @@ mod tests {
         assert_eq!(target.prefix(), "backups/db-1");
         assert_eq!(target.path("data.jsonl").as_ref(), "backups/db-1/data.jsonl");
         assert!(!format!("{target:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn virtual_hosted_endpoints_name_the_bucket_in_their_host() {
+        assert_eq!(bucket_host("https://s3.example:9000", "b").expect("valid"), "https://b.s3.example:9000");
+        assert_eq!(bucket_host("https://b.s3.example/", "b").expect("valid"), "https://b.s3.example");
+        assert!(bucket_host("not a url", "b").is_err());
     }
 }

@@ -61,14 +61,19 @@ impl CouchClient {
         self.call(req).await
     }
 
-    /// `POST /{db}/_bulk_get?revs=true&attachments=true` with ids and no revisions: CouchDB
-    /// answers every leaf of each id (conflicts and deleted leaves included), each with its
-    /// `_revisions` path and its attachments inline (base64 `data`).
-    pub async fn bulk_get_leaves(&self, db: &str, ids: &[&str]) -> Result<Vec<BulkGetResult>, CouchError> {
+    /// `POST /{db}/_bulk_get?revs=true` with ids and no revisions: CouchDB answers every leaf
+    /// of each id (conflicts and deleted leaves included), each with its `_revisions` path;
+    /// with `attachments`, their bytes inline (base64 `data`), else stubs with their `length`.
+    pub async fn bulk_get_leaves(
+        &self,
+        db: &str,
+        ids: &[&str],
+        attachments: bool,
+    ) -> Result<Vec<BulkGetResult>, CouchError> {
         let docs: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
         let req = Request::new(Method::POST, format!("/{}/_bulk_get", encode_db(db)))
             .query("revs", true)
-            .query("attachments", true)
+            .query("attachments", attachments)
             .json(&json!({ "docs": docs }))?;
         let answer: BulkGet = self.call(req).await?;
         Ok(answer.results)

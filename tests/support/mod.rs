@@ -4,6 +4,7 @@
 pub mod couchdb;
 pub mod k8s;
 pub mod operator;
+pub mod s3;
 pub mod tenants;
 
 /// Both test servers ready for a test: a Kubernetes client with the CRDs installed and a
