@@ -32,7 +32,7 @@ enum LogFormat {
 enum Command {
     /// Run the operator against the cluster of the in-cluster config, KUBECONFIG or --kubeconfig.
     Run(RunArgs),
-    /// Print the six CustomResourceDefinitions as YAML (or write one file per CRD).
+    /// Print the seven CustomResourceDefinitions as YAML (or write one file per CRD).
     Crd {
         /// Write `<plural>.<group>.yaml` files into this directory instead of printing.
         #[arg(long)]

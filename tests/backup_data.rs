@@ -211,7 +211,7 @@ async fn round_trip(couch: &CouchClient, target: &Target, prefix: &str) {
 
     couch.delete_database(&db).await.expect("delete");
     fresh_again(couch, &db).await;
-    let restored = backup::restore(couch, &db, target, &manifest).await.expect("restore");
+    let restored = backup::restore(couch, &db, target, &manifest, false).await.expect("restore");
     assert_eq!(restored.documents, LEAVES);
     assert_eq!(all_ids(couch, &db).await, ids);
     let after = snapshot(&db, &ids).await;
@@ -307,7 +307,7 @@ async fn large_attachments_go_through_s3_in_parts_and_come_back_whole() {
     assert!(data.bytes > 5 * (4 << 20) * 4 / 3, "{} bytes", data.bytes);
 
     let into = fresh_db(&couch, "bk-large-into").await;
-    let restored = backup::restore(&couch, &into, &target, &manifest).await.expect("restore");
+    let restored = backup::restore(&couch, &into, &target, &manifest, false).await.expect("restore");
     assert_eq!(restored.documents, 6);
     let ids = all_ids(&couch, &db).await;
     let (want, got) = (snapshot(&db, &ids).await, snapshot(&into, &ids).await);
@@ -355,7 +355,7 @@ async fn a_corrupt_object_is_refused_before_anything_is_written() {
     assert!(matches!(&check, BackupError::Corrupt { object, .. } if object == backup::DATA_OBJECT), "{check:?}");
     let into = fresh_db(&couch, "bk-corrupt-into").await;
     let security = couch.security_raw(&into).await.expect("security");
-    let refused = backup::restore(&couch, &into, &target, &manifest).await.expect_err("corrupt");
+    let refused = backup::restore(&couch, &into, &target, &manifest, false).await.expect_err("corrupt");
     assert_eq!(refused.reason(), "BackupCorrupt", "{refused}");
     assert!(!refused.is_transient());
     assert_empty(&couch, &into).await;
@@ -363,7 +363,7 @@ async fn a_corrupt_object_is_refused_before_anything_is_written() {
 
     // A missing object is corrupt too.
     bucket.delete(&path).await.expect("delete");
-    let missing = backup::restore(&couch, &into, &target, &manifest).await.expect_err("missing");
+    let missing = backup::restore(&couch, &into, &target, &manifest, false).await.expect_err("missing");
     assert!(matches!(&missing, BackupError::Corrupt { detail, .. } if detail == "missing"), "{missing:?}");
     assert_empty(&couch, &into).await;
     for name in [&db, &into] {
@@ -393,8 +393,8 @@ async fn a_database_that_is_not_empty_is_refused_and_left_alone() {
     couch.put_document(&busy, "already", &json!({"here": true})).await.expect("a document");
     let security = couch.security_raw(&busy).await.expect("security");
     for attempt in [
-        backup::restore(&couch, &busy, &target, &manifest).await,
-        backup::restore_couchbackup_file(&couch, &busy, &target, backup::DATA_OBJECT).await,
+        backup::restore(&couch, &busy, &target, &manifest, false).await,
+        backup::restore_couchbackup_file(&couch, &busy, &target, backup::DATA_OBJECT, false).await,
     ] {
         let refused = attempt.expect_err("not empty");
         assert!(matches!(&refused, BackupError::NotEmpty { documents: 1, .. }), "{refused:?}");
@@ -407,7 +407,7 @@ async fn a_database_that_is_not_empty_is_refused_and_left_alone() {
     let tomb = fresh_db(&couch, "bk-tomb").await;
     let rev = couch.put_document(&tomb, "x", &json!({})).await.expect("x");
     couch.delete_document(&tomb, "x", &rev).await.expect("delete x");
-    let refused = backup::restore(&couch, &tomb, &target, &manifest).await.expect_err("not empty");
+    let refused = backup::restore(&couch, &tomb, &target, &manifest, false).await.expect_err("not empty");
     assert!(matches!(refused, BackupError::NotEmpty { documents: 1, .. }), "{refused:?}");
     for name in [&db, &busy, &tomb] {
         couch.delete_database(name).await.expect("clean up");
@@ -503,7 +503,7 @@ async fn a_couchbackup_file_restores_and_stubs_are_refused() {
 
     let into = fresh_db(&couch, "bk-cbr").await;
     let restored =
-        backup::restore_couchbackup_file(&couch, &into, &target, "with-attachments.txt").await.expect("restore");
+        backup::restore_couchbackup_file(&couch, &into, &target, "with-attachments.txt", false).await.expect("restore");
     assert_eq!(restored.documents, LEAVES);
     assert_same(&couch, &db, &into, false).await;
 
@@ -511,7 +511,8 @@ async fn a_couchbackup_file_restores_and_stubs_are_refused() {
     let stubs = dir.path().join("theirs/stubs.txt");
     run_tool(&bin, "couchbackup", &["--db", &db, "-o", stubs.to_str().expect("UTF-8")], Stdio::null(), Stdio::null());
     let empty = fresh_db(&couch, "bk-stubs").await;
-    let refused = backup::restore_couchbackup_file(&couch, &empty, &target, "stubs.txt").await.expect_err("stubs");
+    let refused =
+        backup::restore_couchbackup_file(&couch, &empty, &target, "stubs.txt", false).await.expect_err("stubs");
     assert_eq!(refused.reason(), "BackupFormat", "{refused}");
     assert!(refused.to_string().contains("stub"), "{refused}");
     assert_empty(&couch, &empty).await;

@@ -8,7 +8,7 @@ use serde_json::Value;
 fn committed_crds_match_the_rust_types() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     let files = couchshare::api::crd_files().expect("CRDs serialize");
-    assert_eq!(files.len(), 6, "six kinds");
+    assert_eq!(files.len(), 7, "seven kinds");
     for (name, yaml) in files {
         let committed = std::fs::read_to_string(dir.join(&name))
             .unwrap_or_else(|e| panic!("crds/{name} is missing ({e}); run `couchshare crd --out-dir crds`"));
@@ -18,7 +18,7 @@ fn committed_crds_match_the_rust_types() {
         .expect("crds/ exists")
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
-    assert_eq!(committed.len(), 6, "crds/ holds exactly the six CRDs: {committed:?}");
+    assert_eq!(committed.len(), 7, "crds/ holds exactly the seven CRDs: {committed:?}");
 }
 
 /// Every node of a structural schema has a type, or explicitly preserves unknown fields.
@@ -83,6 +83,7 @@ fn every_kind_has_short_name_category_status_and_ready_column() {
         ("CouchGrant", "cgrant"),
         ("CouchShare", "cshare"),
         ("CouchBackup", "cbackup"),
+        ("CouchScheduledBackup", "csbackup"),
     ];
     let crds = couchshare::api::crds();
     for ((kind, short), crd) in expected.iter().zip(&crds) {

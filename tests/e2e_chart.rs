@@ -194,7 +194,7 @@ fn chart_crds_are_identical_to_the_generated_ones() {
     }
     // And both are what the types generate now.
     let files = couchshare::api::crd_files().expect("CRDs serialize");
-    assert_eq!(files.len(), 6, "six CRDs");
+    assert_eq!(files.len(), 7, "seven CRDs");
     for (name, yaml) in files {
         assert!(chart.get(&name).is_some_and(|b| b == yaml.as_bytes()), "charts/couchshare/crds/{name} is stale");
     }
@@ -273,7 +273,7 @@ fn expand(groups_resources: &[&str], verbs: &[&str]) -> BTreeSet<String> {
 fn the_rbac_grants_exactly_the_listed_verbs() {
     let test = "the_rbac_grants_exactly_the_listed_verbs";
     let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
-    let kinds = ["couchservers", "couchdatabases", "couchusers", "couchgrants", "couchshares", "couchbackups"];
+    let kinds = ["couchservers", "couchdatabases", "couchusers", "couchgrants", "couchshares", "couchbackups", "couchscheduledbackups"];
     let resources: Vec<String> = kinds.iter().map(|k| format!("couchshare.io/{k}")).collect();
     let statuses: Vec<String> = kinds.iter().map(|k| format!("couchshare.io/{k}/status")).collect();
     fn refs(v: &[String]) -> Vec<&str> {
@@ -281,6 +281,7 @@ fn the_rbac_grants_exactly_the_listed_verbs() {
     }
     let mut namespaced = expand(&refs(&resources), &["get", "list", "watch", "patch", "update"]);
     namespaced.extend(expand(&refs(&statuses), &["get", "patch", "update"]));
+    namespaced.extend(expand(&["couchshare.io/couchbackups"], &["create", "delete"]));
     namespaced.extend(expand(&["/secrets"], &["get", "list", "watch", "create", "patch", "delete"]));
     namespaced.extend(expand(&["events.k8s.io/events"], &["create", "patch"]));
     let mut cluster = expand(&["apiextensions.k8s.io/customresourcedefinitions"], &["get"]);

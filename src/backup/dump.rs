@@ -33,13 +33,25 @@ fn seq_text(seq: &Value) -> String {
 /// earlier manifest under the same prefix is removed first, so a backup that fails half-way
 /// leaves no manifest behind.
 pub async fn back_up(couch: &CouchClient, db: &str, target: &Target) -> Result<Manifest, BackupError> {
+    back_up_since(couch, db, target, None).await
+}
+
+/// Like [`back_up`]; with `since`, an incremental backup: only the documents that changed after
+/// that sequence (every leaf of each, tombstones included, so a deletion survives a restore).
+pub async fn back_up_since(
+    couch: &CouchClient,
+    db: &str,
+    target: &Target,
+    since: Option<&str>,
+) -> Result<Manifest, BackupError> {
     let started_at = now();
     let info = couch.database_info(db).await?;
     target.remove_if_present(MANIFEST_OBJECT).await?;
     let security = couch.security_raw(db).await?;
 
     let mut writer = target.writer(DATA_OBJECT).await?;
-    let (update_seq, documents) = match write_data(couch, db, &mut writer).await {
+    let from = since.map(|s| Value::String(s.to_owned()));
+    let (update_seq, documents) = match write_data(couch, db, from, &mut writer).await {
         Ok(done) => done,
         Err(e) => {
             writer.abort().await;
@@ -62,6 +74,7 @@ pub async fn back_up(couch: &CouchClient, db: &str, target: &Target) -> Result<M
         format: MANIFEST_FORMAT,
         database: db.to_owned(),
         update_seq,
+        since: since.map(str::to_owned),
         documents,
         bytes: objects.iter().map(|o| o.bytes).sum(),
         started_at,
@@ -79,9 +92,13 @@ pub async fn back_up(couch: &CouchClient, db: &str, target: &Target) -> Result<M
 
 /// The data file: the header, then the leaves of each `_changes` page. Returns the last
 /// `last_seq` read and the number of leaves written.
-async fn write_data(couch: &CouchClient, db: &str, writer: &mut ObjectWriter) -> Result<(String, u64), BackupError> {
+async fn write_data(
+    couch: &CouchClient,
+    db: &str,
+    mut since: Option<Value>,
+    writer: &mut ObjectWriter,
+) -> Result<(String, u64), BackupError> {
     writer.write(format!("{}\n", header_line()).as_bytes()).await?;
-    let mut since: Option<Value> = None;
     let mut documents = 0u64;
     loop {
         let page = couch.changes_all_leaves(db, since.as_ref(), PAGE).await?;

@@ -16,7 +16,7 @@ mod target;
 
 use serde::{Deserialize, Serialize};
 
-pub use dump::back_up;
+pub use dump::{back_up, back_up_since};
 pub use error::BackupError;
 pub use load::{read_manifest, restore, restore_couchbackup_file, verify};
 pub use target::{S3Settings, Target};
@@ -42,6 +42,11 @@ pub struct Manifest {
     /// The `last_seq` of the last `_changes` page read (opaque; a number as text on servers
     /// with integer sequences).
     pub update_seq: String,
+    /// For an incremental backup, the sequence it starts after: it holds every document that
+    /// changed since (all leaves of each, tombstones included), and a restore replays it over
+    /// its base's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
     /// Leaf revisions written (conflicts and tombstones included).
     pub documents: u64,
     /// Bytes of all objects but the manifest.
@@ -87,6 +92,7 @@ mod tests {
             format: MANIFEST_FORMAT,
             database: "db".into(),
             update_seq: "12-g1AAAA".into(),
+            since: None,
             documents: 7,
             bytes: 1234,
             started_at: "2026-12-06T18:00:00Z".into(),

@@ -55,8 +55,12 @@ app.kubernetes.io/component: operator
 {{/* The operator's permissions on the namespaced resources it manages (ClusterRole or Role). */}}
 {{- define "couchshare.namespacedRules" -}}
 - apiGroups: ["couchshare.io"]
-  resources: ["couchservers", "couchdatabases", "couchusers", "couchgrants", "couchshares", "couchbackups"]
+  resources: ["couchservers", "couchdatabases", "couchusers", "couchgrants", "couchshares", "couchbackups", "couchscheduledbackups"]
   verbs: ["get", "list", "watch", "patch", "update"]
+# A CouchScheduledBackup creates a CouchBackup for each run and deletes the expired ones.
+- apiGroups: ["couchshare.io"]
+  resources: ["couchbackups"]
+  verbs: ["create", "delete"]
 - apiGroups: ["couchshare.io"]
   resources:
     - "couchservers/status"
@@ -65,6 +69,7 @@ app.kubernetes.io/component: operator
     - "couchgrants/status"
     - "couchshares/status"
     - "couchbackups/status"
+    - "couchscheduledbackups/status"
   verbs: ["get", "patch", "update"]
 - apiGroups: [""]
   resources: ["secrets"]
@@ -86,6 +91,7 @@ app.kubernetes.io/component: operator
     - couchgrants.couchshare.io
     - couchshares.couchshare.io
     - couchbackups.couchshare.io
+    - couchscheduledbackups.couchshare.io
   verbs: ["get"]
 - apiGroups: [""]
   resources: ["namespaces"]

@@ -55,6 +55,26 @@ fn source(ctx: &Context, ns: &str, name: &str) -> Result<(Arc<CouchDatabase>, St
     }
 }
 
+/// For an incremental backup, the sequence its base reached: the base must be a completed
+/// backup of the same database to the same destination (a restore replays them together).
+fn base_sequence(ctx: &Context, backup: &CouchBackup, ns: &str) -> Result<Option<String>, Error> {
+    let Some(name) = backup.spec.incremental_from.as_deref() else { return Ok(None) };
+    let Some(base) = ctx.stores.backups.get(&ObjectRef::new(name).within(ns)) else {
+        return Err(Error::Waiting { what: format!("CouchBackup {ns}/{name}, the base of this incremental backup") });
+    };
+    if base.spec.database != backup.spec.database || base.spec.destination != backup.spec.destination {
+        return Err(Error::InvalidSpec(format!(
+            "incrementalFrom names CouchBackup {name}, a backup of another database or to another destination"
+        )));
+    }
+    match base.status.as_ref().filter(|s| s.phase == Some(BackupPhase::Completed)).and_then(|s| s.update_seq.clone()) {
+        Some(seq) => Ok(Some(seq)),
+        None => Err(Error::Waiting {
+            what: format!("CouchBackup {ns}/{name}, the base of this incremental backup, to complete"),
+        }),
+    }
+}
+
 /// Runs the backup unless it is complete; `Ok(true)` when this pass completed it.
 async fn ensure(backup: &CouchBackup, ctx: &Context, status: &mut CouchBackupStatus) -> Result<bool, Error> {
     if status.phase == Some(BackupPhase::Completed) {
@@ -63,6 +83,7 @@ async fn ensure(backup: &CouchBackup, ctx: &Context, status: &mut CouchBackupSta
     let ns = backup.namespace().unwrap_or_default();
     let (db, couch_name) = source(ctx, &ns, &backup.spec.database)?;
     let connected = resolve(ctx, &ns, &db.spec.server_ref).await?;
+    let since = base_sequence(ctx, backup, &ns)?;
     let (target, folder) = backup_target(ctx, backup).await?;
     // Say it runs before writing anything: a run cut short shows as Running, not as nothing.
     let api: Api<CouchBackup> = Api::namespaced(ctx.client.clone(), &ns);
@@ -73,7 +94,7 @@ async fn ensure(backup: &CouchBackup, ctx: &Context, status: &mut CouchBackupSta
     apply_status(&api, backup, Some(status), &running).await?;
     *status = running;
     tracing::info!(backup = %backup.name_any(), database = %couch_name, location = ?status.location, "backing up");
-    let manifest = crate::backup::back_up(&connected.couch, &couch_name, &target)
+    let manifest = crate::backup::back_up_since(&connected.couch, &couch_name, &target, since.as_deref())
         .await
         .map_err(|e| Error::backup("backing up", e))?;
     record(status, &manifest);
@@ -86,6 +107,7 @@ fn record(status: &mut CouchBackupStatus, manifest: &Manifest) {
     status.started_at = Some(manifest.started_at.clone());
     status.completed_at = Some(manifest.completed_at.clone());
     status.update_seq = Some(manifest.update_seq.clone());
+    status.since_seq = manifest.since.clone();
     status.documents = i64::try_from(manifest.documents).ok();
     status.bytes = i64::try_from(manifest.bytes).ok();
     status.objects = manifest

@@ -278,7 +278,7 @@ async fn ensure(
     ctx.ledger.record(&server_id, &name, intent.security.clone());
     let restored = match restore::pending(db) {
         Some(from) => {
-            run_restore(ctx, db, api, status, from, &couch, &name, &url).await?;
+            restore::run(ctx, db, api, status, from, &couch, &name, &url).await?;
             // The declared `_security` (the spec and today's grants and shares), not the one of the
             // backup: a restore must not bring back access revoked since.
             couch
@@ -301,40 +301,6 @@ async fn ensure(
     status.active_size = info.active_size().and_then(|s| i64::try_from(s).ok());
     status.partitioned = Some(info.is_partitioned());
     Ok((plan.outcome, name))
-}
-
-/// Restores `from` once: refuses a database that holds documents, records the restore as started
-/// before writing (so that one cut short is resumed, not refused for the documents it wrote),
-/// then records it as completed.
-#[allow(clippy::too_many_arguments)]
-async fn run_restore(
-    ctx: &Context,
-    db: &CouchDatabase,
-    api: &Api<CouchDatabase>,
-    status: &mut CouchDatabaseStatus,
-    from: &crate::api::RestoreFrom,
-    couch: &CouchClient,
-    name: &str,
-    url: &str,
-) -> Result<(), Error> {
-    let source = restore::source_of(from);
-    let resume = status.restore.as_ref().is_some_and(|r| r.source == source && r.completed_at.is_none());
-    if !resume {
-        let info = couch.database_info(name).await.map_err(|e| Error::couch("reading database info", url, e))?;
-        let documents = info.doc_count + info.doc_del_count;
-        if documents > 0 {
-            return Err(Error::backup(
-                "restoring",
-                crate::backup::BackupError::NotEmpty { database: name.to_string(), documents },
-            ));
-        }
-        let mut started = status.clone();
-        started.restore = Some(crate::api::RestoreStatus { source, documents: None, completed_at: None });
-        apply_status(api, db, Some(status), &started).await?;
-        *status = started;
-    }
-    status.restore = Some(restore::restore(ctx, db, from, couch, name, resume).await?);
-    Ok(())
 }
 
 async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error> {

@@ -7,18 +7,25 @@
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::{BackupPhase, CouchBackup, CouchDatabase, RestoreFrom, RestoreStatus};
+use kube::api::Api;
+
+use crate::api::{BackupPhase, CouchBackup, CouchDatabase, CouchDatabaseStatus, RestoreFrom, RestoreStatus};
 use crate::controller::runtime::context::{Context, now};
 use crate::controller::runtime::error::Error;
+use crate::controller::runtime::status::apply_status;
 use crate::controller::shared::backups::{backup_target, file_target};
 use crate::couch::CouchClient;
 
 /// What `restoreFrom` names, as status records it.
 pub fn source_of(from: &RestoreFrom) -> String {
-    match (&from.backup, &from.couchbackup_file) {
-        (Some(backup), _) => format!("backup/{backup}"),
-        (None, Some(file)) => format!("couchbackupFile/{}", file.key),
-        (None, None) => String::new(),
+    match (&from.backup, &from.scheduled_backup, &from.couchbackup_file) {
+        (Some(backup), _, _) => format!("backup/{backup}"),
+        (None, Some(schedule), _) => match &from.point_in_time {
+            Some(point) => format!("scheduledBackup/{schedule}@{point}"),
+            None => format!("scheduledBackup/{schedule}"),
+        },
+        (None, None, Some(file)) => format!("couchbackupFile/{}", file.key),
+        (None, None, None) => String::new(),
     }
 }
 
@@ -31,6 +38,124 @@ fn completed_backup(ctx: &Context, ns: &str, name: &str) -> Result<std::sync::Ar
         return Err(Error::Waiting { what: format!("CouchBackup {ns}/{name} to complete") });
     }
     Ok(backup)
+}
+
+/// The newest completed backup of CouchScheduledBackup `schedule` at or before `point`.
+fn at_point(ctx: &Context, ns: &str, schedule: &str, point: Option<&str>) -> Result<String, Error> {
+    let point =
+        match point {
+            Some(p) => Some(p.parse::<jiff::Timestamp>().map_err(|e| {
+                Error::InvalidSpec(format!("restoreFrom.pointInTime {p:?} is not an RFC 3339 time: {e}"))
+            })?),
+            None => None,
+        };
+    let held: Vec<crate::plan::backup::Held> = ctx
+        .stores
+        .backups
+        .state()
+        .iter()
+        .filter(|b| {
+            b.namespace().as_deref() == Some(ns)
+                && b.labels().get(crate::api::labels::SCHEDULED_BACKUP_LABEL).map(String::as_str) == Some(schedule)
+        })
+        .map(|b| crate::plan::backup::Held {
+            name: b.name_any(),
+            completed_at: b
+                .status
+                .as_ref()
+                .filter(|s| s.phase == Some(BackupPhase::Completed))
+                .and_then(|s| s.completed_at.as_deref())
+                .and_then(|t| t.parse().ok()),
+            base: b.spec.incremental_from.clone(),
+        })
+        .collect();
+    crate::plan::backup::at_point(&held, point).ok_or_else(|| Error::Waiting {
+        what: format!("a completed backup of CouchScheduledBackup {ns}/{schedule} at or before the point in time"),
+    })
+}
+
+/// Restores CouchBackup `last` and the backups it is incremental from, full first: every
+/// backup's objects are checked against their manifests before the first document is written.
+async fn restore_chain(
+    ctx: &Context,
+    ns: &str,
+    last: &str,
+    couch: &CouchClient,
+    name: &str,
+    resume: bool,
+) -> Result<crate::backup::Restored, Error> {
+    let bases: std::collections::BTreeMap<String, Option<String>> = ctx
+        .stores
+        .backups
+        .state()
+        .iter()
+        .filter(|b| b.namespace().as_deref() == Some(ns))
+        .map(|b| (b.name_any(), b.spec.incremental_from.clone()))
+        .collect();
+    let chain = crate::plan::backup::chain(last, |n| bases.get(n).map(Option::as_deref))
+        .map_err(|e| Error::Waiting { what: format!("the chain of CouchBackup {ns}/{last} ({e})") })?;
+    let mut parts = Vec::new();
+    for backup in chain {
+        let backup = completed_backup(ctx, ns, backup)?;
+        let (target, _) = backup_target(ctx, &backup).await?;
+        let manifest = crate::backup::read_manifest(&target)
+            .await
+            .map_err(|e| Error::backup("reading a backup's manifest", e))?
+            .ok_or_else(|| {
+                Error::backup(
+                    "reading a backup's manifest",
+                    crate::backup::BackupError::Format(format!(
+                        "CouchBackup {ns}/{} says Completed but its store has no manifest",
+                        backup.name_any()
+                    )),
+                )
+            })?;
+        crate::backup::verify(&target, &manifest).await.map_err(|e| Error::backup("checking a backup", e))?;
+        parts.push((target, manifest));
+    }
+    let mut documents = 0;
+    for (i, (target, manifest)) in parts.iter().enumerate() {
+        // After the full backup the database holds its documents: the increments go on top.
+        let restored = crate::backup::restore(couch, name, target, manifest, resume || i > 0)
+            .await
+            .map_err(|e| Error::backup("restoring", e))?;
+        documents += restored.documents;
+    }
+    Ok(crate::backup::Restored { documents })
+}
+
+/// Restores `from` once: refuses a database that holds documents, records the restore as started
+/// before writing (so that one cut short is resumed, not refused for the documents it wrote),
+/// then records it as completed.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    ctx: &Context,
+    db: &CouchDatabase,
+    api: &Api<CouchDatabase>,
+    status: &mut CouchDatabaseStatus,
+    from: &crate::api::RestoreFrom,
+    couch: &CouchClient,
+    name: &str,
+    url: &str,
+) -> Result<(), Error> {
+    let source = source_of(from);
+    let resume = status.restore.as_ref().is_some_and(|r| r.source == source && r.completed_at.is_none());
+    if !resume {
+        let info = couch.database_info(name).await.map_err(|e| Error::couch("reading database info", url, e))?;
+        let documents = info.doc_count + info.doc_del_count;
+        if documents > 0 {
+            return Err(Error::backup(
+                "restoring",
+                crate::backup::BackupError::NotEmpty { database: name.to_string(), documents },
+            ));
+        }
+        let mut started = status.clone();
+        started.restore = Some(crate::api::RestoreStatus { source, documents: None, completed_at: None });
+        apply_status(api, db, Some(status), &started).await?;
+        *status = started;
+    }
+    status.restore = Some(restore(ctx, db, from, couch, name, resume).await?);
+    Ok(())
 }
 
 /// Whether `db` still has a restore to do: `restoreFrom` is set and its restore has not
@@ -53,34 +178,22 @@ pub async fn restore(
 ) -> Result<RestoreStatus, Error> {
     let ns = db.namespace().unwrap_or_default();
     let source = source_of(from);
-    let restored = match (&from.backup, &from.couchbackup_file) {
-        (Some(backup), _) => {
-            let backup = completed_backup(ctx, &ns, backup)?;
-            let (target, _) = backup_target(ctx, &backup).await?;
-            let manifest = crate::backup::read_manifest(&target)
-                .await
-                .map_err(|e| Error::backup("reading the backup's manifest", e))?
-                .ok_or_else(|| {
-                    Error::backup(
-                        "reading the backup's manifest",
-                        crate::backup::BackupError::Format(format!(
-                            "CouchBackup {ns}/{} says Completed but its store has no manifest",
-                            backup.name_any()
-                        )),
-                    )
-                })?;
-            crate::backup::restore(couch, name, &target, &manifest, resume)
-                .await
-                .map_err(|e| Error::backup("restoring", e))?
+    let restored = match (&from.backup, &from.scheduled_backup, &from.couchbackup_file) {
+        (Some(backup), _, _) => restore_chain(ctx, &ns, backup, couch, name, resume).await?,
+        (None, Some(schedule), _) => {
+            let backup = at_point(ctx, &ns, schedule, from.point_in_time.as_deref())?;
+            restore_chain(ctx, &ns, &backup, couch, name, resume).await?
         }
-        (None, Some(file)) => {
+        (None, None, Some(file)) => {
             let target = file_target(ctx, &ns, &file.source).await?;
             crate::backup::restore_couchbackup_file(couch, name, &target, &file.key, resume)
                 .await
                 .map_err(|e| Error::backup("restoring a couchbackup file", e))?
         }
-        (None, None) => {
-            return Err(Error::InvalidSpec("restoreFrom: set exactly one of backup and couchbackupFile".into()));
+        (None, None, None) => {
+            return Err(Error::InvalidSpec(
+                "restoreFrom: set exactly one of backup, scheduledBackup and couchbackupFile".into(),
+            ));
         }
     };
     tracing::info!(database = %name, %source, documents = restored.documents, "restored");

@@ -146,8 +146,8 @@ pub(crate) fn servers(
 }
 
 /// A database follows its server's spec, the grants and users whose entries its `_security`
-/// holds, the shares whose replication users it holds, the backup its `restoreFrom` names (once
-/// it completes), and CouchDB's own feeds (`requested`:
+/// holds, the shares whose replication users it holds, the backups its `restoreFrom` names (one
+/// completing), and CouchDB's own feeds (`requested`:
 /// `_db_updates` and the `_security` audit).
 pub(crate) fn databases(
     r: &mut Reflectors,
@@ -175,9 +175,12 @@ pub(crate) fn databases(
         })
         .watches_stream(r.backups.touched_when(backup_phase), move |backup: CouchBackup| {
             let (ns, name) = (backup.namespace(), backup.name_any());
+            let schedule = backup.labels().get(crate::api::labels::SCHEDULED_BACKUP_LABEL).cloned();
             matching(&restoring, |d| {
+                let from = d.spec.restore_from.as_ref();
                 d.namespace() == ns
-                    && d.spec.restore_from.as_ref().and_then(|f| f.backup.as_deref()) == Some(name.as_str())
+                    && (from.and_then(|f| f.backup.as_deref()) == Some(name.as_str())
+                        || (schedule.is_some() && from.and_then(|f| f.scheduled_backup.clone()) == schedule))
                     && d.status.as_ref().and_then(|s| s.restore.as_ref()).is_none_or(|r| r.completed_at.is_none())
             })
         })
@@ -278,10 +281,11 @@ pub(crate) fn shares(
 }
 
 /// A backup that has not completed follows the CouchDatabase it names (it waits for that
-/// database to exist and be Ready) and its bucket's Secret (a key that was refused, fixed).
+/// database to exist and be Ready), the backup it is incremental from (to complete), and its
+/// bucket's Secret (a key that was refused, fixed).
 pub(crate) fn backups(r: &mut Reflectors, config: Config) -> Controller<CouchBackup> {
     let by_database = r.backups.store();
-    let by_secret = by_database.clone();
+    let (by_secret, by_base) = (by_database.clone(), by_database.clone());
     let unfinished =
         |b: &CouchBackup| b.status.as_ref().and_then(|s| s.phase) != Some(crate::api::BackupPhase::Completed);
     controller_for(&mut r.backups)
@@ -291,6 +295,12 @@ pub(crate) fn backups(r: &mut Reflectors, config: Config) -> Controller<CouchBac
                 b.namespace() == ns
                     && unfinished(b)
                     && b.spec.destination.s3.as_ref().is_some_and(|s3| s3.credentials_secret_ref.name == name)
+            })
+        })
+        .watches_stream(r.backups.touched_when(backup_phase), move |base: CouchBackup| {
+            let (ns, name) = (base.namespace(), base.name_any());
+            matching(&by_base, |b| {
+                b.namespace() == ns && b.spec.incremental_from.as_deref() == Some(name.as_str()) && unfinished(b)
             })
         })
         .watches_stream(r.databases.touched_when(database_for_backups), move |db: CouchDatabase| {
