@@ -2,14 +2,15 @@
 //! (SeaweedFS, `tools/testbin/start-s3.sh`) and to the backup volume, restored through
 //! `CouchDatabase.spec.restoreFrom` into a new database and compared document by document
 //! (every leaf revision, its history, attachments' bytes); the refusals a user meets (a
-//! database with documents, a wrong key, bad YAML at apply time); and a backup killed mid-way.
+//! database with documents, a wrong key, bad YAML at apply time); a backup killed mid-way;
+//! incremental chains; and CouchScheduledBackups taking and expiring backups on their own.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use couchshare::api::{BackupPhase, CouchBackup, CouchDatabase, CouchServer};
+use couchshare::api::{BackupPhase, CouchBackup, CouchDatabase, CouchScheduledBackup, CouchServer};
 use couchshare::couch::CouchClient;
 use kube::Client;
 use kube::api::Api;
@@ -27,24 +28,10 @@ struct Env {
     backup_dir: tempfile::TempDir,
 }
 
-/// The test S3 server, from `DIR/s3.env` of `tools/testbin/start-s3.sh`: endpoint, access key,
-/// secret key, bucket.
+/// The test S3 server (`tools/testbin/start-s3.sh`): endpoint, access key, secret key, bucket.
 fn bucket(test: &str) -> Option<(String, String, String, String)> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (
-        var("COUCHSHARE_S3_ENDPOINT"),
-        var("COUCHSHARE_S3_ACCESS_KEY"),
-        var("COUCHSHARE_S3_SECRET_KEY"),
-        var("COUCHSHARE_S3_BUCKET"),
-    ) {
-        (Some(e), Some(a), Some(s), Some(b)) => Some((e, a, s, b)),
-        _ => {
-            couchdb::skip_lacking(&format!(
-                "SKIP {test}: no S3 server (tools/testbin/start-s3.sh DIR writes DIR/s3.env with COUCHSHARE_S3_*)"
-            ));
-            None
-        }
-    }
+    let s3 = support::s3::settings(test)?;
+    Some((s3.endpoint.unwrap_or_default(), s3.access_key_id, s3.secret_access_key, s3.bucket))
 }
 
 async fn setup(test: &str) -> Option<Env> {
@@ -139,17 +126,22 @@ async fn fill(couch: &CouchClient, db: &str) {
         {"_id": "conflicted", "_rev": "2-bbbb", "side": "b", "_revisions": {"start": 2, "ids": ["bbbb", "aaaa"]}},
         {"_id": "conflicted", "_rev": "2-cccc", "side": "c", "_revisions": {"start": 2, "ids": ["cccc", "aaaa"]}}
     ], "new_edits": false});
+    write_leaves(db, conflict["docs"].clone()).await;
+}
+
+/// Writes revisions as a replica does (`new_edits: false`).
+async fn write_leaves(db: &str, docs: Value) {
     let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
     let creds = couchdb::admin_credentials();
     let status = reqwest::Client::new()
         .post(format!("{}/{db}/_bulk_docs", url.trim_end_matches('/')))
         .basic_auth(creds.username, Some(creds.password))
-        .json(&conflict)
+        .json(&json!({"docs": docs, "new_edits": false}))
         .send()
         .await
-        .expect("conflict write")
+        .expect("a replica's write")
         .status();
-    assert!(status.is_success(), "conflict write: {status}");
+    assert!(status.is_success(), "a replica's write: {status}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -417,4 +409,192 @@ async fn another_namespace_reaches_no_backup_and_no_database_of_the_first() {
     let volume = support::operator::Operator::cluster_wide_backup_dir(&env.kubeconfig);
     assert!(volume.join(&a).join(&b).join("manifest.json").is_file(), "A's backup is on the volume");
     assert!(!volume.join(&b).exists(), "B wrote nothing on the volume");
+}
+
+/// What `restoreFrom` gives back from an incremental chain is the source as the newest backup
+/// saw it: edits, deletions, new conflicts made after the full backup included.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_chain_restores_the_edits_and_deletions_made_after_the_full_backup() {
+    let test = "an_incremental_chain_restores_the_edits_and_deletions_made_after_the_full_backup";
+    let Some(env) = setup(test).await else { return };
+    let source = couchdb::unique_name("chain");
+    let database = |name: &str, couch_name: &str, extra: &str| {
+        format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: {name}\nspec:\n  serverRef: {{name: main}}\n  name: {couch_name}\n{extra}")
+    };
+    let backup = |name: &str, base: Option<&str>| {
+        let base = base.map(|b| format!("  incrementalFrom: {b}\n")).unwrap_or_default();
+        format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: {name}\nspec:\n  database: chain\n  destination:\n    volume: {{}}\n{base}")
+    };
+    apply(test, &env, &database("chain", &source, ""));
+    let databases = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    let backups = Api::<CouchBackup>::namespaced(env.client.clone(), &env.ns);
+    wait_ready(&databases, "chain", &env.op).await;
+    fill(&env.couch, &source).await;
+    let at_full = every_leaf(&source).await;
+    apply(test, &env, &backup("chain-0", None));
+    let full = wait_ready(&backups, "chain-0", &env.op).await.status.expect("status");
+
+    // After the full backup: an edit, a deletion, a new document, a new conflict.
+    let scene = env.couch.get_document(&source, "scene-001").await.expect("get").expect("scene-001");
+    let mut edited = scene.clone();
+    edited["title"] = json!("Scene one, rewritten");
+    env.couch.put_document(&source, "scene-001", &edited).await.expect("edit");
+    let rev = env.couch.get_document(&source, "scene-002").await.expect("get").expect("scene-002")["_rev"]
+        .as_str()
+        .expect("rev")
+        .to_string();
+    env.couch.delete_document(&source, "scene-002", &rev).await.expect("delete");
+    env.couch.put_document(&source, "added-later", &json!({"n": 1})).await.expect("add");
+    // The base chain is named in the backup's spec: the second increment reads since the first.
+    apply(test, &env, &backup("chain-1", Some("chain-0")));
+    let first = wait_ready(&backups, "chain-1", &env.op).await.status.expect("status");
+    assert_eq!(first.since_seq, full.update_seq, "an increment starts where its base ended");
+    assert_eq!(first.documents, Some(3), "only what changed: the edit, the deletion, the new document");
+    let rev = env.couch.get_document(&source, "added-later").await.expect("get").expect("added-later")["_rev"]
+        .as_str()
+        .expect("rev")
+        .to_string();
+    env.couch.delete_document(&source, "added-later", &rev).await.expect("delete");
+    // Two replicas' edits of scene-003: a conflict born after the first increment.
+    let rev = env.couch.get_document(&source, "scene-003").await.expect("get").expect("scene-003")["_rev"]
+        .as_str()
+        .expect("rev")
+        .to_string();
+    let parent = rev.split_once('-').map(|(_, h)| h.to_string()).expect("a revision hash");
+    write_leaves(
+        &source,
+        json!([
+            {"_id": "scene-003", "_rev": "2-aaaa", "by": "a", "_revisions": {"start": 2, "ids": ["aaaa", parent]}},
+            {"_id": "scene-003", "_rev": "2-bbbb", "by": "b", "_revisions": {"start": 2, "ids": ["bbbb", parent]}}
+        ]),
+    )
+    .await;
+    let at_last = every_leaf(&source).await;
+    apply(test, &env, &backup("chain-2", Some("chain-1")));
+    wait_ready(&backups, "chain-2", &env.op).await;
+
+    // The chain restores to the newest state; the full backup alone to the oldest.
+    let newest = couchdb::unique_name("chain-newest");
+    let oldest = couchdb::unique_name("chain-oldest");
+    apply(test, &env, &database("newest", &newest, "  restoreFrom: {backup: chain-2}\n"));
+    apply(test, &env, &database("oldest", &oldest, "  restoreFrom: {backup: chain-0}\n"));
+    let restored = wait_ready(&databases, "newest", &env.op).await;
+    wait_ready(&databases, "oldest", &env.op).await;
+    assert_eq!(restored.status.and_then(|s| s.restore).and_then(|r| r.documents), Some(56 + 3 + 3));
+    assert_eq!(every_leaf(&newest).await, at_last, "the chain gives the source as the last increment saw it");
+    assert_eq!(every_leaf(&oldest).await, at_full, "the full backup alone gives the source as it was then");
+}
+
+async fn wait_long<K>(api: &Api<K>, name: &str, op: &Operator, secs: u64, what: &str, accept: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let found = couchdb::eventually(Duration::from_secs(secs), || async {
+        api.get_opt(name).await.ok().flatten().filter(|o| accept(o))
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("timed out after {secs} s waiting for {name}: {what}\n{}", op.tail()))
+}
+
+/// Two schedules firing every minute: an incremental one whose second backup is incremental
+/// from its first (and retention, at one backup, keeps the base it needs), and a full one whose
+/// second backup expires its first, in Kubernetes and in the store. About two minutes.
+#[tokio::test(flavor = "multi_thread")]
+async fn schedules_take_full_and_incremental_backups_and_retention_keeps_what_a_restore_needs() {
+    let test = "schedules_take_full_and_incremental_backups_and_retention_keeps_what_a_restore_needs";
+    let Some(env) = setup(test).await else { return };
+    let source = couchdb::unique_name("timed");
+    apply(
+        test,
+        &env,
+        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: timed\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n"),
+    );
+    let databases = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    wait_ready(&databases, "timed", &env.op).await;
+    fill(&env.couch, &source).await;
+    let schedule = |name: &str, mode: &str| {
+        format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchScheduledBackup\nmetadata:\n  name: {name}\nspec:\n  database: timed\n  schedule: \"* * * * *\"\n  mode: {mode}\n  fullEvery: 3\n  retention: {{count: 1}}\n  destination:\n    volume: {{prefix: scheduled}}\n")
+    };
+    apply(test, &env, &format!("{}---\n{}", schedule("often", "Incremental"), schedule("whole", "Full")));
+    let schedules = Api::<CouchScheduledBackup>::namespaced(env.client.clone(), &env.ns);
+    let backups = Api::<CouchBackup>::namespaced(env.client.clone(), &env.ns);
+    let ready = wait_ready(&schedules, "often", &env.op).await;
+    let status = ready.status.expect("status");
+    assert_eq!(status.interval_seconds, Some(60));
+    assert!(status.next_schedule_time.is_some());
+
+    // The first occurrence: a full backup of each.
+    let first = |s: &CouchScheduledBackup| s.status.as_ref().is_some_and(|s| s.last_successful_backup.is_some());
+    let often = wait_long(&schedules, "often", &env.op, 100, "a first backup", first).await;
+    let whole = wait_long(&schedules, "whole", &env.op, 100, "a first backup", first).await;
+    let often_1 = often.status.and_then(|s| s.last_successful_backup).expect("first");
+    let whole_1 = whole.status.and_then(|s| s.last_successful_backup).expect("first");
+    assert_eq!(backups.get(&often_1).await.expect("backup").spec.incremental_from, None, "a chain starts full");
+    env.couch.put_document(&source, "between", &json!({"n": 2})).await.expect("a change between the two");
+
+    // The second occurrence.
+    let second = |first: String| move |s: &CouchScheduledBackup| {
+        s.status.as_ref().and_then(|s| s.last_successful_backup.as_ref()).is_some_and(|b| *b != first)
+    };
+    let often = wait_long(&schedules, "often", &env.op, 100, "a second backup", second(often_1.clone())).await;
+    let whole = wait_long(&schedules, "whole", &env.op, 100, "a second backup", second(whole_1.clone())).await;
+    let often_2 = often.status.as_ref().and_then(|s| s.last_successful_backup.clone()).expect("second");
+    let whole_2 = whole.status.as_ref().and_then(|s| s.last_successful_backup.clone()).expect("second");
+    let increment = backups.get(&often_2).await.expect("backup");
+    assert_eq!(increment.spec.incremental_from.as_deref(), Some(often_1.as_str()), "incremental from the first");
+    assert_eq!(increment.status.and_then(|s| s.documents), Some(1), "holds the one change");
+    // Retention at one: the incremental schedule keeps its base, the full one lets its first go.
+    assert!(backups.get_opt(&often_1).await.expect("get").is_some(), "the base of a kept increment stays");
+    let volume = env.backup_dir.path().join(&env.ns).join("scheduled");
+    couchdb::eventually(Duration::from_secs(30), || async {
+        backups.get_opt(&whole_1).await.expect("get").is_none().then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{whole_1} expired\n{}", env.op.tail()));
+    assert!(!volume.join(&whole_1).join("manifest.json").exists(), "its objects left the store");
+    assert!(!volume.join(&whole_1).join("data.jsonl").exists(), "its objects left the store");
+    assert!(volume.join(&whole_2).join("manifest.json").is_file());
+    assert!(
+        events_for(&env.client, &env.ns, "whole").await.iter().any(|(r, _)| r == "BackupExpired"),
+        "an Event says what retention deleted"
+    );
+
+    // The newest backup of the incremental schedule restores the source as it is.
+    let now = every_leaf(&source).await;
+    let restored = couchdb::unique_name("timed-restored");
+    apply(
+        test,
+        &env,
+        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: timed-restored\nspec:\n  serverRef: {{name: main}}\n  name: {restored}\n  restoreFrom: {{scheduledBackup: often}}\n"),
+    );
+    let db = wait_ready(&databases, "timed-restored", &env.op).await;
+    assert_eq!(db.status.and_then(|s| s.restore).map(|r| r.source), Some("scheduledBackup/often".to_string()));
+    assert_eq!(every_leaf(&restored).await, now);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_schedule_or_a_retention_that_keeps_nothing_is_refused_at_apply() {
+    let test = "a_bad_schedule_or_a_retention_that_keeps_nothing_is_refused_at_apply";
+    let Some(env) = setup(test).await else { return };
+    let schedule = |cron: &str, retention: &str| {
+        format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchScheduledBackup\nmetadata:\n  name: nightly\nspec:\n  database: drafft\n  schedule: \"{cron}\"\n  retention: {retention}\n  destination:\n    volume: {{}}\n")
+    };
+    for (yaml, says) in [
+        (schedule("61 2 * * *", "{count: 7}"), "must be a cron expression"),
+        (schedule("0 2 * *", "{count: 7}"), "must be a cron expression"),
+        (schedule("*/0 * * * *", "{count: 7}"), "must be a cron expression"),
+        (schedule("0 2 * * *", "{count: 0}"), "spec.retention.count"),
+        (schedule("0 2 * * *", "{count: 3, maxAge: 0d}"), "spec.retention.maxAge"),
+        (schedule("0 2 * * *", "{count: 3, maxAge: 5m}"), "spec.retention.maxAge"),
+    ] {
+        let (ok, out) = k8s::kubectl_apply(test, &env.ns, &yaml).expect("kubectl");
+        assert!(!ok && out.contains(says), "refused with {says:?}: {out}");
+    }
+    for good in ["0 2 * * *", "*/15 * * * mon-fri", "@daily", "30 3 1 jan,jul *"] {
+        let (ok, out) = k8s::kubectl_apply(test, &env.ns, &schedule(good, "{count: 7, maxAge: 30d}")).expect("kubectl");
+        assert!(ok, "{good} is accepted: {out}");
+    }
+    let restore = "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: back\nspec:\n  serverRef: {name: main}\n  restoreFrom: {backup: one, pointInTime: \"2026-12-01T00:00:00Z\"}\n";
+    let (ok, out) = k8s::kubectl_apply(test, &env.ns, restore).expect("kubectl");
+    assert!(!ok && out.contains("pointInTime goes with scheduledBackup"), "{out}");
 }
