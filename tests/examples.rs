@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use couchshare::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser};
+use couchshare::api::{
+    CouchBackup, CouchDatabase, CouchGrant, CouchScheduledBackup, CouchServer, CouchShare, CouchUser,
+};
 use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 
@@ -40,6 +42,8 @@ fn every_example_parses_into_the_rust_types() {
                 "CouchUser" => serde_yaml_ng::from_value::<CouchUser>(value).map(|_| ()),
                 "CouchGrant" => serde_yaml_ng::from_value::<CouchGrant>(value).map(|_| ()),
                 "CouchShare" => serde_yaml_ng::from_value::<CouchShare>(value).map(|_| ()),
+                "CouchBackup" => serde_yaml_ng::from_value::<CouchBackup>(value).map(|_| ()),
+                "CouchScheduledBackup" => serde_yaml_ng::from_value::<CouchScheduledBackup>(value).map(|_| ()),
                 "Secret" => serde_yaml_ng::from_value::<Secret>(value).map(|_| ()),
                 other => panic!("{what}: unexpected kind {other:?}"),
             };
@@ -47,7 +51,7 @@ fn every_example_parses_into_the_rust_types() {
             kinds.insert(kind);
         }
     }
-    for kind in ["CouchServer", "CouchDatabase", "CouchUser", "CouchGrant", "CouchShare"] {
+    for kind in ["CouchServer", "CouchDatabase", "CouchUser", "CouchGrant", "CouchShare", "CouchScheduledBackup"] {
         assert!(kinds.contains(kind), "no example of {kind}");
     }
 }
