@@ -419,11 +419,15 @@ async fn an_incremental_chain_restores_the_edits_and_deletions_made_after_the_fu
     let Some(env) = setup(test).await else { return };
     let source = couchdb::unique_name("chain");
     let database = |name: &str, couch_name: &str, extra: &str| {
-        format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: {name}\nspec:\n  serverRef: {{name: main}}\n  name: {couch_name}\n{extra}")
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: {name}\nspec:\n  serverRef: {{name: main}}\n  name: {couch_name}\n{extra}"
+        )
     };
     let backup = |name: &str, base: Option<&str>| {
         let base = base.map(|b| format!("  incrementalFrom: {b}\n")).unwrap_or_default();
-        format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: {name}\nspec:\n  database: chain\n  destination:\n    volume: {{}}\n{base}")
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: {name}\nspec:\n  database: chain\n  destination:\n    volume: {{}}\n{base}"
+        )
     };
     apply(test, &env, &database("chain", &source, ""));
     let databases = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
@@ -507,13 +511,17 @@ async fn schedules_take_full_and_incremental_backups_and_retention_keeps_what_a_
     apply(
         test,
         &env,
-        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: timed\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n"),
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: timed\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n"
+        ),
     );
     let databases = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
     wait_ready(&databases, "timed", &env.op).await;
     fill(&env.couch, &source).await;
     let schedule = |name: &str, mode: &str| {
-        format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchScheduledBackup\nmetadata:\n  name: {name}\nspec:\n  database: timed\n  schedule: \"* * * * *\"\n  mode: {mode}\n  fullEvery: 3\n  retention: {{count: 1}}\n  destination:\n    volume: {{prefix: scheduled}}\n")
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchScheduledBackup\nmetadata:\n  name: {name}\nspec:\n  database: timed\n  schedule: \"* * * * *\"\n  mode: {mode}\n  fullEvery: 3\n  retention: {{count: 1}}\n  destination:\n    volume: {{prefix: scheduled}}\n"
+        )
     };
     apply(test, &env, &format!("{}---\n{}", schedule("often", "Incremental"), schedule("whole", "Full")));
     let schedules = Api::<CouchScheduledBackup>::namespaced(env.client.clone(), &env.ns);
@@ -533,8 +541,10 @@ async fn schedules_take_full_and_incremental_backups_and_retention_keeps_what_a_
     env.couch.put_document(&source, "between", &json!({"n": 2})).await.expect("a change between the two");
 
     // The second occurrence.
-    let second = |first: String| move |s: &CouchScheduledBackup| {
-        s.status.as_ref().and_then(|s| s.last_successful_backup.as_ref()).is_some_and(|b| *b != first)
+    let second = |first: String| {
+        move |s: &CouchScheduledBackup| {
+            s.status.as_ref().and_then(|s| s.last_successful_backup.as_ref()).is_some_and(|b| *b != first)
+        }
     };
     let often = wait_long(&schedules, "often", &env.op, 100, "a second backup", second(often_1.clone())).await;
     let whole = wait_long(&schedules, "whole", &env.op, 100, "a second backup", second(whole_1.clone())).await;
@@ -565,7 +575,9 @@ async fn schedules_take_full_and_incremental_backups_and_retention_keeps_what_a_
     apply(
         test,
         &env,
-        &format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: timed-restored\nspec:\n  serverRef: {{name: main}}\n  name: {restored}\n  restoreFrom: {{scheduledBackup: often}}\n"),
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: timed-restored\nspec:\n  serverRef: {{name: main}}\n  name: {restored}\n  restoreFrom: {{scheduledBackup: often}}\n"
+        ),
     );
     let db = wait_ready(&databases, "timed-restored", &env.op).await;
     assert_eq!(db.status.and_then(|s| s.restore).map(|r| r.source), Some("scheduledBackup/often".to_string()));
@@ -577,7 +589,9 @@ async fn a_bad_schedule_or_a_retention_that_keeps_nothing_is_refused_at_apply() 
     let test = "a_bad_schedule_or_a_retention_that_keeps_nothing_is_refused_at_apply";
     let Some(env) = setup(test).await else { return };
     let schedule = |cron: &str, retention: &str| {
-        format!("apiVersion: couchshare.io/v1alpha1\nkind: CouchScheduledBackup\nmetadata:\n  name: nightly\nspec:\n  database: drafft\n  schedule: \"{cron}\"\n  retention: {retention}\n  destination:\n    volume: {{}}\n")
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchScheduledBackup\nmetadata:\n  name: nightly\nspec:\n  database: drafft\n  schedule: \"{cron}\"\n  retention: {retention}\n  destination:\n    volume: {{}}\n"
+        )
     };
     for (yaml, says) in [
         (schedule("61 2 * * *", "{count: 7}"), "must be a cron expression"),

@@ -273,7 +273,15 @@ fn expand(groups_resources: &[&str], verbs: &[&str]) -> BTreeSet<String> {
 fn the_rbac_grants_exactly_the_listed_verbs() {
     let test = "the_rbac_grants_exactly_the_listed_verbs";
     let Some(helm) = tool(test, "COUCHSHARE_HELM") else { return };
-    let kinds = ["couchservers", "couchdatabases", "couchusers", "couchgrants", "couchshares", "couchbackups", "couchscheduledbackups"];
+    let kinds = [
+        "couchservers",
+        "couchdatabases",
+        "couchusers",
+        "couchgrants",
+        "couchshares",
+        "couchbackups",
+        "couchscheduledbackups",
+    ];
     let resources: Vec<String> = kinds.iter().map(|k| format!("couchshare.io/{k}")).collect();
     let statuses: Vec<String> = kinds.iter().map(|k| format!("couchshare.io/{k}/status")).collect();
     fn refs(v: &[String]) -> Vec<&str> {

@@ -187,7 +187,12 @@ async fn every_dashboard_panel_and_alert_holds_against_a_real_prometheus_scrapin
     admin_secret(&client, &ns).await;
     // A resync slower than the audit's cycle (at least 10 s), so that the audit, not the resync,
     // finds the hand edit below.
-    let op = Operator::start(&ns, &["--resync-interval", "60s", "--security-audit-rate", "50"]);
+    let backup_dir = tempfile::tempdir().expect("a backup volume");
+    let backup_path = backup_dir.path().to_str().expect("UTF-8").to_string();
+    let op = Operator::start(
+        &ns,
+        &["--resync-interval", "60s", "--security-audit-rate", "50", "--backup-dir", &backup_path],
+    );
     let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
     let servers: Api<CouchServer> = Api::namespaced(client.clone(), &ns);
     let shares: Api<CouchShare> = Api::namespaced(client.clone(), &ns);
@@ -229,6 +234,17 @@ async fn every_dashboard_panel_and_alert_holds_against_a_real_prometheus_scrapin
     // A _security edited by hand, for the audit to find and repair.
     let open = Security { admins: Principals::default(), members: Principals::default(), extra: Default::default() };
     couch.put_security(&names["audited"], &open).await.expect("a hand edit of _security");
+    // A backup schedule: its interval and last success, for the missed-backup alert.
+    let _: couchshare::api::CouchScheduledBackup = apply_json(
+        &client,
+        &ns,
+        manifest(
+            "CouchScheduledBackup",
+            "nightly",
+            json!({"database": "source", "schedule": "* * * * *", "retention": {"count": 1}, "destination": {"volume": {}}}),
+        ),
+    )
+    .await;
     // A CouchServer that is down: unreachable, and its reconciles keep failing.
     let _: CouchServer =
         apply_json(&client, &ns, server_manifest("down", &format!("http://127.0.0.1:{dead}"), json!({}))).await;
@@ -319,6 +335,12 @@ async fn every_dashboard_panel_and_alert_holds_against_a_real_prometheus_scrapin
 {}",
         op.tail()
     );
+    let scheduled = format!(r#"couchshare_scheduled_backup_interval_seconds{{namespace="{ns}"}}"#);
+    let reported = couchdb::eventually(Duration::from_secs(60), || async {
+        prom.query(&scheduled).await.ok().filter(|r| !r.is_empty())
+    })
+    .await;
+    assert!(reported.is_some(), "the backup schedule's interval was never scraped\n{}", op.tail());
     // Alert unit tests on the scraped series.
     let scraped = Scraped(prom.series(r#"{__name__=~"couchshare_.*|up"}"#).await);
     let cases = cases(&scraped, &ns);
@@ -540,6 +562,29 @@ fn cases(s: &Scraped, ns: &str) -> Vec<Case> {
         Some(BTreeMap::new()),
     ));
     out.push(case("an operator up is silent", "CouchshareOperatorDown", vec![(up.clone(), "1x40")], None));
+
+    let interval = need(
+        "couchshare_scheduled_backup_interval_seconds",
+        "the schedule",
+        s.find("couchshare_scheduled_backup_interval_seconds", ours),
+    );
+    let success = need(
+        "couchshare_scheduled_backup_last_success_timestamp_seconds",
+        "the schedule",
+        s.find("couchshare_scheduled_backup_last_success_timestamp_seconds", ours),
+    );
+    out.push(case(
+        "a schedule of a minute with no success for 35 min fires",
+        "CouchshareBackupMissed",
+        vec![(interval.clone(), "60x40"), (success.clone(), "0x40")],
+        Some(labels_of(&success, &["namespace", "schedule", "database"])),
+    ));
+    out.push(case(
+        "a schedule that succeeds every minute is silent",
+        "CouchshareBackupMissed",
+        vec![(interval.clone(), "60x40"), (success.clone(), "0+60x40")],
+        None,
+    ));
 
     let leader = need("couchshare_leader", "the leading operator", s.find("couchshare_leader", |_| true));
     out.push(case(

@@ -171,6 +171,57 @@ fn census(stores: context::Stores) -> runtime::state_metrics::Census {
     })
 }
 
+/// What each scrape shows of the backups: per database its newest completed backup, per
+/// schedule its interval and its newest success.
+fn backup_census(stores: context::Stores) -> runtime::state_metrics::BackupCensus {
+    use runtime::state_metrics::{BackedUp, BackupFigures, LastBackup, Scheduled};
+    let seconds =
+        |t: Option<&str>| t.and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(|t| t.as_millisecond() as f64 / 1000.0);
+    Box::new(move || {
+        let mut databases: std::collections::BTreeMap<(String, String), LastBackup> = Default::default();
+        for backup in stores.backups.state() {
+            let Some(status) = backup.status.as_ref().filter(|s| s.phase == Some(crate::api::BackupPhase::Completed))
+            else {
+                continue;
+            };
+            let (Some(ended), Some(started)) =
+                (seconds(status.completed_at.as_deref()), seconds(status.started_at.as_deref()))
+            else {
+                continue;
+            };
+            let key = (backup.namespace().unwrap_or_default(), backup.spec.database.clone());
+            let last =
+                LastBackup { ended, seconds: (ended - started).max(0.0), bytes: status.bytes.unwrap_or_default() };
+            if databases.get(&key).is_none_or(|l| l.ended < ended) {
+                databases.insert(key, last);
+            }
+        }
+        let schedules = stores
+            .scheduled_backups
+            .state()
+            .iter()
+            .filter_map(|s| {
+                let status = s.status.as_ref()?;
+                let created = s.metadata.creation_timestamp.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0);
+                let last = seconds(status.last_successful_time.as_deref()).or(created)?;
+                let labels = Scheduled {
+                    namespace: s.namespace().unwrap_or_default(),
+                    schedule: s.name_any(),
+                    database: s.spec.database.clone(),
+                };
+                Some((labels, status.interval_seconds?, last))
+            })
+            .collect();
+        BackupFigures {
+            databases: databases
+                .into_iter()
+                .map(|((namespace, database), last)| (BackedUp { namespace, database }, last))
+                .collect(),
+            schedules,
+        }
+    })
+}
+
 /// Runs the controllers until SIGTERM or Ctrl-C (or until a lost lease).
 pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
     let ready = Readiness::default();
@@ -209,6 +260,7 @@ pub async fn run(client: Client, config: RunConfig) -> Result<(), Error> {
         metrics.clone(),
     ));
     metrics.state.watch(census(reflectors.stores()));
+    metrics.state.watch_backups(backup_census(reflectors.stores()));
 
     let per_kind = controller::Config::default().concurrency(config.concurrency);
     let servers = wiring::servers(&mut reflectors, per_kind.clone(), servers_requested);

@@ -47,3 +47,35 @@ fn the_scrape_says_leader_with_the_process_prefix_and_no_resources_before_the_wa
     metrics.state.leading(true);
     assert!(metrics.encode().contains("couchshare_leader 1"));
 }
+
+#[test]
+fn the_scrape_shows_each_databases_newest_backup_and_each_schedules_interval() {
+    use crate::controller::runtime::state_metrics::{BackedUp, BackupFigures, LastBackup, Scheduled};
+    let metrics = Metrics::new();
+    metrics.state.watch_backups(Box::new(|| BackupFigures {
+        databases: vec![(
+            BackedUp { namespace: "drafft".into(), database: "project".into() },
+            LastBackup { ended: 1_765_000_000.5, seconds: 12.25, bytes: 4096 },
+        )],
+        schedules: vec![(
+            Scheduled { namespace: "drafft".into(), schedule: "nightly".into(), database: "project".into() },
+            86_400,
+            1_765_000_000.5,
+        )],
+    }));
+    let text = metrics.encode();
+    // Read only once the watches' census is set, like the resources.
+    assert!(!text.contains("couchshare_backup_last_bytes"), "{text}");
+    metrics.state.watch(Box::new(Vec::new));
+    let text = metrics.encode();
+    let db = r#"{namespace="drafft",database="project"}"#;
+    assert!(text.contains(&format!("couchshare_backup_last_bytes{db} 4096")), "{text}");
+    assert!(text.contains(&format!("couchshare_backup_last_duration_seconds{db} 12.25")), "{text}");
+    assert!(text.contains(&format!("couchshare_backup_last_success_timestamp_seconds{db} 1765000000.5")), "{text}");
+    let schedule = r#"{namespace="drafft",schedule="nightly",database="project"}"#;
+    assert!(text.contains(&format!("couchshare_scheduled_backup_interval_seconds{schedule} 86400")), "{text}");
+    assert!(
+        text.contains(&format!("couchshare_scheduled_backup_last_success_timestamp_seconds{schedule} 1765000000.5")),
+        "{text}"
+    );
+}

@@ -2,7 +2,12 @@
 //! `resources{kind}`, the objects of each kind in the watches; `resources_not_ready{kind,reason}`,
 //! those whose Ready condition is not True, by its reason (`NotReconciled` when no pass has
 //! written one yet); and `leader`, 1 while this process runs the controllers. A standby serves
-//! `leader 0` and no resources (it watches nothing until it leads).
+//! `leader 0` and no resources (it watches nothing until it leads). And the backups':
+//! `backup_last_success_timestamp_seconds`, `backup_last_duration_seconds` and
+//! `backup_last_bytes` per database (its newest completed backup), and per schedule
+//! `scheduled_backup_interval_seconds` and `scheduled_backup_last_success_timestamp_seconds` (the
+//! end of its newest completed backup, or its creation while it has none: what the missed-backup
+//! alert compares with twice the interval).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +30,41 @@ pub(crate) struct KindReason {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct BackedUp {
+    pub namespace: String,
+    pub database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct Scheduled {
+    pub namespace: String,
+    pub schedule: String,
+    pub database: String,
+}
+
+/// The newest completed backup of a database: when it ended (Unix seconds), how long it took,
+/// its bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LastBackup {
+    pub ended: f64,
+    pub seconds: f64,
+    pub bytes: i64,
+}
+
+/// What the backup metrics show, read at a scrape.
+#[derive(Default)]
+pub struct BackupFigures {
+    /// Per database (namespace, CouchDatabase name).
+    pub databases: Vec<(BackedUp, LastBackup)>,
+    /// Per schedule: its interval in seconds and the end of its newest completed backup (or
+    /// its creation), Unix seconds.
+    pub schedules: Vec<(Scheduled, i64, f64)>,
+}
+
+/// The backup figures, read at each scrape.
+pub type BackupCensus = Box<dyn Fn() -> BackupFigures + Send + Sync>;
+
 /// Each kind with its objects and those not Ready by reason (see [`count`]), read at a scrape.
 pub type Census = Box<dyn Fn() -> Vec<(&'static str, (i64, BTreeMap<String, i64>))> + Send + Sync>;
 
@@ -35,6 +75,7 @@ pub const NOT_RECONCILED: &str = "NotReconciled";
 #[derive(Default)]
 pub struct State {
     census: OnceLock<Census>,
+    backups: OnceLock<BackupCensus>,
     leading: AtomicBool,
 }
 
@@ -42,6 +83,11 @@ impl State {
     /// Reads `census` at each scrape from now on.
     pub fn watch(&self, census: Census) {
         let _ = self.census.set(census);
+    }
+
+    /// Reads `backups` at each scrape from now on.
+    pub fn watch_backups(&self, backups: BackupCensus) {
+        let _ = self.backups.set(backups);
     }
 
     /// Says whether this process runs the controllers.
@@ -108,8 +154,55 @@ impl prometheus_client::collector::Collector for Collector {
             None,
             not_ready.metric_type(),
         )?)?;
+        if let Some(backups) = self.0.backups.get() {
+            encode_backups(&backups(), &mut encoder)?;
+        }
         Ok(())
     }
+}
+
+fn encode_backups(figures: &BackupFigures, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    type Seconds = Gauge<f64, std::sync::atomic::AtomicU64>;
+    let ended: Family<BackedUp, Seconds> = Family::default();
+    let took: Family<BackedUp, Seconds> = Family::default();
+    let bytes: Family<BackedUp, Gauge> = Family::default();
+    for (labels, last) in &figures.databases {
+        ended.get_or_create(labels).set(last.ended);
+        took.get_or_create(labels).set(last.seconds);
+        bytes.get_or_create(labels).set(last.bytes);
+    }
+    let interval: Family<Scheduled, Gauge> = Family::default();
+    let success: Family<Scheduled, Seconds> = Family::default();
+    for (labels, every, last) in &figures.schedules {
+        interval.get_or_create(labels).set(*every);
+        success.get_or_create(labels).set(*last);
+    }
+    let help = [
+        ("backup_last_success_timestamp_seconds", "When the newest completed backup of a database ended"),
+        ("backup_last_duration_seconds", "How long the newest completed backup of a database took"),
+    ];
+    for ((name, text), family) in help.into_iter().zip([&ended, &took]) {
+        family.encode(encoder.encode_descriptor(name, text, None, family.metric_type())?)?;
+    }
+    bytes.encode(encoder.encode_descriptor(
+        "backup_last_bytes",
+        "Bytes written by the newest completed backup of a database",
+        None,
+        bytes.metric_type(),
+    )?)?;
+    interval.encode(encoder.encode_descriptor(
+        "scheduled_backup_interval_seconds",
+        "Seconds between two occurrences of a backup schedule",
+        None,
+        interval.metric_type(),
+    )?)?;
+    success.encode(encoder.encode_descriptor(
+        "scheduled_backup_last_success_timestamp_seconds",
+        "When the newest completed backup of a schedule ended, or when the schedule was created while it has none",
+        None,
+        success.metric_type(),
+    )?)?;
+    Ok(())
 }
 
 #[cfg(test)]
