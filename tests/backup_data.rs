@@ -275,6 +275,45 @@ async fn a_database_round_trips_through_a_volume() {
     assert_eq!(att["_attachments"]["hello.txt"]["contentType"], "text/plain");
 }
 
+#[tokio::test]
+async fn a_partitioned_database_round_trips_and_says_so() {
+    let test = "a_partitioned_database_round_trips_and_says_so";
+    let couch = couch_or_skip!(test);
+    let caps = couch.capabilities().await.expect("capabilities");
+    if !support::couchdb::require_capability(test, &caps, "partitioned") {
+        return;
+    }
+    let layout = CreateDatabase { q: Some(2), n: Some(1), partitioned: true };
+    let db = unique_name("bk-part");
+    couch.create_database(&db, &layout).await.expect("a partitioned database");
+    for id in ["red:1", "red:2", "blue:1"] {
+        couch.put_document(&db, id, &json!({"colour": id.split(':').next()})).await.expect("a document");
+    }
+    let views =
+        json!({"options": {"partitioned": true}, "views": {"all": {"map": "function(doc){ emit(doc._id, 1); }"}}});
+    couch.put_document(&db, "_design/p", &views).await.expect("a design document");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = Target::volume(dir.path(), "part").expect("volume");
+    let manifest = backup::back_up(&couch, &db, &target).await.expect("back_up");
+    assert!(manifest.partitioned);
+    assert_eq!((manifest.q, manifest.n, manifest.documents), (Some(2), Some(1), 4));
+    let layout_object = std::fs::read(dir.path().join("part").join(backup::DATABASE_OBJECT)).expect("database.json");
+    let written: Value = serde_json::from_slice(&layout_object).expect("JSON");
+    assert_eq!(written, json!({"q": 2, "n": 1, "partitioned": true}));
+
+    // Restored into a database made from what the manifest says.
+    let into = unique_name("bk-part-into");
+    let again = CreateDatabase { q: manifest.q, n: manifest.n, partitioned: manifest.partitioned };
+    couch.create_database(&into, &again).await.expect("create from the manifest");
+    assert_eq!(backup::restore(&couch, &into, &target, &manifest).await.expect("restore").documents, 4);
+    let ids = all_ids(&couch, &db).await;
+    assert_eq!(snapshot(&into, &ids).await, snapshot(&db, &ids).await);
+    assert!(couch.database_info(&into).await.expect("info").is_partitioned());
+    for name in [&db, &into] {
+        couch.delete_database(name).await.expect("clean up");
+    }
+}
+
 /// Bytes that do not compress (CouchDB would gzip a compressible type), from a xorshift.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
