@@ -442,13 +442,35 @@ async fn a_database_that_is_not_empty_is_refused_and_left_alone() {
     assert_eq!(all_ids(&couch, &busy).await, ["already"]);
     assert_eq!(couch.security_raw(&busy).await.expect("security"), security);
 
+    // A marker of other data does not open a database that is not empty.
+    couch.put_document(&busy, backup::RESTORE_MARKER, &json!({"data_sha256": "other"})).await.expect("a marker");
+    let refused = backup::restore(&couch, &busy, &target, &manifest).await.expect_err("not empty");
+    assert_eq!(refused.reason(), "DatabaseNotEmpty");
+    assert_eq!(all_ids(&couch, &busy).await, ["already"]);
+
+    // An interrupted restore of the same backup (its marker, part of the documents) goes on,
+    // and then the database is complete: a second restore is refused.
+    let half = fresh_db(&couch, "bk-half").await;
+    let data = manifest.objects.iter().find(|o| o.name == backup::DATA_OBJECT).expect("data");
+    couch.put_document(&half, backup::RESTORE_MARKER, &json!({"data_sha256": data.sha256})).await.expect("marker");
+    let text = std::fs::read_to_string(dir.path().join(&cb_file)).expect("the data file");
+    let first: Vec<Value> = serde_json::from_str(text.lines().nth(1).expect("a line")).expect("documents");
+    let some: Vec<Value> = first.into_iter().filter(|d| d.get("_attachments").is_none()).take(50).collect();
+    assert!(couch.bulk_docs_replicated(&half, &some).await.expect("part of the documents").is_empty());
+    let restored = backup::restore(&couch, &half, &target, &manifest).await.expect("goes on");
+    assert_eq!(restored.documents, manifest.documents);
+    assert_same(&couch, &db, &half, true).await;
+    assert_eq!(couch.get_document(&half, backup::RESTORE_MARKER).await.expect("read"), None, "marker removed");
+    let refused = backup::restore(&couch, &half, &target, &manifest).await.expect_err("complete");
+    assert_eq!(refused.reason(), "DatabaseNotEmpty");
+
     // Deleted documents count: a database with only a tombstone is not empty either.
     let tomb = fresh_db(&couch, "bk-tomb").await;
     let rev = couch.put_document(&tomb, "x", &json!({})).await.expect("x");
     couch.delete_document(&tomb, "x", &rev).await.expect("delete x");
     let refused = backup::restore(&couch, &tomb, &target, &manifest).await.expect_err("not empty");
     assert!(matches!(refused, BackupError::NotEmpty { documents: 1, .. }), "{refused:?}");
-    for name in [&db, &busy, &tomb] {
+    for name in [&db, &busy, &tomb, &half] {
         couch.delete_database(name).await.expect("clean up");
     }
 }
