@@ -357,6 +357,50 @@ async fn large_attachments_go_through_s3_in_parts_and_come_back_whole() {
     }
 }
 
+#[tokio::test]
+async fn a_backup_stopped_half_way_leaves_no_manifest() {
+    let couch = couch_or_skip!("a_backup_stopped_half_way_leaves_no_manifest");
+    let db = fresh_db(&couch, "bk-stop").await;
+    for i in 0..4u64 {
+        let doc = json!({"_attachments": {"big.bin": {"content_type": "application/octet-stream",
+            "data": b64(&noise(4 << 20, i + 7))}}});
+        couch.put_document(&db, &format!("big-{i}"), &doc).await.expect("a large document");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = Target::volume(dir.path(), "stop").expect("volume");
+    let first = backup::back_up(&couch, &db, &target).await.expect("a complete backup");
+    assert_eq!(backup::read_manifest(&target).await.expect("read"), Some(first));
+
+    // Another backup into the same prefix, stopped (its task dropped, as a crash would) once
+    // its data file is being written: the earlier manifest is gone, no new one is there.
+    let task = tokio::spawn({
+        let (couch, db, target) = (couch.clone(), db.clone(), target.clone());
+        async move { backup::back_up(&couch, &db, &target).await }
+    });
+    let folder = dir.path().join("stop");
+    let staging = |f: &std::path::Path| {
+        std::fs::read_dir(f)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("data.jsonl#"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !staging(&folder) {
+        assert!(!task.is_finished(), "the backup finished before it could be stopped");
+        assert!(std::time::Instant::now() < deadline, "no data file is being written");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    task.abort();
+    assert!(task.await.expect_err("stopped").is_cancelled());
+    assert_eq!(backup::read_manifest(&target).await.expect("read"), None, "an incomplete backup has no manifest");
+
+    // The next backup there completes.
+    let again = backup::back_up(&couch, &db, &target).await.expect("a complete backup again");
+    backup::verify(&target, &again).await.expect("verify");
+    couch.delete_database(&db).await.expect("clean up");
+}
+
 /// The test store's settings and an object_store client of its bucket, for tampering.
 fn raw_bucket(settings: &S3Settings) -> impl object_store::ObjectStore {
     object_store::aws::AmazonS3Builder::new()
