@@ -275,6 +275,45 @@ async fn a_database_round_trips_through_a_volume() {
     assert_eq!(att["_attachments"]["hello.txt"]["contentType"], "text/plain");
 }
 
+#[tokio::test]
+async fn a_partitioned_database_round_trips_and_says_so() {
+    let test = "a_partitioned_database_round_trips_and_says_so";
+    let couch = couch_or_skip!(test);
+    let caps = couch.capabilities().await.expect("capabilities");
+    if !support::couchdb::require_capability(test, &caps, "partitioned") {
+        return;
+    }
+    let layout = CreateDatabase { q: Some(2), n: Some(1), partitioned: true };
+    let db = unique_name("bk-part");
+    couch.create_database(&db, &layout).await.expect("a partitioned database");
+    for id in ["red:1", "red:2", "blue:1"] {
+        couch.put_document(&db, id, &json!({"colour": id.split(':').next()})).await.expect("a document");
+    }
+    let views =
+        json!({"options": {"partitioned": true}, "views": {"all": {"map": "function(doc){ emit(doc._id, 1); }"}}});
+    couch.put_document(&db, "_design/p", &views).await.expect("a design document");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = Target::volume(dir.path(), "part").expect("volume");
+    let manifest = backup::back_up(&couch, &db, &target).await.expect("back_up");
+    assert!(manifest.partitioned);
+    assert_eq!((manifest.q, manifest.n, manifest.documents), (Some(2), Some(1), 4));
+    let layout_object = std::fs::read(dir.path().join("part").join(backup::DATABASE_OBJECT)).expect("database.json");
+    let written: Value = serde_json::from_slice(&layout_object).expect("JSON");
+    assert_eq!(written, json!({"q": 2, "n": 1, "partitioned": true}));
+
+    // Restored into a database made from what the manifest says.
+    let into = unique_name("bk-part-into");
+    let again = CreateDatabase { q: manifest.q, n: manifest.n, partitioned: manifest.partitioned };
+    couch.create_database(&into, &again).await.expect("create from the manifest");
+    assert_eq!(backup::restore(&couch, &into, &target, &manifest, false).await.expect("restore").documents, 4);
+    let ids = all_ids(&couch, &db).await;
+    assert_eq!(snapshot(&into, &ids).await, snapshot(&db, &ids).await);
+    assert!(couch.database_info(&into).await.expect("info").is_partitioned());
+    for name in [&db, &into] {
+        couch.delete_database(name).await.expect("clean up");
+    }
+}
+
 /// Bytes that do not compress (CouchDB would gzip a compressible type), from a xorshift.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -316,6 +355,50 @@ async fn large_attachments_go_through_s3_in_parts_and_come_back_whole() {
     for name in [&db, &into] {
         couch.delete_database(name).await.expect("clean up");
     }
+}
+
+#[tokio::test]
+async fn a_backup_stopped_half_way_leaves_no_manifest() {
+    let couch = couch_or_skip!("a_backup_stopped_half_way_leaves_no_manifest");
+    let db = fresh_db(&couch, "bk-stop").await;
+    for i in 0..4u64 {
+        let doc = json!({"_attachments": {"big.bin": {"content_type": "application/octet-stream",
+            "data": b64(&noise(4 << 20, i + 7))}}});
+        couch.put_document(&db, &format!("big-{i}"), &doc).await.expect("a large document");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = Target::volume(dir.path(), "stop").expect("volume");
+    let first = backup::back_up(&couch, &db, &target).await.expect("a complete backup");
+    assert_eq!(backup::read_manifest(&target).await.expect("read"), Some(first));
+
+    // Another backup into the same prefix, stopped (its task dropped, as a crash would) once
+    // its data file is being written: the earlier manifest is gone, no new one is there.
+    let task = tokio::spawn({
+        let (couch, db, target) = (couch.clone(), db.clone(), target.clone());
+        async move { backup::back_up(&couch, &db, &target).await }
+    });
+    let folder = dir.path().join("stop");
+    let staging = |f: &std::path::Path| {
+        std::fs::read_dir(f)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("data.jsonl#"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !staging(&folder) {
+        assert!(!task.is_finished(), "the backup finished before it could be stopped");
+        assert!(std::time::Instant::now() < deadline, "no data file is being written");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    task.abort();
+    assert!(task.await.expect_err("stopped").is_cancelled());
+    assert_eq!(backup::read_manifest(&target).await.expect("read"), None, "an incomplete backup has no manifest");
+
+    // The next backup there completes.
+    let again = backup::back_up(&couch, &db, &target).await.expect("a complete backup again");
+    backup::verify(&target, &again).await.expect("verify");
+    couch.delete_database(&db).await.expect("clean up");
 }
 
 /// The test store's settings and an object_store client of its bucket, for tampering.
@@ -403,13 +486,35 @@ async fn a_database_that_is_not_empty_is_refused_and_left_alone() {
     assert_eq!(all_ids(&couch, &busy).await, ["already"]);
     assert_eq!(couch.security_raw(&busy).await.expect("security"), security);
 
+    // A marker of other data does not open a database that is not empty.
+    couch.put_document(&busy, backup::RESTORE_MARKER, &json!({"data_sha256": "other"})).await.expect("a marker");
+    let refused = backup::restore(&couch, &busy, &target, &manifest, false).await.expect_err("not empty");
+    assert_eq!(refused.reason(), "DatabaseNotEmpty");
+    assert_eq!(all_ids(&couch, &busy).await, ["already"]);
+
+    // An interrupted restore of the same backup (its marker, part of the documents) goes on,
+    // and then the database is complete: a second restore is refused.
+    let half = fresh_db(&couch, "bk-half").await;
+    let data = manifest.objects.iter().find(|o| o.name == backup::DATA_OBJECT).expect("data");
+    couch.put_document(&half, backup::RESTORE_MARKER, &json!({"data_sha256": data.sha256})).await.expect("marker");
+    let text = std::fs::read_to_string(dir.path().join(&cb_file)).expect("the data file");
+    let first: Vec<Value> = serde_json::from_str(text.lines().nth(1).expect("a line")).expect("documents");
+    let some: Vec<Value> = first.into_iter().filter(|d| d.get("_attachments").is_none()).take(50).collect();
+    assert!(couch.bulk_docs_replicated(&half, &some).await.expect("part of the documents").is_empty());
+    let restored = backup::restore(&couch, &half, &target, &manifest).await.expect("goes on");
+    assert_eq!(restored.documents, manifest.documents);
+    assert_same(&couch, &db, &half, true).await;
+    assert_eq!(couch.get_document(&half, backup::RESTORE_MARKER).await.expect("read"), None, "marker removed");
+    let refused = backup::restore(&couch, &half, &target, &manifest).await.expect_err("complete");
+    assert_eq!(refused.reason(), "DatabaseNotEmpty");
+
     // Deleted documents count: a database with only a tombstone is not empty either.
     let tomb = fresh_db(&couch, "bk-tomb").await;
     let rev = couch.put_document(&tomb, "x", &json!({})).await.expect("x");
     couch.delete_document(&tomb, "x", &rev).await.expect("delete x");
     let refused = backup::restore(&couch, &tomb, &target, &manifest, false).await.expect_err("not empty");
     assert!(matches!(refused, BackupError::NotEmpty { documents: 1, .. }), "{refused:?}");
-    for name in [&db, &busy, &tomb] {
+    for name in [&db, &busy, &tomb, &half] {
         couch.delete_database(name).await.expect("clean up");
     }
 }

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::BackupError;
 use super::format::{Line, Lines, doc_for_couch, parse_line};
+use super::marker::{mark, may_restore, unmark};
 use super::target::Target;
 use super::{DATA_OBJECT, MANIFEST_FORMAT, MANIFEST_OBJECT, Manifest, Restored};
 use crate::couch::{CouchClient, CouchError, encode_db};
@@ -52,19 +53,10 @@ pub async fn verify(target: &Target, manifest: &Manifest) -> Result<(), BackupEr
     Ok(())
 }
 
-/// Refuses a database that holds documents (deleted ones included).
-async fn require_empty(couch: &CouchClient, db: &str) -> Result<(), BackupError> {
-    let info = couch.database_info(db).await?;
-    let documents = info.doc_count + info.doc_del_count;
-    if documents > 0 {
-        return Err(BackupError::NotEmpty { database: db.to_owned(), documents });
-    }
-    Ok(())
-}
-
-/// Restores a backup into `db`, which must exist and be empty. Checks every object first
-/// ([`verify`]): nothing is written when one is corrupt. Then the revisions in batches through
-/// `_bulk_docs` with `new_edits: false`, then `_security`.
+/// Restores a backup into `db`, which must exist and be empty (or hold only what an
+/// interrupted restore of the same backup wrote, see [`RESTORE_MARKER`](super::RESTORE_MARKER)).
+/// Checks every object first ([`verify`]): nothing is written when one is corrupt. Then the
+/// revisions in batches through `_bulk_docs` with `new_edits: false`, then `_security`.
 pub async fn restore(
     couch: &CouchClient,
     db: &str,
@@ -72,10 +64,16 @@ pub async fn restore(
     manifest: &Manifest,
     resume: bool,
 ) -> Result<Restored, BackupError> {
+    let Some(data) = manifest.objects.iter().find(|o| o.name == DATA_OBJECT) else {
+        return Err(BackupError::Corrupt { object: MANIFEST_OBJECT.into(), detail: format!("lists no {DATA_OBJECT}") });
+    };
+    // `resume`: the caller knows the documents there are its own (a restore it recorded as
+    // started, or the earlier backups of an incremental chain).
     if !resume {
-        require_empty(couch, db).await?;
+        may_restore(couch, db, Some(&data.sha256)).await?;
     }
     verify(target, manifest).await?;
+    mark(couch, db, &data.sha256).await?;
     let (documents, sha256) = replay(couch, db, target, DATA_OBJECT, true).await?;
     // Changed since verify() read it: too late to write nothing, not too late to say so.
     if let Some(entry) = manifest.objects.iter().find(|o| o.name == DATA_OBJECT && o.sha256 != sha256) {
@@ -87,6 +85,7 @@ pub async fn restore(
     if manifest.security.as_object().is_some_and(|o| !o.is_empty()) {
         couch.put_security_raw(db, &manifest.security).await?;
     }
+    unmark(couch, db).await?;
     Ok(Restored { documents })
 }
 
@@ -102,10 +101,15 @@ pub async fn restore_couchbackup_file(
     resume: bool,
 ) -> Result<Restored, BackupError> {
     if !resume {
-        require_empty(couch, db).await?;
+        may_restore(couch, db, None).await?;
     }
-    replay(couch, db, target, key, false).await?;
+    let (_, sha256) = replay(couch, db, target, key, false).await?;
+    if !resume {
+        may_restore(couch, db, Some(&sha256)).await?;
+    }
+    mark(couch, db, &sha256).await?;
     let (documents, _) = replay(couch, db, target, key, true).await?;
+    unmark(couch, db).await?;
     Ok(Restored { documents })
 }
 

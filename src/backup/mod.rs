@@ -12,6 +12,7 @@ mod dump;
 mod error;
 mod format;
 mod load;
+mod marker;
 mod target;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use dump::{back_up, back_up_since};
 pub use error::BackupError;
 pub use load::{read_manifest, restore, restore_couchbackup_file, verify};
+pub use marker::RESTORE_MARKER;
 pub use target::{S3Settings, Target};
 
 /// The data file, relative to a backup's prefix.

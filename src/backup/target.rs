@@ -111,6 +111,11 @@ impl Target {
         Ok(Target { store: Arc::new(store), prefix: prefix_path(prefix)? })
     }
 
+    /// Any object store (e.g. one a caller configured itself), under `prefix`.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Target, BackupError> {
+        Ok(Target { store, prefix: prefix_path(prefix)? })
+    }
+
     /// A mounted directory; created when missing.
     pub fn volume(path: &std::path::Path, prefix: &str) -> Result<Target, BackupError> {
         std::fs::create_dir_all(path)
