@@ -501,11 +501,11 @@ async fn a_database_that_is_not_empty_is_refused_and_left_alone() {
     let first: Vec<Value> = serde_json::from_str(text.lines().nth(1).expect("a line")).expect("documents");
     let some: Vec<Value> = first.into_iter().filter(|d| d.get("_attachments").is_none()).take(50).collect();
     assert!(couch.bulk_docs_replicated(&half, &some).await.expect("part of the documents").is_empty());
-    let restored = backup::restore(&couch, &half, &target, &manifest).await.expect("goes on");
+    let restored = backup::restore(&couch, &half, &target, &manifest, false).await.expect("goes on");
     assert_eq!(restored.documents, manifest.documents);
     assert_same(&couch, &db, &half, true).await;
     assert_eq!(couch.get_document(&half, backup::RESTORE_MARKER).await.expect("read"), None, "marker removed");
-    let refused = backup::restore(&couch, &half, &target, &manifest).await.expect_err("complete");
+    let refused = backup::restore(&couch, &half, &target, &manifest, false).await.expect_err("complete");
     assert_eq!(refused.reason(), "DatabaseNotEmpty");
 
     // Deleted documents count: a database with only a tombstone is not empty either.
