@@ -6,8 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use base64::Engine;
 use couchshare::backup::{self, BackupError, S3Settings, Target};
@@ -556,22 +555,6 @@ async fn store_failures_say_denied_or_unavailable() {
     couch.delete_database(&db).await.expect("clean up");
 }
 
-/// Runs a couchbackup tool against the test server, `stdin` and `stdout` as given.
-fn run_tool(bin: &Path, tool: &str, args: &[&str], stdin: Stdio, stdout: Stdio) {
-    let mut url = url::Url::parse(&std::env::var("COUCHDB_URL").expect("COUCHDB_URL")).expect("a URL");
-    url.set_username(&std::env::var("COUCHDB_USER").expect("COUCHDB_USER")).expect("user");
-    url.set_password(Some(&std::env::var("COUCHDB_PASSWORD").expect("COUCHDB_PASSWORD"))).expect("password");
-    let out = Command::new(bin.join(tool))
-        .args(args)
-        .env("COUCH_URL", url.as_str())
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run the tool");
-    assert!(out.status.success(), "{tool} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-}
-
 #[tokio::test]
 async fn couchrestore_reads_our_data_file() {
     let test = "couchrestore_reads_our_data_file";
@@ -585,7 +568,7 @@ async fn couchrestore_reads_our_data_file() {
 
     let into = fresh_db(&couch, "bk-cr").await;
     let file = std::fs::File::open(dir.path().join("ours").join(backup::DATA_OBJECT)).expect("the data file");
-    run_tool(&bin, "couchrestore", &["--db", &into], file.into(), Stdio::null());
+    support::s3::run_tool(&bin, "couchrestore", &["--db", &into], file.into(), Stdio::null());
     assert_same(&couch, &db, &into, false).await;
     for name in [&db, &into] {
         couch.delete_database(name).await.expect("clean up");
@@ -604,7 +587,13 @@ async fn a_couchbackup_file_restores_and_stubs_are_refused() {
     fill(&couch, &db).await;
     let with = dir.path().join("theirs/with-attachments.txt");
     let with = with.to_str().expect("UTF-8 path");
-    run_tool(&bin, "couchbackup", &["--db", &db, "--attachments", "-o", with], Stdio::null(), Stdio::null());
+    support::s3::run_tool(
+        &bin,
+        "couchbackup",
+        &["--db", &db, "--attachments", "-o", with],
+        Stdio::null(),
+        Stdio::null(),
+    );
 
     let into = fresh_db(&couch, "bk-cbr").await;
     let restored =
@@ -614,7 +603,13 @@ async fn a_couchbackup_file_restores_and_stubs_are_refused() {
 
     // Without --attachments the file holds stubs: refused before anything is written.
     let stubs = dir.path().join("theirs/stubs.txt");
-    run_tool(&bin, "couchbackup", &["--db", &db, "-o", stubs.to_str().expect("UTF-8")], Stdio::null(), Stdio::null());
+    support::s3::run_tool(
+        &bin,
+        "couchbackup",
+        &["--db", &db, "-o", stubs.to_str().expect("UTF-8")],
+        Stdio::null(),
+        Stdio::null(),
+    );
     let empty = fresh_db(&couch, "bk-stubs").await;
     let refused =
         backup::restore_couchbackup_file(&couch, &empty, &target, "stubs.txt", false).await.expect_err("stubs");

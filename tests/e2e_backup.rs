@@ -612,3 +612,62 @@ async fn a_bad_schedule_or_a_retention_that_keeps_nothing_is_refused_at_apply() 
     let (ok, out) = k8s::kubectl_apply(test, &env.ns, restore).expect("kubectl");
     assert!(!ok && out.contains("pointInTime goes with scheduledBackup"), "{out}");
 }
+
+/// A file the real `couchbackup --attachments` wrote onto the backup volume fills a new
+/// database through `restoreFrom.couchbackupFile`; a bucket nobody listens at is
+/// `StoreUnavailable`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_couchbackup_file_restores_through_restore_from_and_a_store_that_is_down_says_so() {
+    let test = "a_couchbackup_file_restores_through_restore_from_and_a_store_that_is_down_says_so";
+    let Some(env) = setup(test).await else { return };
+    let Some(bin) = support::s3::couchbackup(test) else { return };
+    let source = couchdb::unique_name("legacy");
+    let restored = couchdb::unique_name("legacy-restored");
+    apply(
+        test,
+        &env,
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: legacy\nspec:\n  serverRef: {{name: main}}\n  name: {source}\n"
+        ),
+    );
+    let databases = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    wait_ready(&databases, "legacy", &env.op).await;
+    fill(&env.couch, &source).await;
+    let before = every_leaf(&source).await;
+    // What a team backed up by hand before couchshare, now on the backup volume.
+    let folder = env.backup_dir.path().join(&env.ns).join("imported");
+    std::fs::create_dir_all(&folder).expect("a folder on the volume");
+    let file = std::fs::File::create(folder.join("legacy.txt")).expect("the file");
+    support::s3::run_tool(
+        &bin,
+        "couchbackup",
+        &["--db", &source, "--attachments"],
+        std::process::Stdio::null(),
+        std::process::Stdio::from(file),
+    );
+    apply(
+        test,
+        &env,
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: legacy-restored\nspec:\n  serverRef: {{name: main}}\n  name: {restored}\n  restoreFrom:\n    couchbackupFile:\n      source: {{volume: {{prefix: imported}}}}\n      key: legacy.txt\n"
+        ),
+    );
+    let db = wait_ready(&databases, "legacy-restored", &env.op).await;
+    assert_eq!(db.status.and_then(|s| s.restore).map(|r| r.source), Some("couchbackupFile/legacy.txt".to_string()));
+    assert_eq!(every_leaf(&restored).await, before, "couchbackup's file gives back every leaf and attachment");
+
+    // A bucket at a port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    bucket_secret(test, &env, "any-key", "AKIA", "secret");
+    apply(
+        test,
+        &env,
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: nowhere\nspec:\n  database: legacy\n  destination:\n{}",
+            s3_destination(&format!("http://127.0.0.1:{dead}"), "backups", "any-key")
+        ),
+    );
+    let backups = Api::<CouchBackup>::namespaced(env.client.clone(), &env.ns);
+    let down = wait_not_ready(&backups, "nowhere", &env.op, "StoreUnavailable").await;
+    assert_ne!(down.status.and_then(|s| s.phase), Some(BackupPhase::Completed));
+}

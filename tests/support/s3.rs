@@ -68,3 +68,25 @@ pub fn couchbackup(test: &str) -> Option<PathBuf> {
     assert!(dir.join("couchbackup").exists(), "{test}: no couchbackup in {}", dir.display());
     Some(dir)
 }
+
+/// Runs a couchbackup tool against the test server, `stdin` and `stdout` as given.
+pub fn run_tool(
+    bin: &std::path::Path,
+    tool: &str,
+    args: &[&str],
+    stdin: std::process::Stdio,
+    stdout: std::process::Stdio,
+) {
+    let mut url = url::Url::parse(&std::env::var("COUCHDB_URL").expect("COUCHDB_URL")).expect("a URL");
+    url.set_username(&std::env::var("COUCHDB_USER").expect("COUCHDB_USER")).expect("user");
+    url.set_password(Some(&std::env::var("COUCHDB_PASSWORD").expect("COUCHDB_PASSWORD"))).expect("password");
+    let out = std::process::Command::new(bin.join(tool))
+        .args(args)
+        .env("COUCH_URL", url.as_str())
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run the tool");
+    assert!(out.status.success(), "{tool} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+}
