@@ -1,0 +1,171 @@
+//! The backup bench's summary: one row per tool and phase, the ratios couchshare /
+//! couchbackup, the restore checks, and the JSON file. Figures only, never asserted.
+
+use couchshare::backup::Manifest;
+use couchshare::couch::DatabaseInfo;
+use serde_json::{Value, json};
+
+use super::child::Measured;
+use super::fill::Filled;
+
+/// What incremental backups show, until the library has them.
+pub const INCREMENTAL: &str = "not measured: incremental backups are not implemented yet";
+
+/// One tool's phase.
+pub struct Row {
+    pub tool: &'static str,
+    pub phase: &'static str,
+    pub seconds: f64,
+    /// Source documents (not leaves) per second.
+    pub docs_per_second: f64,
+    pub bytes: Option<u64>,
+    pub peak_rss_mib: Option<f64>,
+    pub rss_source: &'static str,
+}
+
+impl Row {
+    pub fn new(tool: &'static str, phase: &'static str, m: &Measured, docs: u64, bytes: Option<u64>) -> Row {
+        let seconds = m.elapsed.as_secs_f64();
+        Row {
+            tool,
+            phase,
+            seconds,
+            docs_per_second: docs as f64 / seconds.max(1e-9),
+            bytes,
+            peak_rss_mib: m.peak_rss_kib.map(|k| k as f64 / 1024.0),
+            rss_source: m.rss_source,
+        }
+    }
+}
+
+/// A restored database against the source.
+pub struct Check {
+    pub tool: String,
+    pub doc_count: u64,
+    pub doc_del_count: u64,
+    pub counts_match: bool,
+    /// Documents compared leaf by leaf (history and attachment bytes included).
+    pub sampled: usize,
+    pub differing: Vec<String>,
+}
+
+/// The run's context for the report.
+pub struct Run<'a> {
+    pub setup: &'a str,
+    pub couchdb: String,
+    pub filled: Filled,
+    pub source: &'a DatabaseInfo,
+    pub manifest: &'a Manifest,
+    /// Leaves the library's restore wrote, as it reported.
+    pub restored_leaves: Option<u64>,
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.digits$}"))
+}
+
+/// `a / b` of the rows' figures, when both are there.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// Prints the table, the ratios and the checks; writes the JSON figures to `out`.
+pub fn report(run: &Run<'_>, rows: &[Row], checks: &[Check], out: &std::path::Path) -> anyhow::Result<()> {
+    let f = &run.filled;
+    println!(
+        "backup bench: {} documents ({} with a 3 KiB attachment, {} with two conflicting leaves; {} leaves) on {}",
+        f.docs, f.attachments, f.conflicts, f.leaves, run.couchdb
+    );
+    println!("setup: {}", run.setup);
+    println!(
+        "fill (_bulk_docs, batches of 1000, 4 in flight): {:.1} s, {:.0} docs/s",
+        f.elapsed.as_secs_f64(),
+        f.docs as f64 / f.elapsed.as_secs_f64().max(1e-9)
+    );
+    println!();
+    println!("| tool | phase | seconds | docs/s | bytes | peak RSS MiB |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.1} | {:.0} | {} | {} |",
+            r.tool,
+            r.phase,
+            r.seconds,
+            r.docs_per_second,
+            r.bytes.map_or("-".into(), |b| b.to_string()),
+            opt(r.peak_rss_mib, 1)
+        );
+    }
+    println!("| couchshare | incremental backup | {INCREMENTAL} | | | |");
+    let find = |tool: &str, phase: &str| rows.iter().find(|r| r.tool == tool && r.phase.starts_with(phase));
+    let pair = |phase: &str, theirs: &str| (find("couchshare", phase), find(theirs, phase));
+    let mut ratios = serde_json::Map::new();
+    println!();
+    println!("| couchshare / couchbackup | time | peak RSS | bytes |");
+    println!("| --- | --- | --- | --- |");
+    for (phase, theirs) in [("backup", "couchbackup"), ("restore", "couchrestore")] {
+        let (Some(a), Some(b)) = pair(phase, theirs) else { continue };
+        let time = ratio(Some(a.seconds), Some(b.seconds));
+        let rss = ratio(a.peak_rss_mib, b.peak_rss_mib);
+        let bytes = ratio(a.bytes.map(|v| v as f64), b.bytes.map(|v| v as f64));
+        println!(
+            "| {phase} | **{}** | **{}** | {} |",
+            opt(time, 2),
+            opt(rss, 2),
+            bytes.map_or("-".into(), |v| format!("{v:.2}"))
+        );
+        ratios.insert(phase.into(), json!({"time": time, "peak_rss": rss, "bytes": bytes}));
+    }
+    println!();
+    println!(
+        "source: doc_count {} doc_del_count {}; couchshare manifest: {} leaves, {} bytes; couchshare restore wrote {} leaves",
+        run.source.doc_count,
+        run.source.doc_del_count,
+        run.manifest.documents,
+        run.manifest.bytes,
+        run.restored_leaves.map_or("?".into(), |n| n.to_string())
+    );
+    for c in checks {
+        let sample = if c.differing.is_empty() {
+            format!("{} sampled documents identical (every leaf, history, attachment bytes)", c.sampled)
+        } else {
+            format!("{} of {} sampled documents DIFFER: {}", c.differing.len(), c.sampled, c.differing.join(", "))
+        };
+        println!(
+            "restored by {}: doc_count {} doc_del_count {} ({}); {sample}",
+            c.tool,
+            c.doc_count,
+            c.doc_del_count,
+            if c.counts_match { "matches the source" } else { "DOES NOT MATCH the source" }
+        );
+    }
+    if let Some(r) = rows.first() {
+        println!("peak RSS: {} of each child process; docs/s counts source documents, not leaves", r.rss_source);
+    }
+    let figures = json!({
+        "mode": "backup",
+        "setup": run.setup,
+        "couchdb": run.couchdb,
+        "documents": f.docs, "attachments": f.attachments, "conflicts": f.conflicts, "leaves": f.leaves,
+        "fill_seconds": f.elapsed.as_secs_f64(),
+        "source": {"doc_count": run.source.doc_count, "doc_del_count": run.source.doc_del_count},
+        "manifest": {"documents": run.manifest.documents, "bytes": run.manifest.bytes},
+        "phases": rows.iter().map(|r| json!({
+            "tool": r.tool, "phase": r.phase, "seconds": r.seconds, "docs_per_second": r.docs_per_second,
+            "bytes": r.bytes, "peak_rss_mib": r.peak_rss_mib, "peak_rss_source": r.rss_source,
+        })).collect::<Vec<Value>>(),
+        "ratios_couchshare_over_couchbackup": ratios,
+        "restored": checks.iter().map(|c| json!({
+            "tool": c.tool, "doc_count": c.doc_count, "doc_del_count": c.doc_del_count,
+            "counts_match": c.counts_match, "sampled": c.sampled, "differing": c.differing,
+        })).collect::<Vec<Value>>(),
+        "couchshare_restore_leaves": run.restored_leaves,
+        "incremental": INCREMENTAL,
+    });
+    std::fs::write(out, serde_json::to_string_pretty(&figures)?)?;
+    eprintln!("bench: figures written to {}", out.display());
+    Ok(())
+}
