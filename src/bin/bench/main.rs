@@ -103,6 +103,10 @@ pub struct Args {
     /// Backup: documents in the database backed up.
     #[arg(long, default_value_t = 200_000)]
     backup_docs: usize,
+    /// Backup: rounds of every backup and restore, in alternating order (couchshare first in
+    /// odd rounds, couchbackup first in even ones); the ratios take each tool's best round.
+    #[arg(long, default_value_t = 2)]
+    backup_rounds: usize,
     /// Backup: the folder holding `couchbackup` and `couchrestore`.
     #[arg(long, env = "COUCHSHARE_BENCH_COUCHBACKUP_BIN")]
     couchbackup_bin: Option<PathBuf>,

@@ -2,9 +2,10 @@
 //! in `--backup-child` mode running one library call (so its memory is its own, as the
 //! operator's would be, rather than the bench's with the filled database's buffers in it).
 //!
-//! Peak RSS comes from GNU time (`/usr/bin/time -f %M`, the child's `ru_maxrss`) when it is
-//! installed, else from polling the child's `VmHWM` in `/proc` (which misses what it
-//! allocates in its last few milliseconds). Each child leads its own process group, killed
+//! Peak RSS and CPU time come from GNU time (`/usr/bin/time -f '%M %U %S'`, the child's
+//! `ru_maxrss`, user and system time) when it is installed; else the peak RSS from polling the
+//! child's `VmHWM` in `/proc` (which misses what it allocates in its last few milliseconds),
+//! and no CPU time. CouchDB's CPU time over the same span is read from `/proc/<pid>/stat`. Each child leads its own process group, killed
 //! when the bench stops early (Ctrl-C), so no backup outlives the bench.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use couchshare::backup::{S3Settings, Target, back_up, read_manifest, restore};
+use couchshare::backup::{S3Settings, Target, back_up, read_manifest, restore, verify};
 use couchshare::couch::{CouchClient, CouchConfig, Credentials};
 use serde_json::json;
 
@@ -26,6 +27,10 @@ const GNU_TIME: &str = "/usr/bin/time";
 pub struct Measured {
     pub elapsed: Duration,
     pub peak_rss_kib: Option<u64>,
+    /// User + system CPU seconds of the child.
+    pub cpu_seconds: Option<f64>,
+    /// CPU seconds CouchDB's processes spent while it ran.
+    pub couch_cpu_seconds: Option<f64>,
     /// How the peak RSS was measured.
     pub rss_source: &'static str,
     /// What it wrote on stdout (when not redirected elsewhere).
@@ -67,14 +72,29 @@ fn last_lines(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Runs `job` to its end; fails when it exits non-zero.
-pub async fn run(job: Job) -> anyhow::Result<Measured> {
+/// CPU seconds (user + system) `pids` have used so far, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    // USER_HZ: 100 on every Linux this runs on (`getconf CLK_TCK`).
+    const TICKS: f64 = 100.0;
+    let mut total = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command name (which may hold spaces) and its `)`.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        total += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    (!pids.is_empty()).then(|| total as f64 / TICKS)
+}
+
+/// Runs `job` to its end, `couch` being CouchDB's pids; fails when it exits non-zero.
+pub async fn run(job: Job, couch: &[u32]) -> anyhow::Result<Measured> {
     use std::os::unix::process::CommandExt as _;
     let gnu_time = Path::new(GNU_TIME).exists();
     let rss_file = job.stdout.with_extension("rss");
     let mut command = if gnu_time {
         let mut c = Command::new(GNU_TIME);
-        c.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(&job.program);
+        c.arg("-f").arg("%M %U %S").arg("-o").arg(&rss_file).arg(&job.program);
         c
     } else {
         Command::new(&job.program)
@@ -85,6 +105,7 @@ pub async fn run(job: Job) -> anyhow::Result<Measured> {
         None => Stdio::null(),
     });
     command.stdout(std::fs::File::create(&job.stdout)?).stderr(std::fs::File::create(&job.stderr)?);
+    let couch_before = cpu_seconds(couch);
     let started = Instant::now();
     let child = command.spawn().with_context(|| format!("start {}", job.program.display()))?;
     let mut group = Group { child, done: false };
@@ -100,6 +121,7 @@ pub async fn run(job: Job) -> anyhow::Result<Measured> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let elapsed = started.elapsed();
+    let couch_cpu_seconds = cpu_seconds(couch).zip(couch_before).map(|(after, before)| after - before);
     group.done = true;
     if !status.success() {
         bail!(
@@ -110,15 +132,18 @@ pub async fn run(job: Job) -> anyhow::Result<Measured> {
             last_lines(&job.stderr, 20)
         );
     }
-    let (peak_rss_kib, rss_source) = if gnu_time {
-        // GNU time writes "Command exited ..." lines first when the command fails; the figure is last.
+    let (peak_rss_kib, cpu_seconds, rss_source) = if gnu_time {
+        // GNU time writes "Command exited ..." lines first when the command fails; the figures are last.
         let text = std::fs::read_to_string(&rss_file).unwrap_or_default();
-        (text.lines().last().and_then(|l| l.trim().parse().ok()), "GNU time %M (ru_maxrss)")
+        let figures: Vec<&str> = text.lines().last().unwrap_or_default().split_whitespace().collect();
+        let seconds = |i: usize| figures.get(i).and_then(|v| v.parse::<f64>().ok());
+        let cpu = seconds(1).zip(seconds(2)).map(|(user, system)| user + system);
+        (figures.first().and_then(|v| v.parse().ok()), cpu, "GNU time %M (ru_maxrss)")
     } else {
-        (polled_peak, "VmHWM polled every 20 ms")
+        (polled_peak, None, "VmHWM polled every 20 ms")
     };
     let stdout = std::fs::read_to_string(&job.stdout).unwrap_or_default();
-    Ok(Measured { elapsed, peak_rss_kib, rss_source, stdout })
+    Ok(Measured { elapsed, peak_rss_kib, cpu_seconds, couch_cpu_seconds, rss_source, stdout })
 }
 
 /// The bucket `tools/testbin/start-s3.sh` started (`COUCHSHARE_S3_*`), path-style, over http.
@@ -150,7 +175,7 @@ pub fn couch_from_env(request_timeout: Duration) -> anyhow::Result<CouchClient> 
 /// library as the controller does.
 const OPERATOR_COUCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `--backup-child backup|restore`: one library call on `--child-db`, the objects under
+/// `--backup-child backup|verify|restore`: one library call on `--child-db`, the objects under
 /// `--child-prefix` of the S3 bucket; prints the result as one JSON object on stdout.
 pub async fn child(what: &str, args: &Args) -> anyhow::Result<()> {
     let (Some(db), Some(prefix)) = (&args.child_db, &args.child_prefix) else {
@@ -160,12 +185,17 @@ pub async fn child(what: &str, args: &Args) -> anyhow::Result<()> {
     let target = Target::s3(&s3_settings()?, prefix)?;
     let result = match what {
         "backup" => serde_json::to_value(back_up(&couch, db, &target).await?)?,
+        "verify" => {
+            let manifest = read_manifest(&target).await?.with_context(|| format!("no manifest under {prefix}"))?;
+            verify(&target, &manifest).await?;
+            json!({"verified": manifest.objects.len()})
+        }
         "restore" => {
             let manifest = read_manifest(&target).await?.with_context(|| format!("no manifest under {prefix}"))?;
             let restored = restore(&couch, db, &target, &manifest, false).await?;
             json!({"documents": restored.documents})
         }
-        other => bail!("--backup-child {other}: backup or restore"),
+        other => bail!("--backup-child {other}: backup, verify or restore"),
     };
     let own_peak = peak_rss_kib(std::process::id());
     println!("{}", json!({"result": result, "own_peak_rss_kib": own_peak}));

@@ -7,10 +7,14 @@
 //!    a child process of this binary (`--backup-child backup`), timed, with its peak RSS.
 //! 3. Back it up with `couchbackup --attachments` into a file, timed, with its peak RSS.
 //! 4. Restore each into a new empty database: `couchshare::backup::restore` (a child again;
-//!    it checks every object's sha256 first, as the operator's restore does) and
+//!    it checks every object's sha256 first, as the operator's restore does, and that first
+//!    pass alone is timed too, `--backup-child verify`) and
 //!    `couchrestore --attachments`; compare `doc_count` and `doc_del_count` with the source,
 //!    and a few documents (every leaf, with history and attachment bytes) with the source's.
 //! 5. Incremental backups: not measured (not implemented in the library).
+//!
+//! Steps 2 to 4 run `--backup-rounds` times, the order of the two tools alternating. Each
+//! child's CPU time is taken too, and CouchDB's over the same span.
 //!
 //! The databases (`bench-backup-{tag}-…`) and the couchbackup file are removed however the
 //! bench ends (Ctrl-C included: the child processes are killed first). The S3 objects stay in
@@ -183,7 +187,14 @@ async fn leaves(ctx: &Ctx<'_>, db: &str, id: &str) -> anyhow::Result<Vec<Value>>
 }
 
 /// Compares a restored database with the source: counts, and the sample documents.
-async fn check(ctx: &Ctx<'_>, tool: &str, db: &str, source: &DatabaseInfo, n: usize) -> anyhow::Result<Check> {
+async fn check(
+    ctx: &Ctx<'_>,
+    tool: &str,
+    round: usize,
+    db: &str,
+    source: &DatabaseInfo,
+    n: usize,
+) -> anyhow::Result<Check> {
     let info = ctx.couch.database_info(db).await?;
     let mut sample: Vec<usize> = vec![0, 50, 99, n.saturating_sub(1)];
     sample.retain(|i| *i < n);
@@ -198,6 +209,7 @@ async fn check(ctx: &Ctx<'_>, tool: &str, db: &str, source: &DatabaseInfo, n: us
     }
     Ok(Check {
         tool: tool.into(),
+        round,
         doc_count: info.doc_count,
         doc_del_count: info.doc_del_count,
         counts_match: info.doc_count == source.doc_count && info.doc_del_count == source.doc_del_count,
@@ -227,52 +239,62 @@ async fn measure(ctx: &Ctx<'_>) -> anyhow::Result<()> {
     );
     let source = couch.database_info(&src).await?;
     let docs = filled.docs;
-
-    eprintln!("bench: backing up with couchshare::backup::back_up into S3 …");
-    let ours = child::run(ctx.library("backup", &src)?).await.context("couchshare backup")?;
-    let manifest: Manifest = serde_json::from_value(child_result(&ours)?).context("the child's manifest")?;
-    eprintln!(
-        "bench: couchshare backup {:.1} s, {} leaves, {} bytes",
-        ours.elapsed.as_secs_f64(),
-        manifest.documents,
-        manifest.bytes
-    );
-
-    eprintln!("bench: backing up with couchbackup --attachments …");
+    let pids = pin::couch_pids(&ctx.couch_url);
     let file = ctx.work.join("couchbackup.txt");
     let file_arg = file.to_string_lossy().to_string();
-    let theirs = child::run(ctx.tool("couchbackup", &["--db", &src, "--attachments", "-o", &file_arg])?)
-        .await
-        .context("couchbackup")?;
-    let file_bytes = std::fs::metadata(&file)?.len();
-    eprintln!("bench: couchbackup {:.1} s, {file_bytes} bytes", theirs.elapsed.as_secs_f64());
-
-    eprintln!("bench: restoring with couchshare::backup::restore …");
-    let ours_db = ctx.names.db("restored-couchshare");
-    create_empty(couch, &ours_db).await?;
-    let ours_restore = child::run(ctx.library("restore", &ours_db)?).await.context("couchshare restore")?;
-    let restored_leaves = child_result(&ours_restore)?["documents"].as_u64();
-    eprintln!("bench: couchshare restore {:.1} s", ours_restore.elapsed.as_secs_f64());
-
-    eprintln!("bench: restoring with couchrestore --attachments …");
-    let theirs_db = ctx.names.db("restored-couchbackup");
-    create_empty(couch, &theirs_db).await?;
-    // couchbackup's header says `attachments: true`: couchrestore refuses it without the option.
-    let mut job = ctx.tool("couchrestore", &["--db", &theirs_db, "--attachments"])?;
-    job.stdin = Some(file.clone());
-    let theirs_restore = child::run(job).await.context("couchrestore")?;
-    eprintln!("bench: couchrestore {:.1} s", theirs_restore.elapsed.as_secs_f64());
-
-    let checks = vec![
-        check(ctx, "couchshare", &ours_db, &source, n).await?,
-        check(ctx, "couchrestore", &theirs_db, &source, n).await?,
-    ];
-    let rows = vec![
-        Row::new("couchshare", "backup → S3", &ours, docs, Some(manifest.bytes)),
-        Row::new("couchbackup", "backup → file", &theirs, docs, Some(file_bytes)),
-        Row::new("couchshare", "restore ← S3", &ours_restore, docs, None),
-        Row::new("couchrestore", "restore ← file", &theirs_restore, docs, None),
-    ];
+    let (mut rows, mut checks, mut manifest, mut restored_leaves) = (Vec::new(), Vec::new(), None, None);
+    for round in 1..=ctx.args.backup_rounds.max(1) {
+        // Who goes first alternates: the first backup after the fill, and each second run,
+        // may meet CouchDB's caches or background work in another state.
+        let order = if round % 2 == 1 { [true, false] } else { [false, true] };
+        for ours in order {
+            if ours {
+                let m = child::run(ctx.library("backup", &src)?, &pids).await.context("couchshare backup")?;
+                let got: Manifest = serde_json::from_value(child_result(&m)?).context("the child's manifest")?;
+                eprintln!(
+                    "bench: round {round}: couchshare backup {:.1} s, {} leaves, {} bytes",
+                    m.elapsed.as_secs_f64(),
+                    got.documents,
+                    got.bytes
+                );
+                rows.push(Row::new("couchshare", "backup → S3", round, &m, docs, Some(got.bytes)));
+                manifest = Some(got);
+            } else {
+                if file.exists() {
+                    std::fs::remove_file(&file)?;
+                }
+                let args = ["--db", &src, "--attachments", "-o", &file_arg];
+                let m = child::run(ctx.tool("couchbackup", &args)?, &pids).await.context("couchbackup")?;
+                let bytes = std::fs::metadata(&file)?.len();
+                eprintln!("bench: round {round}: couchbackup {:.1} s, {bytes} bytes", m.elapsed.as_secs_f64());
+                rows.push(Row::new("couchbackup", "backup → file", round, &m, docs, Some(bytes)));
+            }
+        }
+        // What of the library's restore is its first pass: reading every object back for its sha256.
+        let m = child::run(ctx.library("verify", &src)?, &pids).await.context("couchshare verify")?;
+        rows.push(Row::new("couchshare", "verify ← S3 (restore's first pass)", round, &m, docs, None));
+        for ours in order {
+            let db = ctx.names.db(&format!("restored-{}-{round}", if ours { "couchshare" } else { "couchbackup" }));
+            create_empty(couch, &db).await?;
+            if ours {
+                let m = child::run(ctx.library("restore", &db)?, &pids).await.context("couchshare restore")?;
+                restored_leaves = child_result(&m)?["documents"].as_u64();
+                eprintln!("bench: round {round}: couchshare restore {:.1} s", m.elapsed.as_secs_f64());
+                rows.push(Row::new("couchshare", "restore ← S3", round, &m, docs, None));
+                checks.push(check(ctx, "couchshare", round, &db, &source, n).await?);
+            } else {
+                // couchbackup's header says `attachments: true`: couchrestore refuses it without the option.
+                let mut job = ctx.tool("couchrestore", &["--db", &db, "--attachments"])?;
+                job.stdin = Some(file.clone());
+                let m = child::run(job, &pids).await.context("couchrestore")?;
+                eprintln!("bench: round {round}: couchrestore {:.1} s", m.elapsed.as_secs_f64());
+                rows.push(Row::new("couchrestore", "restore ← file", round, &m, docs, None));
+                checks.push(check(ctx, "couchrestore", round, &db, &source, n).await?);
+            }
+            couch.delete_database(&db).await?;
+        }
+    }
+    let manifest = manifest.context("no backup ran")?;
     let info = couch.server_info().await.map(|i| format!("{} {}", i.vendor.unwrap_or_default(), i.version));
     let run = report::Run {
         setup: &ctx.setup,

@@ -1,5 +1,6 @@
-//! The backup bench's summary: one row per tool and phase, the ratios couchshare /
-//! couchbackup, the restore checks, and the JSON file. Figures only, never asserted.
+//! The backup bench's summary: one row per tool, phase and round, the ratios couchshare /
+//! couchbackup (each tool's best round for time and CouchDB CPU, its highest peak RSS), the
+//! restore checks, and the JSON file. Figures only, never asserted.
 
 use couchshare::backup::Manifest;
 use couchshare::couch::DatabaseInfo;
@@ -15,24 +16,37 @@ pub const INCREMENTAL: &str = "not measured: incremental backups are not impleme
 pub struct Row {
     pub tool: &'static str,
     pub phase: &'static str,
+    pub round: usize,
     pub seconds: f64,
     /// Source documents (not leaves) per second.
     pub docs_per_second: f64,
     pub bytes: Option<u64>,
     pub peak_rss_mib: Option<f64>,
+    pub cpu_seconds: Option<f64>,
+    pub couch_cpu_seconds: Option<f64>,
     pub rss_source: &'static str,
 }
 
 impl Row {
-    pub fn new(tool: &'static str, phase: &'static str, m: &Measured, docs: u64, bytes: Option<u64>) -> Row {
+    pub fn new(
+        tool: &'static str,
+        phase: &'static str,
+        round: usize,
+        m: &Measured,
+        docs: u64,
+        bytes: Option<u64>,
+    ) -> Row {
         let seconds = m.elapsed.as_secs_f64();
         Row {
             tool,
             phase,
+            round,
             seconds,
             docs_per_second: docs as f64 / seconds.max(1e-9),
             bytes,
             peak_rss_mib: m.peak_rss_kib.map(|k| k as f64 / 1024.0),
+            cpu_seconds: m.cpu_seconds,
+            couch_cpu_seconds: m.couch_cpu_seconds,
             rss_source: m.rss_source,
         }
     }
@@ -41,6 +55,7 @@ impl Row {
 /// A restored database against the source.
 pub struct Check {
     pub tool: String,
+    pub round: usize,
     pub doc_count: u64,
     pub doc_del_count: u64,
     pub counts_match: bool,
@@ -62,6 +77,27 @@ pub struct Run<'a> {
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("n/a".into(), |v| format!("{v:.digits$}"))
+}
+
+/// `tool`'s figures for `phase` (its first word) over the rounds: the best time and CouchDB
+/// CPU, the highest peak RSS; `None` when it did not run.
+fn best(rows: &[Row], tool: &str, phase: &str) -> Option<Best> {
+    let mine: Vec<&Row> = rows.iter().filter(|r| r.tool == tool && r.phase.split(' ').next() == Some(phase)).collect();
+    let fastest = mine.iter().min_by(|a, b| a.seconds.total_cmp(&b.seconds))?;
+    let least = |f: fn(&Row) -> Option<f64>| mine.iter().filter_map(|r| f(r)).min_by(f64::total_cmp);
+    Some(Best {
+        seconds: fastest.seconds,
+        peak_rss_mib: mine.iter().filter_map(|r| r.peak_rss_mib).max_by(f64::total_cmp),
+        couch_cpu_seconds: least(|r| r.couch_cpu_seconds),
+        bytes: fastest.bytes,
+    })
+}
+
+struct Best {
+    seconds: f64,
+    peak_rss_mib: Option<f64>,
+    couch_cpu_seconds: Option<f64>,
+    bytes: Option<u64>,
 }
 
 /// `a / b` of the rows' figures, when both are there.
@@ -86,38 +122,48 @@ pub fn report(run: &Run<'_>, rows: &[Row], checks: &[Check], out: &std::path::Pa
         f.docs as f64 / f.elapsed.as_secs_f64().max(1e-9)
     );
     println!();
-    println!("| tool | phase | seconds | docs/s | bytes | peak RSS MiB |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| tool | phase | round | seconds | docs/s | bytes | peak RSS MiB | CPU s | CouchDB CPU s |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in rows {
         println!(
-            "| {} | {} | {:.1} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {:.1} | {:.0} | {} | {} | {} | {} |",
             r.tool,
             r.phase,
+            r.round,
             r.seconds,
             r.docs_per_second,
             r.bytes.map_or("-".into(), |b| b.to_string()),
-            opt(r.peak_rss_mib, 1)
+            opt(r.peak_rss_mib, 1),
+            opt(r.cpu_seconds, 1),
+            opt(r.couch_cpu_seconds, 1)
         );
     }
-    println!("| couchshare | incremental backup | {INCREMENTAL} | | | |");
-    let find = |tool: &str, phase: &str| rows.iter().find(|r| r.tool == tool && r.phase.starts_with(phase));
-    let pair = |phase: &str, theirs: &str| (find("couchshare", phase), find(theirs, phase));
+    println!("| couchshare | incremental backup | - | {INCREMENTAL} | | | | | |");
     let mut ratios = serde_json::Map::new();
     println!();
-    println!("| couchshare / couchbackup | time | peak RSS | bytes |");
-    println!("| --- | --- | --- | --- |");
+    println!(
+        "| couchshare / couchbackup | time (best rounds) | peak RSS (highest) | CouchDB CPU (best rounds) | bytes |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
     for (phase, theirs) in [("backup", "couchbackup"), ("restore", "couchrestore")] {
-        let (Some(a), Some(b)) = pair(phase, theirs) else { continue };
+        let (Some(a), Some(b)) = (best(rows, "couchshare", phase), best(rows, theirs, phase)) else { continue };
         let time = ratio(Some(a.seconds), Some(b.seconds));
         let rss = ratio(a.peak_rss_mib, b.peak_rss_mib);
+        let couch_cpu = ratio(a.couch_cpu_seconds, b.couch_cpu_seconds);
         let bytes = ratio(a.bytes.map(|v| v as f64), b.bytes.map(|v| v as f64));
         println!(
-            "| {phase} | **{}** | **{}** | {} |",
+            "| {phase} | **{}** | **{}** | {} | {} |",
             opt(time, 2),
             opt(rss, 2),
+            opt(couch_cpu, 2),
             bytes.map_or("-".into(), |v| format!("{v:.2}"))
         );
-        ratios.insert(phase.into(), json!({"time": time, "peak_rss": rss, "bytes": bytes}));
+        ratios.insert(
+            phase.into(),
+            json!({"time": time, "peak_rss": rss, "couchdb_cpu": couch_cpu, "bytes": bytes,
+                "couchshare_seconds": a.seconds, "couchbackup_seconds": b.seconds,
+                "couchshare_peak_rss_mib": a.peak_rss_mib, "couchbackup_peak_rss_mib": b.peak_rss_mib}),
+        );
     }
     println!();
     println!(
@@ -135,15 +181,20 @@ pub fn report(run: &Run<'_>, rows: &[Row], checks: &[Check], out: &std::path::Pa
             format!("{} of {} sampled documents DIFFER: {}", c.differing.len(), c.sampled, c.differing.join(", "))
         };
         println!(
-            "restored by {}: doc_count {} doc_del_count {} ({}); {sample}",
+            "restored by {} (round {}): doc_count {} doc_del_count {} ({}); {sample}",
             c.tool,
+            c.round,
             c.doc_count,
             c.doc_del_count,
             if c.counts_match { "matches the source" } else { "DOES NOT MATCH the source" }
         );
     }
     if let Some(r) = rows.first() {
-        println!("peak RSS: {} of each child process; docs/s counts source documents, not leaves", r.rss_source);
+        println!(
+            "peak RSS: {} of each child process; CPU s: the child's user + system time; CouchDB CPU s: \
+             its processes' over the same span (/proc/<pid>/stat); docs/s counts source documents, not leaves",
+            r.rss_source
+        );
     }
     let figures = json!({
         "mode": "backup",
@@ -154,12 +205,13 @@ pub fn report(run: &Run<'_>, rows: &[Row], checks: &[Check], out: &std::path::Pa
         "source": {"doc_count": run.source.doc_count, "doc_del_count": run.source.doc_del_count},
         "manifest": {"documents": run.manifest.documents, "bytes": run.manifest.bytes},
         "phases": rows.iter().map(|r| json!({
-            "tool": r.tool, "phase": r.phase, "seconds": r.seconds, "docs_per_second": r.docs_per_second,
+            "tool": r.tool, "phase": r.phase, "round": r.round, "seconds": r.seconds, "docs_per_second": r.docs_per_second,
             "bytes": r.bytes, "peak_rss_mib": r.peak_rss_mib, "peak_rss_source": r.rss_source,
+            "cpu_seconds": r.cpu_seconds, "couchdb_cpu_seconds": r.couch_cpu_seconds,
         })).collect::<Vec<Value>>(),
         "ratios_couchshare_over_couchbackup": ratios,
         "restored": checks.iter().map(|c| json!({
-            "tool": c.tool, "doc_count": c.doc_count, "doc_del_count": c.doc_del_count,
+            "tool": c.tool, "round": c.round, "doc_count": c.doc_count, "doc_del_count": c.doc_del_count,
             "counts_match": c.counts_match, "sampled": c.sampled, "differing": c.differing,
         })).collect::<Vec<Value>>(),
         "couchshare_restore_leaves": run.restored_leaves,
