@@ -103,6 +103,12 @@ pub struct Args {
     /// Backup: documents in the database backed up.
     #[arg(long, default_value_t = 200_000)]
     backup_docs: usize,
+    /// Backup: documents with an inline attachment, per hundred (at most 99).
+    #[arg(long, default_value_t = 1)]
+    backup_attachment_percent: usize,
+    /// Backup: the size of each attachment, KiB.
+    #[arg(long, default_value_t = 3)]
+    backup_attachment_kib: usize,
     /// Backup: rounds of every backup and restore, in alternating order (couchshare first in
     /// odd rounds, couchbackup first in even ones); the ratios take each tool's best round.
     #[arg(long, default_value_t = 2)]

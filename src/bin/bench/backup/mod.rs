@@ -228,7 +228,12 @@ async fn measure(ctx: &Ctx<'_>) -> anyhow::Result<()> {
     let couch = &ctx.couch;
     let src = ctx.names.db("src");
     create_empty(couch, &src).await?;
-    let filled: Filled = fill::fill(couch, &src, n).await?;
+    let shape = fill::Shape {
+        docs: n,
+        attachment_percent: ctx.args.backup_attachment_percent,
+        attachment_bytes: ctx.args.backup_attachment_kib * 1024,
+    };
+    let filled: Filled = fill::fill(couch, &src, &shape).await?;
     eprintln!(
         "bench: filled {src}: {} documents ({} with an attachment, {} in conflict, {} leaves) in {:.1} s",
         filled.docs,
@@ -298,6 +303,7 @@ async fn measure(ctx: &Ctx<'_>) -> anyhow::Result<()> {
     let info = couch.server_info().await.map(|i| format!("{} {}", i.vendor.unwrap_or_default(), i.version));
     let run = report::Run {
         setup: &ctx.setup,
+        attachment_kib: ctx.args.backup_attachment_kib,
         couchdb: info.unwrap_or_default(),
         filled,
         source: &source,

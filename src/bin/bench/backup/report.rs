@@ -67,6 +67,7 @@ pub struct Check {
 /// The run's context for the report.
 pub struct Run<'a> {
     pub setup: &'a str,
+    pub attachment_kib: usize,
     pub couchdb: String,
     pub filled: Filled,
     pub source: &'a DatabaseInfo,
@@ -112,12 +113,12 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 pub fn report(run: &Run<'_>, rows: &[Row], checks: &[Check], out: &std::path::Path) -> anyhow::Result<()> {
     let f = &run.filled;
     println!(
-        "backup bench: {} documents ({} with a 3 KiB attachment, {} with two conflicting leaves; {} leaves) on {}",
-        f.docs, f.attachments, f.conflicts, f.leaves, run.couchdb
+        "backup bench: {} documents ({} with a {} KiB attachment, {} with two conflicting leaves; {} leaves) on {}",
+        f.docs, f.attachments, run.attachment_kib, f.conflicts, f.leaves, run.couchdb
     );
     println!("setup: {}", run.setup);
     println!(
-        "fill (_bulk_docs, batches of 1000, 4 in flight): {:.1} s, {:.0} docs/s",
+        "fill (_bulk_docs, batches of up to 1000 documents and 16 MiB, 4 in flight): {:.1} s, {:.0} docs/s",
         f.elapsed.as_secs_f64(),
         f.docs as f64 / f.elapsed.as_secs_f64().max(1e-9)
     );
@@ -200,7 +201,7 @@ pub fn report(run: &Run<'_>, rows: &[Row], checks: &[Check], out: &std::path::Pa
         "mode": "backup",
         "setup": run.setup,
         "couchdb": run.couchdb,
-        "documents": f.docs, "attachments": f.attachments, "conflicts": f.conflicts, "leaves": f.leaves,
+        "documents": f.docs, "attachments": f.attachments, "attachment_kib": run.attachment_kib, "conflicts": f.conflicts, "leaves": f.leaves,
         "fill_seconds": f.elapsed.as_secs_f64(),
         "source": {"doc_count": run.source.doc_count, "doc_del_count": run.source.doc_del_count},
         "manifest": {"documents": run.manifest.documents, "bytes": run.manifest.bytes},
