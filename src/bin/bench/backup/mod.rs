@@ -252,54 +252,90 @@ async fn measure(ctx: &Ctx<'_>) -> anyhow::Result<()> {
         // Who goes first alternates: the first backup after the fill, and each second run,
         // may meet CouchDB's caches or background work in another state.
         let order = if round % 2 == 1 { [true, false] } else { [false, true] };
+        // A tool that fails (couchbackup runs out of memory on large attachments) is reported
+        // as failed, and the other one still measured.
+        let (mut ours_backed_up, mut theirs_backed_up) = (false, false);
         for ours in order {
             if ours {
-                let m = child::run(ctx.library("backup", &src)?, &pids).await.context("couchshare backup")?;
-                let got: Manifest = serde_json::from_value(child_result(&m)?).context("the child's manifest")?;
-                eprintln!(
-                    "bench: round {round}: couchshare backup {:.1} s, {} leaves, {} bytes",
-                    m.elapsed.as_secs_f64(),
-                    got.documents,
-                    got.bytes
-                );
-                rows.push(Row::new("couchshare", "backup → S3", round, &m, docs, Some(got.bytes)));
-                manifest = Some(got);
-            } else {
-                if file.exists() {
-                    std::fs::remove_file(&file)?;
+                let (tool, phase) = ("couchshare", "backup → S3");
+                let result = async {
+                    let m = child::run(ctx.library("backup", &src)?, &pids).await?;
+                    let got: Manifest = serde_json::from_value(child_result(&m)?).context("the child's manifest")?;
+                    anyhow::Ok((m, got))
+                };
+                match result.await {
+                    Ok((m, got)) => {
+                        rows.push(Row::new(tool, phase, round, &m, docs, Some(got.bytes)));
+                        manifest = Some(got);
+                        ours_backed_up = true;
+                    }
+                    Err(e) => rows.push(Row::failed(tool, phase, round, &e)),
                 }
-                let args = ["--db", &src, "--attachments", "-o", &file_arg];
-                let m = child::run(ctx.tool("couchbackup", &args)?, &pids).await.context("couchbackup")?;
-                let bytes = std::fs::metadata(&file)?.len();
-                eprintln!("bench: round {round}: couchbackup {:.1} s, {bytes} bytes", m.elapsed.as_secs_f64());
-                rows.push(Row::new("couchbackup", "backup → file", round, &m, docs, Some(bytes)));
+            } else {
+                let (tool, phase) = ("couchbackup", "backup → file");
+                let result = async {
+                    if file.exists() {
+                        std::fs::remove_file(&file)?;
+                    }
+                    let args = ["--db", &src, "--attachments", "-o", &file_arg];
+                    let m = child::run(ctx.tool("couchbackup", &args)?, &pids).await?;
+                    anyhow::Ok((m, std::fs::metadata(&file)?.len()))
+                };
+                match result.await {
+                    Ok((m, bytes)) => {
+                        rows.push(Row::new(tool, phase, round, &m, docs, Some(bytes)));
+                        theirs_backed_up = true;
+                    }
+                    Err(e) => rows.push(Row::failed(tool, phase, round, &e)),
+                }
             }
+            eprintln!("bench: round {round}: {}", rows.last().map(Row::summary).unwrap_or_default());
         }
         // What of the library's restore is its first pass: reading every object back for its sha256.
-        let m = child::run(ctx.library("verify", &src)?, &pids).await.context("couchshare verify")?;
-        rows.push(Row::new("couchshare", "verify ← S3 (restore's first pass)", round, &m, docs, None));
+        if ours_backed_up {
+            let phase = "verify ← S3 (restore's first pass)";
+            match child::run(ctx.library("verify", &src)?, &pids).await {
+                Ok(m) => rows.push(Row::new("couchshare", phase, round, &m, docs, None)),
+                Err(e) => rows.push(Row::failed("couchshare", phase, round, &e)),
+            }
+        }
         for ours in order {
-            let db = ctx.names.db(&format!("restored-{}-{round}", if ours { "couchshare" } else { "couchbackup" }));
+            let (tool, phase) =
+                if ours { ("couchshare", "restore ← S3") } else { ("couchrestore", "restore ← file") };
+            if !(if ours { ours_backed_up } else { theirs_backed_up }) {
+                rows.push(Row::failed(tool, phase, round, &anyhow!("not run: its backup failed")));
+                continue;
+            }
+            let db = ctx.names.db(&format!("restored-{tool}-{round}"));
             create_empty(couch, &db).await?;
-            if ours {
-                let m = child::run(ctx.library("restore", &db)?, &pids).await.context("couchshare restore")?;
-                restored_leaves = child_result(&m)?["documents"].as_u64();
-                eprintln!("bench: round {round}: couchshare restore {:.1} s", m.elapsed.as_secs_f64());
-                rows.push(Row::new("couchshare", "restore ← S3", round, &m, docs, None));
-                checks.push(check(ctx, "couchshare", round, &db, &source, n).await?);
+            let result = if ours {
+                child::run(ctx.library("restore", &db)?, &pids).await
             } else {
                 // couchbackup's header says `attachments: true`: couchrestore refuses it without the option.
                 let mut job = ctx.tool("couchrestore", &["--db", &db, "--attachments"])?;
                 job.stdin = Some(file.clone());
-                let m = child::run(job, &pids).await.context("couchrestore")?;
-                eprintln!("bench: round {round}: couchrestore {:.1} s", m.elapsed.as_secs_f64());
-                rows.push(Row::new("couchrestore", "restore ← file", round, &m, docs, None));
-                checks.push(check(ctx, "couchrestore", round, &db, &source, n).await?);
+                child::run(job, &pids).await
+            };
+            match result {
+                Ok(m) => {
+                    if ours {
+                        restored_leaves = child_result(&m)?["documents"].as_u64();
+                    }
+                    rows.push(Row::new(tool, phase, round, &m, docs, None));
+                    checks.push(check(ctx, tool, round, &db, &source, n).await?);
+                }
+                Err(e) => rows.push(Row::failed(tool, phase, round, &e)),
             }
+            eprintln!("bench: round {round}: {}", rows.last().map(Row::summary).unwrap_or_default());
             couch.delete_database(&db).await?;
         }
     }
-    let manifest = manifest.context("no backup ran")?;
+    let Some(manifest) = manifest else {
+        for row in &rows {
+            eprintln!("bench: {}", row.summary());
+        }
+        bail!("the couchshare backup failed in every round");
+    };
     let info = couch.server_info().await.map(|i| format!("{} {}", i.vendor.unwrap_or_default(), i.version));
     let run = report::Run {
         setup: &ctx.setup,

@@ -25,9 +25,46 @@ pub struct Row {
     pub cpu_seconds: Option<f64>,
     pub couch_cpu_seconds: Option<f64>,
     pub rss_source: &'static str,
+    /// Why it has no figures.
+    pub failed: Option<String>,
 }
 
 impl Row {
+    /// A phase that failed (or could not run): no figures, the error's last line.
+    pub fn failed(tool: &'static str, phase: &'static str, round: usize, error: &anyhow::Error) -> Row {
+        let text = format!("{error:#}");
+        let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string();
+        eprintln!("bench: round {round}: {tool} {phase} FAILED: {text}");
+        Row {
+            tool,
+            phase,
+            round,
+            seconds: f64::NAN,
+            docs_per_second: f64::NAN,
+            bytes: None,
+            peak_rss_mib: None,
+            cpu_seconds: None,
+            couch_cpu_seconds: None,
+            rss_source: "",
+            failed: Some(last),
+        }
+    }
+
+    /// One line for the progress log.
+    pub fn summary(&self) -> String {
+        match &self.failed {
+            Some(why) => format!("{} {} FAILED: {why}", self.tool, self.phase),
+            None => format!(
+                "{} {} {:.1} s, {} bytes, peak RSS {} MiB",
+                self.tool,
+                self.phase,
+                self.seconds,
+                self.bytes.map_or("-".into(), |b| b.to_string()),
+                opt(self.peak_rss_mib, 1)
+            ),
+        }
+    }
+
     pub fn new(
         tool: &'static str,
         phase: &'static str,
@@ -48,6 +85,7 @@ impl Row {
             cpu_seconds: m.cpu_seconds,
             couch_cpu_seconds: m.couch_cpu_seconds,
             rss_source: m.rss_source,
+            failed: None,
         }
     }
 }
@@ -83,7 +121,10 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// `tool`'s figures for `phase` (its first word) over the rounds: the best time and CouchDB
 /// CPU, the highest peak RSS; `None` when it did not run.
 fn best(rows: &[Row], tool: &str, phase: &str) -> Option<Best> {
-    let mine: Vec<&Row> = rows.iter().filter(|r| r.tool == tool && r.phase.split(' ').next() == Some(phase)).collect();
+    let mine: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.failed.is_none() && r.tool == tool && r.phase.split(' ').next() == Some(phase))
+        .collect();
     let fastest = mine.iter().min_by(|a, b| a.seconds.total_cmp(&b.seconds))?;
     let least = |f: fn(&Row) -> Option<f64>| mine.iter().filter_map(|r| f(r)).min_by(f64::total_cmp);
     Some(Best {
@@ -126,6 +167,10 @@ pub fn report(run: &Run<'_>, rows: &[Row], checks: &[Check], out: &std::path::Pa
     println!("| tool | phase | round | seconds | docs/s | bytes | peak RSS MiB | CPU s | CouchDB CPU s |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in rows {
+        if let Some(why) = &r.failed {
+            println!("| {} | {} | {} | FAILED: {why} | | | | | |", r.tool, r.phase, r.round);
+            continue;
+        }
         println!(
             "| {} | {} | {} | {:.1} | {:.0} | {} | {} | {} | {} |",
             r.tool,
@@ -166,6 +211,11 @@ pub fn report(run: &Run<'_>, rows: &[Row], checks: &[Check], out: &std::path::Pa
                 "couchshare_peak_rss_mib": a.peak_rss_mib, "couchbackup_peak_rss_mib": b.peak_rss_mib}),
         );
     }
+    for phase in ["backup", "restore"] {
+        if !ratios.contains_key(phase) {
+            println!("| {phase} | no ratio: a tool has no successful round | | | |");
+        }
+    }
     println!();
     println!(
         "source: doc_count {} doc_del_count {}; couchshare manifest: {} leaves, {} bytes; couchshare restore wrote {} leaves",
@@ -190,7 +240,7 @@ pub fn report(run: &Run<'_>, rows: &[Row], checks: &[Check], out: &std::path::Pa
             if c.counts_match { "matches the source" } else { "DOES NOT MATCH the source" }
         );
     }
-    if let Some(r) = rows.first() {
+    if let Some(r) = rows.iter().find(|r| r.failed.is_none()) {
         println!(
             "peak RSS: {} of each child process; CPU s: the child's user + system time; CouchDB CPU s: \
              its processes' over the same span (/proc/<pid>/stat); docs/s counts source documents, not leaves",
@@ -208,7 +258,7 @@ pub fn report(run: &Run<'_>, rows: &[Row], checks: &[Check], out: &std::path::Pa
         "phases": rows.iter().map(|r| json!({
             "tool": r.tool, "phase": r.phase, "round": r.round, "seconds": r.seconds, "docs_per_second": r.docs_per_second,
             "bytes": r.bytes, "peak_rss_mib": r.peak_rss_mib, "peak_rss_source": r.rss_source,
-            "cpu_seconds": r.cpu_seconds, "couchdb_cpu_seconds": r.couch_cpu_seconds,
+            "cpu_seconds": r.cpu_seconds, "couchdb_cpu_seconds": r.couch_cpu_seconds, "failed": r.failed,
         })).collect::<Vec<Value>>(),
         "ratios_couchshare_over_couchbackup": ratios,
         "restored": checks.iter().map(|c| json!({
