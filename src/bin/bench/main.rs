@@ -11,7 +11,11 @@
 //! Phases: set-up ([`setup`]), baseline ([`baseline::run`]), operator bulk
 //! ([`phases::bulk`]), steady state and drift ([`phases::steady`], [`phases::latencies`]),
 //! report ([`report::report`]), clean-up ([`cleanup::clean`]).
+//!
+//! `--backup` is another bench, of backup and restore against couchbackup (see [`backup`]);
+//! it needs CouchDB, an S3 bucket and couchbackup, not Kubernetes.
 
+mod backup;
 mod baseline;
 mod cleanup;
 mod fanin;
@@ -92,6 +96,34 @@ pub struct Args {
     /// Fan-in: the idle window the idle figures are measured over.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,
+    /// Backup mode: the operator's backup library against couchbackup/couchrestore on one
+    /// database (see `backup`). Needs `COUCHSHARE_S3_*` and `--couchbackup-bin`, not Kubernetes.
+    #[arg(long)]
+    backup: bool,
+    /// Backup: documents in the database backed up.
+    #[arg(long, default_value_t = 200_000)]
+    backup_docs: usize,
+    /// Backup: documents with an inline attachment, per hundred (at most 99).
+    #[arg(long, default_value_t = 1)]
+    backup_attachment_percent: usize,
+    /// Backup: the size of each attachment, KiB.
+    #[arg(long, default_value_t = 3)]
+    backup_attachment_kib: usize,
+    /// Backup: rounds of every backup and restore, in alternating order (couchshare first in
+    /// odd rounds, couchbackup first in even ones); the ratios take each tool's best round.
+    #[arg(long, default_value_t = 2)]
+    backup_rounds: usize,
+    /// Backup: the folder holding `couchbackup` and `couchrestore`.
+    #[arg(long, env = "COUCHSHARE_BENCH_COUCHBACKUP_BIN")]
+    couchbackup_bin: Option<PathBuf>,
+    /// Backup, internal: run one library call in this process (`backup` or `restore`) and
+    /// print its result as JSON, so that its peak memory is its own.
+    #[arg(long, hide = true, requires_all = ["child_db", "child_prefix"])]
+    backup_child: Option<String>,
+    #[arg(long, hide = true)]
+    child_db: Option<String>,
+    #[arg(long, hide = true)]
+    child_prefix: Option<String>,
     /// Where to write the JSON figures.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
@@ -184,6 +216,12 @@ async fn interrupted() -> &'static str {
 async fn main() -> anyhow::Result<()> {
     couchshare::couch::install_crypto_provider();
     let args = Args::parse();
+    if let Some(what) = &args.backup_child {
+        return backup::child(what, &args).await;
+    }
+    if args.backup {
+        return backup::main(&args).await;
+    }
     let (run, couch, mut pinning) = setup(&args).await?;
     let before = cleanup::footprint(&couch).await;
     let jitter = if args.fan_in { fanin::jitter_before(&couch).await } else { None };
