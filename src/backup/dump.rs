@@ -1,5 +1,5 @@
 //! [`back_up`]: one database into a target, streamed: `_changes` pages of ids, every leaf of
-//! those ids through `_bulk_get`, one bounded line per part of a page, uploaded as it goes.
+//! those ids through `_bulk_get` in groups, one bounded line per part of a page, uploaded as it goes.
 
 use serde_json::{Value, json};
 
@@ -9,8 +9,12 @@ use super::target::{ObjectWriter, Target};
 use super::{DATA_OBJECT, DATABASE_OBJECT, MANIFEST_FORMAT, MANIFEST_OBJECT, Manifest, ObjectEntry, SECURITY_OBJECT};
 use crate::couch::{BulkGetResult, CouchClient, CouchError, encode_db};
 
-/// Document ids per `_changes` page, and so per `_bulk_get`.
-const PAGE: u64 = 500;
+/// Document ids per `_changes` page: a page is ids and revisions, small however large the
+/// documents are, and fewer pages cost CouchDB less (the bench: pages of 500 cost it 1.6 times
+/// couchbackup's CPU for the same database).
+const PAGE: u64 = 10_000;
+/// Document ids per `_bulk_get` (their bodies, not their attachments, are held at once).
+const BULK_GET: usize = 500;
 /// A line is closed once it holds this many bytes (couchrestore holds a whole line in memory).
 const LINE_BYTES: usize = 4 * 1024 * 1024;
 /// Attachment bytes read in one `_bulk_get` (more for a single document that has more).
@@ -106,8 +110,8 @@ async fn write_data(
         let mut ids: Vec<&str> = page.results.iter().map(|c| c.id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        if !ids.is_empty() {
-            documents += write_leaves(couch, db, &ids, writer).await?;
+        for group in ids.chunks(BULK_GET) {
+            documents += write_leaves(couch, db, group, writer).await?;
         }
         since = Some(page.last_seq.clone());
         if done {
