@@ -124,6 +124,9 @@ pub struct Args {
     child_db: Option<String>,
     #[arg(long, hide = true)]
     child_prefix: Option<String>,
+    /// With `--backup-child incremental`: the sequence the incremental backup starts after.
+    #[arg(long, hide = true)]
+    child_since: Option<String>,
     /// Where to write the JSON figures.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,

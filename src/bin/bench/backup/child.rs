@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use couchshare::backup::{S3Settings, Target, back_up, read_manifest, restore, verify};
+use couchshare::backup::{S3Settings, Target, back_up, back_up_since, read_manifest, restore, verify};
 use couchshare::couch::{CouchClient, CouchConfig, Credentials};
 use serde_json::json;
 
@@ -190,12 +190,16 @@ pub async fn child(what: &str, args: &Args) -> anyhow::Result<()> {
             verify(&target, &manifest).await?;
             json!({"verified": manifest.objects.len()})
         }
+        "incremental" => {
+            let since = args.child_since.as_deref().context("--backup-child incremental needs --child-since")?;
+            serde_json::to_value(back_up_since(&couch, db, &target, Some(since)).await?)?
+        }
         "restore" => {
             let manifest = read_manifest(&target).await?.with_context(|| format!("no manifest under {prefix}"))?;
             let restored = restore(&couch, db, &target, &manifest, false).await?;
             json!({"documents": restored.documents})
         }
-        other => bail!("--backup-child {other}: backup, verify or restore"),
+        other => bail!("--backup-child {other}: backup, incremental, verify or restore"),
     };
     let own_peak = peak_rss_kib(std::process::id());
     println!("{}", json!({"result": result, "own_peak_rss_kib": own_peak}));
