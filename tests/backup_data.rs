@@ -13,19 +13,7 @@ use couchshare::backup::{self, BackupError, S3Settings, Target};
 use couchshare::couch::{CouchClient, CreateDatabase};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use support::couchdb::{client, ensure_system_databases, unique_name};
-
-macro_rules! couch_or_skip {
-    ($test:expr) => {
-        match client($test) {
-            Some(c) => {
-                ensure_system_databases(&c).await;
-                c
-            }
-            None => return,
-        }
-    };
-}
+use support::couchdb::{ready_client, unique_name};
 
 /// Plain documents beyond one `_changes` page of the backup (500).
 const PLAIN: usize = 620;
@@ -90,7 +78,7 @@ async fn fill(couch: &CouchClient, db: &str) {
     }
     let security = json!({"admins": {"names": ["boss"], "roles": ["bosses"]},
         "members": {"names": ["alice"], "roles": ["readers"]}});
-    couch.put_security_raw(db, &security).await.expect("security");
+    couch.put_security(db, &serde_json::from_value(security).expect("a _security")).await.expect("security");
 }
 
 /// Every id in the database, deleted ones included.
@@ -180,8 +168,8 @@ async fn assert_same(couch: &CouchClient, source: &str, restored: &str, security
     let (a, b) = (couch.database_info(source).await.expect("info"), couch.database_info(restored).await.expect("info"));
     assert_eq!((b.doc_count, b.doc_del_count), (a.doc_count, a.doc_del_count), "document counts");
     if security {
-        let want = couch.security_raw(source).await.expect("security");
-        assert_eq!(couch.security_raw(restored).await.expect("security"), want);
+        let want = couch.security(source).await.expect("security");
+        assert_eq!(couch.security(restored).await.expect("security"), want);
     }
 }
 
@@ -192,13 +180,16 @@ async fn round_trip(couch: &CouchClient, target: &Target, prefix: &str) {
     fill(couch, &db).await;
     let ids = all_ids(couch, &db).await;
     let before = snapshot(&db, &ids).await;
-    let security = couch.security_raw(&db).await.expect("security");
+    let security = couch.security(&db).await.expect("security");
     let info = couch.database_info(&db).await.expect("info");
 
     let manifest = backup::back_up(couch, &db, target).await.expect("back_up");
     assert_eq!(manifest.documents, LEAVES);
     assert_eq!(manifest.database, db);
-    assert_eq!(manifest.security, security);
+    assert_eq!(
+        serde_json::from_value::<couchshare::couch::Security>(manifest.security.clone()).expect("a _security"),
+        security
+    );
     assert_eq!(manifest.n, Some(1));
     assert!(manifest.q.is_some() && !manifest.partitioned);
     assert!(!manifest.update_seq.is_empty());
@@ -210,14 +201,14 @@ async fn round_trip(couch: &CouchClient, target: &Target, prefix: &str) {
 
     couch.delete_database(&db).await.expect("delete");
     fresh_again(couch, &db).await;
-    let restored = backup::restore(couch, &db, target, &manifest, false).await.expect("restore");
+    let restored = backup::restore(couch, &db, target, &manifest).await.expect("restore");
     assert_eq!(restored.documents, LEAVES);
     assert_eq!(all_ids(couch, &db).await, ids);
     let after = snapshot(&db, &ids).await;
     for id in &ids {
         assert_eq!(after[id], before[id], "document {id}");
     }
-    assert_eq!(couch.security_raw(&db).await.expect("security"), security);
+    assert_eq!(couch.security(&db).await.expect("security"), security);
     let again = couch.database_info(&db).await.expect("info");
     assert_eq!((again.doc_count, again.doc_del_count), (info.doc_count, info.doc_del_count));
     couch.delete_database(&db).await.expect("clean up");
@@ -236,14 +227,14 @@ async fn assert_empty(couch: &CouchClient, db: &str) {
 #[tokio::test]
 async fn a_database_round_trips_through_s3() {
     let test = "a_database_round_trips_through_s3";
-    let couch = couch_or_skip!(test);
+    let Some(couch) = ready_client(test).await else { return };
     let Some(target) = support::s3::target(test, &unique_name("rt-s3")) else { return };
     round_trip(&couch, &target, "bk-s3").await;
 }
 
 #[tokio::test]
 async fn a_database_round_trips_through_a_volume() {
-    let couch = couch_or_skip!("a_database_round_trips_through_a_volume");
+    let Some(couch) = ready_client("a_database_round_trips_through_a_volume").await else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::volume(&dir.path().join("mount"), "backups/one").expect("volume");
     assert_eq!(target.prefix(), "backups/one");
@@ -277,7 +268,7 @@ async fn a_database_round_trips_through_a_volume() {
 #[tokio::test]
 async fn a_partitioned_database_round_trips_and_says_so() {
     let test = "a_partitioned_database_round_trips_and_says_so";
-    let couch = couch_or_skip!(test);
+    let Some(couch) = ready_client(test).await else { return };
     let caps = couch.capabilities().await.expect("capabilities");
     if !support::couchdb::require_capability(test, &caps, "partitioned") {
         return;
@@ -304,7 +295,7 @@ async fn a_partitioned_database_round_trips_and_says_so() {
     let into = unique_name("bk-part-into");
     let again = CreateDatabase { q: manifest.q, n: manifest.n, partitioned: manifest.partitioned };
     couch.create_database(&into, &again).await.expect("create from the manifest");
-    assert_eq!(backup::restore(&couch, &into, &target, &manifest, false).await.expect("restore").documents, 4);
+    assert_eq!(backup::restore(&couch, &into, &target, &manifest).await.expect("restore").documents, 4);
     let ids = all_ids(&couch, &db).await;
     assert_eq!(snapshot(&into, &ids).await, snapshot(&db, &ids).await);
     assert!(couch.database_info(&into).await.expect("info").is_partitioned());
@@ -329,7 +320,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 #[tokio::test]
 async fn large_attachments_go_through_s3_in_parts_and_come_back_whole() {
     let test = "large_attachments_go_through_s3_in_parts_and_come_back_whole";
-    let couch = couch_or_skip!(test);
+    let Some(couch) = ready_client(test).await else { return };
     let Some(target) = support::s3::target(test, &unique_name("large")) else { return };
     let db = fresh_db(&couch, "bk-large").await;
     // 5 × 4 MiB: more than one 16 MiB _bulk_get group, 4 MiB lines, 5 MiB upload parts.
@@ -345,7 +336,7 @@ async fn large_attachments_go_through_s3_in_parts_and_come_back_whole() {
     assert!(data.bytes > 5 * (4 << 20) * 4 / 3, "{} bytes", data.bytes);
 
     let into = fresh_db(&couch, "bk-large-into").await;
-    let restored = backup::restore(&couch, &into, &target, &manifest, false).await.expect("restore");
+    let restored = backup::restore(&couch, &into, &target, &manifest).await.expect("restore");
     assert_eq!(restored.documents, 6);
     let ids = all_ids(&couch, &db).await;
     let (want, got) = (snapshot(&db, &ids).await, snapshot(&into, &ids).await);
@@ -358,7 +349,7 @@ async fn large_attachments_go_through_s3_in_parts_and_come_back_whole() {
 
 #[tokio::test]
 async fn a_backup_stopped_half_way_leaves_no_manifest() {
-    let couch = couch_or_skip!("a_backup_stopped_half_way_leaves_no_manifest");
+    let Some(couch) = ready_client("a_backup_stopped_half_way_leaves_no_manifest").await else { return };
     let db = fresh_db(&couch, "bk-stop").await;
     for i in 0..4u64 {
         let doc = json!({"_attachments": {"big.bin": {"content_type": "application/octet-stream",
@@ -417,7 +408,7 @@ fn raw_bucket(settings: &S3Settings) -> impl object_store::ObjectStore {
 async fn a_corrupt_object_is_refused_before_anything_is_written() {
     use object_store::ObjectStoreExt;
     let test = "a_corrupt_object_is_refused_before_anything_is_written";
-    let couch = couch_or_skip!(test);
+    let Some(couch) = ready_client(test).await else { return };
     let Some(settings) = support::s3::settings(test) else { return };
     let prefix = unique_name("corrupt");
     let target = Target::s3(&settings, &prefix).expect("target");
@@ -436,16 +427,16 @@ async fn a_corrupt_object_is_refused_before_anything_is_written() {
     let check = backup::verify(&target, &manifest).await.expect_err("corrupt");
     assert!(matches!(&check, BackupError::Corrupt { object, .. } if object == backup::DATA_OBJECT), "{check:?}");
     let into = fresh_db(&couch, "bk-corrupt-into").await;
-    let security = couch.security_raw(&into).await.expect("security");
-    let refused = backup::restore(&couch, &into, &target, &manifest, false).await.expect_err("corrupt");
+    let security = couch.security(&into).await.expect("security");
+    let refused = backup::restore(&couch, &into, &target, &manifest).await.expect_err("corrupt");
     assert_eq!(refused.reason(), "BackupCorrupt", "{refused}");
     assert!(!refused.is_transient());
     assert_empty(&couch, &into).await;
-    assert_eq!(couch.security_raw(&into).await.expect("security"), security);
+    assert_eq!(couch.security(&into).await.expect("security"), security);
 
     // A missing object is corrupt too.
     bucket.delete(&path).await.expect("delete");
-    let missing = backup::restore(&couch, &into, &target, &manifest, false).await.expect_err("missing");
+    let missing = backup::restore(&couch, &into, &target, &manifest).await.expect_err("missing");
     assert!(matches!(&missing, BackupError::Corrupt { detail, .. } if detail == "missing"), "{missing:?}");
     assert_empty(&couch, &into).await;
     for name in [&db, &into] {
@@ -455,7 +446,7 @@ async fn a_corrupt_object_is_refused_before_anything_is_written() {
 
 #[tokio::test]
 async fn a_database_that_is_not_empty_is_refused_and_left_alone() {
-    let couch = couch_or_skip!("a_database_that_is_not_empty_is_refused_and_left_alone");
+    let Some(couch) = ready_client("a_database_that_is_not_empty_is_refused_and_left_alone").await else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::volume(dir.path(), "b").expect("volume");
     let db = fresh_db(&couch, "bk-src").await;
@@ -473,21 +464,21 @@ async fn a_database_that_is_not_empty_is_refused_and_left_alone() {
 
     let busy = fresh_db(&couch, "bk-busy").await;
     couch.put_document(&busy, "already", &json!({"here": true})).await.expect("a document");
-    let security = couch.security_raw(&busy).await.expect("security");
+    let security = couch.security(&busy).await.expect("security");
     for attempt in [
-        backup::restore(&couch, &busy, &target, &manifest, false).await,
-        backup::restore_couchbackup_file(&couch, &busy, &target, backup::DATA_OBJECT, false).await,
+        backup::restore(&couch, &busy, &target, &manifest).await,
+        backup::restore_couchbackup_file(&couch, &busy, &target, backup::DATA_OBJECT).await,
     ] {
         let refused = attempt.expect_err("not empty");
         assert!(matches!(&refused, BackupError::NotEmpty { documents: 1, .. }), "{refused:?}");
         assert_eq!(refused.reason(), "DatabaseNotEmpty");
     }
     assert_eq!(all_ids(&couch, &busy).await, ["already"]);
-    assert_eq!(couch.security_raw(&busy).await.expect("security"), security);
+    assert_eq!(couch.security(&busy).await.expect("security"), security);
 
     // A marker of other data does not open a database that is not empty.
     couch.put_document(&busy, backup::RESTORE_MARKER, &json!({"data_sha256": "other"})).await.expect("a marker");
-    let refused = backup::restore(&couch, &busy, &target, &manifest, false).await.expect_err("not empty");
+    let refused = backup::restore(&couch, &busy, &target, &manifest).await.expect_err("not empty");
     assert_eq!(refused.reason(), "DatabaseNotEmpty");
     assert_eq!(all_ids(&couch, &busy).await, ["already"]);
 
@@ -500,18 +491,18 @@ async fn a_database_that_is_not_empty_is_refused_and_left_alone() {
     let first: Vec<Value> = serde_json::from_str(text.lines().nth(1).expect("a line")).expect("documents");
     let some: Vec<Value> = first.into_iter().filter(|d| d.get("_attachments").is_none()).take(50).collect();
     assert!(couch.bulk_docs_replicated(&half, &some).await.expect("part of the documents").is_empty());
-    let restored = backup::restore(&couch, &half, &target, &manifest, false).await.expect("goes on");
+    let restored = backup::restore(&couch, &half, &target, &manifest).await.expect("goes on");
     assert_eq!(restored.documents, manifest.documents);
     assert_same(&couch, &db, &half, true).await;
     assert_eq!(couch.get_document(&half, backup::RESTORE_MARKER).await.expect("read"), None, "marker removed");
-    let refused = backup::restore(&couch, &half, &target, &manifest, false).await.expect_err("complete");
+    let refused = backup::restore(&couch, &half, &target, &manifest).await.expect_err("complete");
     assert_eq!(refused.reason(), "DatabaseNotEmpty");
 
     // Deleted documents count: a database with only a tombstone is not empty either.
     let tomb = fresh_db(&couch, "bk-tomb").await;
     let rev = couch.put_document(&tomb, "x", &json!({})).await.expect("x");
     couch.delete_document(&tomb, "x", &rev).await.expect("delete x");
-    let refused = backup::restore(&couch, &tomb, &target, &manifest, false).await.expect_err("not empty");
+    let refused = backup::restore(&couch, &tomb, &target, &manifest).await.expect_err("not empty");
     assert!(matches!(refused, BackupError::NotEmpty { documents: 1, .. }), "{refused:?}");
     for name in [&db, &busy, &tomb, &half] {
         couch.delete_database(name).await.expect("clean up");
@@ -521,7 +512,7 @@ async fn a_database_that_is_not_empty_is_refused_and_left_alone() {
 #[tokio::test]
 async fn store_failures_say_denied_or_unavailable() {
     let test = "store_failures_say_denied_or_unavailable";
-    let couch = couch_or_skip!(test);
+    let Some(couch) = ready_client(test).await else { return };
     let Some(settings) = support::s3::settings(test) else { return };
     let db = fresh_db(&couch, "bk-store").await;
     couch.put_document(&db, "a", &json!({})).await.expect("a document");
@@ -558,7 +549,7 @@ async fn store_failures_say_denied_or_unavailable() {
 #[tokio::test]
 async fn couchrestore_reads_our_data_file() {
     let test = "couchrestore_reads_our_data_file";
-    let couch = couch_or_skip!(test);
+    let Some(couch) = ready_client(test).await else { return };
     let Some(bin) = support::s3::couchbackup(test) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::volume(dir.path(), "ours").expect("volume");
@@ -578,7 +569,7 @@ async fn couchrestore_reads_our_data_file() {
 #[tokio::test]
 async fn a_couchbackup_file_restores_and_stubs_are_refused() {
     let test = "a_couchbackup_file_restores_and_stubs_are_refused";
-    let couch = couch_or_skip!(test);
+    let Some(couch) = ready_client(test).await else { return };
     let Some(bin) = support::s3::couchbackup(test) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("theirs")).expect("a folder");
@@ -597,7 +588,7 @@ async fn a_couchbackup_file_restores_and_stubs_are_refused() {
 
     let into = fresh_db(&couch, "bk-cbr").await;
     let restored =
-        backup::restore_couchbackup_file(&couch, &into, &target, "with-attachments.txt", false).await.expect("restore");
+        backup::restore_couchbackup_file(&couch, &into, &target, "with-attachments.txt").await.expect("restore");
     assert_eq!(restored.documents, LEAVES);
     assert_same(&couch, &db, &into, false).await;
 
@@ -611,8 +602,7 @@ async fn a_couchbackup_file_restores_and_stubs_are_refused() {
         Stdio::null(),
     );
     let empty = fresh_db(&couch, "bk-stubs").await;
-    let refused =
-        backup::restore_couchbackup_file(&couch, &empty, &target, "stubs.txt", false).await.expect_err("stubs");
+    let refused = backup::restore_couchbackup_file(&couch, &empty, &target, "stubs.txt").await.expect_err("stubs");
     assert_eq!(refused.reason(), "BackupFormat", "{refused}");
     assert!(refused.to_string().contains("stub"), "{refused}");
     assert_empty(&couch, &empty).await;

@@ -51,7 +51,8 @@ pub async fn back_up_since(
     let started_at = now();
     let info = couch.database_info(db).await?;
     target.remove_if_present(MANIFEST_OBJECT).await?;
-    let security = couch.security_raw(db).await?;
+    let security =
+        serde_json::to_value(couch.security(db).await?).map_err(|e| BackupError::Format(format!("_security: {e}")))?;
 
     let mut writer = target.writer(DATA_OBJECT).await?;
     let from = since.map(|s| Value::String(s.to_owned()));

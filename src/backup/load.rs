@@ -10,7 +10,7 @@ use super::format::{Line, Lines, doc_for_couch, parse_line};
 use super::marker::{mark, may_restore, unmark};
 use super::target::Target;
 use super::{DATA_OBJECT, MANIFEST_FORMAT, MANIFEST_OBJECT, Manifest, Restored};
-use crate::couch::{CouchClient, CouchError, encode_db};
+use crate::couch::{CouchClient, CouchError, Security, encode_db};
 
 /// Documents per `_bulk_docs` request.
 const BATCH_DOCS: usize = 500;
@@ -54,36 +54,63 @@ pub async fn verify(target: &Target, manifest: &Manifest) -> Result<(), BackupEr
 }
 
 /// Restores a backup into `db`, which must exist and be empty (or hold only what an
-/// interrupted restore of the same backup wrote, see [`RESTORE_MARKER`](super::RESTORE_MARKER)).
-/// Checks every object first ([`verify`]): nothing is written when one is corrupt. Then the
-/// revisions in batches through `_bulk_docs` with `new_edits: false`, then `_security`.
+/// interrupted restore of the same backup wrote, see [`RESTORE_MARKER`](super::RESTORE_MARKER)),
+/// its `_security` included: [`restore_chain`] of one backup.
 pub async fn restore(
     couch: &CouchClient,
     db: &str,
     target: &Target,
     manifest: &Manifest,
-    resume: bool,
 ) -> Result<Restored, BackupError> {
-    let Some(data) = manifest.objects.iter().find(|o| o.name == DATA_OBJECT) else {
-        return Err(BackupError::Corrupt { object: MANIFEST_OBJECT.into(), detail: format!("lists no {DATA_OBJECT}") });
-    };
-    // `resume`: the caller knows the documents there are its own (a restore it recorded as
-    // started, or the earlier backups of an incremental chain).
-    if !resume {
-        may_restore(couch, db, Some(&data.sha256)).await?;
+    restore_chain(couch, db, &[(target, manifest)], Some(&manifest.security)).await
+}
+
+/// Restores backups in order — a full backup, then the incremental ones on it — into `db`,
+/// which must exist and be empty (or hold an interrupted restore of the same chain: the marker
+/// names the full backup's data). Every object of every backup is checked first ([`verify`]):
+/// nothing is written when one is corrupt. Then each data file through `_bulk_docs` with
+/// `new_edits: false`, then `security` when given (the operator passes none: the database's
+/// declared `_security` is its own to write).
+pub async fn restore_chain(
+    couch: &CouchClient,
+    db: &str,
+    chain: &[(&Target, &Manifest)],
+    security: Option<&Value>,
+) -> Result<Restored, BackupError> {
+    let mut data = Vec::new();
+    for (_, manifest) in chain {
+        let Some(entry) = manifest.objects.iter().find(|o| o.name == DATA_OBJECT) else {
+            return Err(BackupError::Corrupt {
+                object: MANIFEST_OBJECT.into(),
+                detail: format!("lists no {DATA_OBJECT}"),
+            });
+        };
+        data.push(entry.sha256.clone());
     }
-    verify(target, manifest).await?;
-    mark(couch, db, &data.sha256).await?;
-    let (documents, sha256) = replay(couch, db, target, DATA_OBJECT, true).await?;
-    // Changed since verify() read it: too late to write nothing, not too late to say so.
-    if let Some(entry) = manifest.objects.iter().find(|o| o.name == DATA_OBJECT && o.sha256 != sha256) {
-        return Err(BackupError::Corrupt {
-            object: entry.name.clone(),
-            detail: format!("changed during the restore: sha256 {sha256}, the manifest says {}", entry.sha256),
-        });
+    let Some(first) = data.first() else { return Err(BackupError::Format("no backup to restore".into())) };
+    may_restore(couch, db, Some(first)).await?;
+    for (target, manifest) in chain {
+        verify(target, manifest).await?;
     }
-    if manifest.security.as_object().is_some_and(|o| !o.is_empty()) {
-        couch.put_security_raw(db, &manifest.security).await?;
+    mark(couch, db, first).await?;
+    let mut documents = 0;
+    for ((target, _), expected) in chain.iter().zip(&data) {
+        let (written, sha256) = replay(couch, db, target, DATA_OBJECT, true).await?;
+        // Changed since verify() read it: too late to write nothing, not too late to say so.
+        if sha256 != *expected {
+            return Err(BackupError::Corrupt {
+                object: format!("{}{DATA_OBJECT}", target.prefix()),
+                detail: format!("changed during the restore: sha256 {sha256}, the manifest says {expected}"),
+            });
+        }
+        documents += written;
+    }
+    if let Some(security) = security.filter(|s| s.as_object().is_some_and(|o| !o.is_empty())) {
+        let security: Security = serde_json::from_value(security.clone()).map_err(|e| BackupError::Corrupt {
+            object: MANIFEST_OBJECT.into(),
+            detail: format!("its _security is not one: {e}"),
+        })?;
+        couch.put_security(db, &security).await?;
     }
     unmark(couch, db).await?;
     Ok(Restored { documents })
@@ -98,15 +125,10 @@ pub async fn restore_couchbackup_file(
     db: &str,
     target: &Target,
     key: &str,
-    resume: bool,
 ) -> Result<Restored, BackupError> {
-    if !resume {
-        may_restore(couch, db, None).await?;
-    }
+    may_restore(couch, db, None).await?;
     let (_, sha256) = replay(couch, db, target, key, false).await?;
-    if !resume {
-        may_restore(couch, db, Some(&sha256)).await?;
-    }
+    may_restore(couch, db, Some(&sha256)).await?;
     mark(couch, db, &sha256).await?;
     let (documents, _) = replay(couch, db, target, key, true).await?;
     unmark(couch, db).await?;

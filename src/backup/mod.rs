@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use dump::{back_up, back_up_since};
 pub use error::BackupError;
-pub use load::{read_manifest, restore, restore_couchbackup_file, verify};
+pub use load::{read_manifest, restore, restore_chain, restore_couchbackup_file, verify};
 pub use marker::RESTORE_MARKER;
 pub use target::{S3Settings, Target};
 

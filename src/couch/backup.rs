@@ -91,18 +91,6 @@ impl CouchClient {
             .json(&json!({ "docs": docs, "new_edits": false }))?;
         self.call(req).await
     }
-
-    /// `GET /{db}/_security` as it is, fields couchshare does not know included.
-    pub async fn security_raw(&self, db: &str) -> Result<Value, CouchError> {
-        self.call(Request::new(Method::GET, format!("/{}/_security", encode_db(db)))).await
-    }
-
-    /// `PUT /{db}/_security` with `security` as it is.
-    pub async fn put_security_raw(&self, db: &str, security: &Value) -> Result<(), CouchError> {
-        let req = Request::new(Method::PUT, format!("/{}/_security", encode_db(db))).json(security)?;
-        let _: Value = self.call(req).await?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

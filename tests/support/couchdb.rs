@@ -36,6 +36,13 @@ pub fn client(test: &str) -> Option<CouchClient> {
     Some(CouchClient::new(config).expect("a valid CouchDB client configuration"))
 }
 
+/// [`client`], with the system databases made sure of (a fresh node has none).
+pub async fn ready_client(test: &str) -> Option<CouchClient> {
+    let couch = client(test)?;
+    ensure_system_databases(&couch).await;
+    Some(couch)
+}
+
 /// The URL the server uses to reach itself in replication endpoints
 /// (`COUCHDB_REPLICATION_URL`, default `COUCHDB_URL`).
 pub fn replication_url() -> String {

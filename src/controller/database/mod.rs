@@ -276,15 +276,12 @@ async fn ensure(
         }
     }
     ctx.ledger.record(&server_id, &name, intent.security.clone());
+    // A restore writes documents and leaves `_security` as the steps above declared it (the
+    // spec and today's grants and shares), not as the backup had it: a restore must not bring
+    // back access revoked since.
     let restored = match restore::pending(db) {
         Some(from) => {
-            restore::run(ctx, db, api, status, from, &couch, &name, &url).await?;
-            // The declared `_security` (the spec and today's grants and shares), not the one of the
-            // backup: a restore must not bring back access revoked since.
-            couch
-                .put_security(&name, &intent.security)
-                .await
-                .map_err(|e| Error::couch("writing _security after the restore", &url, e))?;
+            status.restore = Some(restore::restore(ctx, db, from, &couch, &name).await?);
             true
         }
         None => false,

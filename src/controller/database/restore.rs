@@ -1,19 +1,17 @@
-//! `spec.restoreFrom`: filling a CouchDatabase, once, from a CouchBackup or from a file
-//! `couchbackup` wrote. Every object is checked against the manifest's sha256 before anything
-//! is written; a database that holds documents is refused. A restore cut short (the operator
-//! killed) is recorded as started in status, and the next pass writes it again from the start:
-//! with `new_edits: false` a revision written twice is one revision.
+//! `spec.restoreFrom`: filling a CouchDatabase, once, from a CouchBackup (with the chain of
+//! backups it is incremental from), a schedule's point in time, or a file `couchbackup` wrote.
+//! Which backups: here; the restore itself, at the data path's depth (`crate::backup`): every
+//! object checked against its manifest before anything is written, a database holding
+//! documents refused, and a restore cut short recognised by its marker and written again from
+//! the start (with `new_edits: false` a revision written twice is one revision).
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use kube::api::Api;
-
-use crate::api::{BackupPhase, CouchBackup, CouchDatabase, CouchDatabaseStatus, RestoreFrom, RestoreStatus};
+use crate::api::{BackupPhase, CouchBackup, CouchDatabase, RestoreFrom, RestoreStatus};
 use crate::controller::runtime::context::{Context, now};
 use crate::controller::runtime::error::Error;
-use crate::controller::runtime::status::apply_status;
-use crate::controller::shared::backups::{backup_target, file_target};
+use crate::controller::shared::backups::{backup_target, file_target, held};
 use crate::couch::CouchClient;
 
 /// What `restoreFrom` names, as status records it.
@@ -58,31 +56,21 @@ fn at_point(ctx: &Context, ns: &str, schedule: &str, point: Option<&str>) -> Res
             b.namespace().as_deref() == Some(ns)
                 && b.labels().get(crate::api::labels::SCHEDULED_BACKUP_LABEL).map(String::as_str) == Some(schedule)
         })
-        .map(|b| crate::plan::backup::Held {
-            name: b.name_any(),
-            completed_at: b
-                .status
-                .as_ref()
-                .filter(|s| s.phase == Some(BackupPhase::Completed))
-                .and_then(|s| s.completed_at.as_deref())
-                .and_then(|t| t.parse().ok()),
-            base: b.spec.incremental_from.clone(),
-        })
+        .map(|b| held(b))
         .collect();
     crate::plan::backup::at_point(&held, point).ok_or_else(|| Error::Waiting {
         what: format!("a completed backup of CouchScheduledBackup {ns}/{schedule} at or before the point in time"),
     })
 }
 
-/// Restores CouchBackup `last` and the backups it is incremental from, full first: every
-/// backup's objects are checked against their manifests before the first document is written.
+/// Restores CouchBackup `last` and the backups it is incremental from, full first, leaving
+/// `_security` to the database reconciler (the declared one, not the backup's).
 async fn restore_chain(
     ctx: &Context,
     ns: &str,
     last: &str,
     couch: &CouchClient,
     name: &str,
-    resume: bool,
 ) -> Result<crate::backup::Restored, Error> {
     let bases: std::collections::BTreeMap<String, Option<String>> = ctx
         .stores
@@ -110,83 +98,38 @@ async fn restore_chain(
                     )),
                 )
             })?;
-        crate::backup::verify(&target, &manifest).await.map_err(|e| Error::backup("checking a backup", e))?;
         parts.push((target, manifest));
     }
-    let mut documents = 0;
-    for (i, (target, manifest)) in parts.iter().enumerate() {
-        // After the full backup the database holds its documents: the increments go on top.
-        let restored = crate::backup::restore(couch, name, target, manifest, resume || i > 0)
-            .await
-            .map_err(|e| Error::backup("restoring", e))?;
-        documents += restored.documents;
-    }
-    Ok(crate::backup::Restored { documents })
+    let parts: Vec<_> = parts.iter().map(|(t, m)| (t, m)).collect();
+    crate::backup::restore_chain(couch, name, &parts, None).await.map_err(|e| Error::backup("restoring", e))
 }
 
-/// Restores `from` once: refuses a database that holds documents, records the restore as started
-/// before writing (so that one cut short is resumed, not refused for the documents it wrote),
-/// then records it as completed.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    ctx: &Context,
-    db: &CouchDatabase,
-    api: &Api<CouchDatabase>,
-    status: &mut CouchDatabaseStatus,
-    from: &crate::api::RestoreFrom,
-    couch: &CouchClient,
-    name: &str,
-    url: &str,
-) -> Result<(), Error> {
-    let source = source_of(from);
-    let resume = status.restore.as_ref().is_some_and(|r| r.source == source && r.completed_at.is_none());
-    if !resume {
-        let info = couch.database_info(name).await.map_err(|e| Error::couch("reading database info", url, e))?;
-        let documents = info.doc_count + info.doc_del_count;
-        if documents > 0 {
-            return Err(Error::backup(
-                "restoring",
-                crate::backup::BackupError::NotEmpty { database: name.to_string(), documents },
-            ));
-        }
-        let mut started = status.clone();
-        started.restore = Some(crate::api::RestoreStatus { source, documents: None, completed_at: None });
-        apply_status(api, db, Some(status), &started).await?;
-        *status = started;
-    }
-    status.restore = Some(restore(ctx, db, from, couch, name, resume).await?);
-    Ok(())
-}
-
-/// Whether `db` still has a restore to do: `restoreFrom` is set and its restore has not
-/// completed. (A restore started and cut short is done again.)
+/// Whether `db` still has a restore to do: `restoreFrom` is set and not restored yet.
 pub fn pending(db: &CouchDatabase) -> Option<&RestoreFrom> {
     let from = db.spec.restore_from.as_ref()?;
     let done = db.status.as_ref().and_then(|s| s.restore.as_ref()).is_some_and(|r| r.completed_at.is_some());
     (!done).then_some(from)
 }
 
-/// Restores `from` into the database `name`; `resume`: a restore of the same source was
-/// started before and cut short, so documents already there are that restore's own.
+/// Restores `from` into the database `name`.
 pub async fn restore(
     ctx: &Context,
     db: &CouchDatabase,
     from: &RestoreFrom,
     couch: &CouchClient,
     name: &str,
-    resume: bool,
 ) -> Result<RestoreStatus, Error> {
     let ns = db.namespace().unwrap_or_default();
     let source = source_of(from);
     let restored = match (&from.backup, &from.scheduled_backup, &from.couchbackup_file) {
-        (Some(backup), _, _) => restore_chain(ctx, &ns, backup, couch, name, resume).await?,
+        (Some(backup), _, _) => restore_chain(ctx, &ns, backup, couch, name).await?,
         (None, Some(schedule), _) => {
             let backup = at_point(ctx, &ns, schedule, from.point_in_time.as_deref())?;
-            restore_chain(ctx, &ns, &backup, couch, name, resume).await?
+            restore_chain(ctx, &ns, &backup, couch, name).await?
         }
         (None, None, Some(file)) => {
             let target = file_target(ctx, &ns, &file.source).await?;
-            crate::backup::restore_couchbackup_file(couch, name, &target, &file.key, resume)
+            crate::backup::restore_couchbackup_file(couch, name, &target, &file.key)
                 .await
                 .map_err(|e| Error::backup("restoring a couchbackup file", e))?
         }

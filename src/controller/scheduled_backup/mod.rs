@@ -14,14 +14,12 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use crate::api::labels::{MANAGED_BY, MANAGED_BY_LABEL, SCHEDULED_BACKUP_LABEL};
-use crate::api::{
-    BackupMode, BackupPhase, CouchBackup, CouchBackupSpec, CouchScheduledBackup, CouchScheduledBackupStatus,
-};
+use crate::api::{BackupMode, CouchBackup, CouchBackupSpec, CouchScheduledBackup, CouchScheduledBackupStatus};
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
 use crate::controller::runtime::status::NewCondition;
 use crate::controller::runtime::tail::{Note, Outcome, Pass};
-use crate::controller::shared::backups::backup_target;
+use crate::controller::shared::backups::{backup_target, held};
 use crate::plan::backup::{Held, expired, next_base, parse_age};
 
 /// Reconciles one CouchScheduledBackup.
@@ -76,16 +74,6 @@ fn owned(ctx: &Context, schedule: &CouchScheduledBackup) -> Vec<Arc<CouchBackup>
         .collect();
     backups.sort_by_key(|b| (b.metadata.creation_timestamp.as_ref().map(|t| t.0), b.name_any()));
     backups
-}
-
-fn held(backup: &CouchBackup) -> Held {
-    let status = backup.status.as_ref();
-    let completed = status.filter(|s| s.phase == Some(BackupPhase::Completed));
-    Held {
-        name: backup.name_any(),
-        completed_at: completed.and_then(|s| s.completed_at.as_deref()).and_then(|t| t.parse().ok()),
-        base: backup.spec.incremental_from.clone(),
-    }
 }
 
 /// Runs what is due; returns how long until the next occurrence.

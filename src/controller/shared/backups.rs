@@ -75,6 +75,17 @@ pub async fn target(ctx: &Context, ns: &str, destination: &BackupDestination, fo
     }
 }
 
+/// A CouchBackup as `plan::backup` sees it: its name, when it completed, its base.
+pub fn held(backup: &CouchBackup) -> crate::plan::backup::Held {
+    use kube::ResourceExt;
+    let completed = backup.status.as_ref().filter(|s| s.phase == Some(crate::api::BackupPhase::Completed));
+    crate::plan::backup::Held {
+        name: backup.name_any(),
+        completed_at: completed.and_then(|s| s.completed_at.as_deref()).and_then(|t| t.parse().ok()),
+        base: backup.spec.incremental_from.clone(),
+    }
+}
+
 /// The store and folder of a CouchBackup.
 pub async fn backup_target(ctx: &Context, backup: &CouchBackup) -> Result<(Target, String), Error> {
     use kube::ResourceExt;

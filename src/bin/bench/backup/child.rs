@@ -196,7 +196,7 @@ pub async fn child(what: &str, args: &Args) -> anyhow::Result<()> {
         }
         "restore" => {
             let manifest = read_manifest(&target).await?.with_context(|| format!("no manifest under {prefix}"))?;
-            let restored = restore(&couch, db, &target, &manifest, false).await?;
+            let restored = restore(&couch, db, &target, &manifest).await?;
             json!({"documents": restored.documents})
         }
         other => bail!("--backup-child {other}: backup, incremental, verify or restore"),
