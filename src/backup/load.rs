@@ -1,9 +1,12 @@
 //! Reading a backup back: its manifest, the check of every object against it, and the restore
 //! of a data file (ours, or one couchbackup wrote) into an empty database.
 
+use std::collections::VecDeque;
+
 use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
 
 use super::error::BackupError;
 use super::format::{Line, Lines, doc_for_couch, parse_line};
@@ -12,6 +15,8 @@ use super::target::Target;
 use super::{DATA_OBJECT, MANIFEST_FORMAT, MANIFEST_OBJECT, Manifest, Restored};
 use crate::couch::{CouchClient, CouchError, Security, encode_db};
 
+/// `_bulk_docs` requests in flight at once (couchrestore keeps 5).
+const IN_FLIGHT: usize = 4;
 /// Documents per `_bulk_docs` request.
 const BATCH_DOCS: usize = 500;
 /// A batch is sent once its documents add up to about this many bytes of JSON.
@@ -150,6 +155,7 @@ async fn replay(
     let format = |e: String| BackupError::Format(format!("{name}: {e}"));
     let mut lines = Lines::default();
     let mut batch = Batch::default();
+    let mut writes = Writes::default();
     let mut count = 0u64;
     let mut sha = Sha256::new();
     let mut done = false;
@@ -178,12 +184,18 @@ async fn replay(
             let doc = doc_for_couch(doc).map_err(format)?;
             count += 1;
             if write && batch.add(doc, size) {
-                batch.send(couch, db).await?;
+                if writes.len() >= IN_FLIGHT {
+                    writes.next(db).await?;
+                }
+                writes.start(couch, db, batch.take());
             }
         }
     }
-    if write {
-        batch.send(couch, db).await?;
+    if write && !batch.docs.is_empty() {
+        writes.start(couch, db, batch.take());
+    }
+    while !writes.is_empty() {
+        writes.next(db).await?;
     }
     Ok((count, hex::encode(sha.finalize())))
 }
@@ -203,14 +215,42 @@ impl Batch {
         self.docs.len() >= BATCH_DOCS || self.bytes >= BATCH_BYTES
     }
 
-    /// Sends the batch (if any); a document CouchDB refuses fails the restore.
-    async fn send(&mut self, couch: &CouchClient, db: &str) -> Result<(), BackupError> {
-        if self.docs.is_empty() {
-            return Ok(());
-        }
-        let refused = couch.bulk_docs_replicated(db, &self.docs).await?;
-        self.docs.clear();
+    /// The documents, leaving the batch empty.
+    fn take(&mut self) -> Vec<Value> {
         self.bytes = 0;
+        std::mem::take(&mut self.docs)
+    }
+}
+
+/// `_bulk_docs` writes running on their own, checked in the order they were started; those
+/// still running when this is dropped (a failed restore) are aborted. Each batch holds other
+/// documents (or other leaves of one), and `new_edits: false` merges leaves whatever the order.
+#[derive(Default)]
+struct Writes(VecDeque<JoinHandle<Result<Vec<Value>, CouchError>>>);
+
+impl Writes {
+    fn start(&mut self, couch: &CouchClient, db: &str, docs: Vec<Value>) {
+        let (couch, db) = (couch.clone(), db.to_owned());
+        self.0.push_back(tokio::spawn(async move { couch.bulk_docs_replicated(&db, &docs).await }));
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Waits for the oldest write; a document CouchDB refused fails the restore.
+    async fn next(&mut self, db: &str) -> Result<(), BackupError> {
+        let Some(write) = self.0.pop_front() else { return Ok(()) };
+        let refused = match write.await {
+            Ok(answer) => answer?,
+            // A write's task panicked (a bug): the panic goes on here. Nothing else aborts one
+            // while this holds it.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         let Some(first) = refused.iter().find(|r| r.get("error").is_some()) else {
             return Ok(());
         };
@@ -222,5 +262,13 @@ impl Batch {
             error: text("error"),
             reason: format!("{} (document {:?}, {} refused in the batch)", text("reason"), text("id"), refused.len()),
         }))
+    }
+}
+
+impl Drop for Writes {
+    fn drop(&mut self) {
+        for write in &self.0 {
+            write.abort();
+        }
     }
 }
