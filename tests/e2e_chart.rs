@@ -347,6 +347,7 @@ fn operator_container(values: &[&str], helm: &str) -> serde_yaml_ng::Value {
     let mut c = pod["containers"][0].clone();
     c["replicas"] = value["spec"]["replicas"].clone();
     c["serviceAccountName"] = pod["serviceAccountName"].clone();
+    c["podVolumes"] = pod["volumes"].clone();
     c
 }
 
@@ -396,6 +397,18 @@ fn the_deployment_runs_the_operator_locked_down() {
     assert_eq!(c["ports"][0]["name"].as_str(), Some("http"));
     assert_eq!(c["ports"][0]["containerPort"].as_u64(), Some(8080));
     assert!(c["resources"]["limits"]["memory"].is_string(), "resource limits from values");
+    assert!(!a.contains(&"--backup-dir".to_owned()), "no backup volume by default: {a:?}");
+    assert!(c["volumeMounts"].is_null() && c["podVolumes"].is_null(), "no volume by default");
+
+    // backupVolume: the volume is the pod's, mounted at /backups, and the operator writes there.
+    let c = operator_container(&["backupVolume.persistentVolumeClaim.claimName=couchshare-backups"], &helm);
+    let a = args(&c);
+    assert!(a.windows(2).any(|w| w == ["--backup-dir", "/backups"]), "{a:?}");
+    assert_eq!(c["volumeMounts"][0]["name"].as_str(), Some("backups"));
+    assert_eq!(c["volumeMounts"][0]["mountPath"].as_str(), Some("/backups"));
+    assert_eq!(c["volumeMounts"][0]["readOnly"].as_bool(), None, "writable");
+    assert_eq!(c["podVolumes"][0]["name"].as_str(), Some("backups"));
+    assert_eq!(c["podVolumes"][0]["persistentVolumeClaim"]["claimName"].as_str(), Some("couchshare-backups"));
 
     let c = operator_container(
         &["watchNamespace=apps", "logFormat=human", "image.tag=1.2.3", "replicas=3", "rustLog=debug"],
@@ -494,6 +507,7 @@ async fn every_value_set_renders_manifests_the_api_server_accepts() {
                 "couchdb.config.couchdb.max_document_size=8000000",
                 "couchdb.serverSpec.config.cors.enabled=true",
                 "podLabels.team=data",
+                "backupVolume.persistentVolumeClaim.claimName=couchshare-backups",
             ]),
             expect: couchdb(1),
         },
