@@ -91,8 +91,11 @@ impl Target {
             .with_allow_invalid_certificates(s3.insecure_skip_verify)
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(120));
-        let retry =
-            RetryConfig { backoff: BackoffConfig::default(), max_retries: 3, retry_timeout: Duration::from_secs(30) };
+        // A store's 500 or 503 is worth waiting out (SeaweedFS answered one to a part upload
+        // while growing its volumes under load): 5 retries over about 8 s, then the error.
+        let backoff =
+            BackoffConfig { init_backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(4), base: 2.0 };
+        let retry = RetryConfig { backoff, max_retries: 5, retry_timeout: Duration::from_secs(30) };
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&s3.bucket)
             .with_region(&s3.region)
