@@ -675,3 +675,98 @@ async fn a_couchbackup_file_restores_through_restore_from_and_a_store_that_is_do
     let down = wait_not_ready(&backups, "nowhere", &env.op, "StoreUnavailable").await;
     assert_ne!(down.status.and_then(|s| s.phase), Some(BackupPhase::Completed));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_by_selector_backs_up_each_matching_database_and_each_restores_on_its_own() {
+    let test = "a_backup_by_selector_backs_up_each_matching_database_and_each_restores_on_its_own";
+    let Some(env) = setup(test).await else { return };
+    let (drafft, inventory, payroll) =
+        (couchdb::unique_name("drafft"), couchdb::unique_name("inventory"), couchdb::unique_name("payroll"));
+    let database = |name: &str, couch: &str, tier: &str| {
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: {name}\n  labels: {{backup: {tier}}}\nspec:\n  serverRef: {{name: main}}\n  name: {couch}\n---\n"
+        )
+    };
+    // The group and its databases in one apply, the group first: it waits for a match.
+    apply(
+        test,
+        &env,
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: nightly\nspec:\n  selector: {{matchLabels: {{backup: nightly}}}}\n  destination:\n    volume: {{prefix: groups}}\n---\n{}{}{}",
+            database("drafft", &drafft, "nightly"),
+            database("inventory", &inventory, "nightly"),
+            database("payroll", &payroll, "never"),
+        ),
+    );
+    let databases = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    for name in ["drafft", "inventory", "payroll"] {
+        wait_ready(&databases, name, &env.op).await;
+    }
+    fill(&env.couch, &drafft).await;
+    env.couch.put_document(&inventory, "shelf", &json!({"items": 3})).await.expect("a document");
+
+    let backups = Api::<CouchBackup>::namespaced(env.client.clone(), &env.ns);
+    let group = wait_long(&backups, "nightly", &env.op, 60, "the group to complete", |b: &CouchBackup| {
+        b.status.as_ref().is_some_and(|s| s.phase == Some(BackupPhase::Completed))
+    })
+    .await;
+    let status = group.status.clone().expect("status");
+    assert_eq!(
+        status.backups,
+        ["nightly-drafft", "nightly-inventory"],
+        "one backup per matching database, not payroll"
+    );
+    let mut members = Vec::new();
+    for name in &status.backups {
+        members.push(backups.get(name).await.expect("a member"));
+    }
+    for member in &members {
+        let owner = member.metadata.owner_references.as_ref().and_then(|o| o.first()).expect("an owner");
+        assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("CouchBackup", "nightly"));
+    }
+    let sum = |f: fn(&couchshare::api::CouchBackupStatus) -> Option<i64>| {
+        members.iter().filter_map(|m| m.status.as_ref().and_then(f)).sum::<i64>()
+    };
+    assert_eq!(status.documents, Some(sum(|s| s.documents)), "the group's documents are its members'");
+    assert_eq!(status.bytes, Some(sum(|s| s.bytes)));
+    assert!(status.documents.unwrap_or_default() > 1, "{status:?}");
+    let (_, reason, message) = support::operator::ready(&group).expect("Ready");
+    assert_eq!(reason, "Completed", "{message}");
+    assert!(message.contains("nightly-drafft") && message.contains("nightly-inventory"), "{message}");
+
+    // A database labelled later is not added: a backup is the record of one run.
+    apply(test, &env, &database("payroll", &payroll, "nightly"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(backups.get("nightly").await.expect("group").status.expect("status").backups.len(), 2);
+    assert!(backups.get_opt("nightly-payroll").await.expect("get").is_none());
+
+    // Restoring from the group itself is refused, naming its members; from a member, it works.
+    let restore = |name: &str, couch: &str, from: &str| {
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: {name}\nspec:\n  serverRef: {{name: main}}\n  name: {couch}\n  restoreFrom: {{backup: {from}}}\n"
+        )
+    };
+    apply(test, &env, &restore("from-group", &couchdb::unique_name("from-group"), "nightly"));
+    let refused = wait_not_ready(&databases, "from-group", &env.op, "InvalidSpec").await;
+    let (_, _, message) = support::operator::ready(&refused).expect("Ready");
+    assert!(message.contains("nightly-drafft"), "the refusal names the backups to restore from: {message}");
+    let restored = couchdb::unique_name("drafft-restored");
+    apply(test, &env, &restore("restored", &restored, "nightly-drafft"));
+    wait_ready(&databases, "restored", &env.op).await;
+    assert_eq!(every_leaf(&restored).await, every_leaf(&drafft).await, "the member restores its database exactly");
+
+    // And the schema: exactly one of database and selector; incrementalFrom only with database.
+    let spec = |body: &str| {
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: bad\nspec:\n{body}  destination:\n    volume: {{}}\n"
+        )
+    };
+    for (yaml, says) in [
+        (spec("  database: drafft\n  selector: {matchLabels: {a: b}}\n"), "set exactly one of database and selector"),
+        (spec(""), "set exactly one of database and selector"),
+        (spec("  selector: {matchLabels: {a: b}}\n  incrementalFrom: nightly\n"), "incrementalFrom goes with database"),
+    ] {
+        let (ok, out) = k8s::kubectl_apply(test, &env.ns, &yaml).expect("kubectl");
+        assert!(!ok && out.contains(says), "refused with {says:?}: {out}");
+    }
+}

@@ -2,6 +2,7 @@
 //! operator's backup volume, and where a backup is kept (shared with
 //! `CouchDatabase.spec.restoreFrom`).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -30,12 +31,22 @@ use super::common::Condition;
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self == oldSelf", "message": "a CouchBackup's spec is immutable; create another CouchBackup"}
+    {"rule": "self == oldSelf", "message": "a CouchBackup's spec is immutable; create another CouchBackup"},
+    {"rule": "has(self.database) != has(self.selector)", "message": "set exactly one of database and selector"},
+    {"rule": "!has(self.incrementalFrom) || has(self.database)", "message": "incrementalFrom goes with database"}
 ]))]
 pub struct CouchBackupSpec {
     /// The CouchDatabase to back up, in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub database: String,
+    pub database: Option<String>,
+    /// Instead of `database`: every CouchDatabase of this namespace whose labels match, as
+    /// they are at this backup's first pass. This backup creates one CouchBackup of each
+    /// (named `<this>-<database>`, labelled `couchshare.io/backup-group: <this>`, owned by
+    /// this one), restorable one by one, and its status adds theirs up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::schema::label_selector")]
+    pub selector: Option<LabelSelector>,
     /// Where the backup is written.
     pub destination: BackupDestination,
     /// Make this an incremental backup: only what changed since this completed CouchBackup
@@ -203,6 +214,9 @@ pub struct CouchBackupStatus {
     /// The objects written, with their sha256.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<BackupObject>,
+    /// With `selector`: the CouchBackups this one created, one per database, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<String>,
 }
 
 /// What fills a new CouchDatabase: a CouchBackup, the backups of a CouchScheduledBackup at a

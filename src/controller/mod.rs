@@ -189,7 +189,9 @@ fn backup_census(stores: context::Stores) -> runtime::state_metrics::BackupCensu
             else {
                 continue;
             };
-            let key = (backup.namespace().unwrap_or_default(), backup.spec.database.clone());
+            // A group's figures are its members'.
+            let Some(database) = backup.spec.database.clone() else { continue };
+            let key = (backup.namespace().unwrap_or_default(), database);
             let last =
                 LastBackup { ended, seconds: (ended - started).max(0.0), bytes: status.bytes.unwrap_or_default() };
             if databases.get(&key).is_none_or(|l| l.ended < ended) {

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
+use sha2::{Digest, Sha256};
 
 /// One backup of a schedule, as the plan needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,23 @@ pub struct Held {
     pub completed_at: Option<Timestamp>,
     /// The backup it is incremental from.
     pub base: Option<String>,
+}
+
+/// The name of the CouchBackup a group backup `group` makes of CouchDatabase `database`:
+/// `<group>-<database>`, or, past Kubernetes' 253 characters, its first characters and a hash
+/// of the whole (so two long names stay apart).
+pub fn member_name(group: &str, database: &str) -> String {
+    const MAX: usize = 253;
+    let full = format!("{group}-{database}");
+    if full.len() <= MAX {
+        return full;
+    }
+    let hash = hex::encode(&Sha256::digest(full.as_bytes())[..5]);
+    let mut head = full[..MAX - hash.len() - 1].to_owned();
+    while head.ends_with(['-', '.']) {
+        head.pop();
+    }
+    format!("{head}-{hash}")
 }
 
 /// `72h` or `30d` as a duration (what the schema admits for `retention.maxAge`).
@@ -187,5 +205,21 @@ mod tests {
         assert_eq!(at_point(&all, None).as_deref(), Some("b"));
         assert_eq!(at_point(&all, Some(at(4))).as_deref(), Some("a"));
         assert_eq!(at_point(&all, Some(at(0))), None);
+    }
+
+    #[test]
+    fn a_group_member_is_named_after_both_and_stays_a_valid_distinct_name() {
+        assert_eq!(member_name("nightly", "drafft"), "nightly-drafft");
+        let group = "g".repeat(200);
+        let (a, b) = (member_name(&group, &"a".repeat(100)), member_name(&group, &format!("{}b", "a".repeat(99))));
+        assert_eq!(a.len(), 253);
+        assert_ne!(a, b, "two long names stay apart");
+        assert!(a.starts_with(&group));
+        let dashed = member_name(&"x".repeat(241), &"y".repeat(20));
+        assert!(
+            dashed.starts_with(&format!("{}-", "x".repeat(241))) && !dashed.contains("--"),
+            "the cut falls on the dash: {dashed}"
+        );
+        assert!(dashed.len() <= 253);
     }
 }

@@ -3,6 +3,8 @@
 //! written again; an interrupted one (`Running` in status, no manifest in the store) is written
 //! again from the start by the next pass, since only the manifest makes a backup restorable.
 
+mod group;
+
 use std::sync::Arc;
 
 use kube::ResourceExt;
@@ -33,11 +35,14 @@ pub async fn reconcile(backup: Arc<CouchBackup>, ctx: Arc<Context>) -> Result<Ac
 
 /// Ready once complete; an Event when this pass completed it.
 fn outcome_of(fresh: bool, status: &CouchBackupStatus) -> Outcome {
+    let at = match &status.location {
+        Some(location) => format!("at {location}"),
+        None => format!("in CouchBackups {}", status.backups.join(", ")),
+    };
     let message = format!(
-        "backup complete: {} document revisions, {} bytes, at {}",
+        "backup complete: {} document revisions, {} bytes, {at}",
         status.documents.unwrap_or_default(),
         status.bytes.unwrap_or_default(),
-        status.location.as_deref().unwrap_or_default()
     );
     let ready = Outcome::new(NewCondition::ready("Completed", message.clone()), Action::await_change());
     if fresh { ready.with_event(Note::normal("Completed", message)) } else { ready }
@@ -80,8 +85,14 @@ async fn ensure(backup: &CouchBackup, ctx: &Context, status: &mut CouchBackupSta
     if status.phase == Some(BackupPhase::Completed) {
         return Ok(false);
     }
+    if let Some(selector) = &backup.spec.selector {
+        return group::ensure(backup, selector, ctx, status).await;
+    }
     let ns = backup.namespace().unwrap_or_default();
-    let (db, couch_name) = source(ctx, &ns, &backup.spec.database)?;
+    let Some(database) = backup.spec.database.as_deref() else {
+        return Err(Error::InvalidSpec("set exactly one of database and selector".into()));
+    };
+    let (db, couch_name) = source(ctx, &ns, database)?;
     let connected = resolve(ctx, &ns, &db.spec.server_ref).await?;
     let since = base_sequence(ctx, backup, &ns)?;
     let (target, folder) = backup_target(ctx, backup).await?;

@@ -32,6 +32,12 @@ fn completed_backup(ctx: &Context, ns: &str, name: &str) -> Result<std::sync::Ar
     let Some(backup) = ctx.stores.backups.get(&ObjectRef::new(name).within(ns)) else {
         return Err(Error::Waiting { what: format!("CouchBackup {ns}/{name}, which restoreFrom names") });
     };
+    if backup.spec.selector.is_some() {
+        let members = backup.status.as_ref().map(|s| s.backups.join(", ")).unwrap_or_default();
+        return Err(Error::InvalidSpec(format!(
+            "CouchBackup {name} backs up every database its selector matches: restore from one of its backups ({members})"
+        )));
+    }
     if backup.status.as_ref().and_then(|s| s.phase) != Some(BackupPhase::Completed) {
         return Err(Error::Waiting { what: format!("CouchBackup {ns}/{name} to complete") });
     }

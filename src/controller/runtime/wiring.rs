@@ -299,13 +299,25 @@ pub(crate) fn backups(r: &mut Reflectors, config: Config) -> Controller<CouchBac
         })
         .watches_stream(r.backups.touched_when(backup_phase), move |base: CouchBackup| {
             let (ns, name) = (base.namespace(), base.name_any());
+            // The backups incremental from it, and the group it belongs to.
             matching(&by_base, |b| {
-                b.namespace() == ns && b.spec.incremental_from.as_deref() == Some(name.as_str()) && unfinished(b)
+                b.namespace() == ns
+                    && unfinished(b)
+                    && (b.spec.incremental_from.as_deref() == Some(name.as_str())
+                        || (b.spec.selector.is_some()
+                            && b.uid().is_some()
+                            && base.owner_references().iter().any(|o| Some(&o.uid) == b.uid().as_ref())))
             })
         })
         .watches_stream(r.databases.touched_when(database_for_backups), move |db: CouchDatabase| {
             let (ns, name) = (db.namespace(), db.name_any());
-            matching(&by_database, |b| b.namespace() == ns && b.spec.database == name && unfinished(b))
+            // The backups of it, and the groups that have not picked their databases yet.
+            matching(&by_database, |b| {
+                b.namespace() == ns
+                    && unfinished(b)
+                    && (b.spec.database.as_deref() == Some(name.as_str())
+                        || (b.spec.selector.is_some() && b.status.as_ref().is_none_or(|s| s.backups.is_empty())))
+            })
         })
         .with_config(config)
 }

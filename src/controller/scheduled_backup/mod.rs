@@ -116,7 +116,8 @@ async fn ensure(
                 ..Default::default()
             },
             spec: CouchBackupSpec {
-                database: schedule.spec.database.clone(),
+                database: Some(schedule.spec.database.clone()),
+                selector: None,
                 destination: schedule.spec.destination.clone(),
                 incremental_from: base.clone(),
             },
