@@ -413,10 +413,11 @@ fn every_flag_of_couchshare_run_appears_in_the_install_page() {
     let mut flags: BTreeSet<String> = BTreeSet::new();
     // The subcommand's own flags, and the global ones it accepts.
     for arg in run.get_arguments().chain(cli.get_arguments().filter(|a| a.is_global_set())) {
-        if let Some(long) = arg.get_long() {
-            if long != "help" && long != "version" {
-                flags.insert(format!("--{long}"));
-            }
+        if let Some(long) = arg.get_long()
+            && long != "help"
+            && long != "version"
+        {
+            flags.insert(format!("--{long}"));
         }
     }
     assert!(flags.len() >= 10, "clap lists only {flags:?}");
