@@ -403,6 +403,15 @@ fn every_condition_reason_in_the_code_has_a_heading_in_the_troubleshooting_page(
         missing.is_empty(),
         "condition reasons the code sets without a heading in docs/troubleshooting.md: {missing:?}"
     );
+    // And the other way: a `## Reason` heading the code no longer sets is stale.
+    let text = read(&page);
+    let stale: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(str::trim)
+        .filter(|h| is_pascal(h) && !reasons.contains(*h))
+        .collect();
+    assert!(stale.is_empty(), "headings of docs/troubleshooting.md that are no reason the code sets: {stale:?}");
 }
 
 #[test]
