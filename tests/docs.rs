@@ -442,3 +442,79 @@ fn every_flag_of_couchshare_run_appears_in_the_install_page() {
     println!("{} flags of couchshare run, {} missing from docs/install.md", flags.len(), missing.len());
     assert!(missing.is_empty(), "flags of `couchshare run` missing from docs/install.md: {missing:?}");
 }
+
+/// GitHub's anchor of a heading: lowercase, spaces to `-`, punctuation other than `-` and `_`
+/// dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A Markdown text without its fenced code blocks.
+fn prose(text: &str) -> String {
+    let mut out = String::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn every_relative_link_in_the_docs_reaches_a_file_and_heading() {
+    let mut files = markdown_files();
+    files.push(root().join("charts/couchshare/README.md"));
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = prose(&read(file));
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let link = &rest[..end];
+            if link.starts_with("http") || link.contains(' ') {
+                continue;
+            }
+            checked += 1;
+            let (path, fragment) = link.split_once('#').unwrap_or((link, ""));
+            let target = if path.is_empty() { file.clone() } else { file.parent().expect("a folder").join(path) };
+            let name = file.strip_prefix(root()).unwrap_or(file).display().to_string();
+            if !target.exists() {
+                broken.push(format!("{name}: {link}: no such file"));
+                continue;
+            }
+            if !fragment.is_empty() && target.extension().is_some_and(|e| e == "md") {
+                let anchors: BTreeSet<String> = prose(&read(&target))
+                    .lines()
+                    .filter(|l| l.starts_with('#'))
+                    .map(|l| anchor(l.trim_start_matches('#')))
+                    .collect();
+                if !anchors.contains(fragment) {
+                    broken.push(format!("{name}: {link}: no such heading"));
+                }
+            }
+        }
+    }
+    assert!(checked >= 50, "only {checked} links checked: is the extraction broken?");
+    assert!(broken.is_empty(), "broken links in the docs:\n  {}", broken.join("\n  "));
+}
+
+#[test]
+fn anchors_are_githubs() {
+    assert_eq!(anchor(" The chart on a real node: `tools/test-node`"), "the-chart-on-a-real-node-toolstest-node");
+    assert_eq!(anchor("`couchshare run` and its flags"), "couchshare-run-and-its-flags");
+    assert_eq!(anchor("CouchshareBackupMissed"), "couchsharebackupmissed");
+}
