@@ -3,8 +3,10 @@
 //! 1. every ```yaml block of README.md and docs/**/*.md is applied to the test API server, with
 //!    the CRDs installed, as a server-side dry run: the schema must accept it, unless its info
 //!    string is ```yaml bad-input, and then the API server must refuse it;
-//! 2. every condition reason the code can set is a heading of docs/troubleshooting.md;
-//! 3. every flag of `couchshare run` (asked of clap) appears in docs/install.md.
+//! 2. every condition reason the code can set is a heading of docs/troubleshooting.md, and every
+//!    reason heading there is one the code sets;
+//! 3. every flag of `couchshare run` (asked of clap) appears in docs/install.md;
+//! 4. every relative link of the docs reaches a file and, for a `#fragment`, a heading.
 
 mod support;
 
