@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod cli;
 pub mod controller;
 pub mod couch;
 pub mod plan;

@@ -57,7 +57,7 @@ impl Default for Options {
 
 /// The audit's default `_security` reads per second per server: a hand edit is found within
 /// 20 s at 1,000 databases, for about 4% of what one CouchDB 3.5 node served in a measurement
-/// (1,290 sequential reads a second; see the README).
+/// (1,290 sequential reads a second; see docs/architecture.md).
 pub const DEFAULT_SECURITY_AUDIT_RATE: f64 = 50.0;
 
 /// The controllers' caches of every watched object, for lookups across kinds.
