@@ -687,12 +687,24 @@ async fn a_backup_by_selector_backs_up_each_matching_database_and_each_restores_
             "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: {name}\n  labels: {{backup: {tier}}}\nspec:\n  serverRef: {{name: main}}\n  name: {couch}\n---\n"
         )
     };
-    // The group and its databases in one apply, the group first: it waits for a match.
+    // A group applied before any database matches waits for one.
+    let group_yaml = |name: &str| {
+        format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: {name}\nspec:\n  selector: {{matchLabels: {{backup: nightly}}}}\n  destination:\n    volume: {{prefix: groups}}\n"
+        )
+    };
+    apply(test, &env, &group_yaml("early"));
+    let backups = Api::<CouchBackup>::namespaced(env.client.clone(), &env.ns);
+    let early = wait_not_ready(&backups, "early", &env.op, "Waiting").await;
+    let (_, _, message) = support::operator::ready(&early).expect("Ready");
+    assert!(message.contains("selector matches"), "{message}");
+
+    // The databases, then the group: it takes those that match when it starts.
     apply(
         test,
         &env,
         &format!(
-            "apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: nightly\nspec:\n  selector: {{matchLabels: {{backup: nightly}}}}\n  destination:\n    volume: {{prefix: groups}}\n---\n{}{}{}",
+            "{}{}{}",
             database("drafft", &drafft, "nightly"),
             database("inventory", &inventory, "nightly"),
             database("payroll", &payroll, "never"),
@@ -704,8 +716,8 @@ async fn a_backup_by_selector_backs_up_each_matching_database_and_each_restores_
     }
     fill(&env.couch, &drafft).await;
     env.couch.put_document(&inventory, "shelf", &json!({"items": 3})).await.expect("a document");
+    apply(test, &env, &group_yaml("nightly"));
 
-    let backups = Api::<CouchBackup>::namespaced(env.client.clone(), &env.ns);
     let group = wait_long(&backups, "nightly", &env.op, 60, "the group to complete", |b: &CouchBackup| {
         b.status.as_ref().is_some_and(|s| s.phase == Some(BackupPhase::Completed))
     })
