@@ -1,13 +1,11 @@
 //! [`back_up`]: one database into a target, streamed: `_changes` pages of ids, every leaf of
 //! those ids through `_bulk_get` in groups, one bounded line per part of a page, uploaded as it goes.
 
-use std::collections::VecDeque;
-
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 use super::error::BackupError;
 use super::format::{header_line, leaf_for_file};
+use super::in_flight::InFlight;
 use super::target::{ObjectWriter, Target};
 use super::{DATA_OBJECT, DATABASE_OBJECT, MANIFEST_FORMAT, MANIFEST_OBJECT, Manifest, ObjectEntry, SECURITY_OBJECT};
 use crate::couch::{BulkGetResult, CouchClient, CouchError, encode_db};
@@ -22,10 +20,6 @@ const BULK_GET: usize = 500;
 const LINE_BYTES: usize = 4 * 1024 * 1024;
 /// Attachment bytes read in one `_bulk_get` (more for a single document that has more).
 const ATTACHMENT_BYTES: u64 = 16 * 1024 * 1024;
-/// `_bulk_get` reads (without attachments) in flight at once, so that CouchDB works on the next
-/// groups while this process writes the last (couchbackup keeps 5): memory holds at most this
-/// many groups' bodies.
-const IN_FLIGHT: usize = 4;
 
 fn now() -> String {
     jiff::Timestamp::now().to_string()
@@ -112,7 +106,8 @@ async fn write_data(
 ) -> Result<(String, u64), BackupError> {
     writer.write(format!("{}\n", header_line()).as_bytes()).await?;
     let mut documents = 0u64;
-    let mut reads = Reads::default();
+    // `_bulk_get` reads without attachment bytes, a few in flight.
+    let mut reads = InFlight::new();
     loop {
         let page = couch.changes_all_leaves(db, since.as_ref(), PAGE).await?;
         let done = page.results.is_empty() || page.pending == Some(0);
@@ -120,62 +115,24 @@ async fn write_data(
         // the bodies in.
         let ids: Vec<String> = page.results.into_iter().map(|c| c.id).collect();
         for group in ids.chunks(BULK_GET) {
-            if reads.len() >= IN_FLIGHT {
-                documents += write_leaves(couch, db, reads.next().await?, writer).await?;
+            let (client, name, group) = (couch.clone(), db.to_owned(), group.to_vec());
+            let read = async move {
+                let ids: Vec<&str> = group.iter().map(String::as_str).collect();
+                client.bulk_get_leaves(&name, &ids, false).await
+            };
+            if let Some(answer) = reads.start(read).await {
+                documents += write_leaves(couch, db, answer?, writer).await?;
             }
-            reads.start(couch, db, group.to_vec());
         }
         since = Some(page.last_seq);
         if done {
             break;
         }
     }
-    while !reads.is_empty() {
-        documents += write_leaves(couch, db, reads.next().await?, writer).await?;
+    while let Some(answer) = reads.next().await {
+        documents += write_leaves(couch, db, answer?, writer).await?;
     }
     Ok((since.as_ref().map(seq_text).unwrap_or_default(), documents))
-}
-
-/// `_bulk_get` reads (without attachment bytes) running on their own, answered in the order they
-/// were started; those still running when this is dropped (a failed backup) are aborted.
-#[derive(Default)]
-struct Reads(VecDeque<JoinHandle<Result<Vec<BulkGetResult>, CouchError>>>);
-
-impl Reads {
-    fn start(&mut self, couch: &CouchClient, db: &str, ids: Vec<String>) {
-        let (couch, db) = (couch.clone(), db.to_owned());
-        self.0.push_back(tokio::spawn(async move {
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            couch.bulk_get_leaves(&db, &ids, false).await
-        }));
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The answer of the oldest read (call only when not empty).
-    async fn next(&mut self) -> Result<Vec<BulkGetResult>, BackupError> {
-        let Some(read) = self.0.pop_front() else { return Ok(Vec::new()) };
-        match read.await {
-            Ok(answer) => Ok(answer?),
-            // A read's task panicked (a bug): the panic goes on here. Nothing else aborts one
-            // while this holds it.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-}
-
-impl Drop for Reads {
-    fn drop(&mut self) {
-        for read in &self.0 {
-            read.abort();
-        }
-    }
 }
 
 /// Every leaf of one `_bulk_get` answer as one or more lines; returns how many leaves. The

@@ -1,22 +1,18 @@
 //! Reading a backup back: its manifest, the check of every object against it, and the restore
 //! of a data file (ours, or one couchbackup wrote) into an empty database.
 
-use std::collections::VecDeque;
-
 use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
 
 use super::error::BackupError;
 use super::format::{Line, Lines, doc_for_couch, parse_line};
+use super::in_flight::InFlight;
 use super::marker::{mark, may_restore, unmark};
 use super::target::Target;
 use super::{DATA_OBJECT, MANIFEST_FORMAT, MANIFEST_OBJECT, Manifest, Restored};
 use crate::couch::{CouchClient, CouchError, Security, encode_db};
 
-/// `_bulk_docs` requests in flight at once (couchrestore keeps 5).
-const IN_FLIGHT: usize = 4;
 /// Documents per `_bulk_docs` request.
 const BATCH_DOCS: usize = 500;
 /// A batch is sent once its documents add up to about this many bytes of JSON.
@@ -155,7 +151,9 @@ async fn replay(
     let format = |e: String| BackupError::Format(format!("{name}: {e}"));
     let mut lines = Lines::default();
     let mut batch = Batch::default();
-    let mut writes = Writes::default();
+    // `_bulk_docs` writes, a few in flight: each batch holds other documents (or other leaves
+    // of one), and `new_edits: false` merges leaves whatever the order.
+    let mut writes = InFlight::new();
     let mut count = 0u64;
     let mut sha = Sha256::new();
     let mut done = false;
@@ -183,19 +181,22 @@ async fn replay(
         for (doc, size) in ready {
             let doc = doc_for_couch(doc).map_err(format)?;
             count += 1;
-            if write && batch.add(doc, size) {
-                if writes.len() >= IN_FLIGHT {
-                    writes.next(db).await?;
-                }
-                writes.start(couch, db, batch.take());
+            if write
+                && batch.add(doc, size)
+                && let Some(answer) = writes.start(bulk_docs(couch, db, batch.take())).await
+            {
+                refusals(db, answer?)?;
             }
         }
     }
-    if write && !batch.docs.is_empty() {
-        writes.start(couch, db, batch.take());
+    if write
+        && !batch.docs.is_empty()
+        && let Some(answer) = writes.start(bulk_docs(couch, db, batch.take())).await
+    {
+        refusals(db, answer?)?;
     }
-    while !writes.is_empty() {
-        writes.next(db).await?;
+    while let Some(answer) = writes.next().await {
+        refusals(db, answer?)?;
     }
     Ok((count, hex::encode(sha.finalize())))
 }
@@ -222,53 +223,27 @@ impl Batch {
     }
 }
 
-/// `_bulk_docs` writes running on their own, checked in the order they were started; those
-/// still running when this is dropped (a failed restore) are aborted. Each batch holds other
-/// documents (or other leaves of one), and `new_edits: false` merges leaves whatever the order.
-#[derive(Default)]
-struct Writes(VecDeque<JoinHandle<Result<Vec<Value>, CouchError>>>);
-
-impl Writes {
-    fn start(&mut self, couch: &CouchClient, db: &str, docs: Vec<Value>) {
-        let (couch, db) = (couch.clone(), db.to_owned());
-        self.0.push_back(tokio::spawn(async move { couch.bulk_docs_replicated(&db, &docs).await }));
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Waits for the oldest write; a document CouchDB refused fails the restore.
-    async fn next(&mut self, db: &str) -> Result<(), BackupError> {
-        let Some(write) = self.0.pop_front() else { return Ok(()) };
-        let refused = match write.await {
-            Ok(answer) => answer?,
-            // A write's task panicked (a bug): the panic goes on here. Nothing else aborts one
-            // while this holds it.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
-        let Some(first) = refused.iter().find(|r| r.get("error").is_some()) else {
-            return Ok(());
-        };
-        let text = |k: &str| first.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-        Err(BackupError::Couch(CouchError::Status {
-            method: "POST".into(),
-            path: format!("/{}/_bulk_docs", encode_db(db)),
-            status: 201,
-            error: text("error"),
-            reason: format!("{} (document {:?}, {} refused in the batch)", text("reason"), text("id"), refused.len()),
-        }))
-    }
+/// One `_bulk_docs` with `new_edits: false`, as a task of its own.
+fn bulk_docs(
+    couch: &CouchClient,
+    db: &str,
+    docs: Vec<Value>,
+) -> impl std::future::Future<Output = Result<Vec<Value>, CouchError>> + Send + 'static {
+    let (couch, db) = (couch.clone(), db.to_owned());
+    async move { couch.bulk_docs_replicated(&db, &docs).await }
 }
 
-impl Drop for Writes {
-    fn drop(&mut self) {
-        for write in &self.0 {
-            write.abort();
-        }
-    }
+/// A document CouchDB refused in a `_bulk_docs` answer fails the restore.
+fn refusals(db: &str, refused: Vec<Value>) -> Result<(), BackupError> {
+    let Some(first) = refused.iter().find(|r| r.get("error").is_some()) else {
+        return Ok(());
+    };
+    let text = |k: &str| first.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    Err(BackupError::Couch(CouchError::Status {
+        method: "POST".into(),
+        path: format!("/{}/_bulk_docs", encode_db(db)),
+        status: 201,
+        error: text("error"),
+        reason: format!("{} (document {:?}, {} refused in the batch)", text("reason"), text("id"), refused.len()),
+    }))
 }

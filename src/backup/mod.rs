@@ -11,6 +11,7 @@
 mod dump;
 mod error;
 mod format;
+mod in_flight;
 mod load;
 mod marker;
 mod target;
