@@ -126,6 +126,11 @@ enum Settled {
     Done(Outcome),
 }
 
+/// Whether an endpoint resolved, or waits for something that announces itself.
+fn ok_or_waiting<T>(resolved: &Result<T, Error>) -> bool {
+    resolved.as_ref().err().is_none_or(Error::waits_for_trigger)
+}
+
 fn refused(refusal: ShareRefusal) -> Error {
     match refusal {
         ShareRefusal::InvalidSelector(m) => Error::InvalidSelector(m),
@@ -142,8 +147,14 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     let sharing_body = share.spec.sharing_document.as_ref().map(|sd| sd.body.as_ref());
     validate_share(share.spec.selector.as_ref(), sharing_body, share.spec.mode, &me).map_err(refused)?;
     // Endpoints in another namespace only with their consent: refused before anything is written.
-    let sources = sources(ctx, share, Consent::Check).await?;
-    let target = target(ctx, share, Consent::Check).await?;
+    let (sources, target) = (sources(ctx, share, Consent::Check).await, target(ctx, share, Consent::Check).await);
+    // Waiting for its CouchDatabases to be created, and for nothing else: its replication user
+    // first, so that they let it in with their first `_security`, and the share's next pass,
+    // once they have, is its last before replicating.
+    if (sources.is_err() || target.is_err()) && ok_or_waiting(&sources) && ok_or_waiting(&target) {
+        replication_user::ahead_of_databases(ctx, share, status).await?;
+    }
+    let (sources, target) = (sources?, target?);
     let (fan_in, waiting): (Vec<(Option<String>, Place)>, Vec<String>) = match sources {
         Sources::One(p) => (vec![(None, p)], vec![]),
         Sources::FanIn { ready, waiting } => (ready.into_iter().map(|(user, p)| (Some(user), p)).collect(), waiting),
