@@ -172,7 +172,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     let connected = resolve(ctx, &ns, &server_ref).await?;
     let replicating = crate::controller::runtime::status::condition_state(&status.conditions, condition::READY)
         .is_some_and(|(s, reason)| s == "True" && reason == "Replicating");
-    checks::before_writing(ctx, share, &connected, replicating).await?;
+    let listed = checks::before_writing(ctx, share, &connected, replicating).await?;
     status.server = Some(format!("{}/{}", server_ref.namespace.clone().unwrap_or_default(), server_ref.name));
     let url = connected.server.spec.url.clone();
     let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
@@ -233,7 +233,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         onchange::stop(ctx, share).await?;
         status.on_change = None;
     }
-    let observed = observe(ctx, &connected, &intent, access_missing).await?;
+    let observed = observe(ctx, &connected, &intent, access_missing, listed).await?;
     let plan = plan_share(&intent, &observed).map_err(refused)?;
     execute(ctx, &connected, &intent, &plan.steps).await?;
     if let Some(report) = plan.report {
