@@ -170,8 +170,12 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     }
     let server_ref = managing_server(share, &places)?;
     let connected = resolve(ctx, &ns, &server_ref).await?;
-    let replicating = crate::controller::runtime::status::condition_state(&status.conditions, condition::READY)
-        .is_some_and(|(s, reason)| s == "True" && reason == "Replicating");
+    let ready = crate::controller::runtime::status::condition_state(&status.conditions, condition::READY);
+    let replicating = ready.as_ref().is_some_and(|(s, reason)| s == "True" && reason == "Replicating");
+    // Pending on CouchDB's replicator: a pass checked the user's access, then wrote the
+    // replication documents its status lists.
+    let written =
+        replicating || ready.as_ref().is_some_and(|(s, reason)| s == "False" && reason == "ReplicationPending");
     let listed = checks::before_writing(ctx, share, &connected, replicating).await?;
     status.server = Some(format!("{}/{}", server_ref.namespace.clone().unwrap_or_default(), server_ref.name));
     let url = connected.server.spec.url.clone();
@@ -179,8 +183,9 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     let (local_auth, access_missing) = match share.spec.credentials {
         ShareCredentials::Scoped => {
             let (auth, rewritten) = replication_user::ensure_replication_user(ctx, share, &connected).await?;
-            // The databases its running replications already use, with this same user.
-            let shown: Vec<&str> = if replicating && !rewritten {
+            // The databases its replications already use (running, or written after that
+            // check), with this same user.
+            let shown: Vec<&str> = if written && !rewritten {
                 status.replications.iter().flat_map(|r| [r.source.as_str(), r.target.as_str()]).collect()
             } else {
                 vec![]
