@@ -279,9 +279,9 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     if one_shot_running || matches!(plan.outcome, ShareOutcome::Pending { .. }) {
         let seen = status.replications.iter().map(|r| (r.id.clone(), r.state.clone())).collect();
         let server = super::ServerKey::of(&connected.server);
-        let trigger = ctx.share_trigger.clone();
         let waited = (seen, !intent.continuous);
-        ctx.scheduler_watch.wait(server, &connected.couch, &intent.replicator, me, waited, trigger);
+        let wake = (ctx.share_trigger.clone(), &ctx.stores.shares);
+        ctx.scheduler_watch.wait(server, &connected.couch, &intent.replicator, me, waited, wake);
     }
     match plan.outcome {
         ShareOutcome::Waiting(what) => Err(Error::Waiting { what }),
