@@ -27,13 +27,15 @@ pub(crate) fn distinct_ends<'a>(sources: impl IntoIterator<Item = &'a Place>, ta
 }
 
 /// The server-side checks, in order; those that ask CouchDB only while the share does not
-/// replicate yet (`replicating`), since a replicating share has shown they pass.
+/// replicate yet (`replicating`), since a replicating share has shown they pass. Returns the
+/// share's replication documents when a check listed them (the pass's observation reads the
+/// same range: it takes this listing instead of asking again).
 pub(crate) async fn before_writing(
     ctx: &Context,
     share: &CouchShare,
     connected: &Connected,
     replicating: bool,
-) -> Result<(), Error> {
+) -> Result<Option<Vec<serde_json::Value>>, Error> {
     let ns = share.namespace().unwrap_or_default();
     let url = &connected.server.spec.url;
     if share.spec.credentials == ShareCredentials::Admin {
@@ -48,7 +50,7 @@ pub(crate) async fn before_writing(
         in_scope(&scope, NameKind::Database, replicator, false)?;
     }
     if replicating {
-        return Ok(());
+        return Ok(None);
     }
     // A selector CouchDB's Mango refuses is refused here, not by the replicator once the user
     // and its Secret exist.
@@ -65,13 +67,14 @@ pub(crate) async fn before_writing(
         let me = owner(share);
         let prefix = replication_doc_prefix(&me.namespace, &me.name);
         let docs = match connected.couch.list_replication_docs_with_prefix(&replicator_db(share), &prefix).await {
-            Ok(docs) => docs,
-            Err(e) if e.is_not_found() => vec![],
+            Ok(docs) => Some(docs),
+            Err(e) if e.is_not_found() => None,
             Err(e) => return Err(Error::couch("listing replication documents", url, e)),
         };
-        if let Some(refusal) = foreign_replication_doc(&docs, &me) {
+        if let Some(refusal) = docs.as_deref().and_then(|docs| foreign_replication_doc(docs, &me)) {
             return Err(Error::Refused(refusal));
         }
+        return Ok(docs);
     }
-    Ok(())
+    Ok(None)
 }

@@ -126,6 +126,11 @@ enum Settled {
     Done(Outcome),
 }
 
+/// Whether an endpoint resolved, or waits for something that announces itself.
+fn ok_or_waiting<T>(resolved: &Result<T, Error>) -> bool {
+    resolved.as_ref().err().is_none_or(Error::waits_for_trigger)
+}
+
 fn refused(refusal: ShareRefusal) -> Error {
     match refusal {
         ShareRefusal::InvalidSelector(m) => Error::InvalidSelector(m),
@@ -142,8 +147,14 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     let sharing_body = share.spec.sharing_document.as_ref().map(|sd| sd.body.as_ref());
     validate_share(share.spec.selector.as_ref(), sharing_body, share.spec.mode, &me).map_err(refused)?;
     // Endpoints in another namespace only with their consent: refused before anything is written.
-    let sources = sources(ctx, share, Consent::Check).await?;
-    let target = target(ctx, share, Consent::Check).await?;
+    let (sources, target) = (sources(ctx, share, Consent::Check).await, target(ctx, share, Consent::Check).await);
+    // Waiting for its CouchDatabases to be created, and for nothing else: its replication user
+    // first, so that they let it in with their first `_security`, and the share's next pass,
+    // once they have, is its last before replicating.
+    if (sources.is_err() || target.is_err()) && ok_or_waiting(&sources) && ok_or_waiting(&target) {
+        replication_user::ahead_of_databases(ctx, share, status).await?;
+    }
+    let (sources, target) = (sources?, target?);
     let (fan_in, waiting): (Vec<(Option<String>, Place)>, Vec<String>) = match sources {
         Sources::One(p) => (vec![(None, p)], vec![]),
         Sources::FanIn { ready, waiting } => (ready.into_iter().map(|(user, p)| (Some(user), p)).collect(), waiting),
@@ -159,17 +170,22 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     }
     let server_ref = managing_server(share, &places)?;
     let connected = resolve(ctx, &ns, &server_ref).await?;
-    let replicating = crate::controller::runtime::status::condition_state(&status.conditions, condition::READY)
-        .is_some_and(|(s, reason)| s == "True" && reason == "Replicating");
-    checks::before_writing(ctx, share, &connected, replicating).await?;
+    let ready = crate::controller::runtime::status::condition_state(&status.conditions, condition::READY);
+    let replicating = ready.as_ref().is_some_and(|(s, reason)| s == "True" && reason == "Replicating");
+    // Pending on CouchDB's replicator: a pass checked the user's access, then wrote the
+    // replication documents its status lists.
+    let written =
+        replicating || ready.as_ref().is_some_and(|(s, reason)| s == "False" && reason == "ReplicationPending");
+    let listed = checks::before_writing(ctx, share, &connected, replicating).await?;
     status.server = Some(format!("{}/{}", server_ref.namespace.clone().unwrap_or_default(), server_ref.name));
     let url = connected.server.spec.url.clone();
     let caps = connected.couch.capabilities().await.map_err(|e| Error::couch("reading capabilities", &url, e))?;
     let (local_auth, access_missing) = match share.spec.credentials {
         ShareCredentials::Scoped => {
             let (auth, rewritten) = replication_user::ensure_replication_user(ctx, share, &connected).await?;
-            // The databases its running replications already use, with this same user.
-            let shown: Vec<&str> = if replicating && !rewritten {
+            // The databases its replications already use (running, or written after that
+            // check), with this same user.
+            let shown: Vec<&str> = if written && !rewritten {
                 status.replications.iter().flat_map(|r| [r.source.as_str(), r.target.as_str()]).collect()
             } else {
                 vec![]
@@ -222,7 +238,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         onchange::stop(ctx, share).await?;
         status.on_change = None;
     }
-    let observed = observe(ctx, &connected, &intent, access_missing).await?;
+    let observed = observe(ctx, &connected, &intent, access_missing, listed).await?;
     let plan = plan_share(&intent, &observed).map_err(refused)?;
     execute(ctx, &connected, &intent, &plan.steps).await?;
     if let Some(report) = plan.report {
@@ -263,9 +279,9 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
     if one_shot_running || matches!(plan.outcome, ShareOutcome::Pending { .. }) {
         let seen = status.replications.iter().map(|r| (r.id.clone(), r.state.clone())).collect();
         let server = super::ServerKey::of(&connected.server);
-        let trigger = ctx.share_trigger.clone();
         let waited = (seen, !intent.continuous);
-        ctx.scheduler_watch.wait(server, &connected.couch, &intent.replicator, me, waited, trigger);
+        let wake = (ctx.share_trigger.clone(), &ctx.stores.shares);
+        ctx.scheduler_watch.wait(server, &connected.couch, &intent.replicator, me, waited, wake);
     }
     match plan.outcome {
         ShareOutcome::Waiting(what) => Err(Error::Waiting { what }),

@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 
 use super::places::Place;
-use crate::api::{CouchShare, labels};
+use crate::api::{CouchShare, CouchShareStatus, ShareCredentials, labels};
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
 use crate::controller::shared::servers::{Connected, secret_value};
@@ -76,6 +76,50 @@ pub(crate) async fn ensure_replication_user(
         tracing::info!(username = %username, "wrote scoped replication user");
     }
     Ok((EndpointAuth { username, password }, update.is_some()))
+}
+
+/// A share between two CouchDatabases that have not claimed their names yet: its scoped
+/// replication user is written now, after the checks a pass makes before writing it, so that
+/// each database lets it in with its first `_security` (instead of a second write, and a second
+/// pass of the share, once the share names it). Nothing for another kind of end, admin
+/// credentials, a database the watch does not hold, or a server not resolved: the share's pass
+/// once its databases are there does it as before.
+pub(crate) async fn ahead_of_databases(
+    ctx: &Context,
+    share: &CouchShare,
+    status: &mut CouchShareStatus,
+) -> Result<(), Error> {
+    if share.spec.credentials != ShareCredentials::Scoped {
+        return Ok(());
+    }
+    let Some(ends) = crate::plan::share::database_ends(share) else { return Ok(()) };
+    let mut places = Vec::new();
+    for (ns, name) in &ends {
+        let Some(db) = ctx.stores.databases.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns)) else {
+            return Ok(());
+        };
+        if db.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let server = crate::controller::shared::servers::server_key(db.as_ref(), &db.spec.server_ref);
+        places.push(Place::Local { database: db.couch_name().to_string(), managed: true, server });
+    }
+    let [source, target] = places.as_slice() else { return Ok(()) };
+    super::checks::distinct_ends([source], target)?;
+    let server_ref = super::endpoints::managing_server(share, &[target, source])?;
+    let connected =
+        match crate::controller::shared::servers::resolve(ctx, &share.namespace().unwrap_or_default(), &server_ref)
+            .await
+        {
+            Ok(connected) => connected,
+            Err(e) if e.waits_for_trigger() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+    super::checks::before_writing(ctx, share, &connected, false).await?;
+    let (auth, _) = ensure_replication_user(ctx, share, &connected).await?;
+    status.server = Some(format!("{}/{}", server_ref.namespace.clone().unwrap_or_default(), server_ref.name));
+    status.replication_user = Some(auth.username);
+    Ok(())
 }
 
 /// The local databases the scoped user cannot use yet. A CouchDatabase's reconciler merges the

@@ -13,12 +13,14 @@ use crate::plan::share::{
 };
 
 /// What CouchDB holds for the share: the replicator database, the sharing documents, the
-/// share's replication documents (one range read) and their scheduler states.
+/// share's replication documents (one range read, or `listed`: the same range as this pass's
+/// checks read it) and their scheduler states.
 pub(super) async fn observe(
     ctx: &Context,
     connected: &Connected,
     intent: &ShareIntent,
     access_missing: Vec<String>,
+    listed: Option<Vec<Value>>,
 ) -> Result<ObservedShare, Error> {
     let url = &connected.server.spec.url;
     let couch = &connected.couch;
@@ -53,10 +55,13 @@ pub(super) async fn observe(
     .await
     .map_err(|e| Error::couch("following the replicator database", url, e))?;
     let prefix = replication_doc_prefix(&intent.owner.namespace, &intent.owner.name);
-    observed.replication_docs = couch
-        .list_replication_docs_with_prefix(replicator, &prefix)
-        .await
-        .map_err(|e| Error::couch("listing replication documents", url, e))?;
+    observed.replication_docs = match listed {
+        Some(docs) => docs,
+        None => couch
+            .list_replication_docs_with_prefix(replicator, &prefix)
+            .await
+            .map_err(|e| Error::couch("listing replication documents", url, e))?,
+    };
     let listed = ctx
         .scheduler
         .statuses(url, couch, replicator)

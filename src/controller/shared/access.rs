@@ -181,10 +181,14 @@ fn grant_would_change(
     applied != is_ready(Some(&status.conditions))
 }
 
-/// Requeues the shares on `db` that are not Ready yet and that this pass of its reconciler gave
-/// what they wait for: the database itself (`arrived`: created, adopted, or Ready now), or
-/// their replication user's entry in `_security` (in `after`, what the pass left, and not in
-/// `before`). A write of another user's entry wakes no share.
+/// Requeues the shares on `db` that are not Ready yet and whose next pass this pass of its
+/// reconciler may move on. A share between two CouchDatabases is woken once what it waits for
+/// from them has all come ([`crate::plan::share::databases_ready_for`], from the stores and the
+/// ledger, without I/O): each created, then each holding its replication user's entry; and only
+/// while its status still says it waits, or when this pass brought it something (the database
+/// itself, `arrived`: created, adopted, or Ready now; or its entry, in `after` and not in
+/// `before`). A share with another kind of end is woken, as before, by each of those. A write of
+/// another user's entry wakes no share, nor does the first of its two databases.
 pub(crate) fn requeue_shares_for_database(
     ctx: &Context,
     db: &CouchDatabase,
@@ -196,15 +200,61 @@ pub(crate) fn requeue_shares_for_database(
     let present = |security: Option<&crate::couch::Security>, share: &CouchShare| {
         security.is_some_and(|s| crate::plan::grant::grants_present(s, &crate::plan::share::contribution(share)))
     };
+    let databases = ctx.stores.databases.state();
     for share in ctx.stores.shares.state() {
         let ready = is_ready(share.status.as_ref().map(|s| s.conditions.as_slice()));
         if ready || !crate::plan::share::touches_database(&share, db) {
             continue;
         }
-        if arrived || (present(after, &share) && !present(before, &share)) {
+        let brought = arrived || (present(after, &share) && !present(before, &share));
+        let wake = match crate::plan::share::database_ends(&share) {
+            None => brought,
+            Some(ends) => {
+                let recorded: Vec<Option<crate::couch::Security>> =
+                    ends.iter().map(|(ns, name)| recorded_security(ctx, db, after, &databases, ns, name)).collect();
+                let recorded: Vec<Option<&crate::couch::Security>> = recorded.iter().map(Option::as_ref).collect();
+                let entry = share_entry(&share);
+                crate::plan::share::databases_ready_for(entry.as_ref(), &recorded) && (brought || still_waits(&share))
+            }
+        };
+        if wake {
             let _ = trigger.send(kube::runtime::reflector::ObjectRef::from_obj(share.as_ref()));
         }
     }
+}
+
+/// The `_security` the reconciler of CouchDatabase `ns/name` last left it with: `after` for
+/// `db` (the pass that just ended), the ledger for the others (`None`: not created, or its
+/// reconciler has not run in this process, or runs now).
+fn recorded_security(
+    ctx: &Context,
+    db: &CouchDatabase,
+    after: Option<&crate::couch::Security>,
+    databases: &[std::sync::Arc<CouchDatabase>],
+    ns: &str,
+    name: &str,
+) -> Option<crate::couch::Security> {
+    if db.namespace().as_deref() == Some(ns) && db.name_any() == name {
+        return after.cloned();
+    }
+    let other = databases.iter().find(|d| d.namespace().as_deref() == Some(ns) && d.name_any() == name)?;
+    ctx.ledger.recorded(&server_key(other.as_ref(), &other.spec.server_ref), other.couch_name())
+}
+
+/// The entry a share waits to find in its databases: its replication user's, once its status
+/// names that user (scoped credentials); before that, and with admin credentials, none.
+fn share_entry(share: &CouchShare) -> Option<GrantEntries> {
+    let named = share.status.as_ref().is_some_and(|s| s.replication_user.is_some());
+    (named && crate::plan::share::wants_access(share)).then(|| crate::plan::share::contribution(share))
+}
+
+/// Whether a share's status says it waits (or it has not been looked at for its generation):
+/// a pass may end that wait, while a share pending on CouchDB's replicator is the scheduler
+/// watch's and the replicator feed's to wake.
+fn still_waits(share: &CouchShare) -> bool {
+    let Some(status) = share.status.as_ref() else { return true };
+    status.observed_generation != share.metadata.generation
+        || condition_state(&status.conditions, condition::READY).is_none_or(|(_, reason)| reason == "Waiting")
 }
 
 /// The CouchDatabases whose `_security` a grant feeds.

@@ -127,6 +127,24 @@ fn owners<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<ObjectRef<CouchShare>> 
     owners.into_iter().map(|(ns, name)| ObjectRef::new(&name).within(&ns)).collect()
 }
 
+/// Whether a change is CouchDB recording in the document a state the owning share's status
+/// already shows (`_replication_state`, e.g. a one-shot's `completed`, which the scheduler watch
+/// woke the share for seconds earlier): another pass would find nothing new. A deletion, an
+/// edit by hand (CouchDB drops the `_replication_state` of a document someone else writes) or a
+/// state the status does not show yet wakes the share.
+fn already_shown(change: &crate::couch::Change, shares: &Store<CouchShare>) -> bool {
+    let Some((ns, name)) = replication_doc_owner(&change.id) else { return false };
+    let share = shares.get(&ObjectRef::new(&name).within(&ns));
+    shown_in(change, share.as_ref().and_then(|s| s.status.as_ref()))
+}
+
+/// [`already_shown`] against a share's status.
+fn shown_in(change: &crate::couch::Change, status: Option<&crate::api::CouchShareStatus>) -> bool {
+    let state = change.doc.as_ref().and_then(|d| d.get("_replication_state")).and_then(Value::as_str);
+    let (false, Some(state), Some(status)) = (change.deleted, state, status) else { return false };
+    status.replications.iter().any(|r| r.id == change.id && r.state.as_deref() == Some(state))
+}
+
 /// Follows `db`'s `_changes` from `since` and requeues the shares whose documents changed; ends
 /// when the database is gone, or when no share uses it any more — looked at only after a wait
 /// with no change, as a new share's status names its server at the end of its first pass, after
@@ -141,17 +159,21 @@ async fn run(
 ) {
     let mut failures = 0u32;
     loop {
+        // With the documents: a change that only records a state the share already shows
+        // wakes nobody (see `already_shown`).
         let query = ChangesQuery {
             feed: FeedMode::Longpoll,
             since: Some(since.clone()),
             timeout: Some(FEED_WAIT),
+            include_docs: true,
             ..Default::default()
         };
         let quiet = match couch.changes(&key.1, &query).await {
             Ok(changes) => {
                 failures = 0;
                 let theirs = changes.results.iter().filter(|c| !own.take(&key.1, c));
-                for share in owners(theirs.map(|c| c.id.as_str())) {
+                let news = theirs.filter(|c| !already_shown(c, &shares));
+                for share in owners(news.map(|c| c.id.as_str())) {
                     tracing::debug!(share = %share, "replication document changed; requeueing");
                     let _ = trigger.send(share);
                 }
@@ -179,6 +201,37 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_the_status_already_shows_wakes_nobody() {
+        let change = |deleted: bool, doc: Value| -> crate::couch::Change {
+            serde_json::from_value(json!({"id": "couchshare_inv_a_fwd", "seq": "1", "changes": [{"rev": "2-x"}],
+                "deleted": deleted, "doc": doc}))
+            .expect("a change")
+        };
+        let status = |state: &str| -> crate::api::CouchShareStatus {
+            serde_json::from_value(json!({"replications": [{"id": "couchshare_inv_a_fwd", "source": "a",
+                "target": "b", "state": state}]}))
+            .expect("a status")
+        };
+        let completed = json!({"_id": "couchshare_inv_a_fwd", "_replication_state": "completed"});
+        let edited = json!({"_id": "couchshare_inv_a_fwd", "source": "elsewhere"});
+        let cases = [
+            (change(false, completed.clone()), Some(status("completed")), true),
+            (change(false, completed.clone()), Some(status("running")), false),
+            (change(false, completed.clone()), None, false),
+            (
+                change(false, json!({"_id": "couchshare_inv_a_fwd", "_replication_state": "failed"})),
+                Some(status("completed")),
+                false,
+            ),
+            (change(false, edited), Some(status("completed")), false),
+            (change(true, completed), Some(status("completed")), false),
+        ];
+        for (i, (change, status, expect)) in cases.into_iter().enumerate() {
+            assert_eq!(shown_in(&change, status.as_ref()), expect, "case {i}");
+        }
+    }
 
     #[test]
     fn each_share_whose_documents_changed_is_requeued_once() {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::CouchShare;
 use crate::controller::runtime::keys::ServerKey;
@@ -48,8 +48,9 @@ pub struct SchedulerWatch {
 }
 
 /// Which waiting shares to wake after a read: those with a job whose state differs from what
-/// the share saw and from the previous read. Updates `last`.
-fn moved(watched: &mut Watched, listed: States) -> Vec<ObjectRef<CouchShare>> {
+/// the share saw and from the previous read, each with its jobs' states in this read. Updates
+/// `last`.
+fn moved(watched: &mut Watched, listed: States) -> Vec<(ObjectRef<CouchShare>, States)> {
     let mut woken = Vec::new();
     for (share, (seen, _)) in &watched.waiting {
         let changed = seen.iter().any(|(id, state)| {
@@ -58,14 +59,23 @@ fn moved(watched: &mut Watched, listed: States) -> Vec<ObjectRef<CouchShare>> {
             now != *state && (now != before || !watched.last.contains_key(id))
         });
         if changed {
-            woken.push(share.clone());
+            let now = seen.keys().map(|id| (id.clone(), listed.get(id).cloned().flatten())).collect();
+            woken.push((share.clone(), now));
         }
     }
-    for share in &woken {
+    for (share, _) in &woken {
         watched.waiting.remove(share);
     }
     watched.last = listed;
     woken
+}
+
+/// Whether a share's status already shows its jobs in the states `now` (a pass woken by the
+/// replicator feed for the same change wrote it meanwhile): another pass would find nothing new.
+fn already_shown(now: &States, status: Option<&crate::api::CouchShareStatus>) -> bool {
+    let Some(status) = status else { return false };
+    !now.is_empty()
+        && now.iter().all(|(id, state)| status.replications.iter().any(|r| &r.id == id && &r.state == state))
 }
 
 impl SchedulerWatch {
@@ -79,7 +89,8 @@ impl SchedulerWatch {
 
     /// Registers `share` as waiting for its jobs (`seen`: each job's state as this pass saw it,
     /// and whether they are one-shots)
-    /// on `replicator` of `server`, and makes sure a task reads that scheduler.
+    /// on `replicator` of `server`, and makes sure a task reads that scheduler (waking through
+    /// `trigger`, and looking at the shares' statuses in `shares`).
     pub(crate) fn wait(
         &self,
         server: ServerKey,
@@ -87,7 +98,7 @@ impl SchedulerWatch {
         replicator: &str,
         share: ObjectRef<CouchShare>,
         (seen, one_shot): (States, bool),
-        trigger: Option<ShareTrigger>,
+        (trigger, shares): (Option<ShareTrigger>, &Store<CouchShare>),
     ) {
         let Some(trigger) = trigger else { return };
         let key = (server, replicator.to_string());
@@ -98,13 +109,20 @@ impl SchedulerWatch {
             !std::mem::replace(&mut watched.running, true)
         };
         if start {
-            tokio::spawn(run(self.keys.clone(), key, couch.clone(), trigger));
+            tokio::spawn(run(self.keys.clone(), key, couch.clone(), trigger, shares.clone()));
         }
     }
 }
 
-/// Reads the scheduler of `key` every [`WATCH_EVERY`] until no share waits on it.
-async fn run(keys: Arc<Mutex<HashMap<Key, Watched>>>, key: Key, couch: CouchClient, trigger: ShareTrigger) {
+/// Reads the scheduler of `key` every [`WATCH_EVERY`] until no share waits on it; a share whose
+/// status already shows what moved (`shares`: the store) is not woken.
+async fn run(
+    keys: Arc<Mutex<HashMap<Key, Watched>>>,
+    key: Key,
+    couch: CouchClient,
+    trigger: ShareTrigger,
+    shares: Store<CouchShare>,
+) {
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
         let mut listed: Option<States> = match couch.replication_statuses(&key.1).await {
@@ -151,7 +169,10 @@ async fn run(keys: Arc<Mutex<HashMap<Key, Watched>>>, key: Key, couch: CouchClie
             }
             (woken, done)
         };
-        for share in woken {
+        for (share, now) in woken {
+            if already_shown(&now, shares.get(&share).as_ref().and_then(|s| s.status.as_ref())) {
+                continue;
+            }
             tracing::debug!(share = %share, "replication job state moved; requeueing");
             let _ = trigger.send(share);
         }
@@ -177,20 +198,59 @@ mod tests {
         // The first read still says pending: nothing moved.
         assert!(moved(&mut w, states(&[("a", Some("pending"))])).is_empty());
         // Running now: the share wakes, once, and no longer waits.
-        assert_eq!(moved(&mut w, states(&[("a", Some("running"))])), vec![share.clone()]);
+        assert_eq!(names(moved(&mut w, states(&[("a", Some("running"))]))), vec![share.clone()]);
         assert!(w.waiting.is_empty());
         // A share that saw `running` (a per-document read) while the listing still says
         // `pending` is woken by the first read that differs, then not again for the same lag.
         let mut w = Watched::default();
         w.waiting.insert(share.clone(), (states(&[("a", Some("running"))]), false));
-        assert_eq!(moved(&mut w, states(&[("a", Some("pending"))])), vec![share.clone()]);
+        assert_eq!(names(moved(&mut w, states(&[("a", Some("pending"))]))), vec![share.clone()]);
         w.waiting.insert(share.clone(), (states(&[("a", Some("running"))]), false));
         assert!(moved(&mut w, states(&[("a", Some("pending"))])).is_empty(), "the same lag again");
-        assert_eq!(moved(&mut w, states(&[("a", Some("crashing"))])), vec![share.clone()]);
+        assert_eq!(names(moved(&mut w, states(&[("a", Some("crashing"))]))), vec![share.clone()]);
         // A job not listed yet, then listed.
         let mut w = Watched::default();
         w.waiting.insert(share.clone(), (states(&[("a", None)]), false));
         assert!(moved(&mut w, states(&[])).is_empty());
-        assert_eq!(moved(&mut w, states(&[("a", Some("running"))])), vec![share]);
+        assert_eq!(
+            moved(&mut w, states(&[("a", Some("running")), ("b", Some("pending"))])),
+            vec![(share, states(&[("a", Some("running"))]))]
+        );
+    }
+
+    fn names(woken: Vec<(ObjectRef<CouchShare>, States)>) -> Vec<ObjectRef<CouchShare>> {
+        woken.into_iter().map(|(share, _)| share).collect()
+    }
+
+    #[test]
+    fn a_share_whose_status_shows_what_moved_is_not_woken_again() {
+        let status = |pairs: &[(&str, Option<&str>)]| -> crate::api::CouchShareStatus {
+            let replications: Vec<serde_json::Value> = pairs
+                .iter()
+                .map(|(id, s)| serde_json::json!({"id": id, "source": "a", "target": "b", "state": s}))
+                .collect();
+            serde_json::from_value(serde_json::json!({"replications": replications})).expect("a status")
+        };
+        let completed = states(&[("a", Some("completed"))]);
+        let cases = [
+            (completed.clone(), Some(status(&[("a", Some("completed"))])), true),
+            (completed.clone(), Some(status(&[("a", Some("running"))])), false),
+            (completed.clone(), Some(status(&[])), false),
+            (completed.clone(), None, false),
+            (
+                states(&[("a", Some("completed")), ("b", None)]),
+                Some(status(&[("a", Some("completed")), ("b", None)])),
+                true,
+            ),
+            (
+                states(&[("a", Some("completed")), ("b", Some("running"))]),
+                Some(status(&[("a", Some("completed")), ("b", None)])),
+                false,
+            ),
+            (states(&[]), Some(status(&[])), false),
+        ];
+        for (i, (now, status, expect)) in cases.into_iter().enumerate() {
+            assert_eq!(already_shown(&now, status.as_ref()), expect, "case {i}");
+        }
     }
 }

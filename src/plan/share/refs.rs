@@ -61,3 +61,96 @@ pub fn touches_database(share: &CouchShare, db: &crate::api::CouchDatabase) -> b
     };
     matches(&share.spec.source.database) || matches(&share.spec.target.database)
 }
+
+/// The CouchDatabases (namespace, name) a share's two ends name, when those are all it has:
+/// `None` for a share with a per-user database, a fan-in or a remote end, whose wait is not only
+/// its databases'.
+pub fn database_ends(share: &CouchShare) -> Option<Vec<(String, String)>> {
+    let ns = share.namespace().unwrap_or_default();
+    let (source, target) = (&share.spec.source, &share.spec.target);
+    let only_databases = source.user_database.is_none()
+        && source.user_databases.is_none()
+        && source.per_user_databases.is_none()
+        && source.remote.is_none()
+        && target.user_database.is_none()
+        && target.remote.is_none();
+    let of = |r: &Option<crate::api::ObjectRef>| {
+        r.as_ref().map(|r| (r.namespace.clone().unwrap_or_else(|| ns.clone()), r.name.clone()))
+    };
+    match (only_databases, of(&source.database), of(&target.database)) {
+        (true, Some(source), Some(target)) => Some(vec![source, target]),
+        _ => None,
+    }
+}
+
+/// Whether what a share waits for from its CouchDatabases has all come: each one created — its
+/// reconciler recorded the `_security` it left it with (`recorded`, one per database, `None`
+/// when not) — and, once the share names its scoped replication user (`entry`), each holding
+/// that user's entry. Until then a pass of the share would only wait again.
+pub fn databases_ready_for(entry: Option<&GrantEntries>, recorded: &[Option<&crate::couch::Security>]) -> bool {
+    !recorded.is_empty()
+        && recorded.iter().all(|s| s.is_some_and(|s| entry.is_none_or(|e| crate::plan::grant::grants_present(s, e))))
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn share(source: serde_json::Value, target: serde_json::Value) -> CouchShare {
+        serde_json::from_value(json!({
+            "apiVersion": "couchshare.io/v1alpha1", "kind": "CouchShare",
+            "metadata": {"name": "s", "namespace": "ns", "uid": "u"},
+            "spec": {"source": source, "target": target},
+        }))
+        .expect("a valid share")
+    }
+
+    #[test]
+    fn only_a_share_between_two_couch_databases_has_database_ends() {
+        let db = |name: &str| json!({"database": {"name": name}});
+        let cases = vec![
+            (db("a"), db("b"), Some(vec![("ns".into(), "a".into()), ("ns".into(), "b".into())])),
+            (
+                db("a"),
+                json!({"database": {"name": "b", "namespace": "other"}}),
+                Some(vec![("ns".into(), "a".into()), ("other".into(), "b".into())]),
+            ),
+            (json!({"userDatabase": {"user": "ana"}}), db("b"), None),
+            (json!({"userDatabases": {"selector": {}}}), db("b"), None),
+            (
+                db("a"),
+                json!({"remote": {"url": "https://x", "database": "y", "credentialsSecretRef": {"name": "s"}}}),
+                None,
+            ),
+        ];
+        for (source, target, expect) in cases {
+            assert_eq!(database_ends(&share(source.clone(), target.clone())), expect, "{source} → {target}");
+        }
+    }
+
+    #[test]
+    fn a_share_waits_until_every_database_is_created_and_then_holds_its_entry() {
+        let entry = GrantEntries { access: crate::api::Access::Member, names: vec!["repl".into()], roles: vec![] };
+        let empty = crate::couch::Security::default();
+        let mut with = crate::couch::Security::default();
+        with.members.names.push("repl".into());
+        let mut other = crate::couch::Security::default();
+        other.members.names.push("alice".into());
+        type Case<'a> = (Option<&'a GrantEntries>, Vec<Option<&'a crate::couch::Security>>, bool);
+        let cases: Vec<Case> = vec![
+            (None, vec![], false),
+            // Before it names its replication user: each database created is enough.
+            (None, vec![Some(&empty), None], false),
+            (None, vec![Some(&empty), Some(&other)], true),
+            // Then: each must hold the user's entry, not only another user's.
+            (Some(&entry), vec![Some(&with), Some(&other)], false),
+            (Some(&entry), vec![Some(&with), None], false),
+            (Some(&entry), vec![Some(&with), Some(&with)], true),
+        ];
+        for (entry, recorded, expect) in cases {
+            assert_eq!(databases_ready_for(entry, &recorded), expect, "{entry:?} {recorded:?}");
+        }
+    }
+}
