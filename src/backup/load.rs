@@ -15,8 +15,9 @@ use crate::couch::{CouchClient, CouchError, Security, encode_db};
 
 /// Documents per `_bulk_docs` request.
 const BATCH_DOCS: usize = 500;
-/// A batch is sent once its documents add up to about this many bytes of JSON.
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// A batch is sent once its documents add up to about this many bytes of JSON (with four
+/// batches in flight; 8 MiB took a restore of 1 MiB attachments to 144 MiB peak RSS).
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Reads the manifest; `Ok(None)` when there is none (an incomplete or absent backup).
 pub async fn read_manifest(target: &Target) -> Result<Option<Manifest>, BackupError> {
