@@ -767,6 +767,32 @@ async fn a_backup_by_selector_backs_up_each_matching_database_and_each_restores_
     wait_ready(&databases, "restored", &env.op).await;
     assert_eq!(every_leaf(&restored).await, every_leaf(&drafft).await, "the member restores its database exactly");
 
+    // A group whose members cannot complete (the bucket refuses the key) says which and why; a
+    // member deleted before it completed is made again.
+    let Some((endpoint, access, _, bucket_name)) = bucket(test) else { return };
+    bucket_secret(test, &env, "wrong", &access, "not-the-secret-key");
+    apply(
+        test,
+        &env,
+        &format!(
+            "apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata:\n  name: denied\nspec:\n  selector: {{matchLabels: {{backup: nightly}}}}\n  destination:\n{}",
+            s3_destination(&endpoint, &bucket_name, "wrong")
+        ),
+    );
+    let member = wait_not_ready(&backups, "denied-drafft", &env.op, "StoreAccessDenied").await;
+    let waits =
+        wait_long(&backups, "denied", &env.op, 45, "the group to name its refused member", |b: &CouchBackup| {
+            support::operator::ready(b).is_some_and(|(_, _, m)| m.contains("denied-drafft (StoreAccessDenied)"))
+        })
+        .await;
+    assert_ne!(waits.status.and_then(|s| s.phase), Some(BackupPhase::Completed));
+    backups.delete("denied-drafft", &Default::default()).await.expect("delete a member");
+    let again = wait_long(&backups, "denied-drafft", &env.op, 30, "the member made again", |b: &CouchBackup| {
+        b.metadata.uid.is_some() && b.metadata.uid != member.metadata.uid
+    })
+    .await;
+    assert_eq!(again.spec.database.as_deref(), Some("drafft"));
+
     // And the schema: exactly one of database and selector; incrementalFrom only with database.
     let spec = |body: &str| {
         format!(

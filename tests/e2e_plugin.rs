@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use couchshare::api::{CouchDatabase, CouchGrant, CouchShare, CouchUser};
+use couchshare::api::{CouchBackup, CouchDatabase, CouchGrant, CouchShare, CouchUser};
 use couchshare::couch::{CouchClient, Security};
 use kube::api::Api;
 use serde_json::Value;
@@ -175,15 +175,24 @@ async fn kubectl_couchshare_explains_the_drafft_examples_access_as_couchdb_has_i
     let (code, wide, _) = plugin(None, &["shares", "-A", "-o", "wide"]);
     assert_eq!(code, 0);
     assert!(wide.contains("NAMESPACE") && wide.contains(&ns) && wide.contains("LAST ERROR"), "{wide}");
+    // A backup of a database that does not exist: the backup kinds are in `status` too.
+    let (ok, out) = k8s::kubectl_apply(
+        test,
+        &ns,
+        "apiVersion: couchshare.io/v1alpha1\nkind: CouchBackup\nmetadata: {name: lost}\nspec: {database: nowhere, destination: {volume: {}}}\n",
+    )
+    .expect("kubectl");
+    assert!(ok, "{out}");
+    wait_not_ready(&Api::<CouchBackup>::namespaced(client.clone(), &ns), "lost", &op, "DatabaseNotFound").await;
     let (code, out, _) = plugin(None, &["status", "-n", &ns, "-o", "json"]);
     assert_eq!(code, 4, "status exits 4 while something is not Ready: {out}");
     let status: Value = serde_json::from_str(&out).expect("status JSON");
+    let not_ready = status["notReady"].as_array().expect("notReady");
+    assert!(not_ready.iter().any(|n| n["name"] == "ghost" && n["reason"] == "UserNotFound"), "{status:#}");
     assert!(
-        status["notReady"]
-            .as_array()
-            .expect("notReady")
+        not_ready
             .iter()
-            .any(|n| n["name"] == "ghost" && n["reason"] == "UserNotFound"),
+            .any(|n| n["kind"] == "CouchBackup" && n["name"] == "lost" && n["reason"] == "DatabaseNotFound"),
         "{status:#}"
     );
     assert!(status["servers"][0]["version"].as_str().is_some_and(|v| v.starts_with('3')), "{status:#}");

@@ -1,7 +1,9 @@
 //! `kubectl couchshare shares` and `status`: what the resources' own status says, one line
 //! each, for people and (with `-o json|yaml`) for scripts.
 
-use couchshare::api::{CouchDatabase, CouchGrant, CouchServer, CouchShare, CouchUser, condition};
+use couchshare::api::{
+    CouchBackup, CouchDatabase, CouchGrant, CouchScheduledBackup, CouchServer, CouchShare, CouchUser, condition,
+};
 use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -232,6 +234,9 @@ pub async fn status(scope: &Scope) -> Result<(), Failure> {
     not_ready("CouchUser", &list::<CouchUser>(scope).await?, &mut bad);
     not_ready("CouchGrant", &list::<CouchGrant>(scope).await?, &mut bad);
     not_ready("CouchShare", &list::<CouchShare>(scope).await?, &mut bad);
+    // A backup still running is not Ready either: it shows here until it completes.
+    not_ready("CouchBackup", &list::<CouchBackup>(scope).await?, &mut bad);
+    not_ready("CouchScheduledBackup", &list::<CouchScheduledBackup>(scope).await?, &mut bad);
     let report = Status { servers: lines, not_ready: bad };
     let wide = scope.format == Some(Format::Wide);
     print(scope.format, &report, || {

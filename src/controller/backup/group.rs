@@ -28,42 +28,51 @@ pub(super) async fn ensure(
 ) -> Result<bool, Error> {
     let ns = group.namespace().unwrap_or_default();
     let api: Api<CouchBackup> = Api::namespaced(ctx.client.clone(), &ns);
+    let group_name = group.name_any();
+    // Every database of the namespace by the name its member has in this group.
+    let databases: BTreeMap<String, std::sync::Arc<crate::api::CouchDatabase>> = ctx
+        .stores
+        .databases
+        .state()
+        .into_iter()
+        .filter(|db| db.namespace().as_deref() == Some(ns.as_str()))
+        .map(|db| (member_name(&group_name, &db.name_any()), db))
+        .collect();
     if status.backups.is_empty() {
         let selector =
             Selector::try_from(selector.clone()).map_err(|e| Error::InvalidSpec(format!("selector: {e}")))?;
-        let members: BTreeMap<String, String> = ctx
-            .stores
-            .databases
-            .state()
-            .iter()
-            .filter(|db| db.namespace().as_deref() == Some(ns.as_str()) && selector.matches(db.labels()))
-            .map(|db| (member_name(&group.name_any(), &db.name_any()), db.name_any()))
-            .collect();
+        let members: Vec<String> =
+            databases.iter().filter(|(_, db)| selector.matches(db.labels())).map(|(name, _)| name.clone()).collect();
         if members.is_empty() {
             return Err(Error::Waiting { what: format!("a CouchDatabase of {ns} that the selector matches") });
         }
-        // The set is recorded before anything is created: a pass cut short creates the same.
+        // The set is recorded before anything is created: every later pass creates what is
+        // missing of it (a pass cut short, a member deleted before it completed).
         let mut running = status.clone();
         running.phase = Some(BackupPhase::Running);
-        running.backups = members.keys().cloned().collect();
+        running.backups = members;
         apply_status(&api, group, Some(status), &running).await?;
         *status = running;
-        for (name, database) in &members {
-            create_member(&api, group, name, database).await?;
-        }
     }
 
     let mut waiting = Vec::new();
     let mut done = Vec::new();
     for name in &status.backups {
         let member = ctx.stores.backups.get(&ObjectRef::new(name).within(&ns));
-        match member.as_ref().and_then(|m| m.status.as_ref()) {
-            Some(s) if s.phase == Some(BackupPhase::Completed) => done.push(s.clone()),
-            Some(s) => waiting.push(match condition_state(&s.conditions, crate::api::condition::READY) {
+        match member.as_ref().map(|m| m.status.as_ref()) {
+            Some(Some(s)) if s.phase == Some(BackupPhase::Completed) => done.push(s.clone()),
+            Some(Some(s)) => waiting.push(match condition_state(&s.conditions, crate::api::condition::READY) {
                 Some((_, reason)) => format!("{name} ({reason})"),
                 None => name.clone(),
             }),
-            None => waiting.push(name.clone()),
+            Some(None) => waiting.push(name.clone()),
+            None => match databases.get(name) {
+                Some(db) => {
+                    create_member(&api, group, name, &db.name_any()).await?;
+                    waiting.push(name.clone());
+                }
+                None => waiting.push(format!("{name} (its CouchDatabase is gone)")),
+            },
         }
     }
     if !waiting.is_empty() {

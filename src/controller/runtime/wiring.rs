@@ -282,7 +282,8 @@ pub(crate) fn shares(
 
 /// A backup that has not completed follows the CouchDatabase it names (it waits for that
 /// database to exist and be Ready), the backup it is incremental from (to complete), and its
-/// bucket's Secret (a key that was refused, fixed).
+/// bucket's Secret (a key that was refused, fixed); a group backup (`selector`) its members,
+/// and the databases of its namespace until it has picked them.
 pub(crate) fn backups(r: &mut Reflectors, config: Config) -> Controller<CouchBackup> {
     let by_database = r.backups.store();
     let (by_secret, by_base) = (by_database.clone(), by_database.clone());
@@ -299,15 +300,19 @@ pub(crate) fn backups(r: &mut Reflectors, config: Config) -> Controller<CouchBac
         })
         .watches_stream(r.backups.touched_when(backup_phase), move |base: CouchBackup| {
             let (ns, name) = (base.namespace(), base.name_any());
-            // The backups incremental from it, and the group it belongs to.
             matching(&by_base, |b| {
-                b.namespace() == ns
-                    && unfinished(b)
-                    && (b.spec.incremental_from.as_deref() == Some(name.as_str())
-                        || (b.spec.selector.is_some()
-                            && b.uid().is_some()
-                            && base.owner_references().iter().any(|o| Some(&o.uid) == b.uid().as_ref())))
+                b.namespace() == ns && b.spec.incremental_from.as_deref() == Some(name.as_str()) && unfinished(b)
             })
+        })
+        // A group backup follows its members: each status write, and a deletion (it makes the
+        // member again while the group has not completed).
+        .watches_stream(r.backups.touched(), |member: CouchBackup| {
+            let ns = member.namespace().unwrap_or_default();
+            member
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true) && o.kind == "CouchBackup")
+                .map(|o| ObjectRef::new(&o.name).within(&ns))
         })
         .watches_stream(r.databases.touched_when(database_for_backups), move |db: CouchDatabase| {
             let (ns, name) = (db.namespace(), db.name_any());
