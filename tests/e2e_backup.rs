@@ -355,9 +355,18 @@ async fn a_backup_killed_mid_way_is_never_marked_complete_and_the_next_run_compl
             "apiVersion: couchshare.io/v1alpha1\nkind: CouchDatabase\nmetadata:\n  name: big-restored\nspec:\n  serverRef: {{name: main}}\n  name: {source}-r\n  restoreFrom: {{backup: big-1}}\n"
         ),
     );
-    wait_ready(&databases, "big-restored", &env.op).await;
-    let info = env.couch.database_info(&format!("{source}-r")).await.expect("info");
-    assert_eq!(info.doc_count, 20_000, "the second run's backup restores whole");
+    let restored = wait_ready(&databases, "big-restored", &env.op).await;
+    let written = restored.status.and_then(|s| s.restore).and_then(|r| r.documents);
+    assert_eq!(written, Some(20_000), "the restore wrote every document of the second run's backup");
+    // On a cluster, `doc_count` adds up one copy of each shard, which may lag the writes the
+    // restore's quorum acknowledged (four batches in flight): read until it has them all.
+    let count = couchdb::eventually(Duration::from_secs(30), || async {
+        let info = env.couch.database_info(&format!("{source}-r")).await.ok()?;
+        (info.doc_count == 20_000).then_some(info.doc_count)
+    })
+    .await;
+    let last = env.couch.database_info(&format!("{source}-r")).await.expect("info").doc_count;
+    assert_eq!(count, Some(20_000), "the second run's backup restores whole (doc_count now {last})");
 }
 
 /// Team B tries every way to a backup of team A's on the same server and the same backup
