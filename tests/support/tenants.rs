@@ -51,12 +51,19 @@ impl Tenants {
     }
 
     /// Whether an Event with `reason` was recorded for `name` in `ns`.
+    /// Whether `name` has an Event with `reason` within 10 s: the reconcile tail posts its
+    /// Events after the status write a test has just seen.
     pub async fn has_event(&self, ns: &str, name: &str, reason: &str) -> bool {
         let events: Api<Event> = self.api(ns);
-        let list = events.list(&ListParams::default()).await.expect("list events");
-        list.items
-            .iter()
-            .any(|e| e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason))
+        couchdb::eventually(std::time::Duration::from_secs(10), || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason))
+                .then_some(())
+        })
+        .await
+        .is_some()
     }
 }
 
