@@ -462,7 +462,11 @@ async fn an_incremental_chain_restores_the_edits_and_deletions_made_after_the_fu
     apply(test, &env, &backup("chain-1", Some("chain-0")));
     let first = wait_ready(&backups, "chain-1", &env.op).await.status.expect("status");
     assert_eq!(first.since_seq, full.update_seq, "an increment starts where its base ended");
-    assert_eq!(first.documents, Some(3), "only what changed: the edit, the deletion, the new document");
+    // Only what changed: the edit, the deletion, the new document. On a cluster `_changes`
+    // since a sequence is at least once (a shard read from another copy may replay a few rows),
+    // so an increment holds these three and possibly a replayed one, never the whole database.
+    let changed = first.documents.unwrap_or_default();
+    assert!((3..56).contains(&changed), "only what changed (3, a replay or two on a cluster): {changed}");
     let rev = env.couch.get_document(&source, "added-later").await.expect("get").expect("added-later")["_rev"]
         .as_str()
         .expect("rev")
@@ -493,7 +497,10 @@ async fn an_incremental_chain_restores_the_edits_and_deletions_made_after_the_fu
     apply(test, &env, &database("oldest", &oldest, "  restoreFrom: {backup: chain-0}\n"));
     let restored = wait_ready(&databases, "newest", &env.op).await;
     wait_ready(&databases, "oldest", &env.op).await;
-    assert_eq!(restored.status.and_then(|s| s.restore).and_then(|r| r.documents), Some(56 + 3 + 3));
+    // 56 leaves of the full backup, 3 of each increment (more when a cluster replayed a row,
+    // written again as it was: `new_edits: false` keeps one copy of a revision).
+    let written = restored.status.and_then(|s| s.restore).and_then(|r| r.documents).unwrap_or_default();
+    assert!((56 + 3 + 3..2 * 56).contains(&written), "the chain's leaves: {written}");
     assert_eq!(every_leaf(&newest).await, at_last, "the chain gives the source as the last increment saw it");
     assert_eq!(every_leaf(&oldest).await, at_full, "the full backup alone gives the source as it was then");
 }
