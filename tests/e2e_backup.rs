@@ -103,6 +103,36 @@ async fn every_leaf(db: &str) -> BTreeMap<String, Vec<Value>> {
     out
 }
 
+/// Every leaf of `db` once two reads half a second apart agree (up to 30 s). On a cluster a
+/// read takes one copy of each shard range, and a copy may lag for a moment the quorum that
+/// acknowledged a write (seen on the 3-node cluster: a read right after `fill` lacked one of its
+/// 55 documents, which the backup and the restore had).
+async fn settled_leaves(db: &str) -> BTreeMap<String, Vec<Value>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = every_leaf(db).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = every_leaf(db).await;
+        if now == last || std::time::Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Every leaf of `db`, read until it is `expected` (up to 30 s, for the same lagging copy):
+/// what it last read, which the caller compares, so a lost or extra leaf still fails.
+async fn leaves_matching(db: &str, expected: &BTreeMap<String, Vec<Value>>) -> BTreeMap<String, Vec<Value>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = every_leaf(db).await;
+        if &now == expected || std::time::Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Fills `db` with what the apps write: plain documents, one edited three times, a conflict
 /// (two leaves), a deleted document, a design document, a text and a binary attachment.
 async fn fill(couch: &CouchClient, db: &str) {
@@ -162,7 +192,7 @@ async fn a_database_backed_up_to_a_bucket_comes_back_exactly_in_a_new_database()
     let databases = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
     wait_ready(&databases, "drafft", &env.op).await;
     fill(&env.couch, &source).await;
-    let before = every_leaf(&source).await;
+    let before = settled_leaves(&source).await;
 
     apply(
         test,
@@ -200,7 +230,7 @@ async fn a_database_backed_up_to_a_bucket_comes_back_exactly_in_a_new_database()
     assert_eq!(restore.source, "backup/drafft-1");
     assert_eq!(restore.documents, Some(56));
     assert!(restore.completed_at.is_some());
-    let after = every_leaf(&restored).await;
+    let after = leaves_matching(&restored, &before).await;
     assert_eq!(after.len(), before.len(), "the same documents");
     for (id, leaves) in &before {
         assert_eq!(after.get(id), Some(leaves), "document {id}: every leaf, its history and attachments");
@@ -443,7 +473,7 @@ async fn an_incremental_chain_restores_the_edits_and_deletions_made_after_the_fu
     let backups = Api::<CouchBackup>::namespaced(env.client.clone(), &env.ns);
     wait_ready(&databases, "chain", &env.op).await;
     fill(&env.couch, &source).await;
-    let at_full = every_leaf(&source).await;
+    let at_full = settled_leaves(&source).await;
     apply(test, &env, &backup("chain-0", None));
     let full = wait_ready(&backups, "chain-0", &env.op).await.status.expect("status");
 
@@ -486,7 +516,7 @@ async fn an_incremental_chain_restores_the_edits_and_deletions_made_after_the_fu
         ]),
     )
     .await;
-    let at_last = every_leaf(&source).await;
+    let at_last = settled_leaves(&source).await;
     apply(test, &env, &backup("chain-2", Some("chain-1")));
     wait_ready(&backups, "chain-2", &env.op).await;
 
@@ -501,8 +531,16 @@ async fn an_incremental_chain_restores_the_edits_and_deletions_made_after_the_fu
     // written again as it was: `new_edits: false` keeps one copy of a revision).
     let written = restored.status.and_then(|s| s.restore).and_then(|r| r.documents).unwrap_or_default();
     assert!((56 + 3 + 3..2 * 56).contains(&written), "the chain's leaves: {written}");
-    assert_eq!(every_leaf(&newest).await, at_last, "the chain gives the source as the last increment saw it");
-    assert_eq!(every_leaf(&oldest).await, at_full, "the full backup alone gives the source as it was then");
+    assert_eq!(
+        leaves_matching(&newest, &at_last).await,
+        at_last,
+        "the chain gives the source as the last increment saw it"
+    );
+    assert_eq!(
+        leaves_matching(&oldest, &at_full).await,
+        at_full,
+        "the full backup alone gives the source as it was then"
+    );
 }
 
 async fn wait_long<K>(api: &Api<K>, name: &str, op: &Operator, secs: u64, what: &str, accept: impl Fn(&K) -> bool) -> K
@@ -586,7 +624,7 @@ async fn schedules_take_full_and_incremental_backups_and_retention_keeps_what_a_
     );
 
     // The newest backup of the incremental schedule restores the source as it is.
-    let now = every_leaf(&source).await;
+    let now = settled_leaves(&source).await;
     let restored = couchdb::unique_name("timed-restored");
     apply(
         test,
@@ -597,7 +635,7 @@ async fn schedules_take_full_and_incremental_backups_and_retention_keeps_what_a_
     );
     let db = wait_ready(&databases, "timed-restored", &env.op).await;
     assert_eq!(db.status.and_then(|s| s.restore).map(|r| r.source), Some("scheduledBackup/often".to_string()));
-    assert_eq!(every_leaf(&restored).await, now);
+    assert_eq!(leaves_matching(&restored, &now).await, now);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -653,7 +691,7 @@ async fn a_couchbackup_file_restores_through_restore_from_and_a_store_that_is_do
     let databases = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
     wait_ready(&databases, "legacy", &env.op).await;
     fill(&env.couch, &source).await;
-    let before = every_leaf(&source).await;
+    let before = settled_leaves(&source).await;
     // What a team backed up by hand before couchshare, now on the backup volume.
     let folder = env.backup_dir.path().join(&env.ns).join("imported");
     std::fs::create_dir_all(&folder).expect("a folder on the volume");
@@ -674,7 +712,11 @@ async fn a_couchbackup_file_restores_through_restore_from_and_a_store_that_is_do
     );
     let db = wait_ready(&databases, "legacy-restored", &env.op).await;
     assert_eq!(db.status.and_then(|s| s.restore).map(|r| r.source), Some("couchbackupFile/legacy.txt".to_string()));
-    assert_eq!(every_leaf(&restored).await, before, "couchbackup's file gives back every leaf and attachment");
+    assert_eq!(
+        leaves_matching(&restored, &before).await,
+        before,
+        "couchbackup's file gives back every leaf and attachment"
+    );
 
     // A bucket at a port nobody listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
@@ -781,7 +823,12 @@ async fn a_backup_by_selector_backs_up_each_matching_database_and_each_restores_
     let restored = couchdb::unique_name("drafft-restored");
     apply(test, &env, &restore("restored", &restored, "nightly-drafft"));
     wait_ready(&databases, "restored", &env.op).await;
-    assert_eq!(every_leaf(&restored).await, every_leaf(&drafft).await, "the member restores its database exactly");
+    let source_leaves = settled_leaves(&drafft).await;
+    assert_eq!(
+        leaves_matching(&restored, &source_leaves).await,
+        source_leaves,
+        "the member restores its database exactly"
+    );
 
     // A group whose members cannot complete (the bucket refuses the key) says which and why; a
     // member deleted before it completed is made again.

@@ -58,6 +58,69 @@ impl MembershipHealth {
     }
 }
 
+/// What the membership watch compares between its reads and the CouchServer's last pass: the
+/// nodes configured, connected, and connected and answering. Nothing in CouchDB announces a node
+/// leaving or coming back, so a watch reads these and wakes the server only when they moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MembershipView {
+    /// `_membership.cluster_nodes`, sorted.
+    pub cluster_nodes: Vec<String>,
+    /// `_membership.all_nodes`, sorted.
+    pub all_nodes: Vec<String>,
+    /// The connected nodes that answered a request routed to them, sorted.
+    pub answering: Vec<String>,
+}
+
+impl MembershipView {
+    /// The view of what was read, in a canonical order.
+    pub fn new(
+        mut cluster_nodes: Vec<String>,
+        mut all_nodes: Vec<String>,
+        answering: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let mut answering: Vec<String> = answering.into_iter().collect();
+        for v in [&mut cluster_nodes, &mut all_nodes, &mut answering] {
+            v.sort();
+            v.dedup();
+        }
+        MembershipView { cluster_nodes, all_nodes, answering }
+    }
+
+    /// The view a server pass planned from.
+    pub fn of(observed: &ObservedCluster) -> Self {
+        Self::new(observed.cluster_nodes.clone(), observed.all_nodes.clone(), observed.settings.keys().cloned())
+    }
+
+    /// Whether a node is configured and not connected, or connected and silent.
+    pub fn degraded(&self) -> bool {
+        self.cluster_nodes.iter().any(|n| !self.all_nodes.contains(n))
+            || self.all_nodes.iter().any(|n| !self.answering.contains(n))
+    }
+}
+
+/// How long the membership watch waits between reads: [`MEMBERSHIP_EVERY`], or
+/// [`DEGRADED_EVERY`] while the cluster is degraded (so it turns healthy soon after the node
+/// returns).
+pub fn membership_interval(last: &MembershipView) -> std::time::Duration {
+    if last.degraded() { DEGRADED_EVERY } else { MEMBERSHIP_EVERY }
+}
+
+/// How often the membership watch reads a healthy cluster.
+pub const MEMBERSHIP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often it reads a degraded one.
+pub const DEGRADED_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a watch's `read` wakes the server: it differs from what the server's last pass
+/// planned from (`planned`), and the watch has not already woken it for this same read
+/// (`woken_for`: a pass that reads differently again is not woken in a loop).
+pub fn membership_wakes(
+    planned: Option<&MembershipView>,
+    read: &MembershipView,
+    woken_for: Option<&MembershipView>,
+) -> bool {
+    planned.is_some_and(|p| p != read) && woken_for != Some(read)
+}
+
 /// What to do with the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterPlan {
@@ -128,6 +191,34 @@ mod tests {
             all_nodes: connected.iter().map(|s| s.to_string()).collect(),
             missing_system_databases: missing_dbs.iter().map(|s| s.to_string()).collect(),
             settings: answering.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
+        }
+    }
+
+    fn view(configured: &[&str], connected: &[&str], answering: &[&str]) -> MembershipView {
+        let v = |s: &[&str]| s.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        MembershipView::new(v(configured), v(connected), v(answering))
+    }
+
+    #[test]
+    fn a_membership_read_wakes_the_server_once_for_each_change_it_has_not_planned_from() {
+        let whole = view(&["n1", "n2", "n3"], &["n3", "n1", "n2"], &["n2", "n1", "n3"]);
+        let gone = view(&["n1", "n2", "n3"], &["n1", "n2"], &["n1", "n2"]);
+        let silent = view(&["n1", "n2", "n3"], &["n1", "n2", "n3"], &["n1", "n2"]);
+        assert!(!whole.degraded(), "the order of a listing is no change");
+        assert!(gone.degraded() && silent.degraded());
+        assert_eq!(membership_interval(&whole), MEMBERSHIP_EVERY);
+        assert_eq!(membership_interval(&silent), DEGRADED_EVERY);
+        type Case<'a> = (&'a str, Option<&'a MembershipView>, &'a MembershipView, Option<&'a MembershipView>, bool);
+        let cases: [Case; 6] = [
+            ("no pass yet: the pass reads for itself", None, &gone, None, false),
+            ("the same as the pass planned from", Some(&whole), &whole, None, false),
+            ("a node left", Some(&whole), &gone, None, true),
+            ("a node left, already woken for it", Some(&whole), &gone, Some(&gone), false),
+            ("it came back before the pass", Some(&gone), &whole, Some(&gone), true),
+            ("connected and now silent", Some(&whole), &silent, Some(&gone), true),
+        ];
+        for (name, planned, read, woken_for, wakes) in cases {
+            assert_eq!(membership_wakes(planned, read, woken_for), wakes, "{name}");
         }
     }
 

@@ -5,18 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use super::cluster::{ClusterPlan, NodeSettings, ObservedCluster, plan_cluster};
+use super::cluster::{ClusterPlan, MembershipView, NodeSettings, ObservedCluster, plan_cluster};
 use super::config::{ConfigKey, ConfigLayout, config_changes, desired_config, display_key, replication_budget};
 use crate::api::{MembershipStatus, NodeConfigFailure, ReplicationBudget, ServerConfig};
 use crate::couch::{Capabilities, Membership, ServerInfo};
 
 /// System databases CouchDB needs and a fresh single node or cluster lacks until set up.
 pub const SYSTEM_DATABASES: [&str; 3] = ["_users", "_replicator", "_global_changes"];
-
-/// How often a cluster's membership is looked at (nothing reports a node leaving).
-pub const CLUSTER_POLL: std::time::Duration = std::time::Duration::from_secs(30);
-/// How often a degraded cluster is looked at, so it turns healthy soon after the node returns.
-pub const DEGRADED_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the spec asks of the server.
 #[derive(Debug, Clone, Copy, Default)]
@@ -120,8 +115,9 @@ pub struct PlannedServerStatus {
     pub degraded: Degraded,
     /// Why the cluster is finished in this pass (for the Event).
     pub finished_now: Option<String>,
-    /// When to look again (`None`: the resync).
-    pub poll: Option<std::time::Duration>,
+    /// On a cluster, the membership this pass planned from: the membership watch wakes the
+    /// server when its reads differ (`None` on a single node: nothing to watch).
+    pub membership_view: Option<MembershipView>,
 }
 
 impl PlannedServerStatus {
@@ -151,14 +147,14 @@ pub fn plan_server(intent: &ServerIntent, observed: &ObservedServer) -> ServerPl
     let caps = observed.info.capabilities();
     let reads = config_reads(intent, &caps, &observed.membership);
     let nodes = server_nodes(&observed.membership);
-    let cluster = (observed.membership.cluster_nodes.len() > 1).then(|| {
-        plan_cluster(&ObservedCluster {
-            cluster_nodes: observed.membership.cluster_nodes.clone(),
-            all_nodes: observed.membership.all_nodes.clone(),
-            missing_system_databases: observed.missing_system_databases.clone(),
-            settings: observed.cluster_settings.clone(),
-        })
+    let observed_cluster = (observed.membership.cluster_nodes.len() > 1).then(|| ObservedCluster {
+        cluster_nodes: observed.membership.cluster_nodes.clone(),
+        all_nodes: observed.membership.all_nodes.clone(),
+        missing_system_databases: observed.missing_system_databases.clone(),
+        settings: observed.cluster_settings.clone(),
     });
+    let membership_view = observed_cluster.as_ref().map(MembershipView::of);
+    let cluster = observed_cluster.as_ref().map(plan_cluster);
     let finished_now = cluster.as_ref().and_then(|c| c.finish.clone());
     let mut steps = Vec::new();
     // Finishing a cluster creates the system databases, but on CouchDB 3.5 leaves
@@ -213,11 +209,6 @@ pub fn plan_server(intent: &ServerIntent, observed: &ObservedServer) -> ServerPl
         used: observed.replications_used,
     };
     let degraded = degraded(cluster.as_ref());
-    let poll = match (degraded.status, cluster.is_some()) {
-        (true, _) => Some(DEGRADED_POLL),
-        (false, true) => Some(CLUSTER_POLL),
-        (false, false) => None,
-    };
     let status = PlannedServerStatus {
         unsupported: unsupported(&caps),
         info: observed.info.clone(),
@@ -232,7 +223,7 @@ pub fn plan_server(intent: &ServerIntent, observed: &ObservedServer) -> ServerPl
         }),
         degraded,
         finished_now,
-        poll,
+        membership_view,
     };
     ServerPlan { steps, status }
 }

@@ -161,6 +161,8 @@ pub struct Context {
     pub(crate) backoff: Backoff,
     /// `_scheduler/docs` reads, shared by the shares on one replicator database.
     pub(crate) scheduler: SchedulerCache,
+    /// The membership each cluster's last pass planned from (see `membership`).
+    pub(crate) membership: crate::controller::triggers::membership::MembershipWatch,
     /// The shares waiting for their jobs to start, and the reads that wake them.
     pub(crate) scheduler_watch: crate::controller::triggers::scheduler_watch::SchedulerWatch,
     /// The process's metrics (served on `/metrics`).
@@ -199,6 +201,7 @@ impl Context {
             engines: Default::default(),
             scheduler: SchedulerCache::default(),
             scheduler_watch: Default::default(),
+            membership: Default::default(),
             metrics,
             server_trigger: triggers.servers,
             database_trigger: triggers.databases,

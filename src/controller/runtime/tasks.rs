@@ -1,5 +1,5 @@
-//! The per-server task keeper: one `_db_updates` follower and one `_security` auditor per
-//! CouchServer, each replaced when its server's URL or UID changes and ended when the server
+//! The per-server task keeper: one `_db_updates` follower, one `_security` auditor and, on a
+//! cluster, one membership watch per CouchServer, each replaced when its server's URL or UID changes and ended when the server
 //! is gone.
 
 use std::collections::HashMap;
@@ -22,6 +22,8 @@ pub enum Task {
     Follower,
     /// The `_security` auditor (see `audit`).
     Auditor,
+    /// The membership watch of a cluster (see `membership`).
+    Membership,
 }
 
 /// The per-server tasks running in this process.

@@ -1,7 +1,7 @@
 //! The CouchServer reconciler: connect → observe (`GET /`, membership, system databases, cluster
 //! settings, the declared configuration on each node) → [`plan_server`] → execute the steps →
-//! status through the reconcile tail. It also starts the server's `_db_updates` follower and
-//! `_security` audit.
+//! status through the reconcile tail. It also starts the server's `_db_updates` follower, its
+//! `_security` audit and, on a cluster, its membership watch: it keeps no timer but the resync.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,6 +56,7 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
     }
     if let Ok(couch) = connect(&ctx, &server).await {
         crate::controller::triggers::drift::follow(&ctx, &server, couch.clone());
+        crate::controller::triggers::membership::watch(&ctx, &server, couch.clone());
         crate::controller::triggers::audit::run(&ctx, &server, couch).await;
     }
     action
@@ -106,6 +107,7 @@ async fn ensure(
         }
     }
     let planned = plan.status;
+    ctx.membership.planned(&super::ServerKey::of(server), planned.membership_view.clone());
     let degraded = NewCondition {
         type_: condition::DEGRADED,
         status: planned.degraded.status,
@@ -147,7 +149,7 @@ async fn ensure(
         let summary: Vec<String> = failures.iter().map(|f| format!("{} on {}: {}", f.key, f.node, f.message)).collect();
         return Err(Error::ConfigFailed(summary.join("; ")));
     }
-    let requeue = Action::requeue(planned.poll.map_or(ctx.resync(), |p| p.min(ctx.resync())));
+    let requeue = Action::requeue(ctx.resync());
     let mut outcome = Outcome::new(NewCondition::ready("Connected", planned.connected_message()), requeue)
         .on_transition(Note::normal("Connected", "CouchDB is reachable and configured"));
     if written > 0 {
