@@ -18,7 +18,7 @@ use crate::controller::runtime::error::Error;
 use crate::controller::runtime::finalize::{reconcile_with_finalizer, within_grace};
 use crate::controller::runtime::status::NewCondition;
 use crate::controller::runtime::tail::{Note, Outcome, Pass};
-use crate::controller::shared::access::{Resolved, grant_in_scope, resolve_grant, user_ns};
+use crate::controller::shared::access::{GrantPass, Resolved, grant_in_scope, resolve_grant, user_ns};
 use crate::controller::shared::servers::{resolve, resolve_for_cleanup, server_key};
 use crate::controller::shared::tenancy::{database_reference, user_database_reference};
 use crate::controller::shared::unmanaged::{couch_name_refusal, requeue_managers, write_unmanaged};
@@ -46,9 +46,13 @@ enum Found {
 async fn apply(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error> {
     let mut pass = Pass::begin(grant.as_ref());
     let result = ensure(&grant, ctx, &mut pass.status).await;
-    let missing = &pass.status.missing_users;
-    let result = result.map(|found| outcome_of(found, missing, ctx));
-    pass.finish(ctx, grant.as_ref(), result).await
+    let missing = pass.status.missing_users.clone();
+    let result = result.map(|found| outcome_of(found, &missing, ctx));
+    let ready = result.as_ref().is_ok_and(|o| o.ready.status);
+    let action = pass.finish(ctx, grant.as_ref(), result).await;
+    let last = action.is_ok().then(|| GrantPass { generation: grant.metadata.generation, missing, ready });
+    ctx.grant_passes.record(grant.as_ref(), last);
+    action
 }
 
 /// The tail's outcome. Every change of Ready is an Event but Pending, the normal moment between
@@ -203,6 +207,7 @@ fn record(status: &mut CouchGrantStatus, resolved: &Resolved, database: &str) {
 }
 
 async fn cleanup(grant: Arc<CouchGrant>, ctx: &Context) -> Result<Action, Error> {
+    ctx.grant_passes.record(grant.as_ref(), None);
     let ns = grant.namespace().unwrap_or_default();
     // Grants on a CouchDatabase: its reconciler drops the grant's entries (it watches grants).
     // On a per-user database, the user names the database and the server.

@@ -161,6 +161,8 @@ pub struct Context {
     pub(crate) backoff: Backoff,
     /// `_scheduler/docs` reads, shared by the shares on one replicator database.
     pub(crate) scheduler: SchedulerCache,
+    /// What each grant's last pass left in its status, ahead of the grants' store.
+    pub(crate) grant_passes: crate::controller::shared::access::GrantPasses,
     /// The membership each cluster's last pass planned from (see `membership`).
     pub(crate) membership: crate::controller::triggers::membership::MembershipWatch,
     /// The shares waiting for their jobs to start, and the reads that wake them.
@@ -202,6 +204,7 @@ impl Context {
             scheduler: SchedulerCache::default(),
             scheduler_watch: Default::default(),
             membership: Default::default(),
+            grant_passes: Default::default(),
             metrics,
             server_trigger: triggers.servers,
             database_trigger: triggers.databases,

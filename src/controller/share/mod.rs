@@ -65,7 +65,8 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
         };
         let outcome = Outcome::new(revoked, Action::await_change())
             .with_event(Note::normal("Revoked", "replications stopped, sharing document removed"));
-        return pass.finish(ctx, share.as_ref(), Ok(outcome)).await;
+        let replications = pass.status.replications.clone();
+        return recorded(ctx, &share, &replications, pass.finish(ctx, share.as_ref(), Ok(outcome)).await);
     }
     let result = ensure(&share, ctx, &mut pass.status).await;
     // A refused share owns no replication user: no `_security` admits its name (see
@@ -113,7 +114,20 @@ async fn apply(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
         ),
         Settled::Done(outcome) => outcome,
     });
-    pass.finish(ctx, share.as_ref(), outcome).await
+    let replications = pass.status.replications.clone();
+    recorded(ctx, &share, &replications, pass.finish(ctx, share.as_ref(), outcome).await)
+}
+
+/// Records what a pass wrote of `share`'s replications for its triggers (see `triggers::shown`),
+/// and gives back the pass's result.
+fn recorded(
+    ctx: &Context,
+    share: &CouchShare,
+    replications: &[crate::api::ReplicationStatus],
+    action: Result<Action, Error>,
+) -> Result<Action, Error> {
+    ctx.replicator_feeds.shown.record(share, action.is_ok().then_some(replications));
+    action
 }
 
 /// How a pass that did not fail ends.
@@ -280,7 +294,7 @@ async fn ensure(share: &CouchShare, ctx: &Context, status: &mut CouchShareStatus
         let seen = status.replications.iter().map(|r| (r.id.clone(), r.state.clone())).collect();
         let server = super::ServerKey::of(&connected.server);
         let waited = (seen, !intent.continuous);
-        let wake = (ctx.share_trigger.clone(), &ctx.stores.shares);
+        let wake = (ctx.share_trigger.clone(), &ctx.stores.shares, &ctx.replicator_feeds.shown);
         ctx.scheduler_watch.wait(server, &connected.couch, &intent.replicator, me, waited, wake);
     }
     match plan.outcome {

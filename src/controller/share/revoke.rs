@@ -209,6 +209,7 @@ fn requeue_databases(ctx: &Context, share: &CouchShare) {
 
 /// Deleting a CouchShare revokes it (unless it already was).
 pub(crate) async fn cleanup(share: Arc<CouchShare>, ctx: &Context) -> Result<Action, Error> {
+    ctx.replicator_feeds.shown.record(&share, None);
     if share.status.as_ref().is_some_and(|s| s.revoked) {
         return Ok(Action::await_change());
     }

@@ -8,4 +8,5 @@ pub(crate) mod own_writes;
 pub(crate) mod replicator_feed;
 pub(crate) mod scheduler;
 pub(crate) mod scheduler_watch;
+pub(crate) mod shown;
 pub(crate) mod wakeups;

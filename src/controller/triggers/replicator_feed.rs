@@ -35,6 +35,8 @@ type Key = (ServerKey, String);
 pub struct ReplicatorFeeds {
     running: Mutex<HashMap<Key, (String, JoinHandle<()>)>>,
     own: std::sync::Arc<OwnRevisions>,
+    /// What each share's last pass wrote of its replications (shared with the scheduler watch).
+    pub(crate) shown: super::shown::Shown,
 }
 
 /// The replication document revisions a share wrote itself (database, id, rev): when the feed
@@ -106,7 +108,7 @@ pub(crate) async fn follow(
     let since = couch.changes(db, &now).await?.last_seq;
     tracing::debug!(server = %server, database = db, "following the replicator database");
     let shares = shares.clone();
-    let own = feeds.own.clone();
+    let own = (feeds.own.clone(), feeds.shown.clone());
     let handle = tokio::spawn(run(couch, key.clone(), since, shares, trigger, own));
     feeds.keep(key, fingerprint, handle);
     Ok(())
@@ -132,10 +134,9 @@ fn owners<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<ObjectRef<CouchShare>> 
 /// woke the share for seconds earlier): another pass would find nothing new. A deletion, an
 /// edit by hand (CouchDB drops the `_replication_state` of a document someone else writes) or a
 /// state the status does not show yet wakes the share.
-fn already_shown(change: &crate::couch::Change, shares: &Store<CouchShare>) -> bool {
+fn already_shown(change: &crate::couch::Change, shares: &Store<CouchShare>, shown: &super::shown::Shown) -> bool {
     let Some((ns, name)) = replication_doc_owner(&change.id) else { return false };
-    let share = shares.get(&ObjectRef::new(&name).within(&ns));
-    shown_in(change, share.as_ref().and_then(|s| s.status.as_ref()))
+    shown_in(change, shown.status(shares, &ObjectRef::new(&name).within(&ns)).as_ref())
 }
 
 /// [`already_shown`] against a share's status.
@@ -155,7 +156,7 @@ async fn run(
     mut since: Value,
     shares: Store<CouchShare>,
     trigger: ShareTrigger,
-    own: std::sync::Arc<OwnRevisions>,
+    (own, shown): (std::sync::Arc<OwnRevisions>, super::shown::Shown),
 ) {
     let mut failures = 0u32;
     loop {
@@ -172,7 +173,7 @@ async fn run(
             Ok(changes) => {
                 failures = 0;
                 let theirs = changes.results.iter().filter(|c| !own.take(&key.1, c));
-                let news = theirs.filter(|c| !already_shown(c, &shares));
+                let news = theirs.filter(|c| !already_shown(c, &shares, &shown));
                 for share in owners(news.map(|c| c.id.as_str())) {
                     tracing::debug!(share = %share, "replication document changed; requeueing");
                     let _ = trigger.send(share);

@@ -98,7 +98,7 @@ impl SchedulerWatch {
         replicator: &str,
         share: ObjectRef<CouchShare>,
         (seen, one_shot): (States, bool),
-        (trigger, shares): (Option<ShareTrigger>, &Store<CouchShare>),
+        (trigger, shares, shown): (Option<ShareTrigger>, &Store<CouchShare>, &super::shown::Shown),
     ) {
         let Some(trigger) = trigger else { return };
         let key = (server, replicator.to_string());
@@ -109,19 +109,19 @@ impl SchedulerWatch {
             !std::mem::replace(&mut watched.running, true)
         };
         if start {
-            tokio::spawn(run(self.keys.clone(), key, couch.clone(), trigger, shares.clone()));
+            tokio::spawn(run(self.keys.clone(), key, couch.clone(), trigger, (shares.clone(), shown.clone())));
         }
     }
 }
 
 /// Reads the scheduler of `key` every [`WATCH_EVERY`] until no share waits on it; a share whose
-/// status already shows what moved (`shares`: the store) is not woken.
+/// status already shows what moved (as its last pass wrote it, or the store) is not woken.
 async fn run(
     keys: Arc<Mutex<HashMap<Key, Watched>>>,
     key: Key,
     couch: CouchClient,
     trigger: ShareTrigger,
-    shares: Store<CouchShare>,
+    (shares, shown): (Store<CouchShare>, super::shown::Shown),
 ) {
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
@@ -170,7 +170,7 @@ async fn run(
             (woken, done)
         };
         for (share, now) in woken {
-            if already_shown(&now, shares.get(&share).as_ref().and_then(|s| s.status.as_ref())) {
+            if already_shown(&now, shown.status(&shares, &share).as_ref()) {
                 continue;
             }
             tracing::debug!(share = %share, "replication job state moved; requeueing");
