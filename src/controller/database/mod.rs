@@ -72,24 +72,41 @@ struct Observation {
     owner_rev: Option<String>,
     /// The database's info (sizes, counts), when it exists.
     info: Option<crate::couch::DatabaseInfo>,
+    /// Whether the owner record and `_security` were read, not taken from the ledger.
+    full: bool,
 }
 
+/// Reads the database: its info, its owner record and its `_security`. With `trust`, a pass
+/// that read everything less than half a resync ago, and that no trigger made stale since, is
+/// taken at its word for the owner record and `_security` (see `ledger`): only the info is read.
 async fn observe(
     couch: &CouchClient,
     server: &super::ServerKey,
     name: &str,
     url: &str,
     ctx: &Context,
+    trust: bool,
 ) -> Result<Observation, Error> {
     // The info answers "does it exist" and fills the status in one request.
     let info = match couch.database_info(name).await {
         Ok(info) => info,
         Err(e) if e.is_not_found() => {
-            return Ok(Observation { observed: ObservedDatabase::default(), owner_rev: None, info: None });
+            ctx.ledger.stale(server, name);
+            let observed = ObservedDatabase::default();
+            return Ok(Observation { observed, owner_rev: None, info: None, full: true });
         }
         Err(e) => return Err(Error::couch("reading the database", url, e)),
     };
     let exists = true;
+    if let Some((seen, security)) = ctx.ledger.seen(server, name, ctx.options.resync / 2).filter(|_| trust) {
+        let owner_alive = owner_alive(ctx, &seen.owner.uid);
+        return Ok(Observation {
+            observed: ObservedDatabase { exists, owner: Some(seen.owner), owner_alive, security: Some(security) },
+            owner_rev: seen.rev,
+            info: Some(info),
+            full: false,
+        });
+    }
     let record =
         couch.get_document(name, OWNER_DOC_ID).await.map_err(|e| Error::couch("reading the owner record", url, e))?;
     let owner_rev = record.as_ref().and_then(|r| r.get("_rev")).and_then(Value::as_str).map(str::to_owned);
@@ -113,6 +130,7 @@ async fn observe(
         observed: ObservedDatabase { exists, owner, owner_alive, security: Some(security) },
         owner_rev,
         info: Some(info),
+        full: true,
     })
 }
 
@@ -197,7 +215,7 @@ async fn ensure(
     crate::controller::shared::tenancy::security_in_scope(&scope, &db.spec.security)?;
     let url = server.spec.url.clone();
     let server_id = server_key(db, &db.spec.server_ref);
-    let observation = observe(&couch, &server_id, &name, &url, ctx).await?;
+    let observation = observe(&couch, &server_id, &name, &url, ctx, restore::pending(db).is_none()).await?;
     // Adopting needs a namespace the server trusts; asked only when adopting could happen: an
     // existing database this resource does not own yet.
     let observed = &observation.observed;
@@ -239,6 +257,7 @@ async fn ensure(
         *status = claim;
     }
     let mut owner_rev = observation.owner_rev.clone();
+    let mut recorded_owner = false;
     for step in &plan.steps {
         match step {
             DatabaseStep::Create(options) => {
@@ -264,10 +283,12 @@ async fn ensure(
                 if let Some(rev) = &owner_rev {
                     record["_rev"] = Value::String(rev.clone());
                 }
-                couch
+                let rev = couch
                     .put_document(&name, OWNER_DOC_ID, &record)
                     .await
                     .map_err(|e| Error::couch("recording the owner", &url, e))?;
+                owner_rev = Some(rev);
+                recorded_owner = true;
             }
             DatabaseStep::PutSecurity(security) => {
                 couch.put_security(&name, security).await.map_err(|e| Error::couch("writing _security", &url, e))?;
@@ -276,6 +297,10 @@ async fn ensure(
         }
     }
     ctx.ledger.record(&server_id, &name, intent.security.clone());
+    // What the next pass may trust: the owner record this pass read, or wrote, as ours.
+    if observation.full || recorded_owner {
+        ctx.ledger.saw(&server_id, &name, owner(db), owner_rev);
+    }
     // A restore writes documents and leaves `_security` as the steps above declared it (the
     // spec and today's grants and shares), not as the backup had it: a restore must not bring
     // back access revoked since.
@@ -320,7 +345,7 @@ async fn cleanup(db: Arc<CouchDatabase>, ctx: &Context) -> Result<Action, Error>
     ctx.ledger.forget(&server_key(db.as_ref(), &db.spec.server_ref), &name);
     let result = async {
         let server_id = server_key(db.as_ref(), &db.spec.server_ref);
-        let observation = observe(&connected.couch, &server_id, &name, &url, ctx).await?;
+        let observation = observe(&connected.couch, &server_id, &name, &url, ctx, false).await?;
         let step = plan_database_deletion(
             db.spec.deletion_policy,
             &owner(&db),

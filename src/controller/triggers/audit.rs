@@ -70,6 +70,7 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                         Ok(actual) if !security_matches(&actual, &want) => {
                             tracing::info!(database = %name, "_security differs from the declared state; requeueing");
                             metrics.security_drift(&server_ref.namespace, &server_ref.name);
+                            ledger.stale(&server_ref, &name);
                             let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
                         }
                         Ok(_) => {}

@@ -77,6 +77,7 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                         // A listing also shows managed databases gone between two listings.
                         if let Some(listed) = &batch.listed {
                             for db in missing.newly_missing(&databases, &ledger, &server_ref, listed) {
+                                ledger.stale(&server_ref, db.couch_name());
                                 tracing::debug!(database = %db.couch_name(), "managed database not listed; requeueing");
                                 let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
                             }
@@ -89,6 +90,8 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                             if update.kind == "created" && ledger.created_here(&server_ref, &update.db_name) {
                                 continue;
                             }
+                            // Its next pass reads everything again (see `ledger`).
+                            ledger.stale(&server_ref, &update.db_name);
                             for db in databases.state() {
                                 if server_key(db.as_ref(), &db.spec.server_ref) == server_ref
                                     && db.couch_name() == update.db_name
