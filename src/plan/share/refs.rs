@@ -53,20 +53,20 @@ pub fn contribution(share: &CouchShare) -> GrantEntries {
 
 /// Whether this share touches the CouchDatabase `db` (as source or target).
 pub fn touches_database(share: &CouchShare, db: &crate::api::CouchDatabase) -> bool {
-    let ns = share.namespace().unwrap_or_default();
-    let matches = |r: &Option<crate::api::ObjectRef>| {
-        r.as_ref().is_some_and(|r| {
-            r.name == db.name_any() && r.namespace.as_deref().unwrap_or(&ns) == db.namespace().unwrap_or_default()
-        })
-    };
-    matches(&share.spec.source.database) || matches(&share.spec.target.database)
+    let me = Some((db.namespace().unwrap_or_default(), db.name_any()));
+    end_of(share, &share.spec.source.database) == me || end_of(share, &share.spec.target.database) == me
+}
+
+/// The (namespace, name) of the CouchDatabase an end of `share` names, in the share's namespace
+/// unless it says another.
+fn end_of(share: &CouchShare, end: &Option<crate::api::ObjectRef>) -> Option<(String, String)> {
+    end.as_ref().map(|r| (r.namespace.clone().unwrap_or_else(|| share.namespace().unwrap_or_default()), r.name.clone()))
 }
 
 /// The CouchDatabases (namespace, name) a share's two ends name, when those are all it has:
 /// `None` for a share with a per-user database, a fan-in or a remote end, whose wait is not only
 /// its databases'.
 pub fn database_ends(share: &CouchShare) -> Option<Vec<(String, String)>> {
-    let ns = share.namespace().unwrap_or_default();
     let (source, target) = (&share.spec.source, &share.spec.target);
     let only_databases = source.user_database.is_none()
         && source.user_databases.is_none()
@@ -74,10 +74,7 @@ pub fn database_ends(share: &CouchShare) -> Option<Vec<(String, String)>> {
         && source.remote.is_none()
         && target.user_database.is_none()
         && target.remote.is_none();
-    let of = |r: &Option<crate::api::ObjectRef>| {
-        r.as_ref().map(|r| (r.namespace.clone().unwrap_or_else(|| ns.clone()), r.name.clone()))
-    };
-    match (only_databases, of(&source.database), of(&target.database)) {
+    match (only_databases, end_of(share, &source.database), end_of(share, &target.database)) {
         (true, Some(source), Some(target)) => Some(vec![source, target]),
         _ => None,
     }
