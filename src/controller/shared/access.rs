@@ -72,6 +72,21 @@ pub(crate) fn missing_is_a_problem(entry: &str) -> bool {
     !(entry.ends_with("(not Ready yet)") || entry.ends_with("(not Ready: it does not own the name yet)"))
 }
 
+/// Whether two lists of missing users differ for a grant's wake: a user that moved from one
+/// wait to another (from not owning its name yet to not Ready yet, as its first pass claims the
+/// name) does not count, since both say the same to a person and the grant is woken again when
+/// it is admitted; a user that appears, goes, or becomes (or stops being) a problem does.
+fn waits_differ(now: &[String], before: &[String]) -> bool {
+    let key = |entry: &String| {
+        if missing_is_a_problem(entry) {
+            entry.clone()
+        } else {
+            format!("{} (on its way)", entry.split(" (not Ready").next().unwrap_or(entry))
+        }
+    };
+    !now.iter().map(key).eq(before.iter().map(key))
+}
+
 /// Resolves a grant's users to CouchDB usernames, through the CouchUsers the watch knows.
 /// Users on another server than the database's count as missing.
 pub(crate) fn resolve_grant(grant: &CouchGrant, ctx: &Context, server: &super::ServerKey) -> Resolved {
@@ -218,7 +233,7 @@ fn grant_would_change(
         return true;
     }
     let resolved = resolve_grant(grant, ctx, server);
-    if resolved.missing != last.missing {
+    if waits_differ(&resolved.missing, &last.missing) {
         return true;
     }
     let Some(security) = security else { return true };
@@ -316,7 +331,7 @@ pub(crate) fn user_ns(grant_ns: &str, reference: &UserDatabaseRef) -> String {
 
 #[cfg(test)]
 mod missing_tests {
-    use super::missing_is_a_problem;
+    use super::{missing_is_a_problem, waits_differ};
 
     #[test]
     fn a_user_on_its_way_is_a_wait_and_the_rest_are_problems() {
@@ -325,5 +340,18 @@ mod missing_tests {
         assert!(missing_is_a_problem("ns/ghost"), "no such CouchUser: perhaps a typo");
         assert!(missing_is_a_problem("ns/carol (not Ready: Conflict)"));
         assert!(missing_is_a_problem("ns/dave (on another CouchServer)"));
+    }
+
+    #[test]
+    fn a_user_moving_between_two_waits_does_not_wake_its_grant() {
+        let v = |s: &[&str]| s.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        let claiming = v(&["ns/ana (not Ready: it does not own the name yet)"]);
+        let waiting = v(&["ns/ana (not Ready yet)"]);
+        assert!(!waits_differ(&waiting, &claiming), "one wait for another");
+        assert!(waits_differ(&v(&[]), &waiting), "admitted");
+        assert!(waits_differ(&waiting, &v(&["ns/ana"])), "no such CouchUser, then on its way");
+        assert!(waits_differ(&v(&["ns/ana (not Ready: Conflict)"]), &waiting), "refused");
+        assert!(waits_differ(&v(&["ns/bob (not Ready yet)"]), &waiting), "another user");
+        assert!(!waits_differ(&v(&["ns/ana"]), &v(&["ns/ana"])));
     }
 }
