@@ -162,9 +162,9 @@ pub struct Context {
     /// `_scheduler/docs` reads, shared by the shares on one replicator database.
     pub(crate) scheduler: SchedulerCache,
     /// What each grant's last pass left in its status, ahead of the grants' store.
-    pub(crate) grant_passes: crate::controller::shared::access::GrantPasses,
+    pub(crate) grant_passes: crate::controller::shared::grant_passes::GrantPasses,
     /// The membership each cluster's last pass planned from (see `membership`).
-    pub(crate) membership: crate::controller::triggers::membership::MembershipWatch,
+    pub(crate) membership: crate::controller::triggers::membership_views::MembershipWatch,
     /// The shares waiting for their jobs to start, and the reads that wake them.
     pub(crate) scheduler_watch: crate::controller::triggers::scheduler_watch::SchedulerWatch,
     /// The process's metrics (served on `/metrics`).

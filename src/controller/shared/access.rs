@@ -3,7 +3,6 @@
 //! CouchDatabases it manages (their only writer); [`super::unmanaged`] writes them to the
 //! databases no CouchDatabase manages.
 
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::servers::server_key;
@@ -13,50 +12,6 @@ use crate::controller::runtime::error::Error;
 use crate::controller::runtime::status::{condition_state, is_ready};
 use crate::plan::security::GrantEntries;
 use crate::plan::tenancy::{self, NameKind};
-
-/// What each grant's last pass in this process left in its status: its generation, its missing
-/// users and whether it was Ready. [`requeue_for_database`] asks this before the grants' store,
-/// which lags a status write by its watch event: a database pass right after a grant's pass
-/// would otherwise find the grant's status behind and wake it for nothing (5–9 % of the grants
-/// took that third pass in the n=1,000 bench).
-#[derive(Default)]
-pub(crate) struct GrantPasses(std::sync::Mutex<std::collections::HashMap<ObjectRef<CouchGrant>, GrantPass>>);
-
-/// One grant's last pass, as [`GrantPasses`] keeps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct GrantPass {
-    /// The generation it looked at.
-    pub generation: Option<i64>,
-    /// The users it found missing.
-    pub missing: Vec<String>,
-    /// Whether it left the grant Ready.
-    pub ready: bool,
-}
-
-impl GrantPasses {
-    /// Records the pass that just wrote `grant`'s status (`None`: a pass that failed, or the
-    /// grant's deletion; the store is asked again).
-    pub(crate) fn record(&self, grant: &CouchGrant, pass: Option<GrantPass>) {
-        let mut passes = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match pass {
-            Some(p) => passes.insert(ObjectRef::from_obj(grant), p),
-            None => passes.remove(&ObjectRef::from_obj(grant)),
-        };
-    }
-
-    /// What `grant`'s last pass left, from this record when it was of the grant's current
-    /// generation, else from its status in the store.
-    fn last(&self, grant: &CouchGrant) -> Option<GrantPass> {
-        let recorded = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&ObjectRef::from_obj(grant)).cloned();
-        recorded.filter(|p| p.generation == grant.metadata.generation).or_else(|| {
-            grant.status.as_ref().map(|s| GrantPass {
-                generation: s.observed_generation,
-                missing: s.missing_users.clone(),
-                ready: is_ready(Some(&s.conditions)),
-            })
-        })
-    }
-}
 
 /// A grant's contribution, with the referenced CouchUsers that do not exist.
 pub(crate) struct Resolved {
@@ -220,7 +175,7 @@ pub(crate) fn requeue_for_database(ctx: &Context, db: &CouchDatabase, server: &s
 }
 
 /// Whether a grant's next pass would change its status (as its last pass left it: see
-/// [`GrantPasses`]): it has not been looked at for its generation, its missing users differ, or whether its entries are in `security` (the
+/// [`super::grant_passes::GrantPasses`]): it has not been looked at for its generation, its missing users differ, or whether its entries are in `security` (the
 /// database's, as its reconciler left it; unknown counts as a change) differs from its Ready.
 fn grant_would_change(
     ctx: &Context,

@@ -6,38 +6,15 @@
 //! the resync. The cost is 1 + nodes reads per interval per cluster, where a pass of the server
 //! costs about 5 + 3 × nodes and a status write.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use kube::runtime::reflector::ObjectRef;
 
+use super::membership_views::MembershipWatch;
 use crate::api::CouchServer;
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::keys::ServerKey;
 use crate::controller::runtime::tasks::{Task, server_exists};
 use crate::couch::{CouchClient, CouchError};
 use crate::plan::cluster::{MembershipView, membership_interval, membership_wakes};
-
-/// The membership each clustered server's last pass planned from.
-#[derive(Default)]
-pub struct MembershipWatch {
-    planned: Arc<Mutex<HashMap<ServerKey, MembershipView>>>,
-}
-
-impl MembershipWatch {
-    /// Records what a pass of `server` planned from (`None`: a single node, nothing to watch).
-    pub fn planned(&self, server: &ServerKey, view: Option<MembershipView>) {
-        let mut planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
-        match view {
-            Some(v) => planned.insert(server.clone(), v),
-            None => planned.remove(server),
-        };
-    }
-
-    fn view(planned: &Mutex<HashMap<ServerKey, MembershipView>>, server: &ServerKey) -> Option<MembershipView> {
-        planned.lock().unwrap_or_else(|e| e.into_inner()).get(server).cloned()
-    }
-}
 
 /// Makes sure a watch runs for `server` while its last pass found a cluster (one per server and
 /// client, like the database-events follower). The task ends when the server is deleted or its

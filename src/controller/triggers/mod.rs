@@ -4,6 +4,7 @@ pub(crate) mod audit;
 pub(crate) mod db_events;
 pub(crate) mod drift;
 pub(crate) mod membership;
+pub(crate) mod membership_views;
 pub(crate) mod own_writes;
 pub(crate) mod replicator_feed;
 pub(crate) mod scheduler;
