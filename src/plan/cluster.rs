@@ -91,10 +91,18 @@ impl MembershipView {
         Self::new(observed.cluster_nodes.clone(), observed.all_nodes.clone(), observed.settings.keys().cloned())
     }
 
+    /// The nodes configured and not connected, and those connected and silent: the one
+    /// definition of a whole cluster, for the server's pass and for the membership watch.
+    pub fn health(&self) -> MembershipHealth {
+        MembershipHealth {
+            missing: self.cluster_nodes.iter().filter(|n| !self.all_nodes.contains(n)).cloned().collect(),
+            silent: self.all_nodes.iter().filter(|n| !self.answering.contains(n)).cloned().collect(),
+        }
+    }
+
     /// Whether a node is configured and not connected, or connected and silent.
     pub fn degraded(&self) -> bool {
-        self.cluster_nodes.iter().any(|n| !self.all_nodes.contains(n))
-            || self.all_nodes.iter().any(|n| !self.answering.contains(n))
+        self.health().degraded()
     }
 }
 
@@ -136,11 +144,7 @@ pub struct ClusterPlan {
 /// Decides whether the cluster must be finished, and how whole it is. A single node has nothing
 /// to finish.
 pub fn plan_cluster(observed: &ObservedCluster) -> ClusterPlan {
-    let missing: Vec<String> =
-        observed.cluster_nodes.iter().filter(|n| !observed.all_nodes.contains(n)).cloned().collect();
-    let silent: Vec<String> =
-        observed.all_nodes.iter().filter(|n| !observed.settings.contains_key(*n)).cloned().collect();
-    let health = MembershipHealth { missing, silent };
+    let health = MembershipView::of(observed).health();
     if observed.cluster_nodes.len() < 2 {
         return ClusterPlan { health, ..ClusterPlan::default() };
     }

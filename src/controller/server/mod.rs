@@ -223,11 +223,13 @@ async fn observe_cluster(
     let mut settings = BTreeMap::new();
     for node in all_nodes {
         let read = async {
+            // The membership watch's probe comes first: a node that does not answer it is
+            // silent for both.
+            let uuid = couch.config_get(node, "couchdb", "uuid").await?;
             let admin_hash = match &admin {
                 Some(name) => couch.config_get(node, "admins", name).await?,
                 None => None,
             };
-            let uuid = couch.config_get(node, "couchdb", "uuid").await?;
             let secret = couch.config_get(node, "chttpd_auth", "secret").await?;
             Ok::<_, CouchError>(NodeSettings {
                 admin_hash: fingerprint(admin_hash),

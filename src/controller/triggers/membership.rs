@@ -55,8 +55,9 @@ pub fn watch(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     });
 }
 
-/// `_membership`, and which connected nodes answer a request routed to them (one configuration
-/// read each, as the server's pass reads three).
+/// `_membership`, and which connected nodes answer a request routed to them: `[couchdb] uuid`
+/// of each, the first of the three values the server's pass reads (`observe_cluster`), so a node
+/// that is silent to one is silent to the other.
 async fn read(couch: &CouchClient) -> Result<MembershipView, CouchError> {
     let membership = couch.membership().await?;
     let mut answering = Vec::new();
