@@ -3,6 +3,7 @@
 
 use kube::runtime::reflector::ObjectRef;
 
+use super::last_pass::LastPasses;
 use crate::api::CouchGrant;
 use crate::controller::runtime::status::is_ready;
 
@@ -12,7 +13,7 @@ use crate::controller::runtime::status::is_ready;
 /// would otherwise find the grant's status behind and wake it for nothing (5–9 % of the grants
 /// took that third pass in the n=1,000 bench).
 #[derive(Default)]
-pub(crate) struct GrantPasses(std::sync::Mutex<std::collections::HashMap<ObjectRef<CouchGrant>, GrantPass>>);
+pub(crate) struct GrantPasses(LastPasses<CouchGrant, GrantPass>);
 
 /// One grant's last pass, as [`GrantPasses`] keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,18 +30,13 @@ impl GrantPasses {
     /// Records the pass that just wrote `grant`'s status (`None`: a pass that failed, or the
     /// grant's deletion; the store is asked again).
     pub(crate) fn record(&self, grant: &CouchGrant, pass: Option<GrantPass>) {
-        let mut passes = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match pass {
-            Some(p) => passes.insert(ObjectRef::from_obj(grant), p),
-            None => passes.remove(&ObjectRef::from_obj(grant)),
-        };
+        self.0.record(grant, pass);
     }
 
     /// What `grant`'s last pass left, from this record when it was of the grant's current
     /// generation, else from its status in the store.
     pub(crate) fn last(&self, grant: &CouchGrant) -> Option<GrantPass> {
-        let recorded = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&ObjectRef::from_obj(grant)).cloned();
-        recorded.filter(|p| p.generation == grant.metadata.generation).or_else(|| {
+        self.0.get(&ObjectRef::from_obj(grant)).filter(|p| p.generation == grant.metadata.generation).or_else(|| {
             grant.status.as_ref().map(|s| GrantPass {
                 generation: s.observed_generation,
                 missing: s.missing_users.clone(),

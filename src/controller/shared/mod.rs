@@ -4,6 +4,7 @@ pub(crate) mod access;
 pub(crate) mod backups;
 pub(crate) mod credentials;
 pub(crate) mod grant_passes;
+pub(crate) mod last_pass;
 pub(crate) mod ledger;
 pub(crate) mod servers;
 pub(crate) mod tenancy;
