@@ -115,14 +115,18 @@ impl Operator {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let exe = std::env::current_exe()?.with_file_name("couchshare");
         let log = std::fs::File::create(log)?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["run", "--namespace", ns, "--health-addr", &format!("127.0.0.1:{port}")])
             .args(["--concurrency", &concurrency.to_string(), "--resync-interval", &format!("{resync_secs}s")])
-            .env("RUST_LOG", std::env::var("COUCHSHARE_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("start couchshare run")?;
+            .env("RUST_LOG", std::env::var("COUCHSHARE_BENCH_LOG").unwrap_or_else(|_| "warn".into()));
+        // `K=V K=V` for the operator alone: a heap profiler's preload, an allocator setting.
+        for pair in std::env::var("COUCHSHARE_BENCH_OPERATOR_ENV").unwrap_or_default().split_whitespace() {
+            if let Some((k, v)) = pair.split_once('=') {
+                command.env(k, v);
+            }
+        }
+        let child = command.stdout(Stdio::null()).stderr(Stdio::from(log)).spawn().context("start couchshare run")?;
         Ok(Operator { child, metrics_url: format!("http://127.0.0.1:{port}/metrics") })
     }
 

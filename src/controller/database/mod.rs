@@ -5,6 +5,7 @@
 mod restore;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::Api;
@@ -17,6 +18,7 @@ use crate::controller::runtime::error::Error;
 use crate::controller::runtime::finalize::reconcile_with_finalizer;
 use crate::controller::runtime::status::{NewCondition, apply_status};
 use crate::controller::runtime::tail::{Note, Outcome, Pass};
+use crate::controller::runtime::tasks::Task;
 use crate::controller::shared::servers::{Connected, resolve, resolve_for_cleanup, server_key};
 use crate::couch::{CouchClient, CouchError, CreateDatabase};
 use crate::plan::database::{
@@ -79,6 +81,8 @@ struct Observation {
 /// Reads the database: its info, its owner record and its `_security`. With `trust`, a pass
 /// that read everything less than half a resync ago, and that no trigger made stale since, is
 /// taken at its word for the owner record and `_security` (see `ledger`): only the info is read.
+/// Later than that (the resync's pass), the owner record is read again, and `_security` too
+/// unless the server's `_security` audit runs and nothing made the note stale.
 async fn observe(
     couch: &CouchClient,
     server: &super::ServerKey,
@@ -98,7 +102,9 @@ async fn observe(
         Err(e) => return Err(Error::couch("reading the database", url, e)),
     };
     let exists = true;
-    if let Some((seen, security)) = ctx.ledger.seen(server, name, ctx.options.resync / 2).filter(|_| trust) {
+    // What the last pass that read everything left, if no trigger made it stale since.
+    let known = ctx.ledger.seen(server, name, Duration::MAX).filter(|_| trust);
+    if let Some((seen, security)) = known.clone().filter(|(seen, _)| seen.age() < ctx.options.resync / 2) {
         let owner_alive = owner_alive(ctx, &seen.owner.uid);
         return Ok(Observation {
             observed: ObservedDatabase { exists, owner: Some(seen.owner), owner_alive, security: Some(security) },
@@ -125,7 +131,14 @@ async fn observe(
         });
         owner_alive = true;
     }
-    let security = couch.security(name).await.map_err(|e| Error::couch("reading _security", url, e))?;
+    // The resync's pass reads the owner record again, but not a `_security` the audit reads at
+    // its own rate: it compares CouchDB's with the ledger's and makes the note stale on a
+    // difference, after which the next pass reads it here.
+    let audited = known.map(|(_, security)| security).filter(|_| ctx.tasks.running(Task::Auditor, server));
+    let security = match audited {
+        Some(security) => security,
+        None => couch.security(name).await.map_err(|e| Error::couch("reading _security", url, e))?,
+    };
     Ok(Observation {
         observed: ObservedDatabase { exists, owner, owner_alive, security: Some(security) },
         owner_rev,

@@ -33,6 +33,13 @@ pub struct Seen {
     at: Instant,
 }
 
+impl Seen {
+    /// How long ago the pass read everything.
+    pub fn age(&self) -> Duration {
+        self.at.elapsed()
+    }
+}
+
 /// The `_security` of each managed database, by server and database; and the creations in flight.
 #[derive(Default)]
 pub struct Ledger {
@@ -108,6 +115,7 @@ mod tests {
         let (seen, _) = ledger.seen(&server, "a", long).expect("trusted");
         assert_eq!((seen.owner, seen.rev.as_deref()), (owner.clone(), Some("0-1")));
         assert!(ledger.seen(&server, "a", Duration::ZERO).is_none(), "older than max_age");
+        assert!(ledger.seen(&server, "a", Duration::MAX).is_some_and(|(s, _)| s.age() < long), "known, at any age");
         assert!(ledger.seen(&server, "b", long).is_none(), "another database");
         ledger.stale(&server, "a");
         assert!(ledger.seen(&server, "a", long).is_none(), "a trigger made it stale");
