@@ -232,6 +232,29 @@ async fn a_database_deleted_by_hand_is_recreated() {
     assert!(back.is_some(), "database recreated\n{}", env.op.tail());
     wait_event(&env.client, &env.ns, "drift", "DriftRepaired", &env.op).await;
     assert_eq!(env.couch.security(&name).await.expect("_security").members.roles, vec!["_admin".to_string()]);
+    // Deleted again within minutes: the same Event, counted, not a second one.
+    env.couch.delete_database(&name).await.expect("delete by hand again");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let counted = couchdb::eventually(Duration::from_secs(30), || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        let repaired: Vec<_> = list
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.involved_object.name.as_deref() == Some("drift") && e.reason.as_deref() == Some("DriftRepaired")
+            })
+            .collect();
+        let count = repaired.iter().map(|e| e.series.as_ref().and_then(|s| s.count).unwrap_or(1)).sum::<i32>();
+        (count == 2).then_some(repaired.len())
+    })
+    .await;
+    assert_eq!(
+        counted,
+        Some(1),
+        "the second repair counted on the first DriftRepaired Event; events: {:?}\n{}",
+        events_for(&env.client, &env.ns, "drift").await,
+        env.op.tail()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

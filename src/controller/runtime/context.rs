@@ -1,19 +1,20 @@
 //! What every reconciler shares, in parts with one contract each: the watched objects
 //! ([`Stores`]), the CouchDB clients (`clients`), the `_security` ledger (`ledger`), the
 //! per-server tasks (`tasks`), the backoff (`backoff`), the `_scheduler/docs` reads
-//! (`scheduler`) and the metrics; plus the Kubernetes client, the Event recorder and the options.
+//! (`scheduler`) and the metrics; plus the Kubernetes client, the Event publisher (`events`)
+//! and the options.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 
 use super::backoff::{Backoff, jitter};
 use super::clients::ClientCache;
+use super::events::{EventPublisher, Publish};
 use super::keys::ServerKey;
 use super::metrics::Metrics;
 use super::requeues::{DatabaseTrigger, GrantTrigger, ServerTrigger, ShareTrigger, Triggers, UserTrigger};
@@ -139,7 +140,7 @@ pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
     /// Publishes Events.
-    pub recorder: Recorder,
+    pub(crate) events: EventPublisher,
     /// Tunables.
     pub options: Options,
     /// Every watched object, as last seen by its kind's one watch.
@@ -188,9 +189,8 @@ pub struct Context {
 impl Context {
     /// A context for the controllers.
     pub fn new(client: Client, options: Options, stores: Stores, triggers: Triggers, metrics: Arc<Metrics>) -> Self {
-        let reporter = Reporter { controller: "couchshare".into(), instance: std::env::var("POD_NAME").ok() };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventPublisher::new(client.clone(), "couchshare", std::env::var("POD_NAME").ok()),
             client,
             backoff: Backoff::new(options.backoff_base, options.backoff_max),
             options,
@@ -231,14 +231,9 @@ impl Context {
 
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.into(),
-            note: Some(note.chars().take(1024).collect()),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        let event =
+            Publish { regarding: obj.object_ref(&()), warning, reason, note: note.chars().take(1024).collect() };
+        if let Err(e) = self.events.publish(event).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }

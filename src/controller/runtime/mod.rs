@@ -4,6 +4,7 @@ pub(crate) mod backoff;
 pub(crate) mod clients;
 pub(crate) mod context;
 pub(crate) mod error;
+pub(crate) mod events;
 pub(crate) mod finalize;
 pub(crate) mod health;
 pub(crate) mod keys;
