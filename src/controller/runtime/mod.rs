@@ -1,6 +1,7 @@
 //! What every reconciler shares and nothing kind-specific.
 
 pub(crate) mod backoff;
+pub(crate) mod changed;
 pub(crate) mod clients;
 pub(crate) mod context;
 pub(crate) mod error;

@@ -108,7 +108,7 @@ impl<K: Watched> Shared<K> {
         &mut self,
         predicate: fn(&K) -> Option<u64>,
     ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
-        self.touched().predicate_filter(predicate, Default::default())
+        super::changed::changed_when(self.touched(), predicate)
     }
 
     /// Runs `events` (a watch with its own backoff) into the store and out to the subscribers.

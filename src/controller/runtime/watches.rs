@@ -5,7 +5,6 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use kube::Resource;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
 
 use super::reflectors::{Shared, Watched};
@@ -17,7 +16,7 @@ use crate::api::{CouchBackup, CouchDatabase, CouchShare, CouchUser};
 /// otherwise make every reconcile run twice. The store still sees every write. The periodic
 /// resync and the other watches cover the rest.
 pub(crate) fn controller_for<K: Watched>(shared: &mut Shared<K>) -> Controller<K> {
-    let own = shared.applied().predicate_filter(declared::<K>, Default::default());
+    let own = super::changed::changed_when(shared.applied(), declared::<K>);
     // Each watch backs off on its own (see `reflectors`): a controller's shared trigger backoff
     // would serialise the relists after an API server restart behind an ever longer pause.
     Controller::for_stream(own, shared.store()).trigger_backoff(NoPause)
