@@ -18,7 +18,6 @@ use crate::controller::runtime::error::Error;
 use crate::controller::runtime::finalize::reconcile_with_finalizer;
 use crate::controller::runtime::status::{NewCondition, apply_status};
 use crate::controller::runtime::tail::{Note, Outcome, Pass};
-use crate::controller::runtime::tasks::Task;
 use crate::controller::shared::servers::{Connected, resolve, resolve_for_cleanup, server_key};
 use crate::couch::{CouchClient, CouchError, CreateDatabase};
 use crate::plan::database::{
@@ -74,7 +73,8 @@ struct Observation {
     owner_rev: Option<String>,
     /// The database's info (sizes, counts), when it exists.
     info: Option<crate::couch::DatabaseInfo>,
-    /// Whether the owner record and `_security` were read, not taken from the ledger.
+    /// Whether the owner record was read (and `_security`, or the audit's word for it), not
+    /// taken from the ledger's note.
     full: bool,
 }
 
@@ -82,7 +82,8 @@ struct Observation {
 /// that read everything less than half a resync ago, and that no trigger made stale since, is
 /// taken at its word for the owner record and `_security` (see `ledger`): only the info is read.
 /// Later than that (the resync's pass), the owner record is read again, and `_security` too
-/// unless the server's `_security` audit runs and nothing made the note stale.
+/// unless the audit found it as recorded within the last resync and the owner record is as
+/// the note says.
 async fn observe(
     couch: &CouchClient,
     server: &super::ServerKey,
@@ -131,10 +132,14 @@ async fn observe(
         });
         owner_alive = true;
     }
-    // The resync's pass reads the owner record again, but not a `_security` the audit reads at
-    // its own rate: it compares CouchDB's with the ledger's and makes the note stale on a
-    // difference, after which the next pass reads it here.
-    let audited = known.map(|(_, security)| security).filter(|_| ctx.tasks.running(Task::Auditor, server));
+    // The resync's pass reads the owner record again, but not a `_security` the audit found as
+    // recorded within the last resync (it makes the note stale on a difference, after which the
+    // next pass reads it here), while the owner record is as the note says: a record gone or
+    // rewritten means a database changed out of band, whose `_security` is read too.
+    let audited = known
+        .filter(|(seen, _)| seen.audited_within(ctx.options.resync))
+        .filter(|(seen, _)| seen.rev == owner_rev && owner.as_ref() == Some(&seen.owner))
+        .map(|(_, security)| security);
     let security = match audited {
         Some(security) => security,
         None => couch.security(name).await.map_err(|e| Error::couch("reading _security", url, e))?,

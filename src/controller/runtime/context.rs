@@ -231,8 +231,7 @@ impl Context {
 
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
-        let event =
-            Publish { regarding: obj.object_ref(&()), warning, reason, note: note.chars().take(1024).collect() };
+        let event = Publish { regarding: obj.object_ref(&()), warning, reason, note: within_bytes(note, 1024) };
         if let Err(e) = self.events.publish(event).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
@@ -269,4 +268,26 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
         obj.meta().namespace.as_deref().unwrap_or_default(),
         obj.meta().name.as_deref().unwrap_or_default()
     )
+}
+
+/// `text` cut at a character boundary to at most `max` bytes (the API server's limit on an
+/// Event's note is in bytes).
+fn within_bytes(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let end = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        text.truncate(end);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_note_is_cut_to_the_byte_limit_at_a_character_boundary() {
+        assert_eq!(super::within_bytes("abc".into(), 1024), "abc");
+        let long = "é".repeat(600); // 1,200 bytes
+        let cut = super::within_bytes(long, 1024);
+        assert_eq!((cut.len(), cut.chars().count()), (1024, 512));
+        assert_eq!(super::within_bytes("aé".into(), 2), "a", "not inside the é");
+    }
 }

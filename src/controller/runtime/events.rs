@@ -2,11 +2,12 @@
 //! [`SERIES_WINDOW`] patches the first one's `series` instead of creating another — while keeping
 //! of each recent Event only what a repeat needs: its name, its namespace, its count. The
 //! `Recorder` keeps every Event it published in those 6 minutes whole, about 2.5 KiB each; in
-//! the 10,000-object bench that was the largest part of the operator's heap after its stores.
+//! the n=1,000 bench (3,200 objects, 2,400 Events) that was 5.9 of the 31.6 MB of the operator's
+//! peak heap (heaptrack), and it grows with the Events.
 //!
 //! A repeat is the same object, type, reason and note: a different note is a new Event, so
-//! `kubectl describe` shows each message as it was written (the `Recorder` patched the first
-//! Event's note back over a new one with the same reason).
+//! `kubectl describe` shows each message as it was written (the `Recorder`'s key ignored the
+//! note: a new note with the same reason was counted on the first Event and never shown).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -20,7 +21,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-/// How long a published Event is patched for its repeats (the `Recorder`'s window).
+/// How long after its last repeat an Event is patched for the next one (the `Recorder`'s
+/// window; it slides, so a repeat every 5 minutes stays on one Event).
 pub const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
 
 /// What a repeat of a recent Event needs.
@@ -104,7 +106,7 @@ impl EventPublisher {
             let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
             match api.patch(&name, &PatchParams::default(), &Patch::Merge(&series)).await {
                 Ok(_) => return Ok(()),
-                // Gone (deleted by hand, or by the API server's TTL): publish it anew.
+                // Gone (deleted by hand, or an API server `--event-ttl` under 6 minutes): anew.
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e),
             }

@@ -12,7 +12,9 @@
 //! database's info, which also says whether it still exists. What could make the note wrong is
 //! announced, and makes it stale: the database-events follower on a database created or deleted
 //! by someone else, the `_security` audit on a difference. The resync's pass, later than half a
-//! resync, reads everything.
+//! resync, reads the owner record again, and `_security` too unless the audit read it and found
+//! it as recorded within the last resync ([`Seen::audited_within`]) and the owner record is as
+//! the note says.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -31,12 +33,19 @@ pub struct Seen {
     pub rev: Option<String>,
     /// When the pass read everything.
     at: Instant,
+    /// When the `_security` audit last found `_security` as recorded, since that pass.
+    audited: Option<Instant>,
 }
 
 impl Seen {
     /// How long ago the pass read everything.
     pub fn age(&self) -> Duration {
         self.at.elapsed()
+    }
+
+    /// Whether the audit found `_security` as recorded less than `max_age` ago.
+    pub fn audited_within(&self, max_age: Duration) -> bool {
+        self.audited.is_some_and(|at| at.elapsed() < max_age)
     }
 }
 
@@ -66,7 +75,7 @@ impl Ledger {
 
     /// Notes what a database pass that read everything left: `owner`'s record at `rev`.
     pub fn saw(&self, server: &ServerKey, database: &str, owner: Owner, rev: Option<String>) {
-        let seen = Seen { owner, rev, at: Instant::now() };
+        let seen = Seen { owner, rev, at: Instant::now(), audited: None };
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert((server.clone(), database.into()), seen);
     }
 
@@ -79,6 +88,14 @@ impl Ledger {
             return None;
         }
         Some((seen, self.recorded(server, database)?))
+    }
+
+    /// The audit read `database`'s `_security` and found it as recorded.
+    pub fn audited(&self, server: &ServerKey, database: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = seen.get_mut(&(server.clone(), database.to_string())) {
+            s.audited = Some(Instant::now());
+        }
     }
 
     /// A trigger says CouchDB changed `database` (created or deleted by someone else, or its
@@ -113,9 +130,14 @@ mod tests {
         assert!(ledger.seen(&server, "a", long).is_none(), "no _security recorded: read everything");
         ledger.record(&server, "a", Security::default());
         let (seen, _) = ledger.seen(&server, "a", long).expect("trusted");
-        assert_eq!((seen.owner, seen.rev.as_deref()), (owner.clone(), Some("0-1")));
+        assert_eq!((seen.owner.clone(), seen.rev.as_deref()), (owner.clone(), Some("0-1")));
         assert!(ledger.seen(&server, "a", Duration::ZERO).is_none(), "older than max_age");
         assert!(ledger.seen(&server, "a", Duration::MAX).is_some_and(|(s, _)| s.age() < long), "known, at any age");
+        assert!(!seen.audited_within(long), "not audited yet");
+        ledger.audited(&server, "a");
+        let audited = |max_age| ledger.seen(&server, "a", long).is_some_and(|(s, _)| s.audited_within(max_age));
+        assert!(audited(long), "the audit found it as recorded");
+        assert!(!audited(Duration::ZERO), "too long ago");
         assert!(ledger.seen(&server, "b", long).is_none(), "another database");
         ledger.stale(&server, "a");
         assert!(ledger.seen(&server, "a", long).is_none(), "a trigger made it stale");

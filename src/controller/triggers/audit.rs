@@ -60,20 +60,25 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                 for db in cycle {
                     let name = db.couch_name().to_string();
                     // Only what a reconcile left in this process: it is the declared state right now.
-                    let Some(want) = ledger.recorded(&server_ref, &name) else {
+                    if ledger.recorded(&server_ref, &name).is_none() {
                         continue;
-                    };
+                    }
                     tokio::time::sleep(pause).await;
                     audited += 1;
                     metrics.security_audited(&server_ref.namespace, &server_ref.name);
-                    match couch.security(&name).await {
-                        Ok(actual) if !security_matches(&actual, &want) => {
+                    // Compared with what is recorded after the read, not before the pause: a
+                    // pass may have written since.
+                    let read = couch.security(&name).await.map(|actual| (actual, ledger.recorded(&server_ref, &name)));
+                    match read {
+                        Ok((_, None)) => {}
+                        Ok((actual, Some(want))) if !security_matches(&actual, &want) => {
                             tracing::info!(database = %name, "_security differs from the declared state; requeueing");
                             metrics.security_drift(&server_ref.namespace, &server_ref.name);
                             ledger.stale(&server_ref, &name);
                             let _ = trigger.send(ObjectRef::from_obj(db.as_ref()));
                         }
-                        Ok(_) => {}
+                        // As recorded: the database's resync pass may take the ledger's word.
+                        Ok(_) => ledger.audited(&server_ref, &name),
                         Err(e) => tracing::debug!(database = %name, error = %e, "audit read failed"),
                     }
                 }
