@@ -505,3 +505,63 @@ async fn a_cluster_formed_by_a_seedlist_is_finished_and_its_membership_reported(
         assert!(info.cluster.is_some_and(|c| c.n >= 2), "{db} is replicated across the cluster");
     }
 }
+
+/// Sets the server admin `name`'s password on every node: in plain text on the first, which
+/// hashes it, then that hash on the others (a cluster's nodes must agree on it).
+async fn set_admin(couch: &CouchClient, name: &str, password: &str) {
+    let nodes = couch.membership().await.expect("_membership").all_nodes;
+    let (first, rest) = nodes.split_first().expect("a node");
+    couch.config_set(first, "admins", name, password).await.expect("set the admin");
+    let hashed = couch.config_get(first, "admins", name).await.expect("read it back").expect("the admin's hash");
+    for node in rest {
+        couch.config_set(node, "admins", name, &hashed).await.expect("set the same hash");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_follows_a_rotated_admin_secret() {
+    let test = "the_audit_follows_a_rotated_admin_secret";
+    let Some(mut env) = setup(test).await else { return };
+    let caps = env.couch.capabilities().await.expect("capabilities");
+    if !couchdb::require_capability(test, &caps, "db_updates") {
+        return;
+    }
+    // No resync to fall back on: only the audit finds a _security edit.
+    env.op.kill();
+    env.op = Operator::start(&env.ns, &["--resync-interval", "10m"]);
+    // A server reached as an admin of its own, whose password is then rotated.
+    let admin = couchdb::unique_name("rotating");
+    let secret = |password: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rotating-admin"},
+               "stringData": {"username": admin, "password": password}})
+    };
+    set_admin(&env.couch, &admin, "first-password").await;
+    let _: k8s_openapi::api::core::v1::Secret = apply_json(&env.client, &env.ns, secret("first-password")).await;
+    let url = std::env::var("COUCHDB_URL").expect("COUCHDB_URL");
+    let mut server = server_manifest("rotating", &url, json!({}));
+    server["spec"]["adminCredentials"]["secretRef"]["name"] = json!("rotating-admin");
+    let _: CouchServer = apply_json(&env.client, &env.ns, server).await;
+    wait_ready(&Api::<CouchServer>::namespaced(env.client.clone(), &env.ns), "rotating", &env.op).await;
+    let name = couchdb::unique_name("rotated");
+    let dbs = Api::<CouchDatabase>::namespaced(env.client.clone(), &env.ns);
+    let mut spec = database("rotated", json!({"name": name, "security": {"members": {"names": ["alice"]}}}));
+    spec["spec"]["serverRef"]["name"] = json!("rotating");
+    let _: CouchDatabase = apply_json(&env.client, &env.ns, spec).await;
+    wait_ready(&dbs, "rotated", &env.op).await;
+    // Rotated: the old password stops working, the Secret holds the new one.
+    set_admin(&env.couch, &admin, "second-password").await;
+    let _: k8s_openapi::api::core::v1::Secret = apply_json(&env.client, &env.ns, secret("second-password")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut public = env.couch.security(&name).await.expect("_security");
+    public.members.names.clear();
+    env.couch.put_security(&name, &public).await.expect("one wrong click: public");
+    let restored = couchdb::eventually(Duration::from_secs(30), || async {
+        env.couch.security(&name).await.ok().filter(|s| s.members.names == ["alice"])
+    })
+    .await;
+    let nodes = env.couch.membership().await.expect("_membership").all_nodes;
+    for node in &nodes {
+        let _ = env.couch.config_delete(node, "admins", &admin).await;
+    }
+    assert!(restored.is_some(), "_security restored by the audit with the rotated password\n{}", env.op.tail());
+}

@@ -170,6 +170,12 @@ impl CouchClient {
     }
 
     /// The user requests are made as, if any.
+    /// Which client this is: its clones (another user, an observer) share it, and a client built
+    /// again (for a new password or CA) has another. Valid while this client or a clone lives.
+    pub fn instance(&self) -> usize {
+        Arc::as_ptr(&self.server_info) as usize
+    }
+
     pub fn username(&self) -> Option<&str> {
         self.credentials.as_ref().map(|c| c.username.as_str())
     }

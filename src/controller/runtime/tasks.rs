@@ -1,6 +1,7 @@
 //! The per-server task keeper: one `_db_updates` follower, one `_security` auditor and, on a
-//! cluster, one membership watch per CouchServer, each replaced when its server's URL or UID changes and ended when the server
-//! is gone.
+//! cluster, one membership watch per CouchServer, each replaced when its server's URL or UID
+//! changes or its client is built again (a rotated admin Secret or CA), and ended when the
+//! server is gone.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::keys::ServerKey;
 use crate::api::CouchServer;
 
-/// A running task and what it was started for (URL and server UID).
+/// A running task and what it was started for (URL, server UID and client).
 type Kept = (String, JoinHandle<()>);
 
 /// Which per-server task.
@@ -33,11 +34,14 @@ pub struct Tasks {
 }
 
 impl Tasks {
-    /// Keeps one `task` for `server`: a running one started for the same URL and UID stays, one
-    /// started for another URL or UID (or finished) is replaced by `start()`.
-    pub fn keep(&self, task: Task, server: &CouchServer, start: impl FnOnce() -> JoinHandle<()>) {
+    /// Keeps one `task` for `server`: a running one started for the same URL, UID and client
+    /// (`client`: [`crate::couch::CouchClient::instance`] of the one `start()` uses) stays; one started for
+    /// another (or finished) is replaced by `start()`. A task keeps the client it started with,
+    /// so a client built again for new credentials must replace it: the old one would fail
+    /// every read.
+    pub fn keep(&self, task: Task, server: &CouchServer, client: usize, start: impl FnOnce() -> JoinHandle<()>) {
         let key = (task, ServerKey::of(server));
-        let fingerprint = format!("{}|{}", server.spec.url, server.uid().unwrap_or_default());
+        let fingerprint = format!("{}|{}|{client}", server.spec.url, server.uid().unwrap_or_default());
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((fp, handle)) = running.get(&key) {
             if *fp == fingerprint && !handle.is_finished() {

@@ -42,7 +42,7 @@ pub async fn run(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     let servers = ctx.stores.servers.clone();
     let ledger = ctx.ledger.clone();
     let metrics = ctx.metrics.clone();
-    ctx.tasks.keep(Task::Auditor, server, move || {
+    ctx.tasks.keep(Task::Auditor, server, couch.instance(), move || {
         tokio::spawn(async move {
             loop {
                 if !server_exists(&servers, &server_ref) {

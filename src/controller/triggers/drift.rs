@@ -35,7 +35,7 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     let servers = ctx.stores.servers.clone();
     let feeds = ctx.server_feeds.clone();
     let metrics = ctx.metrics.clone();
-    ctx.tasks.keep(Task::Follower, server, move || {
+    ctx.tasks.keep(Task::Follower, server, couch.instance(), move || {
         tokio::spawn(async move {
             // Whether the feed answers is known at once, for the status: not after a first wait.
             let (since, source) = match position(&couch).await {

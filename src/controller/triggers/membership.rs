@@ -26,7 +26,7 @@ pub fn watch(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     let Some(first) = MembershipWatch::view(&planned, &key) else { return };
     let this_server = ObjectRef::from_obj(server);
     let servers = ctx.stores.servers.clone();
-    ctx.tasks.keep(Task::Membership, server, move || {
+    ctx.tasks.keep(Task::Membership, server, couch.instance(), move || {
         tokio::spawn(async move {
             let mut last = first;
             let mut woken_for: Option<MembershipView> = None;
