@@ -507,12 +507,20 @@ async fn a_cluster_formed_by_a_seedlist_is_finished_and_its_membership_reported(
 }
 
 /// Sets the server admin `name`'s password on every node: in plain text on the first, which
-/// hashes it, then that hash on the others (a cluster's nodes must agree on it).
+/// hashes it, then that hash on the others (a cluster's nodes must agree on it). Returns once
+/// the first has hashed it: until then CouchDB refuses the new password, and CouchDB 3.4 and
+/// later lock out a name after five refusals.
 async fn set_admin(couch: &CouchClient, name: &str, password: &str) {
     let nodes = couch.membership().await.expect("_membership").all_nodes;
     let (first, rest) = nodes.split_first().expect("a node");
+    let before = couch.config_get(first, "admins", name).await.expect("read the admin");
     couch.config_set(first, "admins", name, password).await.expect("set the admin");
-    let hashed = couch.config_get(first, "admins", name).await.expect("read it back").expect("the admin's hash");
+    let hashed = couchdb::eventually(Duration::from_secs(10), || async {
+        let now = couch.config_get(first, "admins", name).await.ok().flatten();
+        now.filter(|v| v.starts_with("-pbkdf2") && Some(v) != before.as_ref())
+    })
+    .await
+    .expect("CouchDB hashes the admin's password");
     for node in rest {
         couch.config_set(node, "admins", name, &hashed).await.expect("set the same hash");
     }

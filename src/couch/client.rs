@@ -169,13 +169,13 @@ impl CouchClient {
         &self.base
     }
 
-    /// The user requests are made as, if any.
     /// Which client this is: its clones (another user, an observer) share it, and a client built
     /// again (for a new password or CA) has another. Valid while this client or a clone lives.
     pub fn instance(&self) -> usize {
         Arc::as_ptr(&self.server_info) as usize
     }
 
+    /// The user requests are made as, if any.
     pub fn username(&self) -> Option<&str> {
         self.credentials.as_ref().map(|c| c.username.as_str())
     }

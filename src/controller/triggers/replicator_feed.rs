@@ -98,7 +98,14 @@ pub(crate) async fn follow(
 ) -> Result<(), CouchError> {
     let Some(trigger) = trigger.cloned() else { return Ok(()) };
     let server = ServerKey::of(&connected.server);
-    let fingerprint = format!("{}|{}", connected.server.spec.url, connected.server.uid().unwrap_or_default());
+    // The client is part of it: a feed keeps the client it started with, so one built again
+    // for a rotated admin Secret or CA must replace it.
+    let fingerprint = format!(
+        "{}|{}|{}",
+        connected.server.spec.url,
+        connected.server.uid().unwrap_or_default(),
+        connected.couch.instance()
+    );
     let key = (server.clone(), db.to_string());
     if feeds.running(&key, &fingerprint) {
         return Ok(());
