@@ -346,3 +346,75 @@ async fn no_password_reaches_the_operator_output_at_the_most_verbose_level() {
         assert!(!output.contains(&b64(&format!("{user}:{pw}"))), "a Basic credential appears in the output");
     }
 }
+
+/// How many lines of `output` after its first `from` line contain every one of `parts`.
+fn count_after(output: &str, from: usize, parts: &[&str]) -> usize {
+    output.lines().skip(from).filter(|l| parts.iter().all(|p| l.contains(p))).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_edited_or_deleted_by_hand_is_put_back_by_the_users_feed() {
+    // The resync is ten minutes: only the `_users` follower can bring these back in time.
+    let Some(env) = setup("a_user_edited_or_deleted_by_hand_is_put_back_by_the_users_feed", None).await else {
+        return;
+    };
+    let name = couchdb::unique_name("handled");
+    let _: CouchUser =
+        apply_json(&env.client, &env.ns, user("handled", json!({"username": name, "roles": ["editor"]}))).await;
+    let users = Api::<CouchUser>::namespaced(env.client.clone(), &env.ns);
+    wait_ready(&users, "handled", &env.op).await;
+    let password =
+        secret_data(&env.client, &env.ns, "handled-couchdb").await.expect("credentials Secret")["password"].clone();
+    // Fauxton: a role added by hand.
+    let mut doc = env.couch.get_user(&name).await.expect("get").expect("the user");
+    doc.roles = vec!["intruder".into(), "editor".into()];
+    env.couch.put_user(&doc).await.expect("edit by hand");
+    let restored = couchdb::eventually(Duration::from_secs(10), || async {
+        env.couch.get_user(&name).await.ok().flatten().filter(|d| d.roles == ["editor"])
+    })
+    .await;
+    assert!(restored.is_some(), "the declared roles are back within 10 s\n{}", env.op.tail());
+    // Deleted by hand: recreated, with the password of its Secret.
+    let doc = env.couch.get_user(&name).await.expect("get").expect("the user");
+    env.couch.delete_user(&name, doc.rev.as_deref().expect("rev")).await.expect("delete by hand");
+    let back =
+        couchdb::eventually(Duration::from_secs(10), || async { env.couch.get_user(&name).await.ok().flatten() }).await;
+    assert!(back.is_some(), "the user is recreated within 10 s\n{}", env.op.tail());
+    assert!(eventually_logs_in(&env.couch, &name, &password, true).await, "with the password of its Secret");
+    let events = support::operator::events_for(&env.client, &env.ns, "handled").await;
+    assert!(
+        events.iter().any(|(reason, _)| reason == "DriftRepaired"),
+        "the repair is told: {events:?}\n{}",
+        env.op.tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_found_as_declared_is_not_read_again_at_each_resync() {
+    let test = "a_user_found_as_declared_is_not_read_again_at_each_resync";
+    let Some(mut env) = setup(test, None).await else { return };
+    env.op.kill();
+    env.op = Operator::start(&env.ns, &["--resync-interval", "2s"]);
+    let name = couchdb::unique_name("steady");
+    let _: CouchUser = apply_json(&env.client, &env.ns, user("steady", json!({"username": name}))).await;
+    let users = Api::<CouchUser>::namespaced(env.client.clone(), &env.ns);
+    wait_ready(&users, "steady", &env.op).await;
+    let from = env.op.output().lines().count();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let output = env.op.output();
+    let passes = count_after(&output, from, &["reconciled", "CouchUser", &format!("steady.{}", env.ns)]);
+    let reads = count_after(&output, from, &["method=\"GET\"", "path=/_users/", &name]);
+    assert!(passes >= 3, "the resync ran the user's pass ({passes} passes)\n{}", env.op.tail());
+    // One read may remain: a pass whose write came before the follower's first position
+    // records nothing, and the next one reads to record it.
+    assert!(reads <= 1, "{passes} passes read the user {reads} times\n{}", env.op.tail());
+    // And what it trusts is still checked: a hand edit is seen at once.
+    let mut doc = env.couch.get_user(&name).await.expect("get").expect("the user");
+    doc.roles = vec!["intruder".into()];
+    env.couch.put_user(&doc).await.expect("edit by hand");
+    let restored = couchdb::eventually(Duration::from_secs(10), || async {
+        env.couch.get_user(&name).await.ok().flatten().filter(|d| d.roles.is_empty())
+    })
+    .await;
+    assert!(restored.is_some(), "the edit is undone\n{}", env.op.tail());
+}

@@ -150,8 +150,11 @@ pub struct Context {
     /// The `_security` each managed database was last brought to (one writer: the database
     /// reconciler; see `ledger`).
     pub(crate) ledger: Arc<Ledger>,
-    /// The `_db_updates` follower and `_security` auditor of each CouchServer.
+    /// The per-server tasks: `_db_updates` follower, `_security` auditor, membership watch,
+    /// `_users` follower.
     pub(crate) tasks: Tasks,
+    /// What the `_users` followers say of the managed users' documents (see `users_known`).
+    pub(crate) users_known: Arc<crate::controller::shared::users_known::UsersKnown>,
     /// The `_changes` followers of the replicator databases shares use (see `replicator_feed`).
     pub(crate) replicator_feeds: crate::controller::triggers::replicator_feed::ReplicatorFeeds,
     /// Per server: the source of its database events, and the nudge to look for the feed again.
@@ -198,6 +201,7 @@ impl Context {
             clients: ClientCache::default(),
             ledger: Arc::default(),
             tasks: Tasks::default(),
+            users_known: Arc::default(),
             replicator_feeds: Default::default(),
             server_feeds: Arc::default(),
             engines: Default::default(),

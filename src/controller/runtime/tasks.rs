@@ -25,6 +25,8 @@ pub enum Task {
     Auditor,
     /// The membership watch of a cluster (see `membership`).
     Membership,
+    /// The `_users` follower (see `users_feed`).
+    Users,
 }
 
 /// The per-server tasks running in this process.

@@ -57,6 +57,7 @@ async fn reconcile_server(server: Arc<CouchServer>, ctx: Arc<Context>) -> Result
     if let Ok(couch) = connect(&ctx, &server).await {
         crate::controller::triggers::drift::follow(&ctx, &server, couch.clone());
         crate::controller::triggers::membership::watch(&ctx, &server, couch.clone());
+        crate::controller::triggers::users_feed::follow(&ctx, &server, couch.clone());
         crate::controller::triggers::audit::run(&ctx, &server, couch).await;
     }
     action

@@ -10,7 +10,9 @@ use super::places::Place;
 use crate::api::{CouchShare, CouchShareStatus, ShareCredentials, labels};
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
-use crate::controller::shared::servers::{Connected, secret_value};
+use crate::controller::runtime::keys::ServerKey;
+use crate::controller::shared::servers::Connected;
+use crate::controller::shared::users_known;
 use crate::plan::grant::grants_present;
 use crate::plan::share::{EndpointAuth, replication_user_owned, replication_user_update, replication_username};
 use crate::plan::share::{contribution, owner, replication_secret_name};
@@ -31,9 +33,20 @@ pub(crate) async fn ensure_replication_user(
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
     // The password Secret is this share's, or not touched: an app's Secret of the same name is
     // neither read nor overwritten.
-    if let Some(existing) = secrets.get_opt(&secret_name).await? {
-        crate::controller::shared::credentials::secret_is_ours(&existing, Some(me.uid.as_str()), &ns, &secret_name)?;
+    let stored = secrets.get_opt(&secret_name).await?;
+    if let Some(existing) = &stored {
+        crate::controller::shared::credentials::secret_is_ours(existing, Some(me.uid.as_str()), &ns, &secret_name)?;
     }
+    let stored = stored.as_ref().and_then(|s| s.data.as_ref()?.get("password")).map(|b| b.0.clone());
+    let stored = stored.and_then(|b| String::from_utf8(b).ok()).filter(|p| !p.is_empty());
+    // Found (or made) with this password and owner, and no other revision since: not read again
+    // (see `users_known`).
+    let key = ServerKey::of(&connected.server);
+    let verdict = |password: &str| users_known::digest(&[&username, &me.uid, &password_fingerprint(&me.uid, password)]);
+    if let Some(password) = stored.as_ref().filter(|p| ctx.users_known.up_to_date(&key, &username, verdict(p))) {
+        return Ok((EndpointAuth { username, password: password.clone() }, false));
+    }
+    let ticket = ctx.users_known.ticket(&key);
     // The user is this share's, or not touched: a `_users` document another object owns (or
     // that someone made by hand) under this name is never written.
     let existing =
@@ -46,9 +59,9 @@ pub(crate) async fn ensure_replication_user(
             holder,
         }));
     }
-    let password = match secret_value(ctx, &ns, &secret_name, "password").await {
-        Ok(p) if !p.is_empty() => p,
-        Ok(_) | Err(Error::SecretNotFound { .. } | Error::SecretKeyMissing { .. }) => {
+    let password = match stored {
+        Some(p) => p,
+        None => {
             use rand::Rng;
             let p: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(40).map(char::from).collect();
             let secret = serde_json::json!({
@@ -67,13 +80,30 @@ pub(crate) async fn ensure_replication_user(
                 .await?;
             p
         }
-        Err(e) => return Err(e),
     };
     let fingerprint = password_fingerprint(&me.uid, &password);
+    let verdict = verdict(&password);
     let update = replication_user_update(existing.as_ref(), &username, &password, &fingerprint, &me);
-    if let Some(doc) = &update {
-        connected.couch.put_user(doc).await.map_err(|e| Error::couch("writing the replication user", url, e))?;
-        tracing::info!(username = %username, "wrote scoped replication user");
+    match (&update, existing.as_ref().and_then(|d| d.rev.as_deref())) {
+        (Some(doc), _) => {
+            ctx.users_known.writing(&key, &username);
+            match connected.couch.put_user(doc).await {
+                // Someone else wrote it too meanwhile: looked at again.
+                Ok(rev) if ctx.users_known.written(&key, &username, &rev, verdict) => {
+                    if let Some(t) = &ctx.share_trigger {
+                        let _ = t.send(kube::runtime::reflector::ObjectRef::from_obj(share));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    ctx.users_known.forget(&key, &username);
+                    return Err(Error::couch("writing the replication user", url, e));
+                }
+            }
+            tracing::info!(username = %username, "wrote scoped replication user");
+        }
+        (None, Some(rev)) => ctx.users_known.read_up_to_date(&key, &username, rev, verdict, ticket),
+        (None, None) => {}
     }
     Ok((EndpointAuth { username, password }, update.is_some()))
 }

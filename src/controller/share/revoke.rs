@@ -169,6 +169,7 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
         && crate::plan::share::replication_user_owned(&doc, &me).is_ok()
         && let Some(rev) = &doc.rev
     {
+        ctx.users_known.forget(&crate::controller::runtime::keys::ServerKey::of(&connected.server), &username);
         connected
             .couch
             .delete_user(&username, rev)

@@ -9,5 +9,6 @@ pub(crate) mod ledger;
 pub(crate) mod servers;
 pub(crate) mod tenancy;
 pub(crate) mod unmanaged;
+pub(crate) mod users_known;
 
 pub(crate) use crate::controller::runtime::keys::ServerKey;

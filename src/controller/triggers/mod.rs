@@ -10,4 +10,5 @@ pub(crate) mod replicator_feed;
 pub(crate) mod scheduler;
 pub(crate) mod scheduler_watch;
 pub(crate) mod shown;
+pub(crate) mod users_feed;
 pub(crate) mod wakeups;

@@ -9,22 +9,24 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 
-use crate::api::{CouchUser, CouchUserStatus, DeletionPolicy, condition};
+use crate::api::{CouchServer, CouchUser, CouchUserStatus, DeletionPolicy, condition};
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
 use crate::controller::runtime::finalize::{reconcile_with_finalizer, within_grace};
 use crate::controller::runtime::status::NewCondition;
 use crate::controller::runtime::tail::{Note, Outcome, Pass};
 use crate::controller::shared::credentials::{
-    apply_secret, credentials_secret_name, desired_password, desired_secret, rotation_generation, secret_up_to_date,
+    Password, apply_secret, credentials_secret_name, desired_password, desired_secret, rotation_generation,
+    secret_up_to_date,
 };
 use crate::controller::shared::servers::{Connected, resolve, resolve_for_cleanup, server_key};
+use crate::controller::shared::users_known;
 use crate::couch::{CouchClient, CouchError, UserDoc};
 use crate::plan::ownership::{self, Claim, Owner};
 use crate::plan::tenancy::{self, NameKind, TrustedAct};
 use crate::plan::user::{
-    OWNER_FIELD, ObservedUser, UserIntent, UserOutcome, password_fingerprint, per_user_database_name, plan_user,
-    with_owner,
+    OWNER_FIELD, ObservedUser, UserIntent, UserOutcome, UserPlan, password_fingerprint, per_user_database_name,
+    plan_user, with_owner,
 };
 
 /// Reconciles one CouchUser.
@@ -161,32 +163,25 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     }
     let password = desired_password(user, ctx, existing.as_ref()).await?;
     let me = owner(user);
-    let (doc, observed) = observe_user(&couch, &username, &url, ctx, &me).await?;
     let previously_owned = status.username.as_deref() == Some(username.as_str());
-    // Adopting needs a namespace the server trusts; asked only when adopting could happen: an
-    // existing user this resource does not own yet.
-    let not_ours = observed.owner.as_ref().map_or(!previously_owned, |o| o.uid != me.uid);
-    let adopt_refused = if user.spec.adopt && observed.exists && not_ours {
-        crate::controller::shared::tenancy::require_trust(ctx, &server, &ns, TrustedAct::AdoptUser(username.clone()))
-            .await?
-            .err()
-    } else {
-        None
-    };
     let fingerprint = password_fingerprint(&me.uid, &password.value);
-    let intent = UserIntent {
-        me: me.clone(),
-        username: username.clone(),
-        roles: user.spec.roles.clone(),
-        password_fingerprint: fingerprint.clone(),
-        applied_fingerprint: if password.fresh { None } else { status.password_hash.clone() },
-        previously_owned,
-        adopt: user.spec.adopt,
-        adopt_refused,
-        earlier_claimant: if previously_owned { None } else { earlier_claimant(user, ctx) },
+    // What decides the write: a user found (or made) as declared need not be read again while
+    // the `_users` follower brings no other revision of it (see `users_known`).
+    let key = server_key(user, &user.spec.server_ref);
+    let verdict = users_known::digest(&[&username, &me.uid, &fingerprint, &user.spec.roles.join("\n")]);
+    let applied = !password.fresh && status.password_hash.as_deref() == Some(fingerprint.as_str());
+    let (doc, plan) = if previously_owned && applied && ctx.users_known.up_to_date(&key, &username, verdict) {
+        (None, UserPlan { write: None, outcome: UserOutcome::Unchanged })
+    } else {
+        let ticket = ctx.users_known.ticket(&key);
+        let (doc, plan) = observe_and_plan(user, ctx, (&couch, &server), &password, &me, status).await?;
+        if plan.write.is_none()
+            && let Some(rev) = doc.as_ref().and_then(|d| d.rev.as_deref())
+        {
+            ctx.users_known.read_up_to_date(&key, &username, rev, verdict, ticket);
+        }
+        (doc, plan)
     };
-    let plan = plan_user(&intent, &observed)?;
-
     let userdb_name = if user.spec.per_user_database {
         Some(per_user_database_name(&crate::controller::shared::tenancy::userdb_prefix(&couch).await, &username))
     } else {
@@ -206,7 +201,20 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
             OWNER_FIELD.into(),
             serde_json::to_value(&me).map_err(|e| Error::Internal(format!("encoding the owner record: {e}")))?,
         );
-        couch.put_user(&doc).await.map_err(|e| Error::couch("writing the user", &url, e))?;
+        ctx.users_known.writing(&key, &username);
+        match couch.put_user(&doc).await {
+            // Someone else wrote it too meanwhile: looked at again.
+            Ok(rev) if ctx.users_known.written(&key, &username, &rev, verdict) => {
+                if let Some(t) = &ctx.user_trigger {
+                    let _ = t.send(kube::runtime::reflector::ObjectRef::from_obj(user));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                ctx.users_known.forget(&key, &username);
+                return Err(Error::couch("writing the user", &url, e));
+            }
+        }
         tracing::info!(username = %username, password_changed = write.set_password, "wrote user");
     }
     status.username = Some(username.clone());
@@ -217,7 +225,6 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     if let Some(name) = userdb_name {
         // A CouchDatabase that claims the name (under a prefix configured by hand, which its own
         // reconciler could not know) keeps it: the user does not take it as its private database.
-        let key = server_key(user, &user.spec.server_ref);
         let claimed = ctx.stores.databases.state().into_iter().find(|d| {
             d.metadata.deletion_timestamp.is_none()
                 && d.status.as_ref().and_then(|s| s.couch_name.as_deref()) == Some(name.as_str())
@@ -234,6 +241,45 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
         status.per_user_database = Some(name);
     }
     Ok((plan.outcome, username))
+}
+
+/// Reads the user's document and decides what to write (see `plan_user`).
+async fn observe_and_plan(
+    user: &CouchUser,
+    ctx: &Context,
+    (couch, server): (&CouchClient, &CouchServer),
+    password: &Password,
+    me: &Owner,
+    status: &CouchUserStatus,
+) -> Result<(Option<UserDoc>, UserPlan), Error> {
+    let ns = user.namespace().unwrap_or_default();
+    let username = user.couch_username().to_string();
+    let (doc, observed) = observe_user(couch, &username, &server.spec.url, ctx, me).await?;
+    let previously_owned = status.username.as_deref() == Some(username.as_str());
+    let fingerprint = password_fingerprint(&me.uid, &password.value);
+    // Adopting needs a namespace the server trusts; asked only when adopting could happen: an
+    // existing user this resource does not own yet.
+    let not_ours = observed.owner.as_ref().map_or(!previously_owned, |o| o.uid != me.uid);
+    let adopt_refused = if user.spec.adopt && observed.exists && not_ours {
+        crate::controller::shared::tenancy::require_trust(ctx, server, &ns, TrustedAct::AdoptUser(username.clone()))
+            .await?
+            .err()
+    } else {
+        None
+    };
+    let intent = UserIntent {
+        me: me.clone(),
+        username: username.clone(),
+        roles: user.spec.roles.clone(),
+        password_fingerprint: fingerprint.clone(),
+        applied_fingerprint: if password.fresh { None } else { status.password_hash.clone() },
+        previously_owned,
+        adopt: user.spec.adopt,
+        adopt_refused,
+        earlier_claimant: if previously_owned { None } else { earlier_claimant(user, ctx) },
+    };
+    let plan = plan_user(&intent, &observed)?;
+    Ok((doc, plan))
 }
 
 async fn cleanup(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
@@ -268,6 +314,7 @@ async fn cleanup(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
             None => previously_owned,
         };
         if ours && let Some(rev) = doc.and_then(|d| d.rev) {
+            ctx.users_known.forget(&server_key(user.as_ref(), &user.spec.server_ref), &username);
             connected
                 .couch
                 .delete_user(&username, &rev)
