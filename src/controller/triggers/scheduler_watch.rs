@@ -39,6 +39,9 @@ struct Watched {
     last: States,
     /// Whether a task reads for this key.
     running: bool,
+    /// The client it reads with ([`CouchClient::instance`]): a client built again for a rotated
+    /// admin Secret or CA starts another task, and the old one ends.
+    instance: usize,
 }
 
 /// The waiting shares of every server and replicator database.
@@ -106,7 +109,10 @@ impl SchedulerWatch {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             let watched = keys.entry(key.clone()).or_default();
             watched.waiting.insert(share, (seen, one_shot));
-            !std::mem::replace(&mut watched.running, true)
+            let fresh = !watched.running || watched.instance != couch.instance();
+            watched.running = true;
+            watched.instance = couch.instance();
+            fresh
         };
         if start {
             tokio::spawn(run(self.keys.clone(), key, couch.clone(), trigger, (shares.clone(), shown.clone())));
@@ -162,6 +168,9 @@ async fn run(
         let (woken, done) = {
             let mut all = keys.lock().unwrap_or_else(|e| e.into_inner());
             let Some(watched) = all.get_mut(&key) else { return };
+            if watched.instance != couch.instance() {
+                return;
+            }
             let woken = listed.map(|listed| moved(watched, listed)).unwrap_or_default();
             let done = watched.waiting.is_empty();
             if done {
