@@ -24,13 +24,17 @@ pub async fn audit_reads(metrics_url: &str) -> anyhow::Result<f64> {
     Ok(counter_by(&page(metrics_url).await?, "couchshare_security_audit_reads_total", "namespace").values().sum())
 }
 
-/// A counter family from a Prometheus text page, summed by the values of `label`.
+/// A counter family from a Prometheus text page, summed by the values of `label` (several
+/// labels joined by `+`, as `method+call`: their values joined by a space).
 pub fn counter_by(text: &str, family: &str, label: &str) -> Counts {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with(&format!("{family}{{"))) {
-        let key = line.split(&format!("{label}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
+        let value_of = |label: &str| {
+            line.split(&format!("{label}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("?").to_string()
+        };
+        let key = label.split('+').map(value_of).collect::<Vec<_>>().join(" ");
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *out.entry(key.to_string()).or_default() += value;
+        *out.entry(key).or_default() += value;
     }
     out
 }

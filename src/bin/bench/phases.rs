@@ -147,7 +147,7 @@ pub async fn bulk(run: &Run, operator: &Operator) -> anyhow::Result<Bulk> {
         reconcile_seconds: grew("couchshare_reconcile_duration_seconds_sum", "kind"),
         couch_counts: grew("couchshare_couchdb_request_duration_seconds_count", "method"),
         couch_seconds: grew("couchshare_couchdb_request_duration_seconds_sum", "method"),
-        calls: grew("couchshare_couchdb_request_duration_seconds_count", "call"),
+        calls: grew("couchshare_couchdb_request_duration_seconds_count", "method+call"),
         audit_reads: grew("couchshare_security_audit_reads_total", "namespace").values().sum::<f64>().max(0.0),
     })
 }
