@@ -15,6 +15,9 @@ use super::config::{CouchConfig, Credentials, RetryPolicy, install_crypto_provid
 use super::error::{CouchError, redact_url};
 use super::info::ServerInfo;
 
+/// The generation of the next client built (see [`CouchClient::instance`]).
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// A CouchDB client. Cheap to clone; clones share the connection pool and the cached
 /// [`ServerInfo`].
 #[derive(Clone)]
@@ -26,6 +29,8 @@ pub struct CouchClient {
     retry: RetryPolicy,
     pub(super) server_info: Arc<OnceCell<ServerInfo>>,
     observer: Option<RequestObserver>,
+    /// See [`CouchClient::instance`].
+    generation: u64,
 }
 
 /// What one request did, for metrics: never a body, never credentials.
@@ -136,6 +141,7 @@ impl CouchClient {
             retry: config.retry,
             server_info: Arc::new(OnceCell::new()),
             observer: None,
+            generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -169,10 +175,12 @@ impl CouchClient {
         &self.base
     }
 
-    /// Which client this is: its clones (another user, an observer) share it, and a client built
-    /// again (for a new password or CA) has another. Valid while this client or a clone lives.
-    pub fn instance(&self) -> usize {
-        Arc::as_ptr(&self.server_info) as usize
+    /// Which client this is, as a number that grows with each client built in this process: its
+    /// clones (another user, an observer) share it, and a client built again (for a new password
+    /// or CA) has a larger one. A task started with a newer client is never replaced by one with
+    /// an older client (a pass that resolved its client before a rotation).
+    pub fn instance(&self) -> u64 {
+        self.generation
     }
 
     /// The user requests are made as, if any.

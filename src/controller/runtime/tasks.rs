@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use super::keys::ServerKey;
 use crate::api::CouchServer;
 
-/// A running task and what it was started for (URL, server UID and client).
-type Kept = (String, JoinHandle<()>);
+/// A running task and what it was started for (URL and server UID; the client's generation).
+type Kept = (String, u64, JoinHandle<()>);
 
 /// Which per-server task.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -36,28 +36,29 @@ pub struct Tasks {
 }
 
 impl Tasks {
-    /// Keeps one `task` for `server`: a running one started for the same URL, UID and client
-    /// (`client`: [`crate::couch::CouchClient::instance`] of the one `start()` uses) stays; one started for
-    /// another (or finished) is replaced by `start()`. A task keeps the client it started with,
-    /// so a client built again for new credentials must replace it: the old one would fail
-    /// every read.
-    pub fn keep(&self, task: Task, server: &CouchServer, client: usize, start: impl FnOnce() -> JoinHandle<()>) {
+    /// Keeps one `task` for `server`: a running one started for the same URL and UID, with the
+    /// same client or a newer one (`client`: [`crate::couch::CouchClient::instance`] of the one
+    /// `start()` uses), stays; one started for another URL or UID, with an older client, or
+    /// finished, is replaced by `start()`. A task keeps the client it started with, so a client
+    /// built again for new credentials must replace it: the old one would fail every read (and
+    /// count towards CouchDB's lockout).
+    pub fn keep(&self, task: Task, server: &CouchServer, client: u64, start: impl FnOnce() -> JoinHandle<()>) {
         let key = (task, ServerKey::of(server));
-        let fingerprint = format!("{}|{}|{client}", server.spec.url, server.uid().unwrap_or_default());
+        let fingerprint = format!("{}|{}", server.spec.url, server.uid().unwrap_or_default());
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((fp, handle)) = running.get(&key) {
-            if *fp == fingerprint && !handle.is_finished() {
+        if let Some((fp, generation, handle)) = running.get(&key) {
+            if *fp == fingerprint && *generation >= client && !handle.is_finished() {
                 return;
             }
             handle.abort();
         }
-        running.insert(key, (fingerprint, start()));
+        running.insert(key, (fingerprint, client, start()));
     }
 
     /// Whether `task` runs for `server`.
     pub fn running(&self, task: Task, server: &ServerKey) -> bool {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.get(&(task, server.clone())).is_some_and(|(_, handle)| !handle.is_finished())
+        running.get(&(task, server.clone())).is_some_and(|(_, _, handle)| !handle.is_finished())
     }
 }
 

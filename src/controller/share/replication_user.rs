@@ -10,7 +10,6 @@ use super::places::Place;
 use crate::api::{CouchShare, CouchShareStatus, ShareCredentials, labels};
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::error::Error;
-use crate::controller::runtime::keys::ServerKey;
 use crate::controller::shared::servers::Connected;
 use crate::controller::shared::users_known;
 use crate::plan::grant::grants_present;
@@ -41,9 +40,12 @@ pub(crate) async fn ensure_replication_user(
     let stored = stored.and_then(|b| String::from_utf8(b).ok()).filter(|p| !p.is_empty());
     // Found (or made) with this password and owner, and no other revision since: not read again
     // (see `users_known`).
-    let key = ServerKey::of(&connected.server);
+    let key = users_known::feed_key(&connected.server);
     let verdict = |password: &str| users_known::digest(&[&username, &me.uid, &password_fingerprint(&me.uid, password)]);
-    if let Some(password) = stored.as_ref().filter(|p| ctx.users_known.up_to_date(&key, &username, verdict(p))) {
+    if let Some(password) = stored
+        .as_ref()
+        .filter(|p| ctx.users_known.up_to_date(&key, &username, verdict(p), users_known::max_age(ctx.resync())))
+    {
         return Ok((EndpointAuth { username, password: password.clone() }, false));
     }
     let ticket = ctx.users_known.ticket(&key);

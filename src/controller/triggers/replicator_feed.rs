@@ -29,11 +29,14 @@ const FEED_WAIT: Duration = Duration::from_secs(25);
 /// A server and one of its replicator databases.
 type Key = (ServerKey, String);
 
+/// A feed's task and what it follows with: the server's URL and UID, the client's generation.
+type Following = (String, u64, JoinHandle<()>);
+
 /// The replicator feeds running in this process, each with what it was started for (URL and
 /// server UID), and the document revisions the shares wrote themselves.
 #[derive(Default)]
 pub struct ReplicatorFeeds {
-    running: Mutex<HashMap<Key, (String, JoinHandle<()>)>>,
+    running: Mutex<HashMap<Key, Following>>,
     own: std::sync::Arc<OwnRevisions>,
     /// What each share's last pass wrote of its replications (shared with the scheduler watch).
     pub(crate) shown: super::shown::Shown,
@@ -64,23 +67,26 @@ impl ReplicatorFeeds {
         own.insert((db.to_string(), id.to_string(), rev.to_string()));
     }
 
-    fn running(&self, key: &Key, fingerprint: &str) -> bool {
+    /// Whether a task follows `key` for the same URL and UID (`fingerprint`) with this client
+    /// (`generation`) or a newer one.
+    fn running(&self, key: &Key, fingerprint: &str, generation: u64) -> bool {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.get(key).is_some_and(|(fp, handle)| fp == fingerprint && !handle.is_finished())
+        running.get(key).is_some_and(|(fp, g, handle)| fp == fingerprint && *g >= generation && !handle.is_finished())
     }
 
-    /// Keeps `handle` for `key` unless another task with the same fingerprint started meanwhile
-    /// (two shares on one replicator database reconciled at once): then `handle` is aborted.
-    fn keep(&self, key: Key, fingerprint: String, handle: JoinHandle<()>) {
+    /// Keeps `handle` for `key` unless another task with the same fingerprint and as new a
+    /// client started meanwhile (two shares on one replicator database reconciled at once):
+    /// then `handle` is aborted.
+    fn keep(&self, key: Key, fingerprint: String, generation: u64, handle: JoinHandle<()>) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((fp, old)) = running.get(&key) {
-            if *fp == fingerprint && !old.is_finished() {
+        if let Some((fp, g, old)) = running.get(&key) {
+            if *fp == fingerprint && *g >= generation && !old.is_finished() {
                 handle.abort();
                 return;
             }
             old.abort();
         }
-        running.insert(key, (fingerprint, handle));
+        running.insert(key, (fingerprint, generation, handle));
     }
 }
 
@@ -98,16 +104,12 @@ pub(crate) async fn follow(
 ) -> Result<(), CouchError> {
     let Some(trigger) = trigger.cloned() else { return Ok(()) };
     let server = ServerKey::of(&connected.server);
-    // The client is part of it: a feed keeps the client it started with, so one built again
-    // for a rotated admin Secret or CA must replace it.
-    let fingerprint = format!(
-        "{}|{}|{}",
-        connected.server.spec.url,
-        connected.server.uid().unwrap_or_default(),
-        connected.couch.instance()
-    );
+    // A feed keeps the client it started with, so one built again for a rotated admin Secret
+    // or CA (a newer generation) replaces it.
+    let fingerprint = format!("{}|{}", connected.server.spec.url, connected.server.uid().unwrap_or_default());
+    let generation = connected.couch.instance();
     let key = (server.clone(), db.to_string());
-    if feeds.running(&key, &fingerprint) {
+    if feeds.running(&key, &fingerprint, generation) {
         return Ok(());
     }
     let couch = connected.couch.clone();
@@ -117,7 +119,7 @@ pub(crate) async fn follow(
     let shares = shares.clone();
     let own = (feeds.own.clone(), feeds.shown.clone());
     let handle = tokio::spawn(run(couch, key.clone(), since, shares, trigger, own));
-    feeds.keep(key, fingerprint, handle);
+    feeds.keep(key, fingerprint, generation, handle);
     Ok(())
 }
 

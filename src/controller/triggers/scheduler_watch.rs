@@ -39,9 +39,9 @@ struct Watched {
     last: States,
     /// Whether a task reads for this key.
     running: bool,
-    /// The client it reads with ([`CouchClient::instance`]): a client built again for a rotated
-    /// admin Secret or CA starts another task, and the old one ends.
-    instance: usize,
+    /// The client it reads with ([`CouchClient::instance`]): a newer client (built again for a
+    /// rotated admin Secret or CA) starts another task, and the old one ends.
+    instance: u64,
 }
 
 /// The waiting shares of every server and replicator database.
@@ -109,9 +109,9 @@ impl SchedulerWatch {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             let watched = keys.entry(key.clone()).or_default();
             watched.waiting.insert(share, (seen, one_shot));
-            let fresh = !watched.running || watched.instance != couch.instance();
+            let fresh = !watched.running || watched.instance < couch.instance();
             watched.running = true;
-            watched.instance = couch.instance();
+            watched.instance = watched.instance.max(couch.instance());
             fresh
         };
         if start {

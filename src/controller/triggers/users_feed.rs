@@ -18,7 +18,7 @@ use crate::controller::runtime::keys::ServerKey;
 use crate::controller::runtime::requeues::{ShareTrigger, UserTrigger};
 use crate::controller::runtime::tasks::{Task, server_exists};
 use crate::controller::shared::servers::server_key;
-use crate::controller::shared::users_known::UsersKnown;
+use crate::controller::shared::users_known::{UsersKnown, feed_key};
 use crate::couch::{ChangesQuery, CouchClient, FeedMode};
 use crate::plan::share::replication_username;
 
@@ -31,7 +31,8 @@ const USER_PREFIX: &str = "org.couchdb.user:";
 /// Ends the feed's epoch however its task ends (an error, a replacement's abort, its server gone).
 struct Following {
     known: Arc<UsersKnown>,
-    server: ServerKey,
+    /// The server's [`feed_key`].
+    server: String,
     epoch: Option<u64>,
 }
 
@@ -46,6 +47,7 @@ impl Drop for Following {
 /// Makes sure `_users` is followed on `server` (one task per server and client).
 pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     let server_ref = ServerKey::of(server);
+    let feed = feed_key(server);
     let known = ctx.users_known.clone();
     let servers = ctx.stores.servers.clone();
     let owners = Owners {
@@ -54,7 +56,7 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
     };
     ctx.tasks.keep(Task::Users, server, couch.instance(), move || {
         tokio::spawn(async move {
-            let mut following = Following { known, server: server_ref.clone(), epoch: None };
+            let mut following = Following { known, server: feed.clone(), epoch: None };
             let mut since: Value = json!("now");
             let mut failures = 0u32;
             while server_exists(&servers, &server_ref) {
@@ -65,7 +67,7 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                         Ok(changes) => {
                             // From the first position on, every change comes through below;
                             // those since an earlier position (after a failure) wake their owners.
-                            following.epoch = Some(following.known.following(&server_ref));
+                            following.epoch = Some(following.known.following(&feed));
                             if since != json!("now") {
                                 owners.wake(&server_ref, changes.results.iter().filter_map(|c| c.id.strip_prefix(USER_PREFIX)));
                             }
@@ -93,7 +95,7 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                             let (Some(name), Some(rev)) = (c.id.strip_prefix(USER_PREFIX), c.changes.first()) else {
                                 return false;
                             };
-                            following.known.changed(&server_ref, epoch, name, &rev.rev)
+                            following.known.changed(&feed, epoch, name, &rev.rev)
                         });
                         let names: Vec<&str> = news.filter_map(|c| c.id.strip_prefix(USER_PREFIX)).collect();
                         owners.wake(&server_ref, names.into_iter());
@@ -101,7 +103,7 @@ pub fn follow(ctx: &Context, server: &CouchServer, couch: CouchClient) {
                     }
                     Err(e) => {
                         // Its verdicts go; it resumes from `since`, so nothing is missed.
-                        following.known.lost(&server_ref, epoch);
+                        following.known.lost(&feed, epoch);
                         following.epoch = None;
                         failures = failures.saturating_add(1);
                         tracing::debug!(server = %server_ref, error = %e, "_users/_changes failed; retrying");

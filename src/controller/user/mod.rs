@@ -167,10 +167,13 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
     let fingerprint = password_fingerprint(&me.uid, &password.value);
     // What decides the write: a user found (or made) as declared need not be read again while
     // the `_users` follower brings no other revision of it (see `users_known`).
-    let key = server_key(user, &user.spec.server_ref);
+    let key = users_known::feed_key(&server);
     let verdict = users_known::digest(&[&username, &me.uid, &fingerprint, &user.spec.roles.join("\n")]);
     let applied = !password.fresh && status.password_hash.as_deref() == Some(fingerprint.as_str());
-    let (doc, plan) = if previously_owned && applied && ctx.users_known.up_to_date(&key, &username, verdict) {
+    let (doc, plan) = if previously_owned
+        && applied
+        && ctx.users_known.up_to_date(&key, &username, verdict, users_known::max_age(ctx.resync()))
+    {
         (None, UserPlan { write: None, outcome: UserOutcome::Unchanged })
     } else {
         let ticket = ctx.users_known.ticket(&key);
@@ -228,7 +231,7 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
         let claimed = ctx.stores.databases.state().into_iter().find(|d| {
             d.metadata.deletion_timestamp.is_none()
                 && d.status.as_ref().and_then(|s| s.couch_name.as_deref()) == Some(name.as_str())
-                && server_key(d.as_ref(), &d.spec.server_ref) == key
+                && server_key(d.as_ref(), &d.spec.server_ref) == server_key(user, &user.spec.server_ref)
         });
         if let Some(d) = claimed {
             return Err(Error::InvalidSpec(format!(
@@ -314,12 +317,15 @@ async fn cleanup(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
             None => previously_owned,
         };
         if ours && let Some(rev) = doc.and_then(|d| d.rev) {
-            ctx.users_known.forget(&server_key(user.as_ref(), &user.spec.server_ref), &username);
-            connected
-                .couch
-                .delete_user(&username, &rev)
-                .await
-                .map_err(|e| Error::couch("deleting the user", &url, e))?;
+            let feed = users_known::feed_key(&connected.server);
+            ctx.users_known.writing(&feed, &username);
+            match connected.couch.delete_user(&username, &rev).await {
+                Ok(rev) => ctx.users_known.deleted(&feed, &username, &rev),
+                Err(e) => {
+                    ctx.users_known.forget(&feed, &username);
+                    return Err(Error::couch("deleting the user", &url, e));
+                }
+            }
         }
         if user.spec.per_user_database
             && ours
