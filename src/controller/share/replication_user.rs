@@ -88,19 +88,12 @@ pub(crate) async fn ensure_replication_user(
     let update = replication_user_update(existing.as_ref(), &username, &password, &fingerprint, &me);
     match (&update, existing.as_ref().and_then(|d| d.rev.as_deref())) {
         (Some(doc), _) => {
-            ctx.users_known.writing(&key, &username);
-            match connected.couch.put_user(doc).await {
-                // Someone else wrote it too meanwhile: looked at again.
-                Ok(rev) if ctx.users_known.written(&key, &username, &rev, verdict) => {
-                    if let Some(t) = &ctx.share_trigger {
-                        let _ = t.send(kube::runtime::reflector::ObjectRef::from_obj(share));
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    ctx.users_known.forget(&key, &username);
-                    return Err(Error::couch("writing the replication user", url, e));
-                }
+            let others = ctx.users_known.put(&connected.couch, &key, doc, verdict).await;
+            // Someone else wrote it too meanwhile: looked at again.
+            if others.map_err(|e| Error::couch("writing the replication user", url, e))?
+                && let Some(t) = &ctx.share_trigger
+            {
+                let _ = t.send(kube::runtime::reflector::ObjectRef::from_obj(share));
             }
             tracing::info!(username = %username, "wrote scoped replication user");
         }

@@ -170,14 +170,8 @@ pub(crate) async fn revoke(share: &CouchShare, ctx: &Context) -> Result<(), Erro
         && let Some(rev) = &doc.rev
     {
         let feed = crate::controller::shared::users_known::feed_key(&connected.server);
-        ctx.users_known.writing(&feed, &username);
-        match connected.couch.delete_user(&username, rev).await {
-            Ok(rev) => ctx.users_known.deleted(&feed, &username, &rev),
-            Err(e) => {
-                ctx.users_known.forget(&feed, &username);
-                return Err(Error::couch("deleting the replication user", &url, e));
-            }
-        }
+        let deleted = ctx.users_known.delete(&connected.couch, &feed, &username, rev).await;
+        deleted.map_err(|e| Error::couch("deleting the replication user", &url, e))?;
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(secret) = secrets.get_opt(&replication_secret_name(share)).await?

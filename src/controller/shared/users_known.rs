@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 
 use crate::api::CouchServer;
+use crate::couch::{CouchClient, CouchError, UserDoc};
 
 /// The key of a server's entries: the CouchServer, its URL and its UID. A pass and the feed
 /// compute it from the CouchServer each has; a pass for a URL no feed follows yet finds none.
@@ -194,6 +195,36 @@ impl UsersKnown {
             Some(Entry::Writing { seen, .. }) if seen.iter().any(|r| r == rev) => {}
             Some(Entry::Writing { .. }) => drop(s.users.insert(name.to_string(), Entry::Gone { rev: rev.to_string() })),
             _ => {}
+        }
+    }
+
+    /// Writes `doc` to `_users` on `server` as a pass of an intent whose digest is `digest`:
+    /// its revision coming back through the feed is not a change, and it is recorded up to date.
+    /// Returns whether someone else wrote it too meanwhile (the caller wakes the owner).
+    pub async fn put(&self, couch: &CouchClient, server: &str, doc: &UserDoc, digest: u64) -> Result<bool, CouchError> {
+        self.writing(server, &doc.name);
+        match couch.put_user(doc).await {
+            Ok(rev) => Ok(self.written(server, &doc.name, &rev, digest)),
+            Err(e) => {
+                self.forget(server, &doc.name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes the user `name` at `rev` on `server`: its deletion coming back through the feed
+    /// is not a change.
+    pub async fn delete(&self, couch: &CouchClient, server: &str, name: &str, rev: &str) -> Result<(), CouchError> {
+        self.writing(server, name);
+        match couch.delete_user(name, rev).await {
+            Ok(rev) => {
+                self.deleted(server, name, &rev);
+                Ok(())
+            }
+            Err(e) => {
+                self.forget(server, name);
+                Err(e)
+            }
         }
     }
 

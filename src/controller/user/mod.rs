@@ -204,19 +204,12 @@ async fn ensure(user: &CouchUser, ctx: &Context, status: &mut CouchUserStatus) -
             OWNER_FIELD.into(),
             serde_json::to_value(&me).map_err(|e| Error::Internal(format!("encoding the owner record: {e}")))?,
         );
-        ctx.users_known.writing(&key, &username);
-        match couch.put_user(&doc).await {
-            // Someone else wrote it too meanwhile: looked at again.
-            Ok(rev) if ctx.users_known.written(&key, &username, &rev, verdict) => {
-                if let Some(t) = &ctx.user_trigger {
-                    let _ = t.send(kube::runtime::reflector::ObjectRef::from_obj(user));
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                ctx.users_known.forget(&key, &username);
-                return Err(Error::couch("writing the user", &url, e));
-            }
+        let others = ctx.users_known.put(&couch, &key, &doc, verdict).await;
+        // Someone else wrote it too meanwhile: looked at again.
+        if others.map_err(|e| Error::couch("writing the user", &url, e))?
+            && let Some(t) = &ctx.user_trigger
+        {
+            let _ = t.send(kube::runtime::reflector::ObjectRef::from_obj(user));
         }
         tracing::info!(username = %username, password_changed = write.set_password, "wrote user");
     }
@@ -318,14 +311,8 @@ async fn cleanup(user: Arc<CouchUser>, ctx: &Context) -> Result<Action, Error> {
         };
         if ours && let Some(rev) = doc.and_then(|d| d.rev) {
             let feed = users_known::feed_key(&connected.server);
-            ctx.users_known.writing(&feed, &username);
-            match connected.couch.delete_user(&username, &rev).await {
-                Ok(rev) => ctx.users_known.deleted(&feed, &username, &rev),
-                Err(e) => {
-                    ctx.users_known.forget(&feed, &username);
-                    return Err(Error::couch("deleting the user", &url, e));
-                }
-            }
+            let deleted = ctx.users_known.delete(&connected.couch, &feed, &username, &rev).await;
+            deleted.map_err(|e| Error::couch("deleting the user", &url, e))?;
         }
         if user.spec.per_user_database
             && ours
