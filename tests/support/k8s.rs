@@ -135,11 +135,26 @@ impl ControlPlane {
         };
         let parent =
             std::env::var_os("COUCHSHARE_TEST_WORK").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        let dir = parent.join(format!("control-plane-{:08x}", rand::random::<u32>()));
-        std::fs::create_dir_all(&dir).expect("control plane directory");
-        let plane = ControlPlane { bin: bin.into(), kubeconfig: dir.join("kubeconfig"), dir };
-        plane.script("start-k8s.sh", true);
-        Some(plane)
+        let bin = std::path::PathBuf::from(bin);
+        let mut attempt = 1;
+        loop {
+            let dir = parent.join(format!("control-plane-{:08x}", rand::random::<u32>()));
+            std::fs::create_dir_all(&dir).expect("control plane directory");
+            let plane = ControlPlane { bin: bin.clone(), kubeconfig: dir.join("kubeconfig"), dir };
+            let (ok, stderr) = plane.try_script("start-k8s.sh", true);
+            if ok {
+                return Some(plane);
+            }
+            // Its ports were free when the script chose them, and something took one before
+            // etcd or kube-apiserver bound it (an outgoing connection's ephemeral port, with
+            // every other test running): another directory, other ports. Dropping the plane
+            // stops what did start.
+            assert!(
+                attempt < 3 && stderr.contains("address already in use"),
+                "start-k8s.sh failed (attempt {attempt}):\n{stderr}"
+            );
+            attempt += 1;
+        }
     }
 
     fn script(&self, name: &str, with_bin: bool) {
